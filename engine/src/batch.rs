@@ -1,0 +1,511 @@
+//! Batches: building one (lowering requests), the running batch's shared state, and what the
+//! caller holds (`Batch`) to wait, poll an eventfd, cancel, and read the report.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use std::{io, mem};
+
+use crate::buffer::Reservation;
+use crate::error::{Error, Result};
+use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
+use crate::lower::{lower, LoweringConfig};
+use crate::request::Request;
+
+/// Called once, on a worker thread, when a batch retires. Keep it short.
+pub type CompletionCallback = Box<dyn FnOnce(&BatchReport) + Send>;
+
+/// A batch being built: requests are validated and lowered as they are pushed.
+pub struct BatchBuilder {
+    graph: GraphBuilder,
+    lowering: LoweringConfig,
+    callback: Option<CompletionCallback>,
+}
+
+impl fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("graph", &self.graph)
+            .field("lowering", &self.lowering)
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
+}
+
+impl BatchBuilder {
+    /// An empty batch lowered with `lowering`.
+    pub fn new(lowering: LoweringConfig) -> Self {
+        BatchBuilder {
+            graph: GraphBuilder::new(),
+            lowering,
+            callback: None,
+        }
+    }
+
+    /// Validates `request` and lowers it into the batch. A refused request leaves the batch as
+    /// it was; the error says why (destination too small, overlap, empty stream…).
+    pub fn push(&mut self, request: Request) -> Result<RequestId> {
+        lower(&mut self.graph, &self.lowering, request)
+    }
+
+    /// The graph under construction, for callers that build nodes themselves.
+    pub fn graph_mut(&mut self) -> &mut GraphBuilder {
+        &mut self.graph
+    }
+
+    /// Calls `callback` with the report when the batch retires.
+    pub fn on_complete(&mut self, callback: impl FnOnce(&BatchReport) + Send + 'static) {
+        self.callback = Some(Box::new(callback));
+    }
+
+    /// Validates the graph and freezes it.
+    pub fn compile(self) -> Result<CompiledBatch> {
+        Ok(CompiledBatch {
+            graph: self.graph.compile()?,
+            callback: self.callback,
+        })
+    }
+}
+
+/// A compiled batch, ready to submit (or to draw).
+pub struct CompiledBatch {
+    pub(crate) graph: CompiledGraph,
+    pub(crate) callback: Option<CompletionCallback>,
+}
+
+impl fmt::Debug for CompiledBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledBatch").field("graph", &self.graph).finish()
+    }
+}
+
+impl CompiledBatch {
+    /// The planned graph.
+    pub fn graph(&self) -> &CompiledGraph {
+        &self.graph
+    }
+}
+
+/// How one request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Every byte landed.
+    Done,
+    /// It failed; nothing more of it will run.
+    Failed(Error),
+    /// It was cancelled before all its work ran; its destination is incomplete.
+    Cancelled,
+}
+
+/// One request's outcome.
+#[derive(Clone, Debug)]
+pub struct RequestReport {
+    /// The request.
+    pub id: RequestId,
+    /// Its name, if it had one.
+    pub name: Option<String>,
+    /// How it ended.
+    pub status: RequestStatus,
+    /// Bytes its nodes produced in the destination.
+    pub bytes: u64,
+    /// From the batch's submission to the request's completion.
+    pub latency: Duration,
+}
+
+/// Every request's outcome, in enqueue order.
+#[derive(Clone, Debug)]
+pub struct BatchReport {
+    /// The batch (graph id).
+    pub batch: u64,
+    /// Per request, in enqueue order.
+    pub requests: Vec<RequestReport>,
+    /// From submission to retirement.
+    pub elapsed: Duration,
+}
+
+impl BatchReport {
+    /// The first failed request in enqueue order (not the first to fail in time), with its error.
+    pub fn first_failure(&self) -> Option<(RequestId, &Error)> {
+        self.requests.iter().find_map(|r| match &r.status {
+            RequestStatus::Failed(err) => Some((r.id, err)),
+            _ => None,
+        })
+    }
+    /// Whether every request is done.
+    pub fn all_done(&self) -> bool {
+        self.requests.iter().all(|r| r.status == RequestStatus::Done)
+    }
+    /// How many requests were cancelled.
+    pub fn cancelled(&self) -> usize {
+        self.requests
+            .iter()
+            .filter(|r| r.status == RequestStatus::Cancelled)
+            .count()
+    }
+    /// Bytes delivered by all requests.
+    pub fn bytes(&self) -> u64 {
+        self.requests.iter().map(|r| r.bytes).sum()
+    }
+}
+
+// Request flags.
+const CANCEL_REQUESTED: u32 = 1;
+const SKIPPED: u32 = 2;
+const FINISHED: u32 = 4;
+
+#[derive(Debug)]
+pub(crate) struct RequestState {
+    /// Request sinks not yet finished; the request is finished at zero.
+    pending_sinks: AtomicU32,
+    flags: AtomicU32,
+    /// The first error of this request in time.
+    error: OnceLock<Error>,
+    bytes: AtomicU64,
+    finished_after_ns: AtomicU64,
+}
+
+#[derive(Default)]
+struct CompletionState {
+    report: Option<Arc<BatchReport>>,
+    callback: Option<CompletionCallback>,
+    eventfd: Option<OwnedFd>,
+}
+
+/// The state of a submitted batch, shared by the workers and the caller's [`Batch`].
+pub(crate) struct BatchShared {
+    pub(crate) graph: CompiledGraph,
+    pub(crate) requests: Box<[RequestState]>,
+    pending_requests: AtomicU32,
+    submitted: Instant,
+    reservations: Mutex<Vec<Reservation>>,
+    completion: Mutex<CompletionState>,
+    completed: Condvar,
+    /// Callers blocked in a cancellation acknowledgement; finishing requests notify only then.
+    ack_waiters: AtomicUsize,
+}
+
+impl BatchShared {
+    pub fn new(mut compiled: CompiledBatch) -> Self {
+        let graph = &compiled.graph;
+        let requests = (0..graph.requests().len() as u32)
+            .map(|r| RequestState {
+                pending_sinks: AtomicU32::new(graph.sinks(RequestId(r))),
+                flags: AtomicU32::new(0),
+                error: OnceLock::new(),
+                bytes: AtomicU64::new(0),
+                finished_after_ns: AtomicU64::new(0),
+            })
+            .collect::<Box<[_]>>();
+        let reservations = mem::take(&mut compiled.graph.reservations);
+        BatchShared {
+            pending_requests: AtomicU32::new(requests.len() as u32),
+            requests,
+            submitted: Instant::now(),
+            reservations: Mutex::new(reservations),
+            completion: Mutex::new(CompletionState {
+                callback: compiled.callback,
+                ..CompletionState::default()
+            }),
+            completed: Condvar::new(),
+            ack_waiters: AtomicUsize::new(0),
+            graph: compiled.graph,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.graph.id()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Tombstones every node of `request` that has not started, and marks it cancelled.
+    pub fn cancel_request(&self, request: RequestId) {
+        self.requests[request.index()]
+            .flags
+            .fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
+        self.tombstone(request);
+    }
+
+    fn tombstone(&self, request: RequestId) {
+        for &node in self.graph.request_nodes(request) {
+            self.graph.state(node).tombstone();
+        }
+    }
+
+    /// Records `error` (if it is the request's first) and stops the rest of the request.
+    pub fn fail(&self, request: RequestId, error: Error) {
+        let _ = self.requests[request.index()].error.set(error.for_request(request.0));
+        self.tombstone(request);
+    }
+
+    pub fn add_bytes(&self, request: RequestId, bytes: u64) {
+        if bytes != 0 {
+            self.requests[request.index()].bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub fn mark_skipped(&self, request: RequestId) {
+        self.requests[request.index()]
+            .flags
+            .fetch_or(SKIPPED, Ordering::Relaxed);
+    }
+
+    /// A request sink finished. Returns whether the whole batch has now finished; the caller
+    /// that gets `true` must retire it.
+    pub fn sink_finished(&self, request: RequestId) -> bool {
+        let state = &self.requests[request.index()];
+        if state.pending_sinks.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return false;
+        }
+        let ns = self.submitted.elapsed().as_nanos() as u64;
+        state.finished_after_ns.store(ns, Ordering::Relaxed);
+        state.flags.fetch_or(FINISHED, Ordering::SeqCst);
+        if self.ack_waiters.load(Ordering::SeqCst) > 0 {
+            // Taking the lock orders this notify after any waiter's check-then-wait.
+            drop(self.completion.lock().unwrap_or_else(|p| p.into_inner()));
+            self.completed.notify_all();
+        }
+        self.pending_requests.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    fn is_finished(&self, request: RequestId) -> bool {
+        self.requests[request.index()].flags.load(Ordering::SeqCst) & FINISHED != 0
+    }
+
+    /// Builds the report, releases the destinations, and signals every waiter. Runs once.
+    pub fn publish(&self) {
+        let requests = self
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                let id = RequestId(i as u32);
+                let flags = state.flags.load(Ordering::Acquire);
+                let status = match state.error.get() {
+                    Some(err) => RequestStatus::Failed(err.clone()),
+                    None if flags & SKIPPED != 0 => RequestStatus::Cancelled,
+                    None => RequestStatus::Done,
+                };
+                RequestReport {
+                    id,
+                    name: self.graph.requests()[i].name.clone(),
+                    status,
+                    bytes: state.bytes.load(Ordering::Relaxed),
+                    latency: Duration::from_nanos(state.finished_after_ns.load(Ordering::Relaxed)),
+                }
+            })
+            .collect();
+        let report = Arc::new(BatchReport {
+            batch: self.id(),
+            requests,
+            elapsed: self.submitted.elapsed(),
+        });
+        // Hand the destinations back before anyone can observe completion.
+        drop(mem::take(
+            &mut *self.reservations.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        let callback = {
+            let mut completion = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+            completion.report = Some(report.clone());
+            if let Some(fd) = &completion.eventfd {
+                signal_eventfd(fd);
+            }
+            completion.callback.take()
+        };
+        self.completed.notify_all();
+        if let Some(callback) = callback {
+            callback(&report);
+        }
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>, done: impl Fn(&CompletionState) -> bool) -> bool {
+        let mut completion = self.completion.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done(&completion) {
+                return true;
+            }
+            completion = match deadline {
+                None => self.completed.wait(completion).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.completed
+                        .wait_timeout(completion, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn wait_finished(&self, request: RequestId, deadline: Option<Instant>) -> bool {
+        if self.is_finished(request) {
+            return true;
+        }
+        self.ack_waiters.fetch_add(1, Ordering::SeqCst);
+        let finished = self.wait_until(deadline, |_| self.is_finished(request));
+        self.ack_waiters.fetch_sub(1, Ordering::SeqCst);
+        finished
+    }
+}
+
+fn signal_eventfd(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. A failure (counter overflow
+    // after 2^64 - 2 signals) leaves it readable, which is all a poller needs.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// A submitted batch: wait for it, poll its eventfd, cancel it, read its report and graph.
+#[derive(Clone)]
+pub struct Batch {
+    pub(crate) inner: Arc<BatchShared>,
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("id", &self.id())
+            .field("requests", &self.inner.requests.len())
+            .field("complete", &self.is_complete())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// The batch's id (its graph's).
+    pub fn id(&self) -> u64 {
+        self.inner.id()
+    }
+
+    /// The graph it runs; node states are live while it runs and final once it has retired.
+    pub fn graph(&self) -> &CompiledGraph {
+        &self.inner.graph
+    }
+
+    /// The report, if the batch has retired.
+    pub fn report(&self) -> Option<Arc<BatchReport>> {
+        self.inner
+            .completion
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report
+            .clone()
+    }
+
+    /// Whether every request has reported.
+    pub fn is_complete(&self) -> bool {
+        self.report().is_some()
+    }
+
+    /// Blocks until the batch retires.
+    pub fn wait(&self) -> Arc<BatchReport> {
+        self.inner.wait_until(None, |c| c.report.is_some());
+        self.report().expect("a retired batch has a report")
+    }
+
+    /// Blocks until the batch retires or `timeout` passes.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Arc<BatchReport>> {
+        let deadline = Instant::now() + timeout;
+        self.inner
+            .wait_until(Some(deadline), |c| c.report.is_some())
+            .then(|| self.report())
+            .flatten()
+    }
+
+    /// An eventfd that becomes readable when the batch retires, for poll loops. Created on
+    /// first use; lives as long as the batch.
+    pub fn eventfd(&self) -> io::Result<BorrowedFd<'_>> {
+        let mut completion = self.inner.completion.lock().unwrap_or_else(|p| p.into_inner());
+        if completion.eventfd.is_none() {
+            // SAFETY: plain syscall; the result is checked before use.
+            let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `raw` is a fresh descriptor nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            if completion.report.is_some() {
+                signal_eventfd(&fd);
+            }
+            completion.eventfd = Some(fd);
+        }
+        let raw = completion
+            .eventfd
+            .as_ref()
+            .map(|fd| fd.as_raw_fd())
+            .expect("created above");
+        // SAFETY: the descriptor is owned by the batch state, never replaced or closed once set,
+        // and that state outlives `&self`.
+        Ok(unsafe { BorrowedFd::borrow_raw(raw) })
+    }
+
+    /// Cancels every request of the batch.
+    pub fn cancel(&self) -> CancelTicket {
+        let requests = (0..self.inner.requests.len() as u32).map(RequestId).collect::<Vec<_>>();
+        for &r in &requests {
+            self.inner.cancel_request(r);
+        }
+        CancelTicket {
+            requests: requests.into_iter().map(|r| (self.inner.clone(), r)).collect(),
+        }
+    }
+
+    /// Cancels one request.
+    pub fn cancel_request(&self, request: RequestId) -> CancelTicket {
+        if request.index() >= self.inner.requests.len() {
+            return CancelTicket { requests: Vec::new() };
+        }
+        self.inner.cancel_request(request);
+        CancelTicket {
+            requests: vec![(self.inner.clone(), request)],
+        }
+    }
+}
+
+/// A cancellation in progress. Acknowledged once no node of a matched request will touch its
+/// destination again: nodes that had not started are skipped, running ones have finished.
+pub struct CancelTicket {
+    pub(crate) requests: Vec<(Arc<BatchShared>, RequestId)>,
+}
+
+impl fmt::Debug for CancelTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelTicket")
+            .field("requests", &self.requests.len())
+            .finish()
+    }
+}
+
+impl CancelTicket {
+    /// How many requests the cancellation matched.
+    pub fn matched(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether every matched request has stopped touching its destination.
+    pub fn is_acknowledged(&self) -> bool {
+        self.requests.iter().all(|(batch, r)| batch.is_finished(*r))
+    }
+
+    /// Blocks until the cancellation is acknowledged.
+    pub fn wait(&self) {
+        for (batch, r) in &self.requests {
+            batch.wait_finished(*r, None);
+        }
+    }
+
+    /// Blocks until the cancellation is acknowledged or `timeout` passes; returns whether it was.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.requests
+            .iter()
+            .all(|(batch, r)| batch.wait_finished(*r, Some(deadline)))
+    }
+}

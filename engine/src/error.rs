@@ -1,0 +1,207 @@
+//! The public error type: a kind the caller can match, and the context a person needs to act on
+//! it (stage, path, offset, tile, errno).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::graph::NodeKind;
+
+/// What went wrong, for matching. The message of the [`Error`] says what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request itself is malformed (zero-length stream, range overflow, bad graph).
+    InvalidRequest,
+    /// The destination cannot hold what the request produces.
+    DestinationTooSmall,
+    /// Two in-flight requests would write the same destination bytes.
+    OverlappingDestinations,
+    /// The file does not exist.
+    NotFound,
+    /// The file could not be opened or read for lack of permission.
+    PermissionDenied,
+    /// The requested range runs past the end of the file.
+    UnexpectedEof,
+    /// Any other I/O error; `errno` says which.
+    Io,
+    /// The data is corrupt (bad compressed stream, hash mismatch).
+    Corrupt,
+    /// The runtime lacks what the request needs (a codec, a device feature).
+    Unsupported,
+    /// A completion source dropped an operation without completing it.
+    Abandoned,
+    /// The executor is shutting down and takes no new work.
+    ShutDown,
+}
+
+/// A failure, with the context to find its cause.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    stage: Option<NodeKind>,
+    path: Option<PathBuf>,
+    offset: Option<u64>,
+    tile: Option<u32>,
+    errno: Option<i32>,
+    request: Option<u32>,
+}
+
+impl Error {
+    /// An error of `kind` with a message that should say what to do.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            stage: None,
+            path: None,
+            offset: None,
+            tile: None,
+            errno: None,
+            request: None,
+        }
+    }
+
+    /// An I/O error, classified by its errno.
+    pub fn from_io(err: &io::Error, action: &str) -> Self {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::UnexpectedEof => ErrorKind::UnexpectedEof,
+            _ => ErrorKind::Io,
+        };
+        let mut error = Error::new(kind, format!("{action}: {err}"));
+        error.errno = err.raw_os_error();
+        error
+    }
+
+    /// Names the stage that failed.
+    pub fn at_stage(mut self, stage: NodeKind) -> Self {
+        self.stage.get_or_insert(stage);
+        self
+    }
+    /// Names the file involved.
+    pub fn with_path(mut self, path: &Path) -> Self {
+        self.path.get_or_insert_with(|| path.to_owned());
+        self
+    }
+    /// Names the byte offset (in the source) where it failed.
+    pub fn at_offset(mut self, offset: u64) -> Self {
+        self.offset.get_or_insert(offset);
+        self
+    }
+    /// Names the compressed tile that failed.
+    pub fn at_tile(mut self, tile: u32) -> Self {
+        self.tile.get_or_insert(tile);
+        self
+    }
+    /// Records the OS error number.
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno.get_or_insert(errno);
+        self
+    }
+    /// Names the request (its index in its batch).
+    pub fn for_request(mut self, request: u32) -> Self {
+        self.request.get_or_insert(request);
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    /// The human-readable cause, without the context fields.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The stage that failed, if a stage did.
+    pub fn stage(&self) -> Option<NodeKind> {
+        self.stage
+    }
+    /// The file involved, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+    /// The source byte offset, if known.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+    /// The compressed tile, if known.
+    pub fn tile(&self) -> Option<u32> {
+        self.tile
+    }
+    /// The OS error number, if the OS reported one.
+    pub fn errno(&self) -> Option<i32> {
+        self.errno
+    }
+    /// The request's index in its batch, if known.
+    pub fn request(&self) -> Option<u32> {
+        self.request
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(request) = self.request {
+            write!(f, "request {request}: ")?;
+        }
+        if let Some(stage) = self.stage {
+            write!(f, "{stage} stage: ")?;
+        }
+        f.write_str(&self.message)?;
+        let mut context = Vec::new();
+        if let Some(path) = &self.path {
+            context.push(format!("file {}", path.display()));
+        }
+        if let Some(offset) = self.offset {
+            context.push(format!("offset {offset}"));
+        }
+        if let Some(tile) = self.tile {
+            context.push(format!("tile {tile}"));
+        }
+        if let Some(errno) = self.errno {
+            context.push(format!("errno {errno}"));
+        }
+        if !context.is_empty() {
+            write!(f, " ({})", context.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_carries_every_context_field() {
+        let io = io::Error::from_raw_os_error(libc::ENOENT);
+        let err = Error::from_io(&io, "cannot open the source file")
+            .at_stage(NodeKind::Read)
+            .with_path(Path::new("/assets/a.bin"))
+            .at_offset(4096)
+            .for_request(7);
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.errno(), Some(libc::ENOENT));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("request 7: read stage: cannot open the source file"),
+            "{text}"
+        );
+        assert!(text.contains("file /assets/a.bin"), "{text}");
+        assert!(text.contains("offset 4096"), "{text}");
+        assert!(text.contains("errno 2"), "{text}");
+    }
+
+    #[test]
+    fn the_first_context_wins() {
+        let err = Error::new(ErrorKind::Io, "x").at_offset(1).at_offset(2);
+        assert_eq!(err.offset(), Some(1));
+    }
+}

@@ -1,0 +1,192 @@
+//! Requests: what the caller asks for, before it is lowered into graph nodes.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::buffer::HostBuffer;
+use crate::graph::FileSource;
+
+/// Scheduling priority of a request. Ready roots of higher-priority requests are taken first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Background streaming.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Needed soon.
+    High,
+    /// Needed for the next frame.
+    Realtime,
+}
+
+impl Priority {
+    /// Every priority, highest first: the order workers look for new work in.
+    pub const HIGHEST_FIRST: [Priority; 4] = [Priority::Realtime, Priority::High, Priority::Normal, Priority::Low];
+    /// How many priorities.
+    pub const COUNT: usize = 4;
+
+    /// The priority's index, for per-priority tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a request's bytes come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A byte range of a file.
+    File {
+        /// The file.
+        file: FileSource,
+        /// First byte.
+        offset: u64,
+        /// Bytes to read (the compressed size for compressed requests).
+        len: u64,
+    },
+    /// A byte range of memory the caller shares with the runtime.
+    Memory {
+        /// The bytes.
+        bytes: Arc<[u8]>,
+        /// First byte.
+        offset: u64,
+        /// Bytes to take.
+        len: u64,
+    },
+}
+
+impl Source {
+    /// How many source bytes the request consumes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Source::File { len, .. } | Source::Memory { len, .. } => *len,
+        }
+    }
+
+    /// Whether the request consumes no source bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How the source bytes are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as they should land.
+    #[default]
+    None,
+    /// A GDeflate TileStream that decodes to `uncompressed_len` bytes.
+    GDeflate {
+        /// Size after decoding.
+        uncompressed_len: u64,
+    },
+}
+
+/// Where a request's bytes go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// A caller's host buffer, from `offset`.
+    Host {
+        /// The buffer.
+        buffer: HostBuffer,
+        /// First byte written.
+        offset: u64,
+    },
+}
+
+/// One request: read `source`, decode it per `compression`, land it in `destination`.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Where the bytes come from.
+    pub source: Source,
+    /// How they are encoded.
+    pub compression: Compression,
+    /// Where they go.
+    pub destination: Destination,
+    /// Cancellation tag: `cancel(tag, mask)` matches `request.tag & mask == tag & mask`.
+    pub tag: u64,
+    /// A name for reports, DOT and errors.
+    pub name: Option<String>,
+    /// Scheduling priority.
+    pub priority: Priority,
+}
+
+impl Request {
+    /// Reads `len` bytes at `offset` of the file at `path` into `buffer` at `dst_offset`.
+    pub fn file(path: impl Into<PathBuf>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+        Self::new(
+            Source::File {
+                file: FileSource::Path(path.into()),
+                offset,
+                len,
+            },
+            buffer,
+            dst_offset,
+        )
+    }
+
+    /// Reads `len` bytes at `offset` of an already-open file into `buffer` at `dst_offset`.
+    pub fn open_file(file: Arc<File>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+        Self::new(
+            Source::File {
+                file: FileSource::Open(file),
+                offset,
+                len,
+            },
+            buffer,
+            dst_offset,
+        )
+    }
+
+    /// Copies `bytes[offset..offset + len]` into `buffer` at `dst_offset`.
+    pub fn memory(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+        Self::new(Source::Memory { bytes, offset, len }, buffer, dst_offset)
+    }
+
+    fn new(source: Source, buffer: &HostBuffer, offset: u64) -> Self {
+        Request {
+            source,
+            compression: Compression::None,
+            destination: Destination::Host {
+                buffer: buffer.clone(),
+                offset,
+            },
+            tag: 0,
+            name: None,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Marks the source as a GDeflate stream that decodes to `uncompressed_len` bytes.
+    pub fn gdeflate(mut self, uncompressed_len: u64) -> Self {
+        self.compression = Compression::GDeflate { uncompressed_len };
+        self
+    }
+
+    /// Sets the cancellation tag.
+    pub fn tag(mut self, tag: u64) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// Names the request.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Bytes the request lands in its destination.
+    pub fn output_len(&self) -> u64 {
+        match self.compression {
+            Compression::None => self.source.len(),
+            Compression::GDeflate { uncompressed_len } => uncompressed_len,
+        }
+    }
+}

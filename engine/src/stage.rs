@@ -1,0 +1,210 @@
+//! The seam between the engine and the stages: the [`Stage`] trait, the [`NodeRef`] a stage
+//! runs against, and [`PendingNode`] for work a completion source finishes later.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind};
+use crate::executor::{Shared, Task};
+use crate::graph::{CompiledGraph, FileSlot, NodeId, NodeKind, RequestId, RequestInfo, Resource};
+
+/// What running a node came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The work is done; `bytes` were produced.
+    Done {
+        /// Bytes produced at the node's destination.
+        bytes: u64,
+    },
+    /// The work failed; the request fails with this error.
+    Failed(Error),
+    /// The stage handed the node to a completion source through [`NodeRef::defer`]; it completes
+    /// when that source calls [`PendingNode::complete`].
+    Pending(Deferred),
+}
+
+/// Proof that a node was deferred: only [`NodeRef::defer`] makes one.
+#[derive(Debug)]
+pub struct Deferred(());
+
+/// One stage implementation: the work of one node kind.
+pub trait Stage: Send + Sync + fmt::Debug {
+    /// Runs one node. Called once per node, on a worker thread; must not block for long (hand
+    /// slow work to a completion source with [`NodeRef::defer`]).
+    fn run(&self, node: NodeRef<'_>) -> Outcome;
+}
+
+/// Where a node's input bytes are.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A byte range of a file: `len` bytes at `offset`.
+    File {
+        /// The file, opened at most once per batch.
+        file: &'a FileSlot,
+        /// First byte.
+        offset: u64,
+        /// Bytes to read.
+        len: u64,
+    },
+    /// Bytes in memory (a caller's source, or what an earlier node produced).
+    Bytes(&'a [u8]),
+    /// The node has no input.
+    None,
+}
+
+/// The node a stage is running: what it is, where its bytes come from and go to.
+pub struct NodeRef<'a> {
+    pub(crate) graph: &'a CompiledGraph,
+    pub(crate) task: Task,
+    pub(crate) shared: &'a Arc<Shared>,
+    pub(crate) destination_taken: bool,
+}
+
+impl fmt::Debug for NodeRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRef")
+            .field("graph", &self.graph.id())
+            .field("node", &self.task.node)
+            .field("kind", &self.kind())
+            .finish()
+    }
+}
+
+impl<'a> NodeRef<'a> {
+    /// The node's id in its graph.
+    pub fn id(&self) -> NodeId {
+        self.task.node
+    }
+    /// What kind of node this is.
+    pub fn kind(&self) -> NodeKind {
+        self.graph.kind(self.task.node)
+    }
+    /// The request it belongs to.
+    pub fn request(&self) -> RequestId {
+        self.graph.request_of(self.task.node)
+    }
+    /// What the graph knows of that request.
+    pub fn request_info(&self) -> &'a RequestInfo {
+        self.graph.request_info(self.request())
+    }
+    /// Bytes the node produces at its destination.
+    pub fn len(&self) -> u64 {
+        self.graph.len(self.task.node)
+    }
+    /// Whether the node produces nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node's input.
+    pub fn input(&self) -> Input<'a> {
+        let Some(src) = self.graph.src(self.task.node) else {
+            return Input::None;
+        };
+        let len = self.graph.src_len(self.task.node);
+        match self.graph.resource(src.resource) {
+            Resource::File(file) => Input::File {
+                file,
+                offset: src.offset,
+                len,
+            },
+            // `compile` checked offset + len against the resource's length for both of these.
+            Resource::Memory(bytes) => Input::Bytes(&bytes[src.offset as usize..(src.offset + len) as usize]),
+            Resource::Scratch(scratch) => {
+                let raw = scratch.raw();
+                // SAFETY: (1) `compile` checked the span lies inside the scratch allocation, which
+                // the graph owns and keeps alive; (2) scratch is written only by the nodes that
+                // lowering makes this node's predecessors, and their releases (AcqRel on this
+                // node's state word) happen before this run, so no write is in progress or
+                // unpublished; (3) only lowering creates scratch, so no other writer exists.
+                Input::Bytes(unsafe {
+                    std::slice::from_raw_parts(raw.ptr.as_ptr().add(src.offset as usize), len as usize)
+                })
+            }
+            Resource::Host(_) => unreachable!("compile refuses nodes that read a host destination"),
+        }
+    }
+
+    /// The bytes the node must fill, once per run: `None` if the node has no destination or it
+    /// was already taken.
+    pub fn destination(&mut self) -> Option<&mut [u8]> {
+        if self.destination_taken {
+            return None;
+        }
+        let dst = self.graph.dst(self.task.node)?;
+        let len = self.len() as usize;
+        let raw = match self.graph.resource(dst.resource) {
+            Resource::Host(raw) => *raw,
+            Resource::Scratch(scratch) => scratch.raw(),
+            Resource::File(_) | Resource::Memory(_) => {
+                unreachable!("compile refuses nodes that write into a source")
+            }
+        };
+        self.destination_taken = true;
+        // SAFETY: (1) `compile` checked the span lies inside the resource; (2) a host resource is
+        // kept alive by the batch's reservation until the batch retires, which cannot happen
+        // before this node finishes, and scratch by the graph itself; (3) no other node of any
+        // in-flight batch writes these bytes: `compile` refuses overlapping node writes and
+        // reservations refuse overlap across batches; (4) nothing reads them while this node
+        // runs (host bytes are never read by stages; scratch readers are successors);
+        // (5) `destination_taken` makes this the only borrow this run hands out.
+        Some(unsafe { std::slice::from_raw_parts_mut(raw.ptr.as_ptr().add(dst.offset as usize), len) })
+    }
+
+    /// Hands the node to a completion source: the stage returns the [`Outcome`] this gives, and
+    /// the source later calls [`PendingNode::complete`]. The node's buffers stay valid until then.
+    pub fn defer(self) -> (PendingNode, Outcome) {
+        let pending = PendingNode {
+            task: Some(self.task),
+            shared: self.shared.clone(),
+        };
+        (pending, Outcome::Pending(Deferred(())))
+    }
+}
+
+/// A node whose work a completion source (io_uring, a GPU timeline) will finish. Completing it
+/// releases its successors; dropping it without completing fails the node as abandoned, so a
+/// lost operation can never hang its batch.
+pub struct PendingNode {
+    task: Option<Task>,
+    shared: Arc<Shared>,
+}
+
+// SAFETY: a `Task` is a pointer to a batch the executor keeps alive while the node is pending,
+// plus an index; completing it from another thread is what the executor's atomics are for.
+unsafe impl Send for PendingNode {}
+
+impl fmt::Debug for PendingNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingNode")
+            .field("node", &self.task.map(|t| t.node))
+            .finish()
+    }
+}
+
+impl PendingNode {
+    /// Completes the node with `bytes` produced, or with an error. Successors it releases go to
+    /// the injector, or to `completer`'s worker when called from a reactor poll.
+    pub fn complete(mut self, result: Result<u64, Error>) {
+        if let Some(task) = self.task.take() {
+            crate::executor::complete_pending(&self.shared, task, result, None);
+        }
+    }
+
+    pub(crate) fn take(mut self) -> (Task, Arc<Shared>) {
+        let task = self.task.take().expect("a pending node is taken once");
+        (task, self.shared.clone())
+    }
+}
+
+impl Drop for PendingNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let error = Error::new(
+                ErrorKind::Abandoned,
+                "the completion source dropped this operation without completing it",
+            );
+            crate::executor::complete_pending(&self.shared, task, Err(error), None);
+        }
+    }
+}
