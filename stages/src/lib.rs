@@ -1,0 +1,31 @@
+//! # dsr-stages: the stages of dsr's job graph
+//!
+//! One stage = one file implementing `dsr_engine::Stage` for one node kind:
+//! - [`read`]: file bytes into memory with positioned reads (short reads and `EINTR` handled).
+//!   io_uring takes over in its own issue behind the same `Stage` boundary; this stays as the
+//!   fallback where io_uring is missing.
+//! - [`copy`]: memory sources into their destination.
+//! - [`decompress_cpu`]: GDeflate on the CPU. Until the codec lands it fails every node with an
+//!   explicit "GDeflate codec not available" error rather than pretending.
+//!
+//! [`install_cpu_stages`] hands all of them to an executor builder.
+
+pub mod copy;
+pub mod decompress_cpu;
+pub mod read;
+
+use std::sync::Arc;
+
+use dsr_engine::{ExecutorBuilder, NodeKind};
+
+pub use copy::CopyStage;
+pub use decompress_cpu::DecompressCpuStage;
+pub use read::PreadStage;
+
+/// Adds every CPU stage to `builder`.
+pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {
+    builder
+        .stage(NodeKind::Read, Arc::new(PreadStage))
+        .stage(NodeKind::Copy, Arc::new(CopyStage))
+        .stage(NodeKind::DecompressCpu, Arc::new(DecompressCpuStage))
+}
