@@ -1,0 +1,181 @@
+//! The `dsr` command line: argument parsing and dispatch. Each subcommand lives in its own file
+//! and returns a `CliResult`; this module turns that into an exit code and a message.
+
+mod bench;
+mod demo;
+mod dot;
+mod load;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// What a subcommand failed with: a message for stderr, and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    /// A failure of the work itself (exit code 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+    /// Bad arguments (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<dsr::Error> for CliError {
+    fn from(err: dsr::Error) -> Self {
+        CliError::failed(err.to_string())
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// dsr: stream assets from disk into memory through a job-graph engine (DirectStorage for Linux).
+#[derive(Debug, Parser)]
+#[command(name = "dsr", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a sample asset set to a temporary directory, load it through the engine, verify
+    /// every byte, and print throughput and latency (works on any machine, no GPU needed).
+    Demo(demo::DemoArgs),
+    /// Load files (or one range of each) into host memory and report throughput and latency.
+    Load(load::LoadArgs),
+    /// Write the planned graph of loading FILE... as Graphviz DOT, without running it.
+    Dot(dot::DotArgs),
+    /// Throughput and overhead benchmarks, each against a peer measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by commands that run the engine.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Worker threads (default: one per CPU).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Largest read one node issues, in bytes (suffixes K, M, G accepted).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub chunk: u64,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> dsr::ExecutorConfig {
+        let mut config = dsr::ExecutorConfig::default();
+        if let Some(workers) = self.workers {
+            config.workers = workers.max(1);
+        }
+        config.lowering.read_chunk = self.chunk.max(1);
+        config
+    }
+}
+
+/// A byte range `OFFSET:LEN` (suffixes K, M, G accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub offset: u64,
+    pub len: u64,
+}
+
+fn parse_range(text: &str) -> Result<Range, String> {
+    let (offset, len) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not OFFSET:LEN (for example 4096:1M)"))?;
+    Ok(Range {
+        offset: parse_size(offset)?,
+        len: parse_size(len)?,
+    })
+}
+
+/// A byte count with an optional binary suffix: 4096, 64K, 1M, 2G.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a byte count (digits, optionally followed by K, M or G)"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' does not fit in 64 bits"))
+}
+
+/// Files named on the command line, each with the range to load.
+pub fn resolve_files(files: &[PathBuf], range: Option<Range>) -> Result<Vec<(PathBuf, u64, u64)>, CliError> {
+    if files.is_empty() {
+        return Err(CliError::usage("name at least one FILE"));
+    }
+    files
+        .iter()
+        .map(|path| match range {
+            Some(r) => Ok((path.clone(), r.offset, r.len)),
+            None => Ok((path.clone(), 0, dsr::file_len(path)?)),
+        })
+        .collect()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Load(args) => load::run(args),
+        Command::Dot(args) => dot::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dsr: {}", err.message);
+            ExitCode::from(err.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ranges_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("99999999999G").is_err());
+        assert_eq!(
+            parse_range("4K:1M"),
+            Ok(Range {
+                offset: 4096,
+                len: 1 << 20
+            })
+        );
+        assert!(parse_range("12").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

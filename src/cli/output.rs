@@ -1,0 +1,128 @@
+//! What the commands print: human summaries, JSON documents, and the progress bar.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsr::engine::{LatencySummary, NodeEnd, NodeEvent, Observer};
+use dsr::viz::dot::human_bytes;
+use dsr::MetricsSnapshot;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+/// GB/s (decimal) for `bytes` in `elapsed`.
+pub fn gbps(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e9
+}
+
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+pub fn latency_json(l: &LatencySummary) -> Value {
+    json!({
+        "count": l.count,
+        "p50_us": micros(l.p50),
+        "p99_us": micros(l.p99),
+        "p999_us": micros(l.p999),
+        "max_us": micros(l.max),
+        "mean_us": micros(l.mean),
+    })
+}
+
+pub fn latency_line(label: &str, l: &LatencySummary) -> String {
+    format!(
+        "{label:<16} p50 {:>9.1} µs   p99 {:>9.1} µs   p99.9 {:>9.1} µs   max {:>9.1} µs   (n={})",
+        micros(l.p50),
+        micros(l.p99),
+        micros(l.p999),
+        micros(l.max),
+        l.count
+    )
+}
+
+pub fn stages_json(metrics: &MetricsSnapshot) -> Value {
+    Value::Array(
+        metrics
+            .stages
+            .iter()
+            .map(|s| {
+                json!({
+                    "stage": s.kind.name(),
+                    "bytes": s.bytes,
+                    "failed": s.failed,
+                    "skipped": s.skipped,
+                    "latency": latency_json(&s.latency),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn print_stages(metrics: &MetricsSnapshot) {
+    for s in &metrics.stages {
+        println!(
+            "{}   {}",
+            latency_line(&format!("  {} node", s.kind), &s.latency),
+            human_bytes(s.bytes)
+        );
+    }
+}
+
+/// A progress bar over bytes, fed by node events; hidden for JSON output and non-terminals.
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn new(total_bytes: u64, visible: bool) -> Arc<Self> {
+        let bar = if visible && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total_bytes);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Arc::new(Progress { bar })
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Progress {
+    fn node_started(&self, _event: &NodeEvent) {}
+    fn node_finished(&self, _event: &NodeEvent, end: NodeEnd) {
+        if let NodeEnd::Done { bytes } = end {
+            self.bar.inc(bytes);
+        }
+    }
+}
+
+/// Fans node events out to several observers.
+#[derive(Debug)]
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn node_started(&self, event: &NodeEvent) {
+        for o in &self.0 {
+            o.node_started(event);
+        }
+    }
+    fn node_finished(&self, event: &NodeEvent, end: NodeEnd) {
+        for o in &self.0 {
+            o.node_finished(event, end);
+        }
+    }
+    fn batch_retired(&self, batch: u64) {
+        for o in &self.0 {
+            o.batch_retired(batch);
+        }
+    }
+}

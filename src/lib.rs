@@ -1,0 +1,53 @@
+//! # dsr: DirectStorage-class asset streaming for Linux
+//!
+//! Requests to read file ranges or memory blocks (optionally GDeflate-compressed) into host
+//! memory are lowered into a DAG of typed stage nodes and run by a work-stealing executor. This
+//! crate is the facade: it re-exports the engine's API, builds executors with the stock stages,
+//! and hosts the harnesses behind `dsr bench`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let executor = dsr::executor(dsr::ExecutorConfig::default())?;
+//! let len = dsr::file_len("assets/level1.pak")?;
+//! let dest = dsr::HostBuffer::new(len as usize);
+//! let mut batch = executor.batch();
+//! batch.push(dsr::Request::file("assets/level1.pak", 0, len, &dest, 0).name("level1"))?;
+//! let report = executor.submit(batch)?.wait();
+//! assert!(report.all_done());
+//! # Ok::<(), dsr::Error>(())
+//! ```
+//!
+//! Crates: [`engine`] (requests, graph, executor), [`stages`] (read, copy, decompress),
+//! [`viz`] (DOT pictures of batch graphs).
+
+pub mod bench;
+
+use std::path::Path;
+
+pub use dsr_engine as engine;
+pub use dsr_graph_viz as viz;
+pub use dsr_stages as stages;
+
+pub use dsr_engine::{
+    Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, Error, ErrorKind, Executor,
+    ExecutorBuilder, ExecutorConfig, HostBuffer, LoweringConfig, MetricsSnapshot, NodeKind, Priority, Request,
+    RequestId, RequestReport, RequestStatus, Result,
+};
+
+/// An executor with the stock CPU stages installed.
+pub fn executor(config: ExecutorConfig) -> Result<Executor> {
+    executor_builder(config).build()
+}
+
+/// A builder with the stock CPU stages installed, for callers that add reactors or observers.
+pub fn executor_builder(config: ExecutorConfig) -> ExecutorBuilder {
+    dsr_stages::install_cpu_stages(Executor::builder().config(config))
+}
+
+/// The length of the file at `path`; errors name the path.
+pub fn file_len(path: impl AsRef<Path>) -> Result<u64> {
+    let path = path.as_ref();
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|err| Error::from_io(&err, "cannot stat the file").with_path(path))
+}

@@ -1,0 +1,7 @@
+//! The `dsr` command: demo, load, dot, bench.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
