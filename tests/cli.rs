@@ -1,0 +1,120 @@
+//! The `dsr` command as a user runs it.
+
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+fn dsr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dsr"))
+        .args(args)
+        .output()
+        .expect("dsr runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "dsr failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
+#[test]
+fn demo_verifies_every_byte() {
+    let doc = json(&dsr(&["demo", "--json"]));
+    assert_eq!(doc["verified"], true, "{doc}");
+    assert!(doc["requests"].as_u64().unwrap() >= 40);
+    assert!(doc["gbps"].as_f64().unwrap() > 0.0);
+    assert!(doc["missing_file_error"].as_str().unwrap().contains("exist.pak"));
+    assert!(doc["request_latency"]["p99_us"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn load_reports_throughput_and_writes_the_run_graph() {
+    let file = temp_file(&pattern(3 << 20, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let dot = dir.path().join("run.dot");
+    let path = file.path().to_str().unwrap();
+    let doc = json(&dsr(&[
+        "load",
+        path,
+        "--json",
+        "--repeat",
+        "2",
+        "--dot",
+        dot.to_str().unwrap(),
+    ]));
+    assert_eq!(doc["bytes"], 3 << 20);
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 2);
+    assert!(doc["median_gbps"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["stages"][0]["stage"], "read");
+    assert!(std::fs::read_to_string(&dot).unwrap().starts_with("digraph"));
+
+    let ranged = json(&dsr(&["load", path, "--range", "1K:64K", "--json"]));
+    assert_eq!(ranged["bytes"], 64 << 10);
+}
+
+#[test]
+fn load_of_a_missing_file_fails_naming_it() {
+    let out = dsr(&["load", "/nonexistent/dsr-cli/asset.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/dsr-cli/asset.bin"), "{stderr}");
+
+    let file = temp_file(&[1, 2, 3]);
+    let out = dsr(&["load", file.path().to_str().unwrap(), "--range", "2:10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("past the end"));
+}
+
+#[test]
+fn dot_writes_the_plan_without_running() {
+    let file = temp_file(&pattern(5 << 20, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("plan.dot");
+    let out = dsr(&["dot", file.path().to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dot = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(dot.matches("shape=box").count(), 5, "5 MiB in 1 MiB reads");
+    assert!(dot.contains("(plan)"));
+}
+
+#[test]
+fn bench_exec_reports_both_sides() {
+    let doc = json(&dsr(&[
+        "bench",
+        "exec",
+        "--nodes",
+        "3000",
+        "--runs",
+        "1",
+        "--workers",
+        "1,2",
+        "--json",
+    ]));
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for r in results {
+        for key in ["dsr_ns_per_node", "rayon_ns_per_task", "workers"] {
+            assert!(r[key].as_f64().unwrap() > 0.0, "{key} in {r}");
+        }
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["load", "--help"],
+        &["dot", "--help"],
+        &["bench", "--help"],
+        &["bench", "exec", "--help"],
+    ] {
+        let out = dsr(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}

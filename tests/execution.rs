@@ -1,0 +1,414 @@
+//! Running graphs: dependencies hold, failures propagate and report in enqueue order, every
+//! completion signal fires, completion sources (reactors) release nodes, priorities order new
+//! work, metrics and observers see every node.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dsr::engine::{Completer, EdgeKind, NodeEnd, NodeId, NodeRef, Outcome, PendingNode, Reactor, RequestInfo, Stage};
+use dsr::{ErrorKind, HostBuffer, NodeKind, Priority, Request, RequestStatus};
+
+use crate::common::*;
+
+/// Stamps each node's start and end with a global sequence number.
+#[derive(Debug)]
+struct Trace {
+    clock: AtomicU64,
+    stamps: Vec<(AtomicU64, AtomicU64)>,
+}
+
+impl Stage for Trace {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let (start, end) = &self.stamps[node.id().index()];
+        start.store(self.clock.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        std::hint::black_box((0..node.id().index() % 50).sum::<usize>());
+        end.store(self.clock.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        Outcome::Done { bytes: 0 }
+    }
+}
+
+#[test]
+fn stress_every_edge_is_respected_in_a_random_dag() {
+    let n = 20_000;
+    let trace = Arc::new(Trace {
+        clock: AtomicU64::new(0),
+        stamps: (0..n).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+    });
+    let executor = custom_executor(2, trace.clone(), None);
+    let mut batch = executor.batch();
+    let graph = batch.graph_mut();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let requests: Vec<_> = (0..8).map(|_| graph.add_request(RequestInfo::default())).collect();
+    let nodes: Vec<NodeId> = (0..n)
+        .map(|i| graph.add_node(bare(NodeKind::Copy, requests[i % 8])))
+        .collect();
+    let mut edges = Vec::new();
+    for i in 1..n {
+        for _ in 0..rng.usize(0..4) {
+            let from = rng.usize(i.saturating_sub(100)..i);
+            graph.add_edge(nodes[from], nodes[i], EdgeKind::Cpu);
+            edges.push((from, i));
+        }
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done());
+    for (from, to) in edges {
+        let end = trace.stamps[from].1.load(Ordering::SeqCst);
+        let start = trace.stamps[to].0.load(Ordering::SeqCst);
+        assert!(
+            end != 0 && end < start,
+            "node {to} started before its predecessor {from} ended"
+        );
+    }
+}
+
+#[test]
+fn smoke_memory_copies_land() {
+    let executor = executor(2);
+    let sources: Vec<Arc<[u8]>> = (0..64).map(|i| pattern(1000 + i * 37, i as u64).into()).collect();
+    let total: usize = sources.iter().map(|s| s.len()).sum();
+    let dest = HostBuffer::new(total);
+    let mut batch = executor.batch();
+    let mut at = 0;
+    for source in &sources {
+        batch
+            .push(Request::memory(
+                source.clone(),
+                0,
+                source.len() as u64,
+                &dest,
+                at as u64,
+            ))
+            .unwrap();
+        at += source.len();
+    }
+    let report = executor.submit(batch).unwrap().wait();
+    assert!(report.all_done());
+    assert_eq!(report.bytes(), total as u64);
+    let mut dest = dest;
+    assert_eq!(dest.as_slice().unwrap(), sources.concat().as_slice());
+}
+
+#[test]
+fn a_failed_decode_fails_its_request_with_the_stage_named() {
+    let data = pattern(5000, 1);
+    let file = temp_file(&data);
+    let executor = executor(2);
+    let dest = HostBuffer::new(20_000);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(file.path(), 0, 5000, &dest, 0).gdeflate(20_000))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait();
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("expected a failure, got {:?}", report.requests[0].status);
+    };
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_eq!(err.stage(), Some(NodeKind::DecompressCpu));
+    assert!(err.to_string().contains("GDeflate codec not available"), "{err}");
+    // The read before it ran; the decode is the failed node.
+    let states: Vec<_> = batch
+        .graph()
+        .nodes()
+        .map(|n| (n.kind, n.state.is_done(), n.state.is_failed()))
+        .collect();
+    assert_eq!(
+        states,
+        [(NodeKind::Read, true, false), (NodeKind::DecompressCpu, false, true)]
+    );
+}
+
+#[test]
+fn a_failed_read_skips_its_successors_and_reports_failed_not_cancelled() {
+    let executor = executor(2);
+    let dest = HostBuffer::new(1 << 20);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file("/nonexistent/dsr/x.gdf", 0, 300, &dest, 0).gdeflate(1 << 20))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait();
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("expected a failure, got {:?}", report.requests[0].status);
+    };
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let decode = batch.graph().nodes().last().unwrap();
+    assert!(decode.state.skipped(), "the decode must not run after its read failed");
+}
+
+/// Succeeds, or fails after a delay, by request tag: 1 = fail slowly, 2 = fail at once.
+#[derive(Debug)]
+struct Scripted;
+
+impl Stage for Scripted {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        match node.request_info().tag {
+            1 => {
+                std::thread::sleep(Duration::from_millis(50));
+                Outcome::Failed(dsr::Error::new(ErrorKind::Io, "slow failure"))
+            }
+            2 => Outcome::Failed(dsr::Error::new(ErrorKind::Io, "fast failure")),
+            _ => Outcome::Done { bytes: 0 },
+        }
+    }
+}
+
+#[test]
+fn the_first_failure_is_the_first_in_enqueue_order() {
+    let executor = custom_executor(2, Arc::new(Scripted), None);
+    let mut batch = executor.batch();
+    for tag in [0, 1, 2, 0] {
+        let graph = batch.graph_mut();
+        let request = graph.add_request(RequestInfo {
+            tag,
+            ..RequestInfo::default()
+        });
+        graph.add_node(bare(NodeKind::Copy, request));
+    }
+    let report = executor.submit(batch).unwrap().wait();
+    let (first, err) = report.first_failure().expect("two requests failed");
+    assert_eq!(first.index(), 1);
+    assert_eq!(err.message(), "slow failure");
+    assert!(
+        report.requests[2].latency < report.requests[1].latency,
+        "request 2 failed first in time"
+    );
+    assert_eq!(report.requests[0].status, RequestStatus::Done);
+    assert_eq!(report.requests[3].status, RequestStatus::Done);
+}
+
+#[test]
+fn callback_eventfd_and_wait_all_see_the_same_completion() {
+    let gate = Gate::new();
+    let executor = gated_executor(1, &gate);
+    let dest = HostBuffer::new(64);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory(pattern(64, 3).into(), 0, 64, &dest, 0).tag(GATED))
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    batch.on_complete(move |report| tx.send(report.all_done()).unwrap());
+    let batch = executor.submit(batch).unwrap();
+    let fd = batch.eventfd().unwrap();
+    gate.wait_arrivals(1);
+
+    assert!(
+        batch.wait_timeout(Duration::from_millis(20)).is_none(),
+        "still blocked at the gate"
+    );
+    assert!(!poll_readable(&fd, 0), "the eventfd fires only at completion");
+    gate.open();
+    assert!(batch.wait_timeout(PATIENCE).expect("completes").all_done());
+    assert!(rx.recv_timeout(PATIENCE).unwrap(), "the callback ran with the report");
+    assert!(poll_readable(&fd, 1000), "the eventfd fired");
+    // An eventfd asked for after completion is readable at once.
+    let late = batch.eventfd().unwrap();
+    assert!(poll_readable(&late, 0));
+}
+
+fn poll_readable(fd: &std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn an_empty_batch_completes_at_once() {
+    let executor = executor(1);
+    let report = executor
+        .submit(executor.batch())
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .unwrap();
+    assert!(report.requests.is_empty() && report.all_done());
+}
+
+#[test]
+fn a_kind_without_a_stage_fails_clearly() {
+    let executor = dsr::Executor::builder().workers(1).build().unwrap();
+    let dest = HostBuffer::new(8);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory(Arc::from(vec![1u8; 8]), 0, 8, &dest, 0))
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait();
+    let (_, err) = report.first_failure().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("no copy stage"), "{err}");
+}
+
+/// A completion source that finishes deferred nodes after a delay, when polled.
+#[derive(Debug, Default)]
+struct Delayed {
+    pending: Mutex<Vec<(PendingNode, Instant)>>,
+    completed: AtomicUsize,
+}
+
+impl Reactor for Delayed {
+    fn poll(&self, completer: &mut Completer<'_>) -> usize {
+        let now = Instant::now();
+        let due: Vec<_> = {
+            let mut pending = self.pending.lock().unwrap();
+            let (due, later) = pending.drain(..).partition(|(_, at)| *at <= now);
+            *pending = later;
+            due
+        };
+        let n = due.len();
+        for (node, _) in due {
+            // Count first: the last completion may retire the batch and wake the test.
+            self.completed.fetch_add(1, Ordering::SeqCst);
+            completer.complete(node, Ok(0));
+        }
+        n
+    }
+    fn in_flight(&self) -> bool {
+        !self.pending.lock().unwrap().is_empty()
+    }
+}
+
+/// Defers every node to the reactor; tag 9 drops the pending node instead.
+#[derive(Debug)]
+struct Defer(Arc<Delayed>);
+
+impl Stage for Defer {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let drop_it = node.request_info().tag == 9;
+        let (pending, outcome) = node.defer();
+        if drop_it {
+            drop(pending);
+        } else {
+            let due = Instant::now() + Duration::from_micros(200);
+            self.0.pending.lock().unwrap().push((pending, due));
+        }
+        outcome
+    }
+}
+
+#[test]
+fn a_reactor_completes_deferred_nodes_and_releases_their_successors() {
+    let reactor = Arc::new(Delayed::default());
+    let executor = dsr::Executor::builder()
+        .workers(2)
+        .stage(NodeKind::Copy, Arc::new(Defer(reactor.clone())))
+        .reactor(reactor.clone())
+        .build()
+        .unwrap();
+    let mut batch = executor.batch();
+    chain_graph(batch.graph_mut(), 50, 0);
+    chain_graph(batch.graph_mut(), 50, 0);
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    assert_eq!(reactor.completed.load(Ordering::SeqCst), 100);
+    assert!(batch.graph().nodes().all(|n| n.state.is_done()));
+}
+
+#[test]
+fn a_dropped_pending_node_fails_as_abandoned_instead_of_hanging() {
+    let reactor = Arc::new(Delayed::default());
+    let executor = dsr::Executor::builder()
+        .workers(1)
+        .stage(NodeKind::Copy, Arc::new(Defer(reactor.clone())))
+        .reactor(reactor)
+        .build()
+        .unwrap();
+    let mut batch = executor.batch();
+    chain_graph(batch.graph_mut(), 3, 9);
+    chain_graph(batch.graph_mut(), 3, 0);
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("{:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::Abandoned);
+    assert_eq!(report.requests[1].status, RequestStatus::Done);
+}
+
+/// Records the order requests ran in.
+#[derive(Debug)]
+struct Order {
+    gate: Arc<Gate>,
+    ran: Mutex<Vec<u64>>,
+}
+
+impl Stage for Order {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let tag = node.request_info().tag;
+        if tag & GATED != 0 {
+            self.gate.pass();
+        }
+        self.ran.lock().unwrap().push(tag);
+        Outcome::Done { bytes: 0 }
+    }
+}
+
+#[test]
+fn new_work_is_taken_highest_priority_first() {
+    let gate = Gate::new();
+    let order = Arc::new(Order {
+        gate: gate.clone(),
+        ran: Mutex::new(Vec::new()),
+    });
+    let executor = custom_executor(1, order.clone(), None);
+    let submit = |tag: u64, priority: Priority| {
+        let mut batch = executor.batch();
+        let graph = batch.graph_mut();
+        let request = graph.add_request(RequestInfo {
+            tag,
+            priority,
+            ..RequestInfo::default()
+        });
+        graph.add_node(bare(NodeKind::Copy, request));
+        executor.submit(batch).unwrap()
+    };
+    let blocker = submit(GATED, Priority::Normal);
+    gate.wait_arrivals(1);
+    let batches = [
+        submit(1, Priority::Low),
+        submit(2, Priority::Normal),
+        submit(3, Priority::Realtime),
+        submit(4, Priority::High),
+    ];
+    gate.open();
+    blocker.wait();
+    for b in &batches {
+        b.wait();
+    }
+    assert_eq!(*order.ran.lock().unwrap(), [GATED, 3, 4, 2, 1]);
+}
+
+#[test]
+fn metrics_and_observers_see_every_node() {
+    let data = pattern(3 << 20, 5);
+    let file = temp_file(&data);
+    let counting = Arc::new(Counting::default());
+    let executor = dsr::executor_builder(dsr::ExecutorConfig::default())
+        .workers(2)
+        .observer(counting.clone())
+        .build()
+        .unwrap();
+    let dest = HostBuffer::new(data.len());
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(file.path(), 0, data.len() as u64, &dest, 0))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    assert!(batch.wait().all_done());
+    let metrics = executor.metrics();
+    let read = metrics.stage(NodeKind::Read).expect("reads ran");
+    assert_eq!(read.bytes, data.len() as u64);
+    assert_eq!(read.latency.count, 3);
+    assert!(read.latency.p50 > Duration::ZERO && read.latency.p999 >= read.latency.p50);
+    counting.assert_each_finished_once(batch.id(), 3);
+    let ends: Vec<NodeEnd> = counting.finished.lock().unwrap().values().map(|e| e.1).collect();
+    assert!(ends.iter().all(|e| *e == NodeEnd::Done { bytes: 1 << 20 }));
+    executor.reset_metrics();
+    assert!(executor.metrics().stages.is_empty());
+}

@@ -1,0 +1,123 @@
+//! Request shapes lower to the graphs the architecture names, with the right pending counts.
+
+use dsr::engine::{EdgeKind, NodeKind, ResourceKind};
+use dsr::{BatchBuilder, HostBuffer, LoweringConfig, Request};
+use std::sync::Arc;
+
+fn builder(chunk: u64) -> BatchBuilder {
+    BatchBuilder::new(LoweringConfig { read_chunk: chunk })
+}
+
+#[test]
+fn uncompressed_file_reads_land_in_the_destination_in_chunks() {
+    let dest = HostBuffer::new(10 << 20);
+    let mut batch = builder(1 << 20);
+    batch
+        .push(Request::file("/assets/a", 4096, (3 << 20) + 1, &dest, 0))
+        .unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    assert_eq!(graph.node_count(), 4);
+    assert_eq!(graph.edge_count(), 0);
+    for node in graph.nodes() {
+        assert_eq!(node.kind, NodeKind::Read);
+        assert_eq!(node.state.pending(), 0);
+        assert_eq!(
+            graph.resource_kind(node.dst.unwrap().resource),
+            Some(ResourceKind::Host)
+        );
+    }
+    assert_eq!(graph.nodes().map(|n| n.len).sum::<u64>(), (3 << 20) + 1);
+    assert_eq!(graph.roots().len(), 4);
+}
+
+#[test]
+fn gdeflate_file_reads_into_staging_then_decodes_into_the_destination() {
+    let dest = HostBuffer::new(1 << 20);
+    let mut batch = builder(64 << 10);
+    batch
+        .push(Request::file("/assets/c", 0, 200 << 10, &dest, 0).gdeflate(1 << 20))
+        .unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    let kinds: Vec<_> = graph.nodes().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        [[NodeKind::Read; 4].as_slice(), &[NodeKind::DecompressCpu]].concat()
+    );
+    let decode = graph.nodes().last().unwrap();
+    assert_eq!(decode.state.pending(), 4, "the decode waits for every read");
+    assert_eq!(
+        graph.resource_kind(decode.src.unwrap().resource),
+        Some(ResourceKind::Scratch)
+    );
+    assert_eq!(
+        graph.resource_kind(decode.dst.unwrap().resource),
+        Some(ResourceKind::Host)
+    );
+    assert!(graph
+        .edges()
+        .all(|(_, to, kind)| to == decode.id && kind == EdgeKind::Cpu));
+}
+
+#[test]
+fn memory_sources_need_no_read() {
+    let dest = HostBuffer::new(100);
+    let bytes: Arc<[u8]> = Arc::from(vec![1u8; 50]);
+    let mut batch = builder(1 << 20);
+    batch.push(Request::memory(bytes.clone(), 10, 40, &dest, 0)).unwrap();
+    batch
+        .push(Request::memory(bytes, 0, 20, &dest, 40).gdeflate(60))
+        .unwrap();
+    let compiled = batch.compile().unwrap();
+    let kinds: Vec<_> = compiled.graph().nodes().map(|n| n.kind).collect();
+    assert_eq!(kinds, [NodeKind::Copy, NodeKind::DecompressCpu]);
+}
+
+#[test]
+fn pending_counts_match_in_degrees_across_requests() {
+    let dest = HostBuffer::new(1 << 20);
+    let mut batch = builder(100);
+    batch
+        .push(Request::file("/x", 0, 250, &dest, 0).gdeflate(1000))
+        .unwrap();
+    batch.push(Request::file("/y", 0, 50, &dest, 1000)).unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    let mut in_degree = vec![0u32; graph.node_count()];
+    for (_, to, _) in graph.edges() {
+        in_degree[to.index()] += 1;
+    }
+    for node in graph.nodes() {
+        assert_eq!(node.state.pending(), in_degree[node.id.index()]);
+        assert_eq!(node.predecessors, in_degree[node.id.index()]);
+    }
+    assert_eq!(graph.request_nodes(dsr::RequestId::from_index(0)).len(), 4);
+    assert_eq!(graph.request_nodes(dsr::RequestId::from_index(1)).len(), 1);
+}
+
+#[test]
+fn refused_requests_leave_the_batch_usable() {
+    let dest = HostBuffer::new(100);
+    let mut batch = builder(1 << 20);
+    batch.push(Request::file("/a", 0, 60, &dest, 0)).unwrap();
+    let overlap = batch.push(Request::file("/b", 0, 60, &dest, 40)).unwrap_err();
+    assert_eq!(overlap.kind(), dsr::ErrorKind::OverlappingDestinations);
+    let too_small = batch.push(Request::file("/b", 0, 60, &dest, 60)).unwrap_err();
+    assert_eq!(too_small.kind(), dsr::ErrorKind::DestinationTooSmall);
+    assert!(too_small.to_string().contains("request 1"), "{too_small}");
+    batch.push(Request::file("/b", 0, 40, &dest, 60)).unwrap();
+    assert_eq!(batch.compile().unwrap().graph().requests().len(), 2);
+}
+
+#[test]
+fn destinations_stay_reserved_across_batches_until_they_retire() {
+    let dest = HostBuffer::new(100);
+    let mut first = builder(1 << 20);
+    first.push(Request::file("/a", 0, 100, &dest, 0)).unwrap();
+    let mut second = builder(1 << 20);
+    let err = second.push(Request::file("/a", 0, 10, &dest, 50)).unwrap_err();
+    assert_eq!(err.kind(), dsr::ErrorKind::OverlappingDestinations);
+    drop(first);
+    second.push(Request::file("/a", 0, 10, &dest, 50)).unwrap();
+}

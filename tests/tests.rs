@@ -1,0 +1,16 @@
+//! Integration tests of dsr, one binary with a module per area:
+//! - `lowering`: request shapes become the right graphs, with the right pending counts;
+//! - `execution`: dependencies, failures, completion signals, reactors, priorities, metrics;
+//! - `cancellation`: tombstones before and during runs, tag masks, acknowledgement, stress;
+//! - `files`: real files of many sizes and ranges, and every way a file request can go wrong;
+//! - `viz`: DOT of plans and runs, rendered by Graphviz;
+//! - `cli`: the `dsr` command as a user runs it.
+
+mod common;
+
+mod cancellation;
+mod cli;
+mod execution;
+mod files;
+mod lowering;
+mod viz;
