@@ -8,7 +8,23 @@
 //! - [`decompress_cpu`]: GDeflate on the CPU. Until the codec lands it fails every node with an
 //!   explicit "GDeflate codec not available" error rather than pretending.
 //!
-//! [`install_cpu_stages`] hands all of them to an executor builder.
+//! [`install_cpu_stages`] hands all of them to an executor builder:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dsr_engine::{Executor, HostBuffer, Request, RequestStatus};
+//!
+//! let executor = dsr_stages::install_cpu_stages(Executor::builder().workers(1)).build()?;
+//! let dest = HostBuffer::new(5);
+//! let mut batch = executor.batch();
+//! batch.push(Request::memory(Arc::from(&b"hello"[..]), 0, 5, &dest, 0))?;
+//! let report = executor.submit(batch)?.wait();
+//! assert_eq!(report.requests[0].status, RequestStatus::Done);
+//! drop(report);
+//! let mut dest = dest;
+//! assert_eq!(dest.as_slice(), Some(&b"hello"[..]));
+//! # Ok::<(), dsr_engine::Error>(())
+//! ```
 
 pub mod copy;
 pub mod decompress_cpu;
