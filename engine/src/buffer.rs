@@ -78,8 +78,10 @@ impl HostBuffer {
         let mut buffer = HostBuffer::new(len);
         if let Some(bytes) = buffer.as_mut_slice() {
             for page in bytes.chunks_mut(HOST_ALIGN) {
-                page[0] = 1;
-                page[0] = 0;
+                // Volatile: the allocator promised zeroes, so the optimiser may drop a plain
+                // store of zero (and with it the page fault this exists to take now).
+                // SAFETY: `page` is a live, exclusively borrowed, non-empty chunk.
+                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
             }
         }
         buffer
