@@ -412,3 +412,37 @@ fn metrics_and_observers_see_every_node() {
     executor.reset_metrics();
     assert!(executor.metrics().stages.is_empty());
 }
+
+/// Panics for requests tagged 13.
+#[derive(Debug)]
+struct Panicky;
+
+impl Stage for Panicky {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        if node.request_info().tag == 13 {
+            panic!("stage bug for the test");
+        }
+        Outcome::Done { bytes: 0 }
+    }
+}
+
+#[test]
+fn regression_a_panicking_stage_fails_its_node_and_the_worker_survives() {
+    let executor = custom_executor(1, Arc::new(Panicky), None);
+    for _ in 0..3 {
+        let mut batch = executor.batch();
+        chain_graph(batch.graph_mut(), 3, 13);
+        chain_graph(batch.graph_mut(), 3, 0);
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        let RequestStatus::Failed(err) = &report.requests[0].status else {
+            panic!("{:?}", report.requests[0].status)
+        };
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(err.to_string().contains("stage bug for the test"), "{err}");
+        assert_eq!(
+            report.requests[1].status,
+            RequestStatus::Done,
+            "other requests keep going"
+        );
+    }
+}

@@ -318,7 +318,8 @@ impl BatchShared {
         };
         self.completed.notify_all();
         if let Some(callback) = callback {
-            callback(&report);
+            // The caller's callback runs on a worker; its panic must not take the worker down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&report)));
         }
     }
 

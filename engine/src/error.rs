@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Abandoned,
     /// The executor is shutting down and takes no new work.
     ShutDown,
+    /// A stage panicked: a bug in dsr or in a custom stage. The node failed; nothing else did.
+    Internal,
 }
 
 /// A failure, with the context to find its cause.

@@ -14,8 +14,10 @@
 //! a successor to zero keeps the first such successor to run next (no queue round trip for a
 //! chain) and pushes the rest onto its own deque for thieves.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -379,13 +381,27 @@ impl WorkerCtx {
         if let (Some(observer), Some(at)) = (&shared.observer, started) {
             observer.node_started(&event(batch, task.node, Some(self.index), at));
         }
+        let deferred = Cell::new(false);
         let outcome = match &shared.stages[kind.index()] {
-            Some(stage) => stage.run(NodeRef {
-                graph,
-                task,
-                shared,
-                destination_taken: false,
-            }),
+            Some(stage) => {
+                let node = NodeRef {
+                    graph,
+                    task,
+                    shared,
+                    destination_taken: false,
+                    deferred: &deferred,
+                };
+                // A panicking stage fails its node, not the worker: other requests keep going.
+                match panic::catch_unwind(AssertUnwindSafe(|| stage.run(node))) {
+                    Ok(outcome) => outcome,
+                    // The dropped `PendingNode` already completed it as abandoned.
+                    Err(_) if deferred.get() => return None,
+                    Err(payload) => Outcome::Failed(Error::new(
+                        ErrorKind::Internal,
+                        format!("the {kind} stage panicked: {}", panic_message(&*payload)),
+                    )),
+                }
+            }
             None => Outcome::Failed(Error::new(
                 ErrorKind::Unsupported,
                 format!("this runtime has no {kind} stage; build the executor with one"),
@@ -399,6 +415,14 @@ impl WorkerCtx {
         };
         complete(shared, Some(self), task, ended, started)
     }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn event(batch: &BatchShared, node: NodeId, worker: Option<usize>, at: Instant) -> NodeEvent {

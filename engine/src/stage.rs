@@ -1,6 +1,7 @@
 //! The seam between the engine and the stages: the [`Stage`] trait, the [`NodeRef`] a stage
 //! runs against, and [`PendingNode`] for work a completion source finishes later.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -58,6 +59,9 @@ pub struct NodeRef<'a> {
     pub(crate) task: Task,
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) destination_taken: bool,
+    /// Set by `defer`, so the executor knows a completion source owns the node even if the stage
+    /// panics afterwards.
+    pub(crate) deferred: &'a Cell<bool>,
 }
 
 impl fmt::Debug for NodeRef<'_> {
@@ -154,6 +158,7 @@ impl<'a> NodeRef<'a> {
     /// Hands the node to a completion source: the stage returns the [`Outcome`] this gives, and
     /// the source later calls [`PendingNode::complete`]. The node's buffers stay valid until then.
     pub fn defer(self) -> (PendingNode, Outcome) {
+        self.deferred.set(true);
         let pending = PendingNode {
             task: Some(self.task),
             shared: self.shared.clone(),
