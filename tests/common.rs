@@ -145,18 +145,6 @@ impl Counting {
     }
 }
 
-/// A plain node of `request` with no bytes: for graphs whose stages only record order.
-pub fn bare(kind: NodeKind, request: dsr::RequestId) -> NodeSpec {
-    NodeSpec {
-        kind,
-        request,
-        src: None,
-        dst: None,
-        len: 0,
-        src_len: 0,
-    }
-}
-
 /// A graph of `chain` nodes in a line, in one request tagged `tag`.
 pub fn chain_graph(graph: &mut GraphBuilder, len: usize, tag: u64) -> Vec<NodeId> {
     let request = graph.add_request(RequestInfo {
@@ -164,7 +152,7 @@ pub fn chain_graph(graph: &mut GraphBuilder, len: usize, tag: u64) -> Vec<NodeId
         ..RequestInfo::default()
     });
     let nodes: Vec<NodeId> = (0..len)
-        .map(|_| graph.add_node(bare(NodeKind::Copy, request)))
+        .map(|_| graph.add_node(NodeSpec::bare(NodeKind::Copy, request)))
         .collect();
     for pair in nodes.windows(2) {
         graph.add_edge(pair[0], pair[1], dsr::engine::EdgeKind::Cpu);

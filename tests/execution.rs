@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsr::engine::{Completer, EdgeKind, NodeEnd, NodeId, NodeRef, Outcome, PendingNode, Reactor, RequestInfo, Stage};
+use dsr::engine::{
+    Completer, EdgeKind, NodeEnd, NodeId, NodeRef, NodeSpec, Outcome, PendingNode, Reactor, RequestInfo, Stage,
+};
 use dsr::{ErrorKind, HostBuffer, NodeKind, Priority, Request, RequestStatus};
 
 use crate::common::*;
@@ -41,7 +43,7 @@ fn stress_every_edge_is_respected_in_a_random_dag() {
     let mut rng = fastrand::Rng::with_seed(42);
     let requests: Vec<_> = (0..8).map(|_| graph.add_request(RequestInfo::default())).collect();
     let nodes: Vec<NodeId> = (0..n)
-        .map(|i| graph.add_node(bare(NodeKind::Copy, requests[i % 8])))
+        .map(|i| graph.add_node(NodeSpec::bare(NodeKind::Copy, requests[i % 8])))
         .collect();
     let mut edges = Vec::new();
     for i in 1..n {
@@ -165,7 +167,7 @@ fn the_first_failure_is_the_first_in_enqueue_order() {
             tag,
             ..RequestInfo::default()
         });
-        graph.add_node(bare(NodeKind::Copy, request));
+        graph.add_node(NodeSpec::bare(NodeKind::Copy, request));
     }
     let report = executor.submit(batch).unwrap().wait();
     let (first, err) = report.first_failure().expect("two requests failed");
@@ -365,7 +367,7 @@ fn new_work_is_taken_highest_priority_first() {
             priority,
             ..RequestInfo::default()
         });
-        graph.add_node(bare(NodeKind::Copy, request));
+        graph.add_node(NodeSpec::bare(NodeKind::Copy, request));
         executor.submit(batch).unwrap()
     };
     let blocker = submit(GATED, Priority::Normal);

@@ -262,6 +262,21 @@ pub struct NodeSpec {
     pub src_len: u64,
 }
 
+impl NodeSpec {
+    /// A node that moves no bytes: for graphs whose stages do their own work (benches, tests,
+    /// barriers).
+    pub fn bare(kind: NodeKind, request: RequestId) -> Self {
+        NodeSpec {
+            kind,
+            request,
+            src: None,
+            dst: None,
+            len: 0,
+            src_len: 0,
+        }
+    }
+}
+
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A graph under construction.
@@ -768,14 +783,7 @@ mod tests {
     use super::*;
 
     fn spec(request: RequestId) -> NodeSpec {
-        NodeSpec {
-            kind: NodeKind::Copy,
-            request,
-            src: None,
-            dst: None,
-            len: 0,
-            src_len: 0,
-        }
+        NodeSpec::bare(NodeKind::Copy, request)
     }
 
     #[test]

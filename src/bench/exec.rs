@@ -185,14 +185,7 @@ pub fn dsr_graph(dag: &Dag) -> GraphBuilder {
         ..RequestInfo::default()
     });
     for _ in 0..dag.len() {
-        graph.add_node(NodeSpec {
-            kind: NodeKind::Copy,
-            request,
-            src: None,
-            dst: None,
-            len: 0,
-            src_len: 0,
-        });
+        graph.add_node(NodeSpec::bare(NodeKind::Copy, request));
     }
     for from in 0..dag.len() as u32 {
         for &to in dag.successors(from) {
