@@ -1,0 +1,286 @@
+//! Canonical Huffman codes: decode tables for the decoder, length-limited codes for the encoder.
+
+use crate::error::Reason;
+
+/// Entry flag: the entry points at a subtable.
+const SUBTABLE: u32 = 1 << 15;
+
+/// A table-driven decoder for one canonical code. Index it with the next `primary_bits` bits of
+/// the stream (LSB first); an entry is `symbol << 16 | length`, 0 for a pattern no code has, or a
+/// pointer to a subtable for longer codes (`offset << 16 | SUBTABLE | sub_bits`).
+#[derive(Clone, Debug)]
+pub struct DecodeTable {
+    entries: Vec<u32>,
+    primary_bits: u32,
+}
+
+/// Bit-reverses the low `len` bits of `code` (codes are sent MSB first, read LSB first).
+pub fn reverse(code: u32, len: u32) -> u32 {
+    code.reverse_bits() >> (32 - len)
+}
+
+/// Canonical codes for `lengths` (RFC 1951 §3.2.2), bit-reversed for LSB-first writing.
+/// Returns false if the lengths over-subscribe the code space.
+pub fn canonical_codes(lengths: &[u8], codes: &mut [u32]) -> bool {
+    let mut count = [0u32; 16];
+    for &l in lengths {
+        count[l as usize] += 1;
+    }
+    count[0] = 0;
+    let mut left: i64 = 1;
+    for &c in &count[1..] {
+        left = 2 * left - c as i64;
+        if left < 0 {
+            return false;
+        }
+    }
+    let mut next = [0u32; 16];
+    let mut code = 0u32;
+    for len in 1..16 {
+        code = (code + count[len - 1]) << 1;
+        next[len] = code;
+    }
+    for (sym, &l) in lengths.iter().enumerate() {
+        if l != 0 {
+            codes[sym] = reverse(next[l as usize], l as u32);
+            next[l as usize] += 1;
+        }
+    }
+    true
+}
+
+impl DecodeTable {
+    /// An empty table; [`DecodeTable::build`] fills it.
+    pub fn new(primary_bits: u32) -> Self {
+        DecodeTable {
+            entries: Vec::new(),
+            primary_bits,
+        }
+    }
+
+    /// Builds the table for `lengths` (each 0..=15). Incomplete codes are accepted (their unused
+    /// patterns decode as errors); over-subscribed ones are refused.
+    pub fn build(&mut self, lengths: &[u8]) -> Result<(), Reason> {
+        let mut codes = [0u32; 288];
+        if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
+            return Err(Reason::OversubscribedCode);
+        }
+        let primary = self.primary_bits;
+        let primary_size = 1usize << primary;
+        self.entries.clear();
+        self.entries.resize(primary_size, 0);
+
+        // Longest code under each primary prefix decides that prefix's subtable size.
+        let mut longest = [0u8; 1 << 11];
+        debug_assert!(primary <= 11);
+        for (sym, &l) in lengths.iter().enumerate() {
+            let l = l as u32;
+            if l == 0 {
+                continue;
+            }
+            if l <= primary {
+                let entry = (sym as u32) << 16 | l;
+                let mut i = codes[sym] as usize;
+                while i < primary_size {
+                    self.entries[i] = entry;
+                    i += 1 << l;
+                }
+            } else {
+                let prefix = codes[sym] as usize & (primary_size - 1);
+                longest[prefix] = longest[prefix].max(l as u8);
+            }
+        }
+        for (prefix, &longest) in longest[..primary_size].iter().enumerate() {
+            if longest != 0 {
+                let sub_bits = longest as u32 - primary;
+                let offset = self.entries.len() as u32;
+                self.entries[prefix] = offset << 16 | SUBTABLE | sub_bits;
+                self.entries.resize(self.entries.len() + (1 << sub_bits), 0);
+            }
+        }
+        for (sym, &l) in lengths.iter().enumerate() {
+            let l = l as u32;
+            if l <= primary {
+                continue;
+            }
+            let code = codes[sym] as usize;
+            let pointer = self.entries[code & (primary_size - 1)];
+            let (offset, sub_bits) = ((pointer >> 16) as usize, pointer & 0xFF);
+            let entry = (sym as u32) << 16 | l;
+            let step = 1usize << (l - primary);
+            let mut i = code >> primary;
+            while i < 1 << sub_bits {
+                self.entries[offset + i] = entry;
+                i += step;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one symbol from the low bits of `bits`: `(symbol, length)`, or `None` if the
+    /// pattern is no code. `bits` must hold at least 15 valid bits.
+    #[inline(always)]
+    pub fn decode(&self, bits: u64) -> Option<(u32, u32)> {
+        let mask = (1u64 << self.primary_bits) - 1;
+        let mut entry = self.entries[(bits & mask) as usize];
+        if entry & SUBTABLE != 0 {
+            let sub = (bits >> self.primary_bits) & ((1u64 << (entry & 0xFF)) - 1);
+            entry = self.entries[(entry >> 16) as usize + sub as usize];
+        }
+        let len = entry & 0xFF;
+        (len != 0).then_some((entry >> 16, len))
+    }
+}
+
+/// Optimal code lengths for `freqs`, none longer than `limit`, written to `lengths`.
+/// Symbols with zero frequency get length 0. A lone used symbol gets length 1.
+pub fn lengths_for(freqs: &[u32], limit: u32, lengths: &mut [u8]) {
+    lengths.fill(0);
+    let mut used: Vec<(u32, u16)> = freqs
+        .iter()
+        .enumerate()
+        .filter(|(_, &f)| f > 0)
+        .map(|(s, &f)| (f, s as u16))
+        .collect();
+    match used.len() {
+        0 => return,
+        1 => {
+            lengths[used[0].1 as usize] = 1;
+            return;
+        }
+        _ => {}
+    }
+    used.sort_unstable();
+    let n = used.len();
+
+    // Huffman by the two-queue method: leaves in `used` (sorted), internal nodes in `nodes`
+    // (created in non-decreasing weight order). Depths come from parent links.
+    let mut weight: Vec<u64> = used.iter().map(|&(f, _)| f as u64).collect();
+    let mut parent = vec![0usize; 2 * n - 1];
+    let (mut leaf, mut node) = (0usize, n);
+    weight.resize(2 * n - 1, 0);
+    let pick = |weight: &[u64], leaf: &mut usize, node: &mut usize, next: usize| {
+        if *leaf < n && (*node >= next || weight[*leaf] <= weight[*node]) {
+            *leaf += 1;
+            *leaf - 1
+        } else {
+            *node += 1;
+            *node - 1
+        }
+    };
+    for next in n..2 * n - 1 {
+        let a = pick(&weight, &mut leaf, &mut node, next);
+        let b = pick(&weight, &mut leaf, &mut node, next);
+        weight[next] = weight[a] + weight[b];
+        parent[a] = next;
+        parent[b] = next;
+    }
+    let mut depth = vec![0u32; 2 * n - 1];
+    for i in (0..2 * n - 2).rev() {
+        depth[i] = depth[parent[i]] + 1;
+    }
+
+    // Histogram of leaf depths, then the JPEG (Annex K.3) adjustment to respect `limit`.
+    let mut count = [0u32; 64];
+    for &d in &depth[..n] {
+        count[d as usize] += 1;
+    }
+    let limit = limit as usize;
+    for len in (limit + 1..64).rev() {
+        while count[len] > 0 {
+            let mut j = len - 2;
+            while count[j] == 0 {
+                j -= 1;
+            }
+            count[len] -= 2;
+            count[len - 1] += 1;
+            count[j + 1] += 2;
+            count[j] -= 1;
+        }
+    }
+    // Most frequent symbols get the shortest lengths.
+    let mut len = 1;
+    for &(_, sym) in used.iter().rev() {
+        while count[len] == 0 {
+            len += 1;
+        }
+        count[len] -= 1;
+        lengths[sym as usize] = len as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kraft(lengths: &[u8]) -> f64 {
+        lengths.iter().filter(|&&l| l > 0).map(|&l| 0.5f64.powi(l as i32)).sum()
+    }
+
+    #[test]
+    fn lengths_are_complete_and_limited() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..200 {
+            let n = rng.usize(2..288);
+            let freqs: Vec<u32> = (0..n)
+                .map(|_| {
+                    let bits = rng.u32(1..20);
+                    if rng.bool() {
+                        0
+                    } else {
+                        rng.u32(1..1 << bits)
+                    }
+                })
+                .collect();
+            let mut lengths = vec![0u8; n];
+            lengths_for(&freqs, 15, &mut lengths);
+            let used = freqs.iter().filter(|&&f| f > 0).count();
+            if used >= 2 {
+                assert!((kraft(&lengths) - 1.0).abs() < 1e-9, "a complete code");
+            }
+            assert!(lengths.iter().all(|&l| l <= 15));
+            for (f, l) in freqs.iter().zip(&lengths) {
+                assert_eq!(*f == 0, *l == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn skewed_frequencies_hit_the_limit() {
+        let freqs: Vec<u32> = (0..30).map(|i| 1u32 << i.min(30)).collect();
+        let mut lengths = vec![0u8; 30];
+        lengths_for(&freqs, 7, &mut lengths);
+        assert!(lengths.iter().all(|&l| (1..=7).contains(&l)));
+        assert!(kraft(&lengths) <= 1.0);
+    }
+
+    #[test]
+    fn decode_tables_decode_every_code() {
+        let mut rng = fastrand::Rng::with_seed(2);
+        for primary in [7, 10] {
+            let freqs: Vec<u32> = (0..288).map(|_| rng.u32(1..100_000)).collect();
+            let mut lengths = vec![0u8; 288];
+            lengths_for(&freqs, 15, &mut lengths);
+            let mut codes = vec![0u32; 288];
+            assert!(canonical_codes(&lengths, &mut codes));
+            let mut table = DecodeTable::new(primary);
+            table.build(&lengths).unwrap();
+            for sym in 0..288 {
+                let junk = rng.u64(..) << lengths[sym];
+                assert_eq!(
+                    table.decode(codes[sym] as u64 | junk),
+                    Some((sym as u32, lengths[sym] as u32))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn oversubscribed_codes_are_refused_and_incomplete_ones_accepted() {
+        let mut table = DecodeTable::new(7);
+        assert_eq!(table.build(&[1, 1, 1]), Err(Reason::OversubscribedCode));
+        table.build(&[0, 1, 0]).unwrap();
+        assert_eq!(table.decode(0), Some((1, 1)));
+        assert_eq!(table.decode(1), None, "the unused half of an incomplete code");
+    }
+}

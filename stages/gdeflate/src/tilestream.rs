@@ -1,0 +1,249 @@
+//! DirectStorage's TileStream container (FORMAT.md §1): an 8-byte header, a table of u32 (entry
+//! 0 = compressed size of the last tile, entry i = offset of tile i), then the tiles back to
+//! back. The reader checks everything the reference reader trusts: header, tile count, that
+//! offsets rise and stay inside the data, and the caller's output size.
+
+use crate::decode::Decoder;
+use crate::encode::{Encoder, Level};
+use crate::error::{Error, Reason};
+use crate::tables::TILE_SIZE;
+
+/// Codec id of GDeflate in the header.
+pub const GDEFLATE_ID: u8 = 4;
+/// Most tiles one stream can hold.
+pub const MAX_TILES: usize = 65535;
+const HEADER_LEN: usize = 8;
+/// `tileSizeIdx` for 64 KiB tiles, the only size defined.
+const TILE_SIZE_IDX: u32 = 1;
+
+fn tile_count(uncompressed: u64) -> Result<usize, Error> {
+    let tiles = uncompressed.div_ceil(TILE_SIZE as u64);
+    if tiles == 0 || tiles > MAX_TILES as u64 {
+        return Err(Reason::Unsupported.into());
+    }
+    Ok(tiles as usize)
+}
+
+/// Writes a TileStream around `tiles` (compressed, in order) of a stream of `uncompressed`
+/// bytes. Byte-identical to the reference writer's layout around the same tiles.
+pub fn write(tiles: &[&[u8]], uncompressed: u64, out: &mut Vec<u8>) -> Result<(), Error> {
+    if tile_count(uncompressed)? != tiles.len() {
+        return Err(Reason::SizeMismatch.into());
+    }
+    let last_size = (uncompressed % TILE_SIZE as u64) as u32; // 0: the last tile is full
+    out.push(GDEFLATE_ID);
+    out.push(GDEFLATE_ID ^ 0xFF);
+    out.extend_from_slice(&(tiles.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(TILE_SIZE_IDX | last_size << 2).to_le_bytes());
+    let last = tiles.last().map_or(0, |t| t.len());
+    out.extend_from_slice(
+        &u32::try_from(last)
+            .map_err(|_| Error::stream(Reason::BadTileTable))?
+            .to_le_bytes(),
+    );
+    let mut offset = 0u64;
+    for tile in &tiles[..tiles.len() - 1] {
+        offset += tile.len() as u64;
+        let offset = u32::try_from(offset).map_err(|_| Error::stream(Reason::BadTileTable))?;
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    for tile in tiles {
+        out.extend_from_slice(tile);
+    }
+    Ok(())
+}
+
+/// A parsed, validated TileStream: the tiles can be looked up and decoded independently.
+#[derive(Clone, Copy, Debug)]
+pub struct TileStream<'a> {
+    table: &'a [u8],
+    data: &'a [u8],
+    tiles: usize,
+    uncompressed: u64,
+}
+
+impl<'a> TileStream<'a> {
+    /// Parses and validates the header and tile table of `bytes` (the whole stream).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let header = bytes.get(..HEADER_LEN).ok_or(Error::stream(Reason::BadHeader))?;
+        if header[0] != GDEFLATE_ID || header[1] != GDEFLATE_ID ^ 0xFF {
+            return Err(Reason::BadHeader.into());
+        }
+        let tiles = u16::from_le_bytes([header[2], header[3]]) as usize;
+        let word = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if tiles == 0 || word & 3 != TILE_SIZE_IDX || word >> 20 != 0 {
+            return Err(Reason::BadHeader.into());
+        }
+        let last_size = (word >> 2) & 0x3FFFF;
+        if last_size > TILE_SIZE as u32 {
+            return Err(Reason::BadHeader.into());
+        }
+        let table_end = HEADER_LEN + 4 * tiles;
+        let table = bytes
+            .get(HEADER_LEN..table_end)
+            .ok_or(Error::stream(Reason::BadTileTable))?;
+        let data = &bytes[table_end..];
+        let full = if last_size == 0 {
+            TILE_SIZE as u64
+        } else {
+            last_size as u64
+        };
+        let stream = TileStream {
+            table,
+            data,
+            tiles,
+            uncompressed: (tiles as u64 - 1) * TILE_SIZE as u64 + full,
+        };
+        // Offsets must rise and the last tile must end exactly at the end of the data.
+        let mut start = 0usize;
+        for i in 1..tiles {
+            let offset = stream.entry(i);
+            if offset < start {
+                return Err(Error::in_tile(Reason::BadTileTable, i as u32));
+            }
+            start = offset;
+        }
+        if start.checked_add(stream.entry(0)) != Some(data.len()) {
+            return Err(Reason::BadTileTable.into());
+        }
+        Ok(stream)
+    }
+
+    fn entry(&self, i: usize) -> usize {
+        let b = &self.table[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+
+    /// How many tiles.
+    pub fn tiles(&self) -> usize {
+        self.tiles
+    }
+
+    /// Total bytes the stream decodes to.
+    pub fn uncompressed_len(&self) -> u64 {
+        self.uncompressed
+    }
+
+    /// Bytes of compressed tile data (without header and table).
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Tile `i`'s compressed bytes and its uncompressed size.
+    pub fn tile(&self, i: usize) -> (&'a [u8], usize) {
+        assert!(i < self.tiles, "tile {i} of {}", self.tiles);
+        let start = if i == 0 { 0 } else { self.entry(i) };
+        let end = if i + 1 == self.tiles {
+            self.data.len()
+        } else {
+            self.entry(i + 1)
+        };
+        let size = if i + 1 == self.tiles {
+            (self.uncompressed - (self.tiles as u64 - 1) * TILE_SIZE as u64) as usize
+        } else {
+            TILE_SIZE
+        };
+        (&self.data[start..end], size)
+    }
+
+    /// Decodes tiles `range` into `out`, which holds exactly their uncompressed bytes.
+    pub fn decode_tiles(
+        &self,
+        decoder: &mut Decoder,
+        range: std::ops::Range<usize>,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        if range.end > self.tiles || range.start > range.end {
+            return Err(Reason::SizeMismatch.into());
+        }
+        let mut at = 0usize;
+        for i in range {
+            let (src, size) = self.tile(i);
+            let dst = out.get_mut(at..at + size).ok_or(Error::stream(Reason::SizeMismatch))?;
+            decoder
+                .decode_tile(src, dst)
+                .map_err(|reason| Error::in_tile(reason, i as u32))?;
+            at += size;
+        }
+        if at != out.len() {
+            return Err(Reason::SizeMismatch.into());
+        }
+        Ok(())
+    }
+}
+
+/// Compresses `input` into a TileStream at `level` on this thread. Empty input (and input over
+/// 65535 tiles) cannot be a TileStream.
+pub fn compress(input: &[u8], level: Level) -> Result<Vec<u8>, Error> {
+    let tiles = tile_count(input.len() as u64)?;
+    let mut encoder = Encoder::new(level);
+    let mut data = Vec::with_capacity(input.len() / 2 + 1024);
+    let mut ends = Vec::with_capacity(tiles);
+    for tile in input.chunks(TILE_SIZE) {
+        encoder.encode_tile(tile, &mut data);
+        ends.push(data.len());
+    }
+    let mut starts = vec![0];
+    starts.extend_from_slice(&ends[..ends.len() - 1]);
+    let slices: Vec<&[u8]> = starts.iter().zip(&ends).map(|(&s, &e)| &data[s..e]).collect();
+    let mut out = Vec::with_capacity(HEADER_LEN + 4 * tiles + data.len());
+    write(&slices, input.len() as u64, &mut out)?;
+    Ok(out)
+}
+
+/// Decompresses a whole TileStream into `out`, which must be exactly its uncompressed size.
+pub fn decompress(stream: &[u8], out: &mut [u8]) -> Result<(), Error> {
+    let stream = TileStream::parse(stream)?;
+    if stream.uncompressed_len() != out.len() as u64 {
+        return Err(Reason::SizeMismatch.into());
+    }
+    stream.decode_tiles(&mut Decoder::new(), 0..stream.tiles(), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_of_1_mib_plus_100_bytes() {
+        let input = vec![7u8; (1 << 20) + 100];
+        let stream = compress(&input, Level::FASTEST).unwrap();
+        assert_eq!(&stream[..8], &[0x04, 0xFB, 0x11, 0x00, 0x91, 0x01, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn round_trips_at_every_level() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let text: Vec<u8> = (0..200_000)
+            .map(|i| b"the quick brown fox "[i % 20] ^ (rng.u8(..) & 1))
+            .collect();
+        for level in 0..=12 {
+            let stream = compress(&text, Level::new(level)).unwrap();
+            let mut out = vec![0u8; text.len()];
+            decompress(&stream, &mut out).unwrap();
+            assert!(out == text, "level {level}");
+        }
+    }
+
+    #[test]
+    fn empty_input_is_refused() {
+        assert_eq!(compress(&[], Level::DEFAULT).unwrap_err().reason, Reason::Unsupported);
+    }
+
+    #[test]
+    fn table_damage_is_caught() {
+        let input = vec![1u8; 200_000];
+        let mut stream = compress(&input, Level::DEFAULT).unwrap();
+        let mut out = vec![0u8; input.len()];
+        stream[12] ^= 0x40; // offset of tile 1
+        assert!(decompress(&stream, &mut out).is_err());
+        assert_eq!(
+            decompress(&stream[..20], &mut out).unwrap_err().reason,
+            Reason::BadTileTable
+        );
+        assert_eq!(
+            decompress(&[4, 0xFB, 0, 0, 1, 0, 0, 0], &mut out).unwrap_err().reason,
+            Reason::BadHeader
+        );
+    }
+}
