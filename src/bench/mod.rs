@@ -2,6 +2,8 @@
 //! work in the same process, so every figure is a ratio taken on the same machine at the same
 //! moment.
 
+pub mod codec;
+pub mod corpus;
 pub mod exec;
 
 use std::time::Duration;

@@ -14,17 +14,44 @@ use crate::tables::{
     LITLEN_SYMS, PRECODE_ORDER, TILE_SIZE,
 };
 
+// Lit/len entries carry what the data loop needs (see `litlen_payload`): in the entry,
+// bits 0-7 code length, 8-12 extra bits (lengths) or 8-15 the byte (literals), 13-28 length base.
+const LITERAL: u32 = 1 << 31;
+const END_OF_BLOCK: u32 = 1 << 30;
+const BAD_SYMBOL: u32 = 1 << 29;
+
+/// What a lit/len table entry holds for `sym` (shifted left 8 by the table).
+fn litlen_payload(sym: u32) -> u32 {
+    match sym {
+        0..=255 => LITERAL >> 8 | sym,
+        256 => END_OF_BLOCK >> 8,
+        257..=285 => LENGTH_BASE[sym as usize - 257] << 5 | LENGTH_EXTRA[sym as usize - 257],
+        _ => BAD_SYMBOL >> 8,
+    }
+}
+
+/// What a distance table entry holds: base << 5 | extra bits (symbols are 0..=31).
+fn dist_payload(sym: u32) -> u32 {
+    DIST_BASE[sym as usize] << 5 | DIST_EXTRA[sym as usize]
+}
+
 /// Primary index width of the lit/len table (longer codes use subtables).
 const LITLEN_TABLE_BITS: u32 = 10;
 const DIST_TABLE_BITS: u32 = 8;
 const PRECODE_TABLE_BITS: u32 = 7;
 
 /// 32 bit reservoirs fed, in refill order, from one stream of little-endian words.
+///
+/// Refills are branchless (whether a lane needs a word depends on the code lengths just read,
+/// which a branch predictor cannot guess), so running out of input sets `truncated` instead of
+/// returning at once. The missing words read as zeros; the flag is checked at every block
+/// boundary, and a block cannot run past its output, so the work stays bounded.
 struct Lanes<'a> {
     src: &'a [u8],
     cursor: usize,
     bits: [u64; LANES],
     count: [u32; LANES],
+    truncated: bool,
 }
 
 impl<'a> Lanes<'a> {
@@ -34,26 +61,42 @@ impl<'a> Lanes<'a> {
             cursor: 0,
             bits: [0; LANES],
             count: [0; LANES],
+            truncated: false,
         };
         for lane in 0..LANES {
-            lanes.refill(lane)?;
+            lanes.refill(lane);
         }
+        lanes.check()?;
         Ok(lanes)
     }
 
     /// Loads the next word into `lane` if it holds fewer than 32 bits (strictly fewer: §2.3).
     #[inline(always)]
-    fn refill(&mut self, lane: usize) -> Result<(), Reason> {
-        if self.count[lane] < 32 {
-            let Some(word) = self.src.get(self.cursor..self.cursor + 4) else {
-                return Err(Reason::Truncated);
-            };
-            let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            self.bits[lane] |= (word as u64) << self.count[lane];
-            self.count[lane] += 32;
-            self.cursor += 4;
+    fn refill(&mut self, lane: usize) {
+        let count = self.count[lane];
+        let need = count < 32;
+        let word = match self.src.get(self.cursor..self.cursor + 4) {
+            Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
+            None => {
+                self.truncated |= need;
+                0
+            }
+        };
+        let mask = (need as u64).wrapping_neg();
+        // `count` < 64, so the shift is defined; without `need` the word is masked to zero.
+        self.bits[lane] |= (word & mask) << count;
+        self.count[lane] = count + 32 * need as u32;
+        self.cursor += 4 * need as usize;
+    }
+
+    /// Fails if a refill ran out of input.
+    #[inline]
+    fn check(&self) -> Result<(), Reason> {
+        if self.truncated {
+            Err(Reason::Truncated)
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
     /// Takes `n` (≤ 31) bits from `lane`.
@@ -93,23 +136,16 @@ impl Default for Decoder {
     }
 }
 
-/// A match whose length a lane has read and whose distance it reads on its next visit.
-#[derive(Clone, Copy, Default)]
-struct Pending {
-    len: u32,
-    dst: u32,
-}
-
 impl Decoder {
     /// A decoder with its fixed tables built.
     pub fn new() -> Self {
         let mut fixed_litlen = DecodeTable::new(LITLEN_TABLE_BITS);
         let mut fixed_dist = DecodeTable::new(DIST_TABLE_BITS);
         fixed_litlen
-            .build(&fixed_litlen_lengths())
+            .build_with(&fixed_litlen_lengths(), litlen_payload)
             .expect("the fixed lit/len code is complete");
         fixed_dist
-            .build(&fixed_dist_lengths())
+            .build_with(&fixed_dist_lengths(), dist_payload)
             .expect("the fixed distance code is complete");
         Decoder {
             fixed_litlen,
@@ -134,7 +170,7 @@ impl Decoder {
         loop {
             let last = lanes.take(0, 1) == 1;
             let kind = lanes.take(0, 2);
-            lanes.refill(0)?;
+            lanes.refill(0);
             match kind {
                 0 => pos = stored_block(&mut lanes, out, pos)?,
                 1 => pos = huffman_block(&mut lanes, &self.fixed_litlen, &self.fixed_dist, out, pos)?,
@@ -144,6 +180,7 @@ impl Decoder {
                 }
                 _ => return Err(Reason::BadBlockType),
             }
+            lanes.check()?;
             if last {
                 break;
             }
@@ -162,11 +199,11 @@ impl Decoder {
         let hlit = lanes.take(0, 5) as usize + 257;
         let hdist = lanes.take(0, 5) as usize + 1;
         let hclen = lanes.take(0, 4) as usize + 4;
-        lanes.refill(0)?;
+        lanes.refill(0);
         let mut precode_lengths = [0u8; 19];
         for (lane, &sym) in PRECODE_ORDER[..hclen].iter().enumerate() {
             precode_lengths[sym] = lanes.take(lane, 3) as u8;
-            lanes.refill(lane)?;
+            lanes.refill(lane);
         }
         self.precode.build(&precode_lengths)?;
 
@@ -191,113 +228,222 @@ impl Decoder {
             }
             lengths[n..n + repeat].fill(value);
             n += repeat;
-            lanes.refill(lane)?;
+            lanes.refill(lane);
             lane = (lane + 1) % LANES;
         }
+        lanes.check()?;
         if lengths[EOB] == 0 {
             return Err(Reason::NoEndOfBlock);
         }
-        self.litlen.build(&lengths[..hlit])?;
-        self.dist.build(&lengths[hlit..total])?;
+        self.litlen.build_with(&lengths[..hlit], litlen_payload)?;
+        self.dist.build_with(&lengths[hlit..total], dist_payload)?;
         Ok(())
     }
 }
 
 /// A stored block: LEN on lane 0, then its bytes round-robin over the lanes.
-fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], mut pos: usize) -> Result<usize, Reason> {
+fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usize, Reason> {
     let len = lanes.take(0, 16) as usize;
-    if pos + len > out.len() {
-        return Err(Reason::OutputOverflow);
+    let dst = out.get_mut(pos..pos + len).ok_or(Reason::OutputOverflow)?;
+    let mut state = BlockState {
+        bits: lanes.bits,
+        count: lanes.count,
+        cursor: lanes.cursor,
+        truncated: false,
+        pending_len: [0; LANES],
+        pending_dst: [0; LANES],
+        pos,
+    };
+    // Byte k comes from lane k mod 32: whole rounds, then the partial last one.
+    let mut rounds = dst.chunks_exact_mut(LANES);
+    for round in &mut rounds {
+        for (lane, byte) in round.iter_mut().enumerate() {
+            *byte = state.bits[lane] as u8;
+            state.bits[lane] >>= 8;
+            state.count[lane] -= 8;
+            state.refill_predictable(lanes.src, lane);
+        }
     }
-    for k in 0..len {
-        let lane = k % LANES;
-        out[pos] = lanes.take(lane, 8) as u8;
-        pos += 1;
-        lanes.refill(lane)?;
+    for (lane, byte) in rounds.into_remainder().iter_mut().enumerate() {
+        *byte = state.bits[lane] as u8;
+        state.bits[lane] >>= 8;
+        state.count[lane] -= 8;
+        state.refill_predictable(lanes.src, lane);
     }
     for j in 0..LANES {
-        lanes.refill((len + j) % LANES)?;
+        state.refill_predictable(lanes.src, (len + j) % LANES);
     }
-    Ok(pos)
+    lanes.bits = state.bits;
+    lanes.count = state.count;
+    lanes.cursor = state.cursor;
+    lanes.truncated |= state.truncated;
+    Ok(pos + len)
 }
 
 /// A fixed or dynamic Huffman block: lanes visited round-robin, matches deferred one visit.
+///
+/// The hot loop of the decoder. The lane state is copied into locals (so nothing aliases the
+/// output and nothing is spilled per symbol), lane indices are masked (so the lane arrays need no
+/// bounds checks), table entries carry the literal byte or the length base and extra-bit count,
+/// and a literal and a length share one branch-free step.
 fn huffman_block(
     lanes: &mut Lanes<'_>,
     litlen: &DecodeTable,
     dist: &DecodeTable,
     out: &mut [u8],
-    mut pos: usize,
+    pos: usize,
 ) -> Result<usize, Reason> {
-    let mut pending = [Pending::default(); LANES];
-    let mut lane = 0usize;
-    loop {
-        if pending[lane].len != 0 {
-            finish_match(lanes, dist, out, lane, &mut pending[lane])?;
-        } else {
-            let sym = lanes.symbol(lane, litlen)?;
-            if sym < 256 {
-                let Some(byte) = out.get_mut(pos) else {
-                    return Err(Reason::OutputOverflow);
-                };
-                *byte = sym as u8;
-                pos += 1;
-            } else if sym == EOB {
-                break; // no refill of this lane: the end pass starts with it
-            } else {
-                let i = sym - 257;
-                if i >= LENGTH_BASE.len() {
-                    return Err(Reason::BadLengthSymbol);
-                }
-                let len = (LENGTH_BASE[i] + lanes.take(lane, LENGTH_EXTRA[i])) as usize;
-                if pos + len > out.len() {
-                    return Err(Reason::OutputOverflow);
-                }
-                pending[lane] = Pending {
-                    len: len as u32,
-                    dst: pos as u32,
-                };
-                pos += len;
-            }
-        }
-        lanes.refill(lane)?;
-        lane = (lane + 1) % LANES;
-    }
-    // End-of-block pass, starting at the lane that read EOB.
-    for j in 0..LANES {
-        let m = (lane + j) % LANES;
-        if pending[m].len != 0 {
-            finish_match(lanes, dist, out, m, &mut pending[m])?;
-        }
-        lanes.refill(m)?;
-    }
-    Ok(pos)
+    let mut state = BlockState {
+        bits: lanes.bits,
+        count: lanes.count,
+        cursor: lanes.cursor,
+        truncated: false,
+        pending_len: [0; LANES],
+        pending_dst: [0; LANES],
+        pos,
+    };
+    let result = state.run(lanes.src, litlen, dist, out);
+    lanes.bits = state.bits;
+    lanes.count = state.count;
+    lanes.cursor = state.cursor;
+    lanes.truncated |= state.truncated;
+    result.map(|()| state.pos)
 }
 
-/// Reads a pending match's distance from `lane` and copies. Every byte before the match's
-/// destination is final when this runs (copies execute in the order their lengths were read).
-#[inline(always)]
-fn finish_match(
-    lanes: &mut Lanes<'_>,
-    dist: &DecodeTable,
-    out: &mut [u8],
-    lane: usize,
-    pending: &mut Pending,
-) -> Result<(), Reason> {
-    let sym = lanes.symbol(lane, dist)?;
-    // Tables built from at most 32 lengths hold only symbols 0..=31.
-    let distance = (DIST_BASE[sym] + lanes.take(lane, DIST_EXTRA[sym])) as usize;
-    let (dst, len) = (pending.dst as usize, pending.len as usize);
-    *pending = Pending::default();
-    if distance > dst {
-        return Err(Reason::DistanceTooFar);
+/// The lanes and the output position while one Huffman block decodes.
+struct BlockState {
+    bits: [u64; LANES],
+    count: [u32; LANES],
+    cursor: usize,
+    truncated: bool,
+    /// Per lane, a match whose length was read and whose distance comes next visit (0 = none).
+    pending_len: [u32; LANES],
+    pending_dst: [u32; LANES],
+    pos: usize,
+}
+
+impl BlockState {
+    #[inline(always)]
+    fn refill(&mut self, src: &[u8], lane: usize) {
+        let count = self.count[lane];
+        let need = count < 32;
+        let word = match src.get(self.cursor..self.cursor + 4) {
+            Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
+            None => {
+                self.truncated |= need;
+                0
+            }
+        };
+        self.bits[lane] |= (word & (need as u64).wrapping_neg()) << count;
+        self.count[lane] = count + 32 * need as u32;
+        self.cursor += 4 * need as usize;
     }
-    copy_match(out, dst, distance, len);
-    Ok(())
+
+    /// The same refill, as a branch: right for stored blocks, where every lane refills every
+    /// fourth visit and the predictor learns the pattern.
+    #[inline(always)]
+    fn refill_predictable(&mut self, src: &[u8], lane: usize) {
+        let count = self.count[lane];
+        if count < 32 {
+            let word = match src.get(self.cursor..self.cursor + 4) {
+                Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
+                None => {
+                    self.truncated = true;
+                    0
+                }
+            };
+            self.bits[lane] |= word << count;
+            self.count[lane] = count + 32;
+            self.cursor += 4;
+        }
+    }
+
+    #[inline(always)]
+    fn run(&mut self, src: &[u8], litlen: &DecodeTable, dist: &DecodeTable, out: &mut [u8]) -> Result<(), Reason> {
+        let end = out.len();
+        let mut lane = 0usize;
+        loop {
+            lane &= LANES - 1;
+            if self.pending_len[lane] != 0 {
+                self.finish_match(dist, out, lane)?;
+            } else {
+                let bits = self.bits[lane];
+                let entry = litlen.lookup(bits);
+                let len = entry & 0xFF;
+                if entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 || len == 0 {
+                    if len == 0 {
+                        return Err(Reason::InvalidCode);
+                    }
+                    if entry & BAD_SYMBOL != 0 {
+                        return Err(Reason::BadLengthSymbol);
+                    }
+                    self.bits[lane] = bits >> len;
+                    self.count[lane] -= len;
+                    break; // no refill of the EOB lane: the end pass starts with it
+                }
+                let rest = bits >> len;
+                if entry & LITERAL != 0 {
+                    let Some(byte) = out.get_mut(self.pos) else {
+                        return Err(Reason::OutputOverflow);
+                    };
+                    *byte = (entry >> 8) as u8;
+                    self.pos += 1;
+                    self.bits[lane] = rest;
+                    self.count[lane] -= len;
+                } else {
+                    let extra = (entry >> 8) & 0x1F;
+                    let n = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
+                    self.bits[lane] = rest >> extra;
+                    self.count[lane] -= len + extra;
+                    if n > end - self.pos {
+                        return Err(Reason::OutputOverflow);
+                    }
+                    self.pending_len[lane] = n as u32;
+                    self.pending_dst[lane] = self.pos as u32;
+                    self.pos += n;
+                }
+            }
+            self.refill(src, lane);
+            lane += 1;
+        }
+        // End-of-block pass, starting at the lane that read EOB.
+        for j in 0..LANES {
+            let m = (lane + j) & (LANES - 1);
+            if self.pending_len[m] != 0 {
+                self.finish_match(dist, out, m)?;
+            }
+            self.refill(src, m);
+        }
+        Ok(())
+    }
+
+    /// Reads a pending match's distance from `lane` and copies. Every byte before the match's
+    /// destination is final when this runs (copies execute in the order their lengths were read).
+    #[inline(always)]
+    fn finish_match(&mut self, dist: &DecodeTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
+        let bits = self.bits[lane];
+        let entry = dist.lookup(bits);
+        let len = entry & 0xFF;
+        if len == 0 {
+            return Err(Reason::InvalidCode);
+        }
+        let extra = (entry >> 8) & 0x1F;
+        let rest = bits >> len;
+        let distance = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
+        self.bits[lane] = rest >> extra;
+        self.count[lane] -= len + extra;
+        let (dst, n) = (self.pending_dst[lane] as usize, self.pending_len[lane] as usize);
+        self.pending_len[lane] = 0;
+        if distance > dst {
+            return Err(Reason::DistanceTooFar);
+        }
+        copy_match(out, dst, distance, n);
+        Ok(())
+    }
 }
 
 /// `out[dst..dst+len] = out[dst-distance..]`, byte by byte forward (overlap repeats the
-/// pattern), done in doubling chunks so a long run is a few `copy_within`s.
+/// pattern). Nothing past `dst + len` may be touched: later literals may already sit there.
 #[inline(always)]
 fn copy_match(out: &mut [u8], dst: usize, distance: usize, len: usize) {
     let src = dst - distance;

@@ -2,12 +2,14 @@
 
 use crate::error::Reason;
 
-/// Entry flag: the entry points at a subtable.
-const SUBTABLE: u32 = 1 << 15;
+/// Entry flag, in the length byte (code lengths are ≤ 15): the entry points at a subtable.
+const SUBTABLE: u32 = 0x80;
 
 /// A table-driven decoder for one canonical code. Index it with the next `primary_bits` bits of
-/// the stream (LSB first); an entry is `symbol << 16 | length`, 0 for a pattern no code has, or a
-/// pointer to a subtable for longer codes (`offset << 16 | SUBTABLE | sub_bits`).
+/// the stream (LSB first). A final entry is `payload << 8 | code length`, where the payload (24
+/// bits) is whatever the table's builder mapped the symbol to; 0 is a pattern no code has. A
+/// pointer to a subtable for longer codes is `offset << 16 | SUBTABLE | sub_bits`, with the flag
+/// in the length byte.
 #[derive(Clone, Debug)]
 pub struct DecodeTable {
     entries: Vec<u32>,
@@ -58,9 +60,17 @@ impl DecodeTable {
         }
     }
 
-    /// Builds the table for `lengths` (each 0..=15). Incomplete codes are accepted (their unused
-    /// patterns decode as errors); over-subscribed ones are refused.
+    /// Builds the table for `lengths` (each 0..=15), with each symbol's payload its number.
+    /// Incomplete codes are accepted (their unused patterns decode as errors); over-subscribed
+    /// ones are refused.
     pub fn build(&mut self, lengths: &[u8]) -> Result<(), Reason> {
+        self.build_with(lengths, |sym| sym)
+    }
+
+    /// Builds the table with `payload(symbol)` (< 2^24) in each entry, so a decoder can keep
+    /// what it needs to act on a symbol (a literal byte, a base and its extra-bit count) in the
+    /// entry itself.
+    pub fn build_with(&mut self, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
         let mut codes = [0u32; 288];
         if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
             return Err(Reason::OversubscribedCode);
@@ -79,7 +89,7 @@ impl DecodeTable {
                 continue;
             }
             if l <= primary {
-                let entry = (sym as u32) << 16 | l;
+                let entry = payload(sym as u32) << 8 | l;
                 let mut i = codes[sym] as usize;
                 while i < primary_size {
                     self.entries[i] = entry;
@@ -105,8 +115,8 @@ impl DecodeTable {
             }
             let code = codes[sym] as usize;
             let pointer = self.entries[code & (primary_size - 1)];
-            let (offset, sub_bits) = ((pointer >> 16) as usize, pointer & 0xFF);
-            let entry = (sym as u32) << 16 | l;
+            let (offset, sub_bits) = ((pointer >> 16) as usize, pointer & 0x7F);
+            let entry = payload(sym as u32) << 8 | l;
             let step = 1usize << (l - primary);
             let mut i = code >> primary;
             while i < 1 << sub_bits {
@@ -117,18 +127,26 @@ impl DecodeTable {
         Ok(())
     }
 
-    /// Decodes one symbol from the low bits of `bits`: `(symbol, length)`, or `None` if the
-    /// pattern is no code. `bits` must hold at least 15 valid bits.
+    /// The final entry for the low bits of `bits` (which must hold at least 15 valid bits):
+    /// `payload << 8 | code length`, or 0 if the pattern is no code.
+    #[inline(always)]
+    pub fn lookup(&self, bits: u64) -> u32 {
+        let mask = (1u64 << self.primary_bits) - 1;
+        let entry = self.entries[(bits & mask) as usize];
+        if entry & SUBTABLE == 0 {
+            return entry;
+        }
+        let sub = (bits >> self.primary_bits) & ((1u64 << (entry & 0x7F)) - 1);
+        self.entries[(entry >> 16) as usize + sub as usize]
+    }
+
+    /// Decodes one symbol (for tables built with [`DecodeTable::build`]): `(symbol, length)`,
+    /// or `None` if the pattern is no code.
     #[inline(always)]
     pub fn decode(&self, bits: u64) -> Option<(u32, u32)> {
-        let mask = (1u64 << self.primary_bits) - 1;
-        let mut entry = self.entries[(bits & mask) as usize];
-        if entry & SUBTABLE != 0 {
-            let sub = (bits >> self.primary_bits) & ((1u64 << (entry & 0xFF)) - 1);
-            entry = self.entries[(entry >> 16) as usize + sub as usize];
-        }
+        let entry = self.lookup(bits);
         let len = entry & 0xFF;
-        (len != 0).then_some((entry >> 16, len))
+        (len != 0).then_some((entry >> 8, len))
     }
 }
 
