@@ -50,7 +50,10 @@ fn ranges_at_many_offsets_and_lengths_are_exact() {
     // Small chunks so ranges straddle chunk boundaries.
     let executor = dsr::executor(ExecutorConfig {
         workers: 2,
-        lowering: LoweringConfig { read_chunk: 4096 },
+        lowering: LoweringConfig {
+            read_chunk: 4096,
+            ..dsr::LoweringConfig::default()
+        },
         ..ExecutorConfig::default()
     })
     .unwrap();

@@ -5,7 +5,10 @@ use dsr::{BatchBuilder, HostBuffer, LoweringConfig, Request};
 use std::sync::Arc;
 
 fn builder(chunk: u64) -> BatchBuilder {
-    BatchBuilder::new(LoweringConfig { read_chunk: chunk })
+    BatchBuilder::new(LoweringConfig {
+        read_chunk: chunk,
+        ..dsr::LoweringConfig::default()
+    })
 }
 
 #[test]
@@ -41,23 +44,27 @@ fn gdeflate_file_reads_into_staging_then_decodes_into_the_destination() {
     let compiled = batch.compile().unwrap();
     let graph = compiled.graph();
     let kinds: Vec<_> = graph.nodes().map(|n| n.kind).collect();
-    assert_eq!(
-        kinds,
-        [[NodeKind::Read; 4].as_slice(), &[NodeKind::DecompressCpu]].concat()
-    );
-    let decode = graph.nodes().last().unwrap();
-    assert_eq!(decode.state.pending(), 4, "the decode waits for every read");
-    assert_eq!(
-        graph.resource_kind(decode.src.unwrap().resource),
-        Some(ResourceKind::Scratch)
-    );
-    assert_eq!(
-        graph.resource_kind(decode.dst.unwrap().resource),
-        Some(ResourceKind::Host)
-    );
-    assert!(graph
-        .edges()
-        .all(|(_, to, kind)| to == decode.id && kind == EdgeKind::Cpu));
+    use NodeKind::{Barrier, DecompressCpu, Read};
+    assert_eq!(kinds, [Read, Read, Read, Read, DecompressCpu, DecompressCpu, Barrier]);
+    let barrier = graph.nodes().last().unwrap();
+    assert_eq!(barrier.state.pending(), 4, "the barrier waits for every read");
+    let decodes: Vec<_> = graph.nodes().filter(|n| n.kind == DecompressCpu).collect();
+    for (g, decode) in decodes.iter().enumerate() {
+        assert_eq!(decode.state.pending(), 1, "each group waits for the barrier only");
+        assert_eq!(decode.tile, 8 * g as u32);
+        assert_eq!(decode.len, 512 << 10);
+        assert_eq!(decode.dst.unwrap().offset, g as u64 * (512 << 10));
+        assert_eq!(
+            graph.resource_kind(decode.src.unwrap().resource),
+            Some(ResourceKind::Scratch)
+        );
+        assert_eq!(
+            graph.resource_kind(decode.dst.unwrap().resource),
+            Some(ResourceKind::Host)
+        );
+    }
+    assert!(graph.edges().all(|(_, _, kind)| kind == EdgeKind::Cpu));
+    assert_eq!(graph.edge_count(), 4 + 2);
 }
 
 #[test]

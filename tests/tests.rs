@@ -3,6 +3,7 @@
 //! - `execution`: dependencies, failures, completion signals, reactors, priorities, metrics;
 //! - `cancellation`: tombstones before and during runs, tag masks, acknowledgement, stress;
 //! - `files`: real files of many sizes and ranges, and every way a file request can go wrong;
+//! - `gdeflate`: compressed assets decoded in tile groups on every worker, verified by hash;
 //! - `viz`: DOT of plans and runs, rendered by Graphviz;
 //! - `cli`: the `dsr` command as a user runs it.
 
@@ -12,5 +13,6 @@ mod cancellation;
 mod cli;
 mod execution;
 mod files;
+mod gdeflate;
 mod lowering;
 mod viz;

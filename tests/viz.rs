@@ -32,7 +32,10 @@ fn assert_renders(dot: &str) {
 #[test]
 fn the_plan_has_a_cluster_per_request_and_a_shape_per_kind() {
     let dest = HostBuffer::new(1 << 20);
-    let mut batch = dsr::BatchBuilder::new(dsr::LoweringConfig { read_chunk: 100 });
+    let mut batch = dsr::BatchBuilder::new(dsr::LoweringConfig {
+        read_chunk: 100,
+        ..dsr::LoweringConfig::default()
+    });
     batch
         .push(Request::file("/a \"quoted\".bin", 0, 250, &dest, 0).name("level \"one\""))
         .unwrap();

@@ -383,6 +383,8 @@ impl WorkerCtx {
         }
         let deferred = Cell::new(false);
         let outcome = match &shared.stages[kind.index()] {
+            // A barrier orders its predecessors before its successors and does nothing else.
+            _ if kind == NodeKind::Barrier => Outcome::Done { bytes: 0 },
             Some(stage) => {
                 let node = NodeRef {
                     graph,

@@ -243,6 +243,9 @@ pub struct RequestInfo {
     pub priority: Priority,
     /// Bytes it delivers to its destination when it succeeds.
     pub bytes: u64,
+    /// Expected hash (xxh3-64) of each decoded 64 KiB tile, when the request asks for its data
+    /// to be verified.
+    pub tile_hashes: Option<Arc<[u64]>>,
 }
 
 /// One node as a builder takes it.
@@ -260,6 +263,9 @@ pub struct NodeSpec {
     pub len: u64,
     /// How many bytes it consumes at `src` (equal to `len` for reads and copies).
     pub src_len: u64,
+    /// For decode nodes, the first compressed tile it decodes (its group runs from there for
+    /// `len` bytes of output); 0 otherwise.
+    pub tile: u32,
 }
 
 impl NodeSpec {
@@ -273,6 +279,7 @@ impl NodeSpec {
             dst: None,
             len: 0,
             src_len: 0,
+            tile: 0,
         }
     }
 }
@@ -292,6 +299,7 @@ pub struct GraphBuilder {
     dst: Vec<Span>,
     len: Vec<u64>,
     src_len: Vec<u64>,
+    tile: Vec<u32>,
     edges: Vec<(NodeId, NodeId, EdgeKind)>,
     pub(crate) reservations: Vec<Reservation>,
 }
@@ -316,6 +324,7 @@ impl GraphBuilder {
             dst: Vec::new(),
             len: Vec::new(),
             src_len: Vec::new(),
+            tile: Vec::new(),
             edges: Vec::new(),
             reservations: Vec::new(),
         }
@@ -350,6 +359,7 @@ impl GraphBuilder {
         self.dst.reserve(nodes);
         self.len.reserve(nodes);
         self.src_len.reserve(nodes);
+        self.tile.reserve(nodes);
         self.edges.reserve(edges);
     }
 
@@ -401,6 +411,7 @@ impl GraphBuilder {
         self.dst.push(spec.dst.unwrap_or(NO_SPAN));
         self.len.push(spec.len);
         self.src_len.push(spec.src_len);
+        self.tile.push(spec.tile);
         NodeId(self.kind.len() as u32 - 1)
     }
 
@@ -497,6 +508,7 @@ impl GraphBuilder {
             dst: arena.copy_slice(&self.dst),
             len: arena.copy_slice(&self.len),
             src_len: arena.copy_slice(&self.src_len),
+            tile: arena.copy_slice(&self.tile),
             preds: arena.copy_slice(&preds),
             state: arena.fill_with(n, |i| StateWord::new(preds[i])),
             succ_offsets: arena.copy_slice(&succ_offsets),
@@ -609,6 +621,7 @@ struct Columns {
     dst: ArenaSlice<Span>,
     len: ArenaSlice<u64>,
     src_len: ArenaSlice<u64>,
+    tile: ArenaSlice<u32>,
     preds: ArenaSlice<u32>,
     state: ArenaSlice<StateWord>,
     succ_offsets: ArenaSlice<u32>,
@@ -661,6 +674,8 @@ pub struct NodeView {
     pub len: u64,
     /// Bytes it consumes.
     pub src_len: u64,
+    /// First tile it decodes (decode nodes).
+    pub tile: u32,
     /// How many predecessors it has.
     pub predecessors: u32,
     /// Its state word now.
@@ -707,6 +722,7 @@ impl CompiledGraph {
             dst: span_opt(c.dst[i]),
             len: c.len[i],
             src_len: c.src_len[i],
+            tile: c.tile[i],
             predecessors: c.preds[i],
             state: c.state[i].load(),
         }
@@ -763,6 +779,9 @@ impl CompiledGraph {
     }
     pub(crate) fn len(&self, node: NodeId) -> u64 {
         self.columns.len[node.index()]
+    }
+    pub(crate) fn tile(&self, node: NodeId) -> u32 {
+        self.columns.tile[node.index()]
     }
     pub(crate) fn src_len(&self, node: NodeId) -> u64 {
         self.columns.src_len[node.index()]

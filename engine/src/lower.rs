@@ -3,13 +3,15 @@
 //! | request shape                 | nodes                                             |
 //! |-------------------------------|---------------------------------------------------|
 //! | file, uncompressed → host     | `Read` × ⌈len / chunk⌉, straight into the destination |
-//! | file, GDeflate → host         | `Read` × chunks into scratch → `DecompressCpu`     |
+//! | file, GDeflate → host         | `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups |
 //! | memory, uncompressed → host   | `Copy`                                            |
-//! | memory, GDeflate → host       | `DecompressCpu` from the caller's bytes           |
+//! | memory, GDeflate → host       | `DecompressCpu` × groups, from the caller's bytes |
 //!
 //! Splitting large reads into chunks lets several workers copy one asset at once and bounds the
-//! bytes one node holds. Decoding is one node per request until the codec lands and can split
-//! at tile-group boundaries.
+//! bytes one node holds. Decoding splits at tile-group boundaries (every tile but the last is
+//! 64 KiB of output, so the groups are known from the uncompressed size alone), each group
+//! writing straight into its slice of the destination. A barrier joins the reads to the groups
+//! so the graph has R + G edges rather than R × G.
 
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
@@ -21,13 +23,21 @@ use crate::request::{Compression, Destination, Request, Source};
 pub struct LoweringConfig {
     /// Largest byte count one `Read` node reads; larger reads split.
     pub read_chunk: u64,
+    /// 64 KiB tiles one `DecompressCpu` node decodes; larger streams split into groups.
+    pub decode_group_tiles: u32,
 }
 
 impl Default for LoweringConfig {
     fn default() -> Self {
-        LoweringConfig { read_chunk: 1 << 20 }
+        LoweringConfig {
+            read_chunk: 1 << 20,
+            decode_group_tiles: 8,
+        }
     }
 }
+
+/// Bytes of output per compressed tile (GDeflate's tile size).
+pub const TILE_BYTES: u64 = 65536;
 
 /// Validates `request` and adds its nodes to `graph`. On error nothing is added except, at
 /// worst, a resource no node uses.
@@ -44,6 +54,24 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             return Err(Error::new(
                 ErrorKind::InvalidRequest,
                 "a GDeflate request needs a non-empty stream and a non-zero uncompressed size",
+            ));
+        }
+        if uncompressed_len.div_ceil(TILE_BYTES) > 65535 {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                "a GDeflate stream holds at most 65535 tiles (4 GiB); split the asset",
+            ));
+        }
+    }
+    if let Some(hashes) = &request.verify {
+        if hashes.len() as u64 != out_len.div_ceil(TILE_BYTES) {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{} tile hashes given for {} tiles of output",
+                    hashes.len(),
+                    out_len.div_ceil(TILE_BYTES)
+                ),
             ));
         }
     }
@@ -94,15 +122,8 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         tag: request.tag,
         priority: request.priority,
         bytes: out_len,
+        tile_hashes: request.verify,
     });
-    let node = |kind, src, src_len, dst, len| NodeSpec {
-        kind,
-        request: id,
-        src: Some(src),
-        dst: Some(dst),
-        len,
-        src_len,
-    };
 
     match (request.source, request.compression) {
         (Source::File { file, offset, len }, Compression::None) => {
@@ -117,10 +138,8 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 offset: 0,
             };
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
-            let decode = graph.add_node(node(NodeKind::DecompressCpu, staged, len, dst, uncompressed_len));
-            for read in reads {
-                graph.add_edge(read, decode, EdgeKind::Cpu);
-            }
+            let decodes = add_decodes(graph, config, id, staged, len, dst, uncompressed_len);
+            join(graph, id, &reads, &decodes);
         }
         (Source::Memory { bytes, offset, len }, compression) => {
             let memory = graph.add_memory(bytes);
@@ -129,14 +148,73 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 offset,
             };
             match compression {
-                Compression::None => graph.add_node(node(NodeKind::Copy, src, len, dst, len)),
-                Compression::GDeflate { uncompressed_len } => {
-                    graph.add_node(node(NodeKind::DecompressCpu, src, len, dst, uncompressed_len))
+                Compression::None => {
+                    graph.add_node(NodeSpec {
+                        src: Some(src),
+                        dst: Some(dst),
+                        len,
+                        src_len: len,
+                        ..NodeSpec::bare(NodeKind::Copy, id)
+                    });
                 }
-            };
+                Compression::GDeflate { uncompressed_len } => {
+                    add_decodes(graph, config, id, src, len, dst, uncompressed_len);
+                }
+            }
         }
     }
     Ok(id)
+}
+
+/// `DecompressCpu` nodes for groups of `decode_group_tiles` tiles of a stream at `src` (all of
+/// it, `src_len` bytes: each group finds its tiles through the stream's table) decoding into
+/// consecutive slices of `dst`.
+fn add_decodes(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    request: RequestId,
+    src: Span,
+    src_len: u64,
+    dst: Span,
+    out_len: u64,
+) -> Vec<NodeId> {
+    let group = config.decode_group_tiles.max(1) as u64 * TILE_BYTES;
+    let groups = out_len.div_ceil(group);
+    (0..groups)
+        .map(|g| {
+            graph.add_node(NodeSpec {
+                src: Some(src),
+                src_len,
+                dst: Some(Span {
+                    offset: dst.offset + g * group,
+                    ..dst
+                }),
+                len: group.min(out_len - g * group),
+                tile: (g * group / TILE_BYTES) as u32,
+                ..NodeSpec::bare(NodeKind::DecompressCpu, request)
+            })
+        })
+        .collect()
+}
+
+/// Makes every node of `after` wait for every node of `before`: directly when either side is a
+/// single node, through a barrier otherwise.
+fn join(graph: &mut GraphBuilder, request: RequestId, before: &[NodeId], after: &[NodeId]) {
+    if before.len() == 1 || after.len() == 1 {
+        for &b in before {
+            for &a in after {
+                graph.add_edge(b, a, EdgeKind::Cpu);
+            }
+        }
+        return;
+    }
+    let barrier = graph.add_node(NodeSpec::bare(NodeKind::Barrier, request));
+    for &b in before {
+        graph.add_edge(b, barrier, EdgeKind::Cpu);
+    }
+    for &a in after {
+        graph.add_edge(barrier, a, EdgeKind::Cpu);
+    }
 }
 
 /// `Read` nodes covering `len` bytes from `src` to `dst`, at most `read_chunk` each. A zero-length
@@ -167,6 +245,7 @@ fn add_reads(
             }),
             len: this,
             src_len: this,
+            tile: 0,
         }));
         done += this;
         if done >= len {
@@ -182,7 +261,10 @@ mod tests {
     use std::sync::Arc;
 
     fn config() -> LoweringConfig {
-        LoweringConfig { read_chunk: 100 }
+        LoweringConfig {
+            read_chunk: 100,
+            decode_group_tiles: 2,
+        }
     }
 
     #[test]
@@ -216,6 +298,34 @@ mod tests {
         assert_eq!(kinds, [NodeKind::Read, NodeKind::Read, NodeKind::DecompressCpu]);
         assert_eq!(g.node(NodeId(2)).predecessors, 2);
         assert_eq!(g.node(NodeId(2)).len, 1000);
+    }
+
+    #[test]
+    fn large_gdeflate_streams_decode_in_tile_groups_behind_a_barrier() {
+        // 5 tiles of output in groups of 2: 3 decode nodes; 250 compressed bytes: 3 reads.
+        let out = 4 * TILE_BYTES + 10;
+        let dest = HostBuffer::new(out as usize);
+        let mut g = GraphBuilder::new();
+        lower(&mut g, &config(), Request::file("/a", 0, 250, &dest, 0).gdeflate(out)).unwrap();
+        let g = g.compile().unwrap();
+        let kinds: Vec<_> = g.nodes().map(|n| n.kind).collect();
+        use NodeKind::*;
+        assert_eq!(
+            kinds,
+            [Read, Read, Read, DecompressCpu, DecompressCpu, DecompressCpu, Barrier]
+        );
+        let decodes: Vec<_> = g.nodes().filter(|n| n.kind == DecompressCpu).collect();
+        assert_eq!(decodes.iter().map(|n| n.tile).collect::<Vec<_>>(), [0, 2, 4]);
+        assert_eq!(
+            decodes.iter().map(|n| n.len).collect::<Vec<_>>(),
+            [2 * TILE_BYTES, 2 * TILE_BYTES, 10]
+        );
+        assert!(decodes.iter().all(|n| n.predecessors == 1 && n.src_len == 250));
+        assert_eq!(
+            g.edge_count(),
+            3 + 3,
+            "reads -> barrier -> decodes, not reads x decodes"
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Request {
     pub name: Option<String>,
     /// Scheduling priority.
     pub priority: Priority,
+    /// Expected xxh3-64 of each 64 KiB tile of the output: decoding verifies them, so corrupt
+    /// data is an error rather than wrong bytes.
+    pub verify: Option<Arc<[u64]>>,
 }
 
 impl Request {
@@ -155,12 +158,19 @@ impl Request {
             tag: 0,
             name: None,
             priority: Priority::Normal,
+            verify: None,
         }
     }
 
     /// Marks the source as a GDeflate stream that decodes to `uncompressed_len` bytes.
     pub fn gdeflate(mut self, uncompressed_len: u64) -> Self {
         self.compression = Compression::GDeflate { uncompressed_len };
+        self
+    }
+
+    /// Verifies each decoded 64 KiB tile against `hashes` (xxh3-64), for compressed requests.
+    pub fn verify_tiles(mut self, hashes: Arc<[u64]>) -> Self {
+        self.verify = Some(hashes);
         self
     }
 

@@ -91,6 +91,10 @@ impl<'a> NodeRef<'a> {
     pub fn request_info(&self) -> &'a RequestInfo {
         self.graph.request_info(self.request())
     }
+    /// For decode nodes, the first compressed tile the node decodes.
+    pub fn tile(&self) -> u32 {
+        self.graph.tile(self.task.node)
+    }
     /// Bytes the node produces at its destination.
     pub fn len(&self) -> u64 {
         self.graph.len(self.task.node)

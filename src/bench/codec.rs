@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dsr_gdeflate::{Decoder, Encoder, Level, TILE_SIZE};
 
+#[cfg(feature = "reference-codec")]
 use super::median;
 
 /// Compressed tiles of one input, concatenated, with their bounds.

@@ -37,6 +37,7 @@ pub fn run(args: DotArgs) -> CliResult {
     );
     let mut batch = BatchBuilder::new(LoweringConfig {
         read_chunk: args.chunk.max(1),
+        ..dsr::LoweringConfig::default()
     });
     let mut at = 0;
     for (path, offset, len) in files {

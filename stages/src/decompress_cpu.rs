@@ -1,18 +1,82 @@
-//! The CPU decompression stage. The GDeflate codec is its own piece of work; until it lands this
-//! stage fails each node with an explicit error, so a compressed request never reports success
-//! with undecoded bytes in its destination.
+//! The CPU decompression stage: one node decodes one group of GDeflate tiles straight into its
+//! slice of the destination, and verifies each tile's hash when the request carries them.
 
-use dsr_engine::{Error, ErrorKind, NodeRef, Outcome, Stage};
+use std::cell::RefCell;
 
-/// Decodes GDeflate on the CPU (not yet: see the module docs).
+use dsr_engine::{Error, ErrorKind, Input, NodeRef, Outcome, Stage};
+use dsr_gdeflate::{Decoder, TileStream, TILE_SIZE};
+
+thread_local! {
+    /// One decoder per worker: its tables are reused across nodes.
+    static DECODER: RefCell<Decoder> = RefCell::new(Decoder::new());
+}
+
+/// Decodes a node's tile group of a GDeflate TileStream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecompressCpuStage;
 
+/// The hash tiles are verified with (xxh3, 64 bits).
+pub fn tile_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
 impl Stage for DecompressCpuStage {
-    fn run(&self, _node: NodeRef<'_>) -> Outcome {
-        Outcome::Failed(Error::new(
-            ErrorKind::Unsupported,
-            "GDeflate codec not available in this build of dsr; load uncompressed assets for now",
-        ))
+    fn run(&self, mut node: NodeRef<'_>) -> Outcome {
+        let Input::Bytes(stream) = node.input() else {
+            return Outcome::Failed(Error::new(
+                ErrorKind::InvalidRequest,
+                "a decode node needs its stream in memory",
+            ));
+        };
+        let first = node.tile() as usize;
+        let expected_total = node.request_info().bytes;
+        let hashes = node.request_info().tile_hashes.clone();
+        let Some(out) = node.destination() else {
+            return Outcome::Failed(Error::new(
+                ErrorKind::InvalidRequest,
+                "a decode node needs a destination",
+            ));
+        };
+        let corrupt = |err: dsr_gdeflate::Error| {
+            let error = Error::new(ErrorKind::Corrupt, format!("{err}; the asset is damaged, repack it"));
+            match err.tile {
+                Some(tile) => error.at_tile(tile),
+                None => error,
+            }
+        };
+        let stream = match TileStream::parse(stream) {
+            Ok(stream) => stream,
+            Err(err) => return Outcome::Failed(corrupt(err)),
+        };
+        if stream.uncompressed_len() != expected_total {
+            return Outcome::Failed(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the stream decodes to {} bytes but the request expects {expected_total}",
+                    stream.uncompressed_len()
+                ),
+            ));
+        }
+        let tiles = first..first + out.len().div_ceil(TILE_SIZE);
+        let decoded = DECODER.with(|decoder| stream.decode_tiles(&mut decoder.borrow_mut(), tiles.clone(), out));
+        if let Err(err) = decoded {
+            return Outcome::Failed(corrupt(err));
+        }
+        if let Some(hashes) = hashes {
+            for (tile, bytes) in tiles.zip(out.chunks(TILE_SIZE)) {
+                if hashes.get(tile) != Some(&tile_hash(bytes)) {
+                    return Outcome::Failed(
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            "the decoded tile does not match its hash: the asset is damaged, repack it",
+                        )
+                        .at_tile(tile as u32),
+                    );
+                }
+            }
+        }
+        Outcome::Done {
+            bytes: out.len() as u64,
+        }
     }
 }

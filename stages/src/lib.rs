@@ -5,8 +5,8 @@
 //!   io_uring takes over in its own issue behind the same `Stage` boundary; this stays as the
 //!   fallback where io_uring is missing.
 //! - [`copy`]: memory sources into their destination.
-//! - [`decompress_cpu`]: GDeflate on the CPU. Until the codec lands it fails every node with an
-//!   explicit "GDeflate codec not available" error rather than pretending.
+//! - [`decompress_cpu`]: GDeflate on the CPU, one node per group of tiles, each writing straight
+//!   into its slice of the destination and verifying tile hashes when the request has them.
 //!
 //! [`install_cpu_stages`] hands all of them to an executor builder:
 //!
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use dsr_engine::{ExecutorBuilder, NodeKind};
 
 pub use copy::CopyStage;
-pub use decompress_cpu::DecompressCpuStage;
+pub use decompress_cpu::{tile_hash, DecompressCpuStage};
 pub use read::PreadStage;
 
 /// Adds every CPU stage to `builder`.
