@@ -20,6 +20,7 @@
 //! Crates: [`engine`] (requests, graph, executor), [`stages`] (read, copy, decompress),
 //! [`viz`] (DOT pictures of batch graphs).
 
+pub mod archive;
 pub mod bench;
 
 use std::path::Path;

@@ -112,9 +112,96 @@ fn every_subcommand_has_help() {
         &["dot", "--help"],
         &["bench", "--help"],
         &["bench", "exec", "--help"],
+        &["pack", "--help"],
+        &["gdeflate", "--help"],
+        &["gdeflate", "compress", "--help"],
+        &["gdeflate", "decompress", "--help"],
     ] {
         let out = dsr(args);
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
+}
+
+#[test]
+fn pack_then_load_an_archive_by_name_and_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(assets.join("sub")).unwrap();
+    let text: Vec<u8> = b"pack me ".iter().cycle().take(200_000).copied().collect();
+    std::fs::write(assets.join("a.txt"), &text).unwrap();
+    std::fs::write(assets.join("sub/b.bin"), pattern(100_000, 3)).unwrap();
+    let archive = dir.path().join("x.pak");
+    let packed = json(&dsr(&[
+        "pack",
+        assets.to_str().unwrap(),
+        "-o",
+        archive.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(packed["assets"], 2);
+    assert!(packed["ratio"].as_f64().unwrap() < 0.8);
+
+    let all = json(&dsr(&["load", archive.to_str().unwrap(), "--json", "--threads", "2"]));
+    assert_eq!(all["assets"], 2);
+    assert_eq!(all["bytes"], 300_000);
+    assert_eq!(all["verified"], true);
+    let one = json(&dsr(&[
+        "load",
+        archive.to_str().unwrap(),
+        "sub/b.bin",
+        "--json",
+        "--no-verify",
+    ]));
+    assert_eq!(one["bytes"], 100_000);
+    assert_eq!(one["verified"], false);
+
+    let missing = dsr(&["load", archive.to_str().unwrap(), "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no asset named"));
+}
+
+#[test]
+fn gdeflate_compress_and_decompress_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i / 7 % 251) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let stream = dir.path().join("in.gdf");
+    let back = dir.path().join("back.bin");
+    let out = dsr(&[
+        "gdeflate",
+        "compress",
+        input.to_str().unwrap(),
+        stream.to_str().unwrap(),
+        "--level",
+        "6",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let header = std::fs::read(&stream).unwrap();
+    assert_eq!(&header[..2], &[4, 0xFB], "a DirectStorage TileStream");
+    let out = dsr(&[
+        "gdeflate",
+        "decompress",
+        stream.to_str().unwrap(),
+        back.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&back).unwrap() == data);
+
+    std::fs::write(&stream, &header[..header.len() - 8]).unwrap();
+    let out = dsr(&[
+        "gdeflate",
+        "decompress",
+        stream.to_str().unwrap(),
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GDeflate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,5 +1,6 @@
 //! Integration tests of dsr, one binary with a module per area:
 //! - `lowering`: request shapes become the right graphs, with the right pending counts;
+//! - `archive`: packing, loading by name, and damage to every part of an archive;
 //! - `execution`: dependencies, failures, completion signals, reactors, priorities, metrics;
 //! - `cancellation`: tombstones before and during runs, tag masks, acknowledgement, stress;
 //! - `files`: real files of many sizes and ranges, and every way a file request can go wrong;
@@ -9,6 +10,7 @@
 
 mod common;
 
+mod archive;
 mod cancellation;
 mod cli;
 mod execution;

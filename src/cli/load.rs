@@ -15,9 +15,14 @@ use super::{parse_range, resolve_files, CliError, CliResult, EngineArgs, Range};
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Files to load.
+    /// Files to load; or a dsr archive followed by the names of the assets to load from it (all
+    /// of them when none is named).
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Archives: skip checking each decoded tile against its hash (faster, but a damaged archive
+    /// then yields wrong bytes instead of an error).
+    #[arg(long)]
+    no_verify: bool,
     /// Load only this range of each file, OFFSET:LEN (suffixes K, M, G accepted).
     #[arg(long, value_parser = parse_range)]
     range: Option<Range>,
@@ -93,6 +98,9 @@ pub fn failures(report: &BatchReport) -> Vec<String> {
 }
 
 pub fn run(args: LoadArgs) -> CliResult {
+    if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
+        return run_archive(args);
+    }
     let layout = Layout::new(resolve_files(&args.files, args.range)?);
     let dest = layout.destination()?;
     let progress = Progress::new(layout.bytes() * args.repeat.max(1) as u64, !args.json);
@@ -174,6 +182,133 @@ pub fn run(args: LoadArgs) -> CliResult {
     } else {
         Err(CliError::failed(format!(
             "{} of {} request(s) failed",
+            failed.len(),
+            report.requests.len()
+        )))
+    }
+}
+
+/// `dsr load ARCHIVE [NAME...]`: assets decoded on every worker, tile hashes verified.
+fn run_archive(args: LoadArgs) -> CliResult {
+    if args.range.is_some() {
+        return Err(CliError::usage("--range applies to plain files, not to archives"));
+    }
+    let path = &args.files[0];
+    let archive = dsr::archive::Archive::open(path)?;
+    let assets: Vec<&dsr::archive::Asset> = if args.files.len() == 1 {
+        archive.assets.iter().collect()
+    } else {
+        args.files[1..]
+            .iter()
+            .map(|name| {
+                let name = name.to_string_lossy();
+                archive.find(&name).ok_or_else(|| {
+                    CliError::usage(format!(
+                        "{} has no asset named {name:?} (it has {} assets; `dsr load {}` loads them all)",
+                        path.display(),
+                        archive.assets.len(),
+                        path.display()
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut slots = Vec::with_capacity(assets.len());
+    let mut total = 0u64;
+    for asset in &assets {
+        slots.push(total);
+        total += asset.len.div_ceil(4096) * 4096;
+    }
+    let bytes: u64 = assets.iter().map(|a| a.len).sum();
+    let stored: u64 = assets.iter().map(|a| a.stored_len).sum();
+    let dest = dsr::HostBuffer::prefault(
+        usize::try_from(total).map_err(|_| CliError::failed("the assets do not fit in this machine's memory"))?,
+    );
+    let progress = Progress::new(bytes * args.repeat.max(1) as u64, !args.json);
+    let recorder = args.dot.as_ref().map(|_| Arc::new(RunRecorder::new()));
+    let mut observers: Vec<Arc<dyn Observer>> = vec![progress.clone()];
+    if let Some(recorder) = &recorder {
+        observers.push(recorder.clone());
+    }
+    let mut config = args.engine.config();
+    config.observer = Some(Arc::new(Observers(observers)));
+    let executor = dsr::executor(config)?;
+    let mut runs = Vec::new();
+    let mut last = None;
+    for _ in 0..args.repeat.max(1) {
+        executor.reset_metrics();
+        let start = Instant::now();
+        let mut batch = executor.batch();
+        for request in dsr::archive::requests(&archive, &assets, &dest, &slots, !args.no_verify) {
+            batch.push(request)?;
+        }
+        let batch = executor.submit(batch)?;
+        let report = batch.wait();
+        runs.push(start.elapsed());
+        last = Some((batch, report));
+    }
+    progress.finish();
+    let (batch, report) = last.expect("at least one run");
+    if let (Some(dot), Some(recorder)) = (&args.dot, &recorder) {
+        std::fs::write(dot, dsr::viz::run_dot(batch.graph(), Some(recorder)))
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", dot.display())))?;
+    }
+    let metrics = executor.metrics();
+    let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
+    let failed = failures(&report);
+    let mut sorted = runs.clone();
+    let median = dsr::bench::median(&mut sorted);
+    if args.json {
+        let doc = json!({
+            "archive": path,
+            "assets": assets.len(),
+            "bytes": bytes,
+            "stored_bytes": stored,
+            "verified": !args.no_verify,
+            "workers": executor.workers(),
+            "runs": runs.iter().map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)})).collect::<Vec<_>>(),
+            "median_gbps": output::gbps(bytes, median),
+            "request_latency": output::latency_json(&latency),
+            "stages": output::stages_json(&metrics),
+            "failures": failed,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "loaded {} asset(s) from {}: {} decoded from {} read, {} worker(s), tile hashes {}",
+            assets.len(),
+            path.display(),
+            dsr::viz::dot::human_bytes(bytes),
+            dsr::viz::dot::human_bytes(stored),
+            executor.workers(),
+            if args.no_verify { "not checked" } else { "verified" }
+        );
+        for (i, d) in runs.iter().enumerate() {
+            println!(
+                "  run {:>2}: {:>8.2} ms  {:>7.2} GB/s",
+                i + 1,
+                d.as_secs_f64() * 1e3,
+                output::gbps(bytes, *d)
+            );
+        }
+        if runs.len() > 1 {
+            println!(
+                "  median:  {:>8.2} ms  {:>7.2} GB/s",
+                median.as_secs_f64() * 1e3,
+                output::gbps(bytes, median)
+            );
+        }
+        println!("{}", output::latency_line("request latency", &latency));
+        output::print_stages(&metrics);
+        for f in &failed {
+            println!("error: {f}");
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "{} of {} asset(s) failed",
             failed.len(),
             report.requests.len()
         )))

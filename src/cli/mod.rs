@@ -4,8 +4,10 @@
 mod bench;
 mod demo;
 mod dot;
+mod gdeflate;
 mod load;
 mod output;
+mod pack;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,8 +59,13 @@ enum Command {
     /// Write a sample asset set to a temporary directory, load it through the engine, verify
     /// every byte, and print throughput and latency (works on any machine, no GPU needed).
     Demo(demo::DemoArgs),
-    /// Load files (or one range of each) into host memory and report throughput and latency.
+    /// Load files (or one range of each), or the assets of a dsr archive, into host memory and
+    /// report throughput and latency.
     Load(load::LoadArgs),
+    /// Pack files and directories into a dsr archive of GDeflate-compressed assets.
+    Pack(pack::PackArgs),
+    /// Compress or decompress raw DirectStorage GDeflate TileStream files.
+    Gdeflate(gdeflate::GdeflateArgs),
     /// Write the planned graph of loading FILE... as Graphviz DOT, without running it.
     Dot(dot::DotArgs),
     /// Throughput and overhead benchmarks, each against a peer measured in the same run.
@@ -68,8 +75,8 @@ enum Command {
 /// Options shared by commands that run the engine.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Worker threads (default: one per CPU).
-    #[arg(long, short = 'w')]
+    /// Worker threads, which also decode (default: one per CPU).
+    #[arg(long, short = 'w', visible_alias = "threads")]
     pub workers: Option<usize>,
     /// Largest read one node issues, in bytes (suffixes K, M, G accepted).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
@@ -140,6 +147,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Load(args) => load::run(args),
+        Command::Pack(args) => pack::run(args),
+        Command::Gdeflate(args) => gdeflate::run(args),
         Command::Dot(args) => dot::run(args),
         Command::Bench(args) => bench::run(args),
     };

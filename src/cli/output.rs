@@ -32,7 +32,7 @@ pub fn latency_json(l: &LatencySummary) -> Value {
 
 pub fn latency_line(label: &str, l: &LatencySummary) -> String {
     format!(
-        "{label:<16} p50 {:>9.1} µs   p99 {:>9.1} µs   p99.9 {:>9.1} µs   max {:>9.1} µs   (n={})",
+        "{label:<22} p50 {:>9.1} µs   p99 {:>9.1} µs   p99.9 {:>9.1} µs   max {:>9.1} µs   (n={})",
         micros(l.p50),
         micros(l.p99),
         micros(l.p999),

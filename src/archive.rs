@@ -1,0 +1,349 @@
+//! dsr's asset archive: a header, one GDeflate TileStream per asset at a 4 KiB-aligned offset,
+//! and a table of contents with each asset's name, place, sizes, codec and a hash per 64 KiB
+//! tile of its uncompressed bytes. GDeflate carries no checksum, so the tile hashes are what
+//! turns a flipped bit into an error instead of wrong data. Layout: `docs/archive.md`.
+//!
+//! The reader trusts nothing: it checks the magic, version, TOC bounds and TOC hash, and every
+//! entry's name, codec, sizes, tile count and place before anything is read through it.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use dsr_gdeflate::{Encoder, Level, TILE_SIZE};
+use rayon::prelude::*;
+
+use crate::{Error, ErrorKind, Result};
+
+/// First bytes of every archive.
+pub const MAGIC: [u8; 8] = *b"DSRPACK\0";
+/// The format version this code reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes of the header.
+pub const HEADER_LEN: u64 = 64;
+/// Assets start at multiples of this (so direct I/O can read them in place).
+pub const ALIGN: u64 = 4096;
+/// Longest asset name, in bytes.
+pub const MAX_NAME: usize = 4096;
+
+/// How an asset is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// The bytes as they are (empty assets: a TileStream cannot be empty).
+    Raw = 0,
+    /// A GDeflate TileStream.
+    GDeflate = 1,
+}
+
+/// One asset in the table of contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// Its name (a relative path, `/`-separated).
+    pub name: String,
+    /// How it is stored.
+    pub codec: Codec,
+    /// Where its stored bytes start in the archive.
+    pub offset: u64,
+    /// How many bytes are stored.
+    pub stored_len: u64,
+    /// How many bytes it decodes to.
+    pub len: u64,
+    /// xxh3-64 of each 64 KiB tile of the decoded bytes.
+    pub tile_hashes: Arc<[u64]>,
+}
+
+/// An opened archive: its file and its validated table of contents.
+#[derive(Debug)]
+pub struct Archive {
+    /// The archive file, shared by the requests that read it.
+    pub file: Arc<File>,
+    /// Its assets, in the order they were packed.
+    pub assets: Vec<Asset>,
+}
+
+fn corrupt(path: &Path, what: impl Into<String>) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("not a valid dsr archive: {}; repack it with `dsr pack`", what.into()),
+    )
+    .with_path(path)
+}
+
+/// Whether the file at `path` starts like a dsr archive.
+pub fn is_archive(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut magic, 0))
+        .is_ok_and(|()| magic == MAGIC)
+}
+
+/// A little-endian cursor over the TOC that fails instead of reading past it.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+}
+
+impl Archive {
+    /// Opens and validates the archive at `path`.
+    pub fn open(path: &Path) -> Result<Archive> {
+        let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open the archive").with_path(path))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::from_io(&e, "cannot stat the archive").with_path(path))?
+            .len();
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|_| corrupt(path, "the file is shorter than an archive header"))?;
+        let mut h = Cursor { bytes: &header, at: 0 };
+        let (magic, version) = (h.take(8), h.u32());
+        if magic != Some(&MAGIC[..]) {
+            return Err(corrupt(path, "the file does not start with the dsr archive magic"));
+        }
+        if version != Some(VERSION) {
+            return Err(corrupt(
+                path,
+                format!("format version {version:?}, this dsr reads {VERSION}"),
+            ));
+        }
+        let (_flags, toc_offset, toc_len, toc_hash, count) = (h.u32(), h.u64(), h.u64(), h.u64(), h.u32());
+        let (toc_offset, toc_len, toc_hash, count) = (
+            toc_offset.unwrap_or(0),
+            toc_len.unwrap_or(0),
+            toc_hash.unwrap_or(0),
+            count.unwrap_or(0),
+        );
+        if toc_offset < HEADER_LEN || toc_offset.checked_add(toc_len) != Some(file_len) {
+            return Err(corrupt(
+                path,
+                "the table of contents is not where the header says (truncated file?)",
+            ));
+        }
+        let toc_len = usize::try_from(toc_len).map_err(|_| corrupt(path, "the table of contents is too large"))?;
+        let mut toc = vec![0u8; toc_len];
+        file.read_exact_at(&mut toc, toc_offset)
+            .map_err(|e| Error::from_io(&e, "cannot read the table of contents").with_path(path))?;
+        if xxhash_rust::xxh3::xxh3_64(&toc) != toc_hash {
+            return Err(corrupt(path, "the table of contents does not match its hash"));
+        }
+        let mut c = Cursor { bytes: &toc, at: 0 };
+        let mut assets = Vec::new();
+        let mut names = HashSet::new();
+        for i in 0..count {
+            let asset = read_entry(&mut c, toc_offset).map_err(|what| corrupt(path, format!("asset {i}: {what}")))?;
+            if !names.insert(asset.name.clone()) {
+                return Err(corrupt(path, format!("the name {:?} appears twice", asset.name)));
+            }
+            assets.push(asset);
+        }
+        if c.at != toc.len() {
+            return Err(corrupt(path, "the table of contents has bytes after its last asset"));
+        }
+        Ok(Archive {
+            file: Arc::new(file),
+            assets,
+        })
+    }
+
+    /// The asset called `name`.
+    pub fn find(&self, name: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.name == name)
+    }
+}
+
+fn read_entry(c: &mut Cursor<'_>, data_end: u64) -> std::result::Result<Asset, String> {
+    let short = || "the table of contents ends inside an entry".to_string();
+    let name_len = c.u16().ok_or_else(short)? as usize;
+    if name_len == 0 || name_len > MAX_NAME {
+        return Err(format!("a name of {name_len} bytes"));
+    }
+    let name = std::str::from_utf8(c.take(name_len).ok_or_else(short)?)
+        .map_err(|_| "a name that is not UTF-8".to_string())?
+        .to_owned();
+    let codec = match c.u8().ok_or_else(short)? {
+        0 => Codec::Raw,
+        1 => Codec::GDeflate,
+        other => return Err(format!("unknown codec {other}")),
+    };
+    let (_level, _reserved) = (c.u8().ok_or_else(short)?, c.u16().ok_or_else(short)?);
+    let (offset, stored_len, len) = (
+        c.u64().ok_or_else(short)?,
+        c.u64().ok_or_else(short)?,
+        c.u64().ok_or_else(short)?,
+    );
+    let tiles = c.u32().ok_or_else(short)? as u64;
+    if tiles != len.div_ceil(TILE_SIZE as u64) || tiles > 65535 {
+        return Err(format!("{tiles} tile hashes for {len} bytes"));
+    }
+    if offset < HEADER_LEN || offset.checked_add(stored_len).is_none_or(|end| end > data_end) {
+        return Err(format!("bytes {offset}+{stored_len} lie outside the data area"));
+    }
+    if codec == Codec::Raw && stored_len != len {
+        return Err("a raw asset whose stored and decoded sizes differ".into());
+    }
+    if codec == Codec::GDeflate && (len == 0 || stored_len == 0) {
+        return Err("an empty GDeflate asset".into());
+    }
+    let hashes = c.take(8 * tiles as usize).ok_or_else(short)?;
+    let tile_hashes = hashes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    Ok(Asset {
+        name,
+        codec,
+        offset,
+        stored_len,
+        len,
+        tile_hashes,
+    })
+}
+
+/// Writes an archive: add assets, then [`ArchiveWriter::finish`].
+#[derive(Debug)]
+pub struct ArchiveWriter {
+    file: File,
+    at: u64,
+    level: Level,
+    assets: Vec<Asset>,
+}
+
+impl ArchiveWriter {
+    /// Starts an archive at `path` (replacing any file there), compressing at `level`.
+    pub fn create(path: &Path, level: Level) -> io::Result<Self> {
+        let mut file = File::create(path)?;
+        file.write_all(&[0u8; HEADER_LEN as usize])?;
+        Ok(ArchiveWriter {
+            file,
+            at: HEADER_LEN,
+            level,
+            assets: Vec::new(),
+        })
+    }
+
+    /// Compresses `bytes` (tiles in parallel on rayon's pool) and appends it as `name`.
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> io::Result<&Asset> {
+        if name.is_empty() || name.len() > MAX_NAME || self.assets.iter().any(|a| a.name == name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("asset name {name:?} is empty, longer than {MAX_NAME} bytes, or already taken"),
+            ));
+        }
+        let tile_hashes: Arc<[u64]> = bytes.par_chunks(TILE_SIZE).map(dsr_stages::tile_hash).collect();
+        let (codec, stored) = if bytes.is_empty() {
+            (Codec::Raw, Vec::new())
+        } else {
+            let level = self.level;
+            let tiles: Vec<Vec<u8>> = bytes
+                .par_chunks(TILE_SIZE)
+                .map_init(
+                    || Encoder::new(level),
+                    |encoder, tile| {
+                        let mut out = Vec::new();
+                        encoder.encode_tile(tile, &mut out);
+                        out
+                    },
+                )
+                .collect();
+            let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
+            let mut stream = Vec::new();
+            dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            (Codec::GDeflate, stream)
+        };
+        let offset = self.at.div_ceil(ALIGN) * ALIGN;
+        self.file.write_all_at(&stored, offset)?;
+        self.at = offset + stored.len() as u64;
+        self.assets.push(Asset {
+            name: name.to_owned(),
+            codec,
+            offset,
+            stored_len: stored.len() as u64,
+            len: bytes.len() as u64,
+            tile_hashes,
+        });
+        Ok(self.assets.last().expect("just pushed"))
+    }
+
+    /// Writes the table of contents and the header.
+    pub fn finish(self) -> io::Result<Vec<Asset>> {
+        let mut toc = Vec::new();
+        for a in &self.assets {
+            toc.extend_from_slice(&(a.name.len() as u16).to_le_bytes());
+            toc.extend_from_slice(a.name.as_bytes());
+            toc.push(a.codec as u8);
+            toc.push(self.level.get());
+            toc.extend_from_slice(&0u16.to_le_bytes());
+            for v in [a.offset, a.stored_len, a.len] {
+                toc.extend_from_slice(&v.to_le_bytes());
+            }
+            toc.extend_from_slice(&(a.tile_hashes.len() as u32).to_le_bytes());
+            for h in a.tile_hashes.iter() {
+                toc.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        let toc_offset = self.at;
+        self.file.write_all_at(&toc, toc_offset)?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&toc_offset.to_le_bytes());
+        header.extend_from_slice(&(toc.len() as u64).to_le_bytes());
+        header.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&toc).to_le_bytes());
+        header.extend_from_slice(&(self.assets.len() as u32).to_le_bytes());
+        header.resize(HEADER_LEN as usize, 0);
+        self.file.write_all_at(&header, 0)?;
+        self.file.set_len(toc_offset + toc.len() as u64)?;
+        self.file.sync_data()?;
+        Ok(self.assets)
+    }
+}
+
+/// Requests that load `assets` of `archive` into `dest` at `slots`, verifying tile hashes if
+/// `verify`.
+pub fn requests<'a>(
+    archive: &'a Archive,
+    assets: &'a [&'a Asset],
+    dest: &'a crate::HostBuffer,
+    slots: &'a [u64],
+    verify: bool,
+) -> impl Iterator<Item = crate::Request> + 'a {
+    assets.iter().zip(slots).map(move |(asset, &slot)| {
+        let request = crate::Request::open_file(archive.file.clone(), asset.offset, asset.stored_len, dest, slot)
+            .name(asset.name.clone());
+        match asset.codec {
+            Codec::Raw => request,
+            Codec::GDeflate => {
+                let request = request.gdeflate(asset.len);
+                if verify {
+                    request.verify_tiles(asset.tile_hashes.clone())
+                } else {
+                    request
+                }
+            }
+        }
+    })
+}

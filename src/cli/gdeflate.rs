@@ -1,0 +1,125 @@
+//! `dsr gdeflate compress|decompress IN OUT`: raw DirectStorage TileStream files, so dsr
+//! interoperates with every other GDeflate tool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use dsr::{HostBuffer, Request, RequestStatus};
+use dsr_gdeflate::{Encoder, Level, TileStream, TILE_SIZE};
+use rayon::prelude::*;
+
+use super::{CliError, CliResult, EngineArgs};
+
+#[derive(Debug, Args)]
+pub struct GdeflateArgs {
+    #[command(subcommand)]
+    command: Gdeflate,
+}
+
+#[derive(Debug, Subcommand)]
+enum Gdeflate {
+    /// Compress IN into a TileStream file OUT.
+    Compress {
+        /// The file to compress (not empty: a TileStream holds 1 to 65535 tiles).
+        input: PathBuf,
+        /// The TileStream to write.
+        output: PathBuf,
+        /// Level: 0 (stored) to 12 (smallest).
+        #[arg(long, default_value_t = Level::DEFAULT.get(), value_parser = clap::value_parser!(u8).range(0..=12))]
+        level: u8,
+        /// Compression threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Decompress the TileStream IN into OUT, through the engine (tile groups on every worker).
+    Decompress {
+        /// The TileStream to decode.
+        input: PathBuf,
+        /// Where the decoded bytes go.
+        output: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))
+}
+
+fn write(path: &PathBuf, bytes: &[u8]) -> CliResult {
+    std::fs::write(path, bytes).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))
+}
+
+pub fn run(args: GdeflateArgs) -> CliResult {
+    match args.command {
+        Gdeflate::Compress {
+            input,
+            output,
+            level,
+            threads,
+        } => {
+            let bytes = read(&input)?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.unwrap_or(0))
+                .build()
+                .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
+            let start = Instant::now();
+            let tiles: Vec<Vec<u8>> = pool.install(|| {
+                bytes
+                    .par_chunks(TILE_SIZE)
+                    .map_init(
+                        || Encoder::new(Level::new(level)),
+                        |encoder, tile| {
+                            let mut out = Vec::new();
+                            encoder.encode_tile(tile, &mut out);
+                            out
+                        },
+                    )
+                    .collect()
+            });
+            let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
+            let mut stream = Vec::new();
+            dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)
+                .map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
+            write(&output, &stream)?;
+            eprintln!(
+                "{} → {} bytes ({:.1}%) in {:.2} s",
+                bytes.len(),
+                stream.len(),
+                100.0 * stream.len() as f64 / bytes.len().max(1) as f64,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Gdeflate::Decompress { input, output, engine } => {
+            let stream: Arc<[u8]> = read(&input)?.into();
+            let parsed =
+                TileStream::parse(&stream).map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
+            let len = parsed.uncompressed_len();
+            let dest = HostBuffer::new(
+                usize::try_from(len).map_err(|_| CliError::failed("the stream does not fit in memory"))?,
+            );
+            let executor = dsr::executor(engine.config())?;
+            let start = Instant::now();
+            let mut batch = executor.batch();
+            batch.push(Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len))?;
+            let report = executor.submit(batch)?.wait();
+            let elapsed = start.elapsed();
+            if let RequestStatus::Failed(err) = &report.requests[0].status {
+                return Err(CliError::failed(format!("{}: {err}", input.display())));
+            }
+            let mut dest = dest;
+            write(&output, dest.as_slice().unwrap_or_default())?;
+            eprintln!(
+                "{} → {len} bytes in {:.2} ms ({:.0} MB/s, {} worker(s))",
+                stream.len(),
+                elapsed.as_secs_f64() * 1e3,
+                len as f64 / elapsed.as_secs_f64() / 1e6,
+                executor.workers()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `dsr pack INPUT... -o ARCHIVE [--level N]`: files and directories into a dsr archive.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use dsr::archive::ArchiveWriter;
+use dsr::viz::dot::human_bytes;
+use dsr_gdeflate::Level;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{CliError, CliResult};
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// Files and directories to pack (directories recurse; assets are named by their path
+    /// relative to the directory given).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The archive to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// GDeflate level: 0 (stored) to 12 (smallest); 9 is the default.
+    #[arg(long, default_value_t = Level::DEFAULT.get(), value_parser = clap::value_parser!(u8).range(0..=12))]
+    level: u8,
+    /// Compression threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Every file under the inputs, with the name it gets in the archive, in a stable order.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, CliError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), CliError> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| CliError::failed(format!("cannot read directory {}: {e}", dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else if path.is_file() {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((name, path));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, input, &mut files)?;
+        } else if input.is_file() {
+            let name = input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((name, input.clone()));
+        } else {
+            return Err(CliError::failed(format!(
+                "{} is not a file or directory",
+                input.display()
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, path) in &files {
+        if !seen.insert(name) {
+            return Err(CliError::usage(format!(
+                "two inputs would both be named {name:?} in the archive ({}); pack their directories instead",
+                path.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+pub fn run(args: PackArgs) -> CliResult {
+    let files = collect_inputs(&args.inputs)?;
+    let total: u64 = files.iter().map(|(_, p)| p.metadata().map_or(0, |m| m.len())).sum();
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
+    let start = Instant::now();
+    let mut writer = ArchiveWriter::create(&args.output, Level::new(args.level))
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", args.output.display())))?;
+    for (name, path) in &files {
+        let bytes =
+            std::fs::read(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
+        bar.set_message(name.clone());
+        pool.install(|| writer.add(name, &bytes))
+            .map_err(|e| CliError::failed(format!("cannot pack {}: {e}", path.display())))?;
+        bar.inc(bytes.len() as u64);
+    }
+    let assets = writer
+        .finish()
+        .map_err(|e| CliError::failed(format!("cannot finish {}: {e}", args.output.display())))?;
+    bar.finish_and_clear();
+    let elapsed = start.elapsed();
+    let archive_len = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+    let input: u64 = assets.iter().map(|a| a.len).sum();
+    let stored: u64 = assets.iter().map(|a| a.stored_len).sum();
+    if args.json {
+        let doc = json!({
+            "archive": args.output,
+            "assets": assets.len(),
+            "input_bytes": input,
+            "stored_bytes": stored,
+            "archive_bytes": archive_len,
+            "ratio": stored as f64 / input.max(1) as f64,
+            "level": args.level,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "mbps": input as f64 / elapsed.as_secs_f64() / 1e6,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "packed {} asset(s), {} → {} ({:.1}%) at level {} in {:.2} s ({:.1} MB/s): {}",
+            assets.len(),
+            human_bytes(input),
+            human_bytes(stored),
+            100.0 * stored as f64 / input.max(1) as f64,
+            args.level,
+            elapsed.as_secs_f64(),
+            input as f64 / elapsed.as_secs_f64() / 1e6,
+            args.output.display()
+        );
+    }
+    Ok(())
+}

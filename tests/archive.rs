@@ -1,0 +1,142 @@
+//! The archive: pack, list, load by name, verify; every kind of damage is a clear error.
+
+use std::path::Path;
+
+use dsr::archive::{Archive, ArchiveWriter, Codec};
+use dsr::{ErrorKind, HostBuffer, RequestStatus};
+use dsr_gdeflate::Level;
+
+use crate::common::*;
+
+fn pack(dir: &Path, assets: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    let path = dir.join("test.pak");
+    let mut writer = ArchiveWriter::create(&path, Level::FASTEST).unwrap();
+    for (name, bytes) in assets {
+        writer.add(name, bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    path
+}
+
+fn sample() -> Vec<(&'static str, Vec<u8>)> {
+    let text: Vec<u8> = b"level data ".iter().cycle().take(300_000).copied().collect();
+    vec![
+        ("maps/one.map", text),
+        ("empty.cfg", Vec::new()),
+        ("noise.bin", pattern(70_000, 1)),
+        ("one-byte", vec![42]),
+    ]
+}
+
+fn load_all(path: &Path, verify: bool) -> (dsr::BatchReport, Vec<Vec<u8>>) {
+    let archive = Archive::open(path).unwrap();
+    let assets: Vec<_> = archive.assets.iter().collect();
+    let mut slots = Vec::new();
+    let mut at = 0;
+    for a in &assets {
+        slots.push(at);
+        at += a.len;
+    }
+    let dest = HostBuffer::new(at as usize);
+    let executor = executor(2);
+    let mut batch = executor.batch();
+    for request in dsr::archive::requests(&archive, &assets, &dest, &slots, verify) {
+        batch.push(request).unwrap();
+    }
+    let report = (*executor.submit(batch).unwrap().wait()).clone();
+    let mut dest = dest;
+    let bytes = dest.as_slice().unwrap();
+    let contents = assets
+        .iter()
+        .zip(&slots)
+        .map(|(a, &s)| bytes[s as usize..(s + a.len) as usize].to_vec())
+        .collect();
+    (report, contents)
+}
+
+#[test]
+fn packed_assets_load_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = sample();
+    let path = pack(dir.path(), &assets);
+    let archive = Archive::open(&path).unwrap();
+    assert_eq!(archive.assets.len(), 4);
+    assert_eq!(archive.find("empty.cfg").unwrap().codec, Codec::Raw);
+    assert_eq!(archive.find("maps/one.map").unwrap().codec, Codec::GDeflate);
+    assert!(
+        archive.assets.iter().all(|a| a.offset % 4096 == 0),
+        "assets are 4 KiB aligned"
+    );
+    let (report, contents) = load_all(&path, true);
+    assert!(report.all_done(), "{:?}", report.first_failure());
+    for ((name, bytes), got) in assets.iter().zip(contents) {
+        assert!(*bytes == got, "{name}");
+    }
+}
+
+#[test]
+fn a_flipped_data_bit_fails_the_asset_naming_its_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pack(dir.path(), &sample());
+    let archive = Archive::open(&path).unwrap();
+    let asset = archive.find("maps/one.map").unwrap().clone();
+    drop(archive);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The first byte of the first tile carries lane 0's first bits: the block header, which
+    // every decoder reads (a flip in a lane's unused high bits would change nothing).
+    let tiles = asset.tile_hashes.len() as u64;
+    bytes[(asset.offset + 8 + 4 * tiles) as usize] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let (report, _) = load_all(&path, true);
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("{:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.tile().is_some(), "{err}");
+    assert!(
+        report.requests[1..].iter().all(|r| r.status == RequestStatus::Done),
+        "the other assets load"
+    );
+}
+
+#[test]
+fn damaged_headers_and_tables_of_contents_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pack(dir.path(), &sample());
+    let good = std::fs::read(&path).unwrap();
+    let damaged = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = good.clone();
+        edit(&mut bytes);
+        let p = dir.path().join("damaged.pak");
+        std::fs::write(&p, bytes).unwrap();
+        Archive::open(&p).unwrap_err()
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        ("magic", Box::new(|b| b[0] = b'X')),
+        ("version", Box::new(|b| b[8] = 9)),
+        ("truncated", Box::new(|b| b.truncate(b.len() - 10))),
+        (
+            "toc byte",
+            Box::new(|b| {
+                let n = b.len();
+                b[n - 3] ^= 1
+            }),
+        ),
+        ("appended", Box::new(|b| b.extend_from_slice(&[0; 16]))),
+        ("short", Box::new(|b| b.truncate(20))),
+    ];
+    for (what, edit) in cases {
+        let err = damaged(&*edit);
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+        assert!(err.to_string().contains("dsr archive"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn names_must_be_unique_and_non_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = ArchiveWriter::create(&dir.path().join("x.pak"), Level::FASTEST).unwrap();
+    writer.add("a", b"1").unwrap();
+    assert!(writer.add("a", b"2").is_err());
+    assert!(writer.add("", b"3").is_err());
+}
