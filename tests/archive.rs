@@ -111,7 +111,8 @@ fn damaged_headers_and_tables_of_contents_are_refused() {
         std::fs::write(&p, bytes).unwrap();
         Archive::open(&p).unwrap_err()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("magic", Box::new(|b| b[0] = b'X')),
         ("version", Box::new(|b| b[8] = 9)),
         ("truncated", Box::new(|b| b.truncate(b.len() - 10))),
