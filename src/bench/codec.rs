@@ -150,3 +150,40 @@ pub fn reference_encode(input: &[u8], level: u8) -> (usize, f64) {
     let size: usize = input.chunks(TILE_SIZE).map(|c| compressor.compress_tile(c).len()).sum();
     (size, input.len() as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
+
+/// dsr decoding `stream` (a TileStream of `len` bytes) through the engine with `workers`
+/// workers: one memory request, lowered to tile groups. MB/s of output, median of `runs`.
+pub fn engine_decode(stream: &[u8], len: usize, workers: usize, runs: usize) -> Result<f64, String> {
+    use std::sync::Arc;
+    let stream: Arc<[u8]> = stream.into();
+    let executor = crate::executor(crate::ExecutorConfig {
+        workers,
+        metrics: false,
+        ..crate::ExecutorConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let dest = crate::HostBuffer::prefault(len);
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) + 1 {
+        let mut batch = executor.batch();
+        batch
+            .push(crate::Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len as u64))
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let report = executor.submit(batch).map_err(|e| e.to_string())?.wait();
+        times.push(start.elapsed());
+        if let Some((_, err)) = report.first_failure() {
+            return Err(err.to_string());
+        }
+    }
+    times.remove(0); // the first run warms the workers' decoders and the destination
+    Ok(len as f64 / super::median(&mut times).as_secs_f64() / 1e6)
+}
+
+/// The TileStream of `tiles` around the uncompressed size.
+pub fn tilestream_of(tiles: &Tiles) -> Vec<u8> {
+    let slices: Vec<&[u8]> = tiles.bounds.iter().map(|&(s, e)| &tiles.data[s..e]).collect();
+    let mut out = Vec::new();
+    dsr_gdeflate::tilestream::write(&slices, tiles.uncompressed as u64, &mut out).expect("a valid tile list");
+    out
+}

@@ -18,6 +18,55 @@ enum Bench {
     /// Executor overhead per node on large DAGs of tiny nodes (chains, fan-out/fan-in, a random
     /// DAG), against rayon running the same graphs with the same threads in the same run.
     Exec(ExecArgs),
+    /// GDeflate decoding on the CPU, dsr against the reference decoder on the same tiles in the
+    /// same run (the reference is linked only in builds with `--features reference-codec`).
+    DecodeCpu(CodecArgs),
+    /// GDeflate compression ratio and speed, dsr's levels against the reference's.
+    EncodeCpu(CodecArgs),
+}
+
+#[derive(Debug, Args)]
+struct CodecArgs {
+    /// Data to use (default: a generated mixed corpus: text, executables, compressed files,
+    /// random bytes and zeros; see src/bench/corpus.rs).
+    file: Option<std::path::PathBuf>,
+    /// Size of the generated corpus, in MiB.
+    #[arg(long, default_value_t = 64)]
+    size_mib: usize,
+    /// Thread counts to measure decoding with (both sides).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Levels to measure compression at (both sides).
+    #[arg(long, value_delimiter = ',', default_value = "1,6,9,12")]
+    levels: Vec<u8>,
+    /// Alternating runs per side; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CodecArgs {
+    fn data(&self) -> Result<(Vec<u8>, String), CliError> {
+        match &self.file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
+                if bytes.is_empty() {
+                    return Err(CliError::usage("the benchmark file is empty"));
+                }
+                Ok((bytes, format!("file {}", path.display())))
+            }
+            None => Ok((
+                dsr::bench::corpus::mixed(self.size_mib.max(1) << 20, 0xc0de),
+                format!(
+                    "mixed corpus, {} MiB: 30% text, 30% executables, 15% compressed files, 10% random, 15% zeros",
+                    self.size_mib.max(1)
+                ),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +88,8 @@ struct ExecArgs {
 pub fn run(args: BenchArgs) -> CliResult {
     match args.bench {
         Bench::Exec(args) => run_exec(args),
+        Bench::DecodeCpu(args) => run_decode(args),
+        Bench::EncodeCpu(args) => run_encode(args),
     }
 }
 
@@ -70,6 +121,123 @@ fn run_exec(args: ExecArgs) -> CliResult {
     if args.json {
         let doc = json!({ "bench": "exec", "runs": args.runs, "results": results });
         println!("{doc}");
+    }
+    Ok(())
+}
+
+const NO_REFERENCE: &str = "the reference codec is not built in: run `cargo run --release --features \
+                            reference-codec -- bench ...` to measure it beside dsr";
+
+fn run_decode(args: CodecArgs) -> CliResult {
+    use dsr::bench::codec;
+    let (data, what) = args.data()?;
+    // The same tiles for both sides: compressed as a shipped asset would be. With the reference
+    // built in, by the reference at level 9; otherwise by dsr at its default level.
+    #[cfg(feature = "reference-codec")]
+    let tiles = {
+        let mut compressor = dsr_gdeflate_reference::Compressor::new(9);
+        codec::Tiles::new(&data, |t| compressor.compress_tile(t))
+    };
+    #[cfg(not(feature = "reference-codec"))]
+    let tiles = {
+        let mut encoder = dsr_gdeflate::Encoder::new(dsr_gdeflate::Level::DEFAULT);
+        codec::Tiles::new(&data, |t| {
+            let mut out = Vec::new();
+            encoder.encode_tile(t, &mut out);
+            out
+        })
+    };
+    let stream = codec::tilestream_of(&tiles);
+    let mut results = Vec::new();
+    for &threads in &args.threads {
+        let threads = threads.max(1);
+        let dsr_mbps = codec::engine_decode(&stream, data.len(), threads, args.runs).map_err(CliError::failed)?;
+        #[cfg(feature = "reference-codec")]
+        let reference_mbps = Some(if threads == 1 {
+            codec::decode_vs_reference(&data, args.runs).map_err(CliError::failed)?.1
+        } else {
+            codec::reference_decode_threads(&data, threads, args.runs)
+        });
+        #[cfg(not(feature = "reference-codec"))]
+        let reference_mbps: Option<f64> = None;
+        results.push(json!({
+            "threads": threads,
+            "dsr_mbps": dsr_mbps,
+            "reference_mbps": reference_mbps,
+            "ratio": reference_mbps.map(|r| dsr_mbps / r),
+        }));
+    }
+    // The bare decoder on one thread, without the engine around it.
+    let mut out = vec![0u8; data.len()];
+    let mut bare = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        bare.push(codec::dsr_decode(&tiles, &mut out).map_err(|e| CliError::failed(e.to_string()))?);
+    }
+    if out != data {
+        return Err(CliError::failed("dsr decoded wrong bytes"));
+    }
+    let bare_mbps = data.len() as f64 / dsr::bench::median(&mut bare).as_secs_f64() / 1e6;
+    let compressed = tiles.compressed();
+    if args.json {
+        let doc = json!({
+            "bench": "decode-cpu",
+            "data": what,
+            "bytes": data.len(),
+            "compressed_bytes": compressed,
+            "runs": args.runs,
+            "dsr_decoder_1t_mbps": bare_mbps,
+            "results": results,
+            "reference": cfg!(feature = "reference-codec"),
+        });
+        println!("{doc}");
+    } else {
+        println!("{what}: {} bytes, {} compressed", data.len(), compressed);
+        println!("dsr decoder alone, 1 thread: {bare_mbps:.0} MB/s");
+        for r in &results {
+            match r["reference_mbps"].as_f64() {
+                Some(reference) => println!(
+                    "threads {}: dsr {:.0} MB/s, reference {:.0} MB/s, dsr / reference {:.2}",
+                    r["threads"], r["dsr_mbps"].as_f64().unwrap_or(0.0), reference, r["ratio"].as_f64().unwrap_or(0.0)
+                ),
+                None => println!("threads {}: dsr {:.0} MB/s", r["threads"], r["dsr_mbps"].as_f64().unwrap_or(0.0)),
+            }
+        }
+        if !cfg!(feature = "reference-codec") {
+            println!("{NO_REFERENCE}");
+        }
+    }
+    Ok(())
+}
+
+fn run_encode(args: CodecArgs) -> CliResult {
+    use dsr::bench::codec;
+    let (data, what) = args.data()?;
+    let mut rows = Vec::new();
+    for &level in &args.levels {
+        let (size, mbps) = codec::dsr_encode(&data, dsr_gdeflate::Level::new(level));
+        rows.push(json!({"codec": "dsr", "level": level, "ratio": size as f64 / data.len() as f64, "mbps": mbps}));
+        #[cfg(feature = "reference-codec")]
+        {
+            let (size, mbps) = codec::reference_encode(&data, level);
+            rows.push(json!({"codec": "reference", "level": level, "ratio": size as f64 / data.len() as f64, "mbps": mbps}));
+        }
+    }
+    if args.json {
+        println!("{}", json!({"bench": "encode-cpu", "data": what, "bytes": data.len(), "results": rows}));
+    } else {
+        println!("{what}");
+        for r in &rows {
+            println!(
+                "{:<9} level {:>2}: ratio {:.4}  {:>6.1} MB/s",
+                r["codec"].as_str().unwrap_or("?"),
+                r["level"],
+                r["ratio"].as_f64().unwrap_or(0.0),
+                r["mbps"].as_f64().unwrap_or(0.0)
+            );
+        }
+        if !cfg!(feature = "reference-codec") {
+            println!("{NO_REFERENCE}");
+        }
     }
     Ok(())
 }
