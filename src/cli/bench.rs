@@ -154,7 +154,9 @@ fn run_decode(args: CodecArgs) -> CliResult {
         let dsr_mbps = codec::engine_decode(&stream, data.len(), threads, args.runs).map_err(CliError::failed)?;
         #[cfg(feature = "reference-codec")]
         let reference_mbps = Some(if threads == 1 {
-            codec::decode_vs_reference(&data, args.runs).map_err(CliError::failed)?.1
+            codec::decode_vs_reference(&data, args.runs)
+                .map_err(CliError::failed)?
+                .1
         } else {
             codec::reference_decode_threads(&data, threads, args.runs)
         });
@@ -197,9 +199,16 @@ fn run_decode(args: CodecArgs) -> CliResult {
             match r["reference_mbps"].as_f64() {
                 Some(reference) => println!(
                     "threads {}: dsr {:.0} MB/s, reference {:.0} MB/s, dsr / reference {:.2}",
-                    r["threads"], r["dsr_mbps"].as_f64().unwrap_or(0.0), reference, r["ratio"].as_f64().unwrap_or(0.0)
+                    r["threads"],
+                    r["dsr_mbps"].as_f64().unwrap_or(0.0),
+                    reference,
+                    r["ratio"].as_f64().unwrap_or(0.0)
                 ),
-                None => println!("threads {}: dsr {:.0} MB/s", r["threads"], r["dsr_mbps"].as_f64().unwrap_or(0.0)),
+                None => println!(
+                    "threads {}: dsr {:.0} MB/s",
+                    r["threads"],
+                    r["dsr_mbps"].as_f64().unwrap_or(0.0)
+                ),
             }
         }
         if !cfg!(feature = "reference-codec") {
@@ -219,11 +228,16 @@ fn run_encode(args: CodecArgs) -> CliResult {
         #[cfg(feature = "reference-codec")]
         {
             let (size, mbps) = codec::reference_encode(&data, level);
-            rows.push(json!({"codec": "reference", "level": level, "ratio": size as f64 / data.len() as f64, "mbps": mbps}));
+            rows.push(
+                json!({"codec": "reference", "level": level, "ratio": size as f64 / data.len() as f64, "mbps": mbps}),
+            );
         }
     }
     if args.json {
-        println!("{}", json!({"bench": "encode-cpu", "data": what, "bytes": data.len(), "results": rows}));
+        println!(
+            "{}",
+            json!({"bench": "encode-cpu", "data": what, "bytes": data.len(), "results": rows})
+        );
     } else {
         println!("{what}");
         for r in &rows {

@@ -58,6 +58,8 @@ impl Level {
             nice,
             lazy,
             good,
+            // Greedy levels index only the start of long matches (zlib's max_insert_length).
+            max_insert: if lazy { usize::MAX } else { 16 },
         }
     }
 }
@@ -74,6 +76,7 @@ struct Params {
     nice: usize,
     lazy: bool,
     good: usize,
+    max_insert: usize,
 }
 
 /// A literal (`dist == 0`, `len` is the byte) or a match.
@@ -89,8 +92,11 @@ const NO_POS: u32 = u32::MAX;
 /// Compresses tiles. Holds the match finder's tables; reuse one per thread.
 pub struct Encoder {
     level: Level,
+    /// Most recent position of each hash, or `NO_POS`.
     head: Vec<u32>,
-    prev: Vec<u32>,
+    /// The previous position with the same hash; a position that links to itself ends its
+    /// chain. u16 because a tile has 65536 positions: half the cache footprint of u32.
+    prev: Vec<u16>,
     seqs: Vec<Seq>,
 }
 
@@ -106,7 +112,7 @@ impl Encoder {
         Encoder {
             level,
             head: vec![NO_POS; 1 << HASH_BITS],
-            prev: vec![NO_POS; TILE_SIZE],
+            prev: vec![0; TILE_SIZE],
             seqs: Vec::with_capacity(TILE_SIZE),
         }
     }
@@ -164,7 +170,8 @@ impl Encoder {
                 held = Some((i, len, dist));
                 i += 1;
             } else if len >= MIN_MATCH {
-                self.emit_match(input, i, len, dist, i + 1);
+                let from = if len <= params.max_insert { i + 1 } else { i + len };
+                self.emit_match(input, i, len, dist, from);
                 i += len;
             } else {
                 self.seqs.push(Seq {
@@ -198,7 +205,8 @@ impl Encoder {
     fn insert(&mut self, input: &[u8], i: usize) {
         if i + MIN_MATCH <= input.len() {
             let h = Self::hash(input, i);
-            self.prev[i] = self.head[h];
+            let previous = self.head[h];
+            self.prev[i] = if previous == NO_POS { i as u16 } else { previous as u16 };
             self.head[h] = i as u32;
         }
     }
@@ -211,26 +219,37 @@ impl Encoder {
         }
         let max = (n - i).min(MAX_MATCH);
         let mut best = (at_least.max(MIN_MATCH - 1), 0);
-        let mut candidate = self.head[Self::hash(input, i)];
+        let head = self.head[Self::hash(input, i)];
+        if head == NO_POS {
+            return (0, 0);
+        }
         let mut chain = if at_least >= params.good && params.lazy {
             params.chain / 4
         } else {
             params.chain
         };
-        while candidate != NO_POS && chain > 0 {
-            let c = candidate as usize;
-            chain -= 1;
-            // Only candidates that could beat `best` at its last byte are compared in full.
-            if input[c + best.0.min(max - 1)] == input[i + best.0.min(max - 1)] {
+        let nice = params.nice.min(max);
+        // A candidate can only beat `best` if it matches at offset `best` too: test that byte
+        // before comparing in full.
+        let mut probe = best.0.min(max - 1);
+        let mut c = head as usize;
+        loop {
+            if input[c + probe] == input[i + probe] {
                 let len = match_len(input, c, i, max);
                 if len > best.0 {
                     best = (len, i - c);
-                    if len >= params.nice.min(max) {
+                    if len >= nice {
                         break;
                     }
+                    probe = len.min(max - 1);
                 }
             }
-            candidate = self.prev[c];
+            chain -= 1;
+            let next = self.prev[c] as usize;
+            if chain == 0 || next >= c {
+                break;
+            }
+            c = next;
         }
         if best.1 == 0 {
             (0, 0)

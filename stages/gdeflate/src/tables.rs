@@ -54,19 +54,31 @@ pub fn fixed_dist_lengths() -> [u8; DIST_SYMS] {
     [5; DIST_SYMS]
 }
 
+/// Length symbol (257..=285) of every length below 258, built at compile time.
+const LENGTH_SYMBOL: [u16; 258] = {
+    let mut table = [0u16; 258];
+    let mut len = MIN_MATCH;
+    while len < 258 {
+        let mut i = 27;
+        while LENGTH_BASE[i] as usize > len {
+            i -= 1;
+        }
+        table[len] = 257 + i as u16;
+        len += 1;
+    }
+    table
+};
+
 /// The length symbol (257..=285) and its extra value for a match of `len` (3..=65538). Lengths
 /// of 258 and more use symbol 285, as the reference encoder does.
+#[inline]
 pub fn length_symbol(len: usize) -> (usize, u32) {
     debug_assert!((MIN_MATCH..=65538).contains(&len));
     if len >= 258 {
         return (285, (len - 3) as u32);
     }
-    // 3..=257: the RFC table, searched from the top (at most 28 steps, usually few).
-    let mut i = 27;
-    while LENGTH_BASE[i] as usize > len {
-        i -= 1;
-    }
-    (257 + i, (len - LENGTH_BASE[i] as usize) as u32)
+    let sym = LENGTH_SYMBOL[len] as usize;
+    (sym, (len as u32) - LENGTH_BASE[sym - 257])
 }
 
 /// The distance symbol (0..=31) and its extra value for `dist` (1..=65536).
