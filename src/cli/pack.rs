@@ -21,7 +21,7 @@ pub struct PackArgs {
     /// The archive to write.
     #[arg(short, long)]
     output: PathBuf,
-    /// GDeflate level: 0 (stored) to 12 (smallest); 9 is the default.
+    /// GDeflate level: 0 (stored) to 12 (smallest).
     #[arg(long, default_value_t = Level::DEFAULT.get(), value_parser = clap::value_parser!(u8).range(0..=12))]
     level: u8,
     /// Compression threads (default: one per CPU).

@@ -21,8 +21,9 @@ impl Level {
     pub const STORED: Level = Level(0);
     /// Fastest compression.
     pub const FASTEST: Level = Level(1);
-    /// The default: close to the best ratio at a fraction of its time.
-    pub const DEFAULT: Level = Level(9);
+    /// The default: within 3% of the reference's level-9 ratio on mixed data, at a fraction of
+    /// dsr's own level 9 time (docs/benchmarks.md).
+    pub const DEFAULT: Level = Level(6);
     /// Smallest output.
     pub const BEST: Level = Level(12);
 
