@@ -29,6 +29,11 @@ fn demo_verifies_every_byte() {
     assert!(doc["gbps"].as_f64().unwrap() > 0.0);
     assert!(doc["missing_file_error"].as_str().unwrap().contains("exist.pak"));
     assert!(doc["request_latency"]["p99_us"].as_f64().unwrap() > 0.0);
+    assert!(
+        doc["archive"]["ratio"].as_f64().unwrap() < 0.6,
+        "the sample assets compress"
+    );
+    assert!(doc["archive"]["gbps"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
