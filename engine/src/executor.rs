@@ -59,7 +59,7 @@ unsafe impl Send for Task {}
 impl Task {
     /// # Safety
     /// The node must be unfinished (queued, running or pending), which keeps its batch alive.
-    unsafe fn batch<'a>(self) -> &'a BatchShared {
+    pub(crate) unsafe fn batch<'a>(self) -> &'a BatchShared {
         // SAFETY: by the caller's premise the batch is alive; it is never mutated through `&`.
         unsafe { self.batch.as_ref() }
     }
@@ -445,6 +445,24 @@ enum Ended {
     Skipped,
 }
 
+/// How a completion source finished a deferred node.
+#[derive(Debug)]
+pub(crate) enum Finished {
+    Done(u64),
+    Failed(Error),
+    /// Cut short because its request was cancelled.
+    Cancelled,
+}
+
+impl From<Result<u64, Error>> for Finished {
+    fn from(result: Result<u64, Error>) -> Self {
+        match result {
+            Ok(bytes) => Finished::Done(bytes),
+            Err(err) => Finished::Failed(err),
+        }
+    }
+}
+
 /// Finishes a node: records its outcome, releases its successors, finishes its request and
 /// retires its batch when it was the last. Returns one released successor, already started, for
 /// the caller to run next. After the last release (or sink count) this function touches nothing
@@ -523,15 +541,17 @@ fn complete(
 pub(crate) fn complete_pending(
     shared: &Arc<Shared>,
     task: Task,
-    result: Result<u64, Error>,
+    finished: Finished,
+    started: Instant,
     worker: Option<&WorkerCtx>,
 ) {
-    let ended = match result {
-        Ok(bytes) => Ended::Done(bytes),
-        Err(err) => Ended::Failed(err),
+    let ended = match finished {
+        Finished::Done(bytes) => Ended::Done(bytes),
+        Finished::Failed(err) => Ended::Failed(err),
+        Finished::Cancelled => Ended::Skipped,
     };
-    // Latency of deferred work is the stage's to report; the executor saw only the hand-off.
-    if let Some((next, start)) = complete(shared, worker, task, ended, None) {
+    // The latency of deferred work runs from the hand-off to now.
+    if let Some((next, start)) = complete(shared, worker, task, ended, Some(started)) {
         if let Some(worker) = worker {
             // Already started by the fused release: run it here, in the reactor's poll.
             let mut next = Some((next, start));

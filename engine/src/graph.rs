@@ -149,6 +149,8 @@ pub enum FileSource {
 pub struct FileSlot {
     source: FileSource,
     opened: OnceLock<Result<Arc<File>>>,
+    /// The same file opened for direct I/O, when a read asks for it.
+    direct: OnceLock<Result<Arc<File>>>,
 }
 
 impl FileSlot {
@@ -173,6 +175,15 @@ impl FileSlot {
             FileSource::Path(path) => open(path).map(Arc::new),
         });
         match opened {
+            Ok(file) => Ok(file),
+            Err(err) => Err(err.clone()),
+        }
+    }
+
+    /// The file opened for direct I/O (`O_DIRECT`), opened with `open` the first time; a failed
+    /// open (a file system without direct I/O) is remembered like [`FileSlot::get_or_open`]'s.
+    pub fn get_or_open_direct(&self, open: impl FnOnce(&FileSource) -> Result<File>) -> Result<&File> {
+        match self.direct.get_or_init(|| open(&self.source).map(Arc::new)) {
             Ok(file) => Ok(file),
             Err(err) => Err(err.clone()),
         }
@@ -246,6 +257,8 @@ pub struct RequestInfo {
     /// Expected hash (xxh3-64) of each decoded 64 KiB tile, when the request asks for its data
     /// to be verified.
     pub tile_hashes: Option<Arc<[u64]>>,
+    /// How its file bytes are read.
+    pub io: crate::request::IoPolicy,
 }
 
 /// One node as a builder takes it.
@@ -372,6 +385,7 @@ impl GraphBuilder {
             let id = self.push_resource(Resource::File(FileSlot {
                 source: source.clone(),
                 opened: OnceLock::new(),
+                direct: OnceLock::new(),
             }));
             self.files.insert(path.clone(), id);
             return id;
@@ -379,6 +393,7 @@ impl GraphBuilder {
         self.push_resource(Resource::File(FileSlot {
             source,
             opened: OnceLock::new(),
+            direct: OnceLock::new(),
         }))
     }
 

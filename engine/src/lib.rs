@@ -50,6 +50,6 @@ pub use lower::LoweringConfig;
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
 pub use observer::{NodeEnd, NodeEvent, Observer};
 pub use reactor::{Completer, Reactor};
-pub use request::{Compression, Destination, Priority, Request, Source};
+pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
 pub use stage::{Input, NodeRef, Outcome, PendingNode, Stage};
 pub use state::NodeState;

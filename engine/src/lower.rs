@@ -123,6 +123,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         priority: request.priority,
         bytes: out_len,
         tile_hashes: request.verify,
+        io: request.io,
     });
 
     match (request.source, request.compression) {

@@ -40,7 +40,14 @@ impl fmt::Debug for Completer<'_> {
 impl Completer<'_> {
     /// Completes `node` with the bytes it produced, or an error.
     pub fn complete(&mut self, node: PendingNode, result: Result<u64, Error>) {
-        let (task, shared) = node.take();
-        crate::executor::complete_pending(&shared, task, result, Some(self.worker));
+        let (task, shared, started) = node.take();
+        crate::executor::complete_pending(&shared, task, result.into(), started, Some(self.worker));
+    }
+
+    /// Completes `node` as skipped because its request was cancelled (see
+    /// [`PendingNode::cancel`]).
+    pub fn cancel(&mut self, node: PendingNode) {
+        let (task, shared, started) = node.take();
+        crate::executor::complete_pending(&shared, task, crate::executor::Finished::Cancelled, started, Some(self.worker));
     }
 }

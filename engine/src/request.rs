@@ -33,6 +33,20 @@ impl Priority {
     }
 }
 
+/// How a file request reads: through the page cache or around it (DirectStorage's
+/// `ForceFileBuffering` is the model for `Buffered`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IoPolicy {
+    /// Direct I/O where the file system allows it, landing in the destination when it is
+    /// aligned and in aligned staging otherwise; buffered where direct I/O is not available.
+    #[default]
+    Auto,
+    /// Direct I/O; a file system that refuses it fails the request.
+    Direct,
+    /// Through the page cache.
+    Buffered,
+}
+
 /// Where a request's bytes come from.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -113,6 +127,8 @@ pub struct Request {
     /// Expected xxh3-64 of each 64 KiB tile of the output: decoding verifies them, so corrupt
     /// data is an error rather than wrong bytes.
     pub verify: Option<Arc<[u64]>>,
+    /// How file bytes are read.
+    pub io: IoPolicy,
 }
 
 impl Request {
@@ -159,6 +175,7 @@ impl Request {
             name: None,
             priority: Priority::Normal,
             verify: None,
+            io: IoPolicy::Auto,
         }
     }
 
@@ -171,6 +188,12 @@ impl Request {
     /// Verifies each decoded 64 KiB tile against `hashes` (xxh3-64), for compressed requests.
     pub fn verify_tiles(mut self, hashes: Arc<[u64]>) -> Self {
         self.verify = Some(hashes);
+        self
+    }
+
+    /// Sets how file bytes are read.
+    pub fn io(mut self, policy: IoPolicy) -> Self {
+        self.io = policy;
         self
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind};
-use crate::executor::{Shared, Task};
+use crate::executor::{Finished, Shared, Task};
 use crate::graph::{CompiledGraph, FileSlot, NodeId, NodeKind, RequestId, RequestInfo, Resource};
 
 /// What running a node came to.
@@ -166,6 +166,7 @@ impl<'a> NodeRef<'a> {
         let pending = PendingNode {
             task: Some(self.task),
             shared: self.shared.clone(),
+            started: std::time::Instant::now(),
         };
         (pending, Outcome::Pending(Deferred(())))
     }
@@ -177,6 +178,8 @@ impl<'a> NodeRef<'a> {
 pub struct PendingNode {
     task: Option<Task>,
     shared: Arc<Shared>,
+    /// When the stage handed it over: its latency runs from here to completion.
+    started: std::time::Instant,
 }
 
 // SAFETY: a `Task` is a pointer to a batch the executor keeps alive while the node is pending,
@@ -196,13 +199,31 @@ impl PendingNode {
     /// the injector, or to `completer`'s worker when called from a reactor poll.
     pub fn complete(mut self, result: Result<u64, Error>) {
         if let Some(task) = self.task.take() {
-            crate::executor::complete_pending(&self.shared, task, result, None);
+            crate::executor::complete_pending(&self.shared, task, result.into(), self.started, None);
         }
     }
 
-    pub(crate) fn take(mut self) -> (Task, Arc<Shared>) {
+    /// Completes the node as skipped: its request was cancelled and the operation was cut short
+    /// (an io_uring read answered `ECANCELED`). The request reports Cancelled, not failed.
+    pub fn cancel(mut self) {
+        if let Some(task) = self.task.take() {
+            crate::executor::complete_pending(&self.shared, task, Finished::Cancelled, self.started, None);
+        }
+    }
+
+    /// Whether the node's request has been cancelled (or has failed) since it was deferred: a
+    /// completion source should then cancel the operation if it can.
+    pub fn is_tombstoned(&self) -> bool {
+        self.task.is_some_and(|task| {
+            // SAFETY: a pending node is unfinished, which keeps its batch alive.
+            let batch = unsafe { task.batch() };
+            batch.graph.state(task.node).load().has(crate::state::TOMBSTONE)
+        })
+    }
+
+    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, std::time::Instant) {
         let task = self.task.take().expect("a pending node is taken once");
-        (task, self.shared.clone())
+        (task, self.shared.clone(), self.started)
     }
 }
 
@@ -213,7 +234,7 @@ impl Drop for PendingNode {
                 ErrorKind::Abandoned,
                 "the completion source dropped this operation without completing it",
             );
-            crate::executor::complete_pending(&self.shared, task, Err(error), None);
+            crate::executor::complete_pending(&self.shared, task, Finished::Failed(error), self.started, None);
         }
     }
 }
