@@ -29,18 +29,28 @@ pub use dsr_engine as engine;
 pub use dsr_graph_viz as viz;
 pub use dsr_stages as stages;
 
+pub use dsr_stages::io::{Backend, IoConfig, IoInfo};
+
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, Error, ErrorKind, Executor,
-    ExecutorBuilder, ExecutorConfig, HostBuffer, LoweringConfig, MetricsSnapshot, NodeKind, Priority, Request,
-    RequestId, RequestReport, RequestStatus, Result,
+    ExecutorBuilder, ExecutorConfig, HostBuffer, IoPolicy, LoweringConfig, MetricsSnapshot, NodeKind, Priority,
+    Request, RequestId, RequestReport, RequestStatus, Result,
 };
 
-/// An executor with the stock CPU stages installed.
+/// An executor with the stock stages, reading through io_uring where the kernel allows it.
 pub fn executor(config: ExecutorConfig) -> Result<Executor> {
-    executor_builder(config).build()
+    executor_with_io(config, IoConfig::default()).map(|(executor, _)| executor)
 }
 
-/// A builder with the stock CPU stages installed, for callers that add reactors or observers.
+/// An executor with the stock stages and the read backend `io` asks for; says which it chose.
+pub fn executor_with_io(config: ExecutorConfig, io: IoConfig) -> Result<(Executor, IoInfo)> {
+    let (builder, info) = dsr_stages::install_stages(Executor::builder().config(config), io)
+        .map_err(|err| Error::from_io(&err, "cannot set up io_uring"))?;
+    Ok((builder.build()?, info))
+}
+
+/// A builder with the stock CPU stages and positioned reads, for callers that replace stages or
+/// add reactors and observers of their own.
 pub fn executor_builder(config: ExecutorConfig) -> ExecutorBuilder {
     dsr_stages::install_cpu_stages(Executor::builder().config(config))
 }

@@ -97,7 +97,7 @@ pub fn gated_executor(workers: usize, gate: &Arc<Gate>) -> Executor {
         gate: gate.clone(),
     });
     let read: Arc<dyn Stage> = Arc::new(Gated {
-        inner: Arc::new(dsr::stages::PreadStage),
+        inner: Arc::new(dsr::stages::PreadStage::default()),
         gate: gate.clone(),
     });
     dsr::executor_builder(ExecutorConfig::default())

@@ -5,6 +5,8 @@
 //! - `cancellation`: tombstones before and during runs, tag masks, acknowledgement, stress;
 //! - `files`: real files of many sizes and ranges, and every way a file request can go wrong;
 //! - `gdeflate`: compressed assets decoded in tile groups on every worker, verified by hash;
+//! - `io`: io_uring and the positioned-read fallback: policies, EOF, scale, back-pressure,
+//!   cancellation in the kernel, injected faults;
 //! - `viz`: DOT of plans and runs, rendered by Graphviz;
 //! - `cli`: the `dsr` command as a user runs it.
 
@@ -16,5 +18,6 @@ mod cli;
 mod execution;
 mod files;
 mod gdeflate;
+mod io;
 mod lowering;
 mod viz;

@@ -204,7 +204,8 @@ pub enum ResourceKind {
 }
 
 pub(crate) enum Resource {
-    File(FileSlot),
+    /// Boxed: a slot holds two lazily opened descriptors and their errors.
+    File(Box<FileSlot>),
     Memory(Arc<[u8]>),
     /// Kept alive by the batch's reservations until it retires.
     Host(RawBytes),
@@ -382,19 +383,19 @@ impl GraphBuilder {
             if let Some(&id) = self.files.get(path) {
                 return id;
             }
-            let id = self.push_resource(Resource::File(FileSlot {
+            let id = self.push_resource(Resource::File(Box::new(FileSlot {
                 source: source.clone(),
                 opened: OnceLock::new(),
                 direct: OnceLock::new(),
-            }));
+            })));
             self.files.insert(path.clone(), id);
             return id;
         }
-        self.push_resource(Resource::File(FileSlot {
+        self.push_resource(Resource::File(Box::new(FileSlot {
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
-        }))
+        })))
     }
 
     /// A memory source.

@@ -48,6 +48,12 @@ impl Completer<'_> {
     /// [`PendingNode::cancel`]).
     pub fn cancel(&mut self, node: PendingNode) {
         let (task, shared, started) = node.take();
-        crate::executor::complete_pending(&shared, task, crate::executor::Finished::Cancelled, started, Some(self.worker));
+        crate::executor::complete_pending(
+            &shared,
+            task,
+            crate::executor::Finished::Cancelled,
+            started,
+            Some(self.worker),
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! # dsr-stages: the stages of dsr's job graph
 //!
 //! One stage = one file implementing `dsr_engine::Stage` for one node kind:
-//! - [`read`]: file bytes into memory with positioned reads (short reads and `EINTR` handled).
-//!   io_uring takes over in its own issue behind the same `Stage` boundary; this stays as the
-//!   fallback where io_uring is missing.
+//! - [`io`]: file bytes into memory through io_uring: a shared ring (registered staging buffers
+//!   and files, batched submission, short reads resubmitted, cancellation), direct I/O where it
+//!   works, and a fixed staging budget with back-pressure;
+//! - [`read`]: the same with positioned reads (short reads and `EINTR` handled), the fallback
+//!   where io_uring is missing;
 //! - [`copy`]: memory sources into their destination.
 //! - [`decompress_cpu`]: GDeflate on the CPU, one node per group of tiles, each writing straight
 //!   into its slice of the destination and verifying tile hashes when the request has them.
@@ -28,6 +30,7 @@
 
 pub mod copy;
 pub mod decompress_cpu;
+pub mod io;
 pub mod read;
 
 use std::sync::Arc;
@@ -38,10 +41,17 @@ pub use copy::CopyStage;
 pub use decompress_cpu::{tile_hash, DecompressCpuStage};
 pub use read::PreadStage;
 
-/// Adds every CPU stage to `builder`.
+/// Adds every CPU stage to `builder`, with positioned reads.
 pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {
     builder
-        .stage(NodeKind::Read, Arc::new(PreadStage))
+        .stage(NodeKind::Read, Arc::new(PreadStage::default()))
         .stage(NodeKind::Copy, Arc::new(CopyStage))
         .stage(NodeKind::DecompressCpu, Arc::new(DecompressCpuStage))
+}
+
+/// Adds every CPU stage to `builder`, with the read backend `io` chooses (io_uring when it is
+/// available), and says which it chose.
+pub fn install_stages(builder: ExecutorBuilder, io: io::IoConfig) -> std::io::Result<(ExecutorBuilder, io::IoInfo)> {
+    let builder = install_cpu_stages(builder);
+    io::install_io(builder, io)
 }

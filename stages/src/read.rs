@@ -1,15 +1,30 @@
-//! The read stage on positioned reads (`pread(2)`): the portable fallback of the io_uring ring.
+//! The read stage on positioned reads (`pread(2)`): the portable fallback of the io_uring ring,
+//! chosen at start-up when io_uring is unavailable, or by configuration. It reads through the
+//! page cache whatever the request's I/O policy (direct I/O needs aligned staging, which the
+//! ring provides).
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, NodeKind, NodeRef, Outcome, Stage};
 
+use crate::io::{Fault, FaultPlan};
+
 /// Reads a node's file range straight into its destination with `pread`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PreadStage;
+#[derive(Clone, Debug, Default)]
+pub struct PreadStage {
+    faults: Option<Arc<FaultPlan>>,
+}
+
+impl PreadStage {
+    /// A stage whose reads suffer `faults` (for tests).
+    pub fn with_faults(faults: Option<Arc<FaultPlan>>) -> Self {
+        PreadStage { faults }
+    }
+}
 
 impl Stage for PreadStage {
     fn run(&self, mut node: NodeRef<'_>) -> Outcome {
@@ -24,11 +39,25 @@ impl Stage for PreadStage {
             Ok(opened) => opened,
             Err(err) => return Outcome::Failed(located(err)),
         };
+        let fault = self.faults.as_ref().and_then(|plan| plan.fault_for(file.path()));
         let Some(dst) = node.destination() else {
             return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a destination"));
         };
         debug_assert_eq!(dst.len() as u64, len);
-        match read_exact_at(opened, dst, offset) {
+        let result = match fault {
+            Some(Fault::Eio) if !dst.is_empty() => {
+                Err(Error::from_io(&io::Error::from_raw_os_error(libc::EIO), "read failed")
+                    .at_stage(NodeKind::Read)
+                    .at_offset(offset))
+            }
+            Some(Fault::Short(max)) => read_exact_at_in(opened, dst, offset, max.max(1)),
+            Some(Fault::Delay(delay)) => {
+                std::thread::sleep(delay);
+                read_exact_at(opened, dst, offset)
+            }
+            _ => read_exact_at(opened, dst, offset),
+        };
+        match result {
             Ok(()) => Outcome::Done { bytes: len },
             Err(err) => Outcome::Failed(located(err)),
         }
@@ -47,10 +76,16 @@ pub fn open_source(path: &Path) -> Result<File, Error> {
 /// Fills `dst` from `file` at `offset`, resuming after short reads and `EINTR`. Running out of
 /// file before `dst` is full is an `UnexpectedEof` error naming where the file ended.
 pub fn read_exact_at(file: &File, dst: &mut [u8], offset: u64) -> Result<(), Error> {
+    read_exact_at_in(file, dst, offset, usize::MAX)
+}
+
+/// [`read_exact_at`] with each `pread` asking for at most `step` bytes.
+fn read_exact_at_in(file: &File, dst: &mut [u8], offset: u64, step: usize) -> Result<(), Error> {
     let mut done = 0usize;
     while done < dst.len() {
         let at = offset + done as u64;
-        match file.read_at(&mut dst[done..], at) {
+        let end = dst.len().min(done.saturating_add(step));
+        match file.read_at(&mut dst[done..end], at) {
             Ok(0) => {
                 return Err(Error::new(
                     ErrorKind::UnexpectedEof,

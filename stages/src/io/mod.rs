@@ -1,0 +1,92 @@
+//! File reads: io_uring when the kernel allows it, positioned reads otherwise.
+//!
+//! - [`ring`]: the io_uring driver and reactor; [`staging`]: its fixed-buffer budget;
+//! - [`uring_read`]: the read stage on the ring; the positioned-read stage is `crate::read`;
+//! - [`open`]: buffered and direct opens, and the direct-I/O probe;
+//! - [`faults`]: the fault plan tests inject through either stage.
+//!
+//! [`install_io`] probes at start-up, installs the read stage of the backend in use (and the
+//! ring as a reactor), and says which it chose and why in an [`IoInfo`].
+
+pub mod faults;
+pub mod open;
+pub mod ring;
+pub mod staging;
+pub mod uring_read;
+
+use std::sync::Arc;
+
+use dsr_engine::{ExecutorBuilder, NodeKind};
+
+pub use faults::{Fault, FaultPlan};
+pub use ring::{Ring, RingConfig, RingFeatures, RingStats};
+
+/// Which read backend to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring if it can be set up, positioned reads otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or fail.
+    IoUring,
+    /// Positioned reads (`pread`), always.
+    Pread,
+}
+
+/// How reads are done.
+#[derive(Clone, Debug, Default)]
+pub struct IoConfig {
+    /// The backend.
+    pub backend: Backend,
+    /// The ring's knobs (ignored by the positioned-read backend, except `faults`).
+    pub ring: RingConfig,
+}
+
+/// What [`install_io`] chose.
+#[derive(Clone, Debug)]
+pub struct IoInfo {
+    /// The backend in use.
+    pub backend: Backend,
+    /// Why, when it is not what was asked for.
+    pub reason: Option<String>,
+    /// The ring, when io_uring is in use.
+    pub ring: Option<Arc<Ring>>,
+}
+
+/// Installs the read stage of the chosen backend (the ring as a reactor too) on `builder`.
+pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result<(ExecutorBuilder, IoInfo)> {
+    let pread = |builder: ExecutorBuilder, reason: Option<String>| {
+        let stage = crate::PreadStage::with_faults(config.ring.faults.clone());
+        (
+            builder.stage(NodeKind::Read, Arc::new(stage)),
+            IoInfo {
+                backend: Backend::Pread,
+                reason,
+                ring: None,
+            },
+        )
+    };
+    if config.backend == Backend::Pread {
+        return Ok(pread(builder, None));
+    }
+    match Ring::new(config.ring.clone()) {
+        Ok(ring) => {
+            let builder = builder
+                .stage(NodeKind::Read, Arc::new(uring_read::UringReadStage::new(ring.clone())))
+                .reactor(ring.clone());
+            Ok((
+                builder,
+                IoInfo {
+                    backend: Backend::IoUring,
+                    reason: None,
+                    ring: Some(ring),
+                },
+            ))
+        }
+        Err(err) if config.backend == Backend::Auto => Ok(pread(
+            builder,
+            Some(format!("io_uring is not available ({err}); using positioned reads")),
+        )),
+        Err(err) => Err(err),
+    }
+}

@@ -1,0 +1,95 @@
+//! Opening source files, buffered or for direct I/O, and probing where direct I/O works.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use dsr_engine::{Error, FileSource, NodeKind};
+
+use super::staging::STAGING_ALIGN;
+
+/// Opens a source file for buffered reads; errors name the path.
+pub fn open_buffered(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|err| {
+        Error::from_io(&err, "cannot open the source file")
+            .with_path(path)
+            .at_stage(NodeKind::Read)
+    })
+}
+
+/// Opens a source for direct I/O (`O_DIRECT`). An already-open file is reopened through
+/// `/proc/self/fd`, so the caller's descriptor keeps its own flags.
+pub fn open_direct(source: &FileSource) -> Result<File, Error> {
+    let path: PathBuf = match source {
+        FileSource::Path(path) => path.clone(),
+        FileSource::Open(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+    };
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|err| {
+            let error = Error::from_io(
+                &err,
+                "cannot open the file for direct I/O (does its file system support O_DIRECT?)",
+            )
+            .at_stage(NodeKind::Read);
+            match source {
+                FileSource::Path(path) => error.with_path(path),
+                FileSource::Open(_) => error,
+            }
+        })
+}
+
+/// Whether direct reads work in `dir` (a file is created, written, read back with `O_DIRECT`,
+/// and removed), with the file system's name.
+pub fn probe_direct(dir: &Path) -> (bool, String) {
+    let fs = file_system_name(dir);
+    let path = dir.join(format!(".dsr-direct-probe-{}", std::process::id()));
+    let works = (|| -> io::Result<bool> {
+        File::create(&path)?.write_all(&[0x5A; STAGING_ALIGN])?;
+        let file = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path) {
+            Ok(file) => file,
+            Err(_) => return Ok(false),
+        };
+        let mut buffer = dsr_engine::HostBuffer::new(STAGING_ALIGN);
+        let bytes = buffer.as_mut_slice().expect("a fresh buffer has one handle");
+        Ok(file.read_at(bytes, 0).is_ok_and(|n| n == STAGING_ALIGN) && bytes[0] == 0x5A)
+    })()
+    .unwrap_or(false);
+    let _ = std::fs::remove_file(&path);
+    (works, fs)
+}
+
+/// The name of the file system `path` is on, from /proc/self/mounts (longest matching mount).
+pub fn file_system_name(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut mounts = String::new();
+    let _ = File::open("/proc/self/mounts").and_then(|mut f| f.read_to_string(&mut mounts));
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(point).then(|| (point.len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_reports_a_file_system() {
+        let dir = std::env::temp_dir();
+        let (works, fs) = probe_direct(&dir);
+        eprintln!("direct I/O in {}: {works} ({fs})", dir.display());
+        assert!(!fs.is_empty());
+        let (works, fs) = probe_direct(Path::new(env!("CARGO_MANIFEST_DIR")));
+        eprintln!("direct I/O in the source tree: {works} ({fs})");
+    }
+}

@@ -1,0 +1,103 @@
+//! The read stage on io_uring: a read node becomes one operation on the shared ring and the
+//! worker moves on; the ring's reactor completes the node when the bytes are in.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
+
+use super::open::{open_buffered, open_direct};
+use super::ring::{Op, Ring, Staged};
+use super::staging::STAGING_ALIGN;
+
+/// Reads a node's file range through io_uring.
+#[derive(Debug)]
+pub struct UringReadStage {
+    ring: Arc<Ring>,
+}
+
+impl UringReadStage {
+    /// A stage feeding `ring` (which must also be the executor's reactor).
+    pub fn new(ring: Arc<Ring>) -> Self {
+        UringReadStage { ring }
+    }
+}
+
+const ALIGN: u64 = STAGING_ALIGN as u64;
+
+impl Stage for UringReadStage {
+    fn run(&self, mut node: NodeRef<'_>) -> Outcome {
+        let Input::File { file, offset, len } = node.input() else {
+            return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a file input"));
+        };
+        let path: Option<Arc<Path>> = file.path().map(Arc::from);
+        let buffered = match file.get_or_open(open_buffered) {
+            Ok(f) => std::os::fd::AsRawFd::as_raw_fd(f),
+            Err(err) => return Outcome::Failed(err),
+        };
+        let policy = node.request_info().io;
+        let direct = match policy {
+            IoPolicy::Buffered => None,
+            IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(open_direct) {
+                Ok(f) => Some(std::os::fd::AsRawFd::as_raw_fd(f)),
+                Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),
+                Err(_) => None,
+            },
+        };
+        let Some(dst) = node.destination() else {
+            return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a destination"));
+        };
+        let (dst, dst_len) = (dst.as_mut_ptr(), dst.len());
+        if dst_len == 0 {
+            // Nothing to read; the file opened, which is all an empty read can check.
+            return Outcome::Done { bytes: 0 };
+        }
+        let aligned = dst as u64 % ALIGN == 0 && offset % ALIGN == 0 && len % ALIGN == 0;
+        let start = offset / ALIGN * ALIGN;
+        let end = (offset + len).div_ceil(ALIGN) * ALIGN;
+        let staged_fits = (end - start) as usize <= self.ring.staging_capacity();
+        let (fd, is_direct, buf, read_len, needed, staged) = match direct {
+            Some(fd) if aligned => (fd, true, dst, dst_len, dst_len, None),
+            Some(fd) if staged_fits => {
+                let skip = (offset - start) as usize;
+                let staged = Staged { skip, dst, dst_len };
+                (
+                    fd,
+                    true,
+                    std::ptr::null_mut(),
+                    (end - start) as usize,
+                    skip + dst_len,
+                    Some(staged),
+                )
+            }
+            // Too large for a slot (or no direct I/O here): through the page cache.
+            _ => (buffered, false, dst, dst_len, dst_len, None),
+        };
+        let stats = self.ring.stats();
+        let counter = match (is_direct, staged.is_some()) {
+            (true, true) => &stats.staged,
+            (true, false) => &stats.direct_landed,
+            _ => &stats.buffered,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (pending, outcome) = node.defer();
+        self.ring.start(Op {
+            node: pending,
+            fd,
+            fallback_fd: is_direct.then_some(buffered),
+            offset: if staged.is_some() { start } else { offset },
+            buf,
+            len: read_len,
+            needed,
+            done: 0,
+            staged,
+            slot: None,
+            direct: is_direct,
+            path,
+            file_slot: None,
+            cancel_sent: false,
+            delayed: false,
+        });
+        outcome
+    }
+}

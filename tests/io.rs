@@ -1,0 +1,341 @@
+//! Reads through io_uring and through the positioned-read fallback (forced by configuration):
+//! byte-exact at every size, offset and policy; EOF; thousands at once; back-pressure on a tiny
+//! staging budget; in-flight cancellation; injected EIO, short reads and delays that fail or slow
+//! only the affected request.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsr::stages::io::{Backend, Fault, FaultPlan, RingConfig};
+use dsr::{ErrorKind, ExecutorConfig, HostBuffer, IoConfig, IoInfo, IoPolicy, Request, RequestStatus};
+
+use crate::common::*;
+
+const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Pread];
+
+fn engine(backend: Backend, ring: RingConfig) -> (dsr::Executor, IoInfo) {
+    let (executor, info) = dsr::executor_with_io(
+        ExecutorConfig {
+            workers: 2,
+            ..ExecutorConfig::default()
+        },
+        IoConfig { backend, ring },
+    )
+    .expect("executor starts");
+    assert_eq!(info.backend, backend, "{:?}", info.reason);
+    (executor, info)
+}
+
+/// Loads `ranges` of `path` into one buffer at unaligned slots; returns statuses and bytes.
+fn load(
+    executor: &dsr::Executor,
+    path: &std::path::Path,
+    ranges: &[(u64, u64)],
+    policy: IoPolicy,
+) -> (Vec<RequestStatus>, Vec<u8>) {
+    let total: u64 = ranges.iter().map(|r| r.1 + 3).sum();
+    let dest = HostBuffer::new(total as usize);
+    let mut batch = executor.batch();
+    let mut at = 1; // deliberately unaligned destinations
+    for &(offset, len) in ranges {
+        batch
+            .push(Request::file(path, offset, len, &dest, at).io(policy))
+            .unwrap();
+        at += len + 3;
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    let mut dest = dest;
+    let bytes = dest.as_slice().unwrap().to_vec();
+    (report.requests.iter().map(|r| r.status.clone()).collect(), bytes)
+}
+
+fn check(bytes: &[u8], data: &[u8], ranges: &[(u64, u64)]) {
+    let mut at = 1usize;
+    for &(offset, len) in ranges {
+        let (offset, len) = (offset as usize, len as usize);
+        assert!(
+            bytes[at..at + len] == data[offset..offset + len],
+            "range {offset}+{len}"
+        );
+        at += len + 3;
+    }
+}
+
+#[test]
+fn reads_are_byte_exact_at_every_size_offset_and_policy() {
+    let data = pattern(3 << 20, 21);
+    let file = temp_file(&data);
+    let ranges: Vec<(u64, u64)> = [
+        (0, 1),
+        (1, 4095),
+        (4095, 2),
+        (4096, 4096),
+        (4096, 8192),
+        (12_345, 54_321),
+        (0, 1 << 20),
+        (1, 1 << 20),
+        ((1 << 20) - 1, (1 << 20) + 2),
+        ((3 << 20) - 5, 5),
+        (0, 3 << 20),
+    ]
+    .into();
+    for backend in BACKENDS {
+        let (executor, info) = engine(backend, RingConfig::default());
+        for policy in [IoPolicy::Auto, IoPolicy::Direct, IoPolicy::Buffered] {
+            let (statuses, bytes) = load(&executor, file.path(), &ranges, policy);
+            assert!(
+                statuses.iter().all(|s| *s == RequestStatus::Done),
+                "{backend:?} {policy:?}: {statuses:?}"
+            );
+            check(&bytes, &data, &ranges);
+        }
+        // An aligned destination, offset and length: direct I/O lands in place.
+        let dest = HostBuffer::new(1 << 20);
+        let mut batch = executor.batch();
+        batch
+            .push(Request::file(file.path(), 1 << 20, 1 << 20, &dest, 0).io(IoPolicy::Direct))
+            .unwrap();
+        assert!(executor.submit(batch).unwrap().wait().all_done());
+        let mut dest = dest;
+        assert!(dest.as_slice().unwrap() == &data[1 << 20..2 << 20]);
+        if let Some(ring) = &info.ring {
+            let stats = ring.stats();
+            assert!(
+                stats.staged.load(Ordering::Relaxed) > 0,
+                "unaligned direct reads go through staging"
+            );
+            assert!(
+                stats.direct_landed.load(Ordering::Relaxed) > 0,
+                "aligned direct reads land in place"
+            );
+            assert!(stats.buffered.load(Ordering::Relaxed) > 0);
+            assert_eq!(
+                ring.staging().free_slots(),
+                ring.staging().slots(),
+                "every slot came back"
+            );
+            assert_eq!(ring.in_flight_ops(), 0);
+        }
+    }
+}
+
+#[test]
+fn reading_past_the_end_of_the_file_fails_with_context() {
+    let data = pattern(10_000, 2);
+    let file = temp_file(&data);
+    for backend in BACKENDS {
+        let (executor, _) = engine(backend, RingConfig::default());
+        for policy in [IoPolicy::Auto, IoPolicy::Buffered] {
+            let (statuses, _) = load(&executor, file.path(), &[(9_000, 2_000), (0, 10_000)], policy);
+            let RequestStatus::Failed(err) = &statuses[0] else {
+                panic!("{backend:?} {policy:?}: {:?}", statuses[0])
+            };
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend:?} {policy:?}: {err}");
+            assert_eq!(err.path(), Some(file.path()));
+            assert_eq!(err.offset(), Some(10_000), "{err}");
+            assert_eq!(statuses[1], RequestStatus::Done, "the other request is unaffected");
+        }
+    }
+}
+
+#[test]
+fn stress_thousands_of_concurrent_requests() {
+    let data = pattern(8 << 20, 3);
+    let file = temp_file(&data);
+    let mut rng = fastrand::Rng::with_seed(4);
+    let ranges: Vec<(u64, u64)> = (0..4000)
+        .map(|_| (rng.u64(0..(8 << 20) - 70_000), rng.u64(1..65_536)))
+        .collect();
+    for backend in BACKENDS {
+        let (executor, info) = engine(backend, RingConfig::default());
+        let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Auto);
+        assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{backend:?}");
+        check(&bytes, &data, &ranges);
+        if let Some(ring) = &info.ring {
+            let (sqes, submits) = (
+                ring.stats().sqes.load(Ordering::Relaxed),
+                ring.stats().submits.load(Ordering::Relaxed),
+            );
+            assert!(sqes >= 4000);
+            assert!(
+                submits * 4 < sqes,
+                "submissions are batched: {submits} enters for {sqes} reads"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tiny_staging_budget_applies_back_pressure_and_bounds_memory() {
+    let data = pattern(4 << 20, 5);
+    let file = temp_file(&data);
+    let ring = RingConfig {
+        staging_budget: 2 * ((1 << 20) + 8192),
+        ..RingConfig::default()
+    };
+    let (executor, info) = engine(Backend::IoUring, ring);
+    let ring = info.ring.expect("io_uring");
+    assert_eq!(ring.staging().slots(), 2);
+    // Unaligned destinations force every direct read through a slot.
+    let ranges: Vec<(u64, u64)> = (0..4).map(|i| (i << 20, 1 << 20)).collect();
+    let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Direct);
+    assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{statuses:?}");
+    check(&bytes, &data, &ranges);
+    assert!(
+        ring.stats().waited.load(Ordering::Relaxed) > 0,
+        "reads waited for staging"
+    );
+    assert_eq!(ring.staging().free_slots(), 2);
+}
+
+#[test]
+fn injected_eio_fails_only_its_request_with_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-sector.bin");
+    let good = dir.path().join("fine.bin");
+    let data = pattern(200_000, 6);
+    std::fs::write(&bad, &data).unwrap();
+    std::fs::write(&good, &data).unwrap();
+    let plan = Arc::new(FaultPlan::new("bad-sector", Fault::Eio));
+    for backend in BACKENDS {
+        let (executor, _) = engine(
+            backend,
+            RingConfig {
+                faults: Some(plan.clone()),
+                ..RingConfig::default()
+            },
+        );
+        let dest = HostBuffer::new(400_000);
+        let mut batch = executor.batch();
+        batch.push(Request::file(&bad, 4096, 100_000, &dest, 0)).unwrap();
+        batch.push(Request::file(&good, 0, 200_000, &dest, 100_000)).unwrap();
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        let RequestStatus::Failed(err) = &report.requests[0].status else {
+            panic!("{backend:?}: {:?}", report.requests[0].status)
+        };
+        assert_eq!(err.errno(), Some(libc::EIO), "{backend:?}: {err}");
+        assert_eq!(err.path(), Some(bad.as_path()));
+        assert!(err.offset().is_some_and(|o| o >= 4096), "{err}");
+        assert_eq!(report.requests[1].status, RequestStatus::Done, "{backend:?}");
+    }
+}
+
+#[test]
+fn injected_short_reads_and_delays_still_deliver_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.bin");
+    let slow = dir.path().join("slow.bin");
+    let data = pattern(1 << 20, 7);
+    std::fs::write(&short, &data).unwrap();
+    std::fs::write(&slow, &data).unwrap();
+    let plan =
+        Arc::new(FaultPlan::new("short", Fault::Short(1000)).with("slow", Fault::Delay(Duration::from_millis(30))));
+    let ranges = [(0u64, 1u64 << 20), (5, 300_000)];
+    for backend in BACKENDS {
+        let (executor, info) = engine(
+            backend,
+            RingConfig {
+                faults: Some(plan.clone()),
+                ..RingConfig::default()
+            },
+        );
+        for path in [&short, &slow] {
+            for policy in [IoPolicy::Auto, IoPolicy::Buffered] {
+                let (statuses, bytes) = load(&executor, path, &ranges, policy);
+                assert!(
+                    statuses.iter().all(|s| *s == RequestStatus::Done),
+                    "{backend:?} {path:?}: {statuses:?}"
+                );
+                check(&bytes, &data, &ranges);
+            }
+        }
+        if let Some(ring) = &info.ring {
+            assert!(
+                ring.stats().short_reads.load(Ordering::Relaxed) > 100,
+                "short reads were resubmitted"
+            );
+        }
+    }
+}
+
+#[test]
+fn cancelling_an_in_flight_read_cancels_it_in_the_kernel() {
+    // A read from an empty pipe never completes on its own: only ASYNC_CANCEL ends it.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("never.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // Hold the write end open (without writing) so opening the read end does not block.
+    let _writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    let dest = HostBuffer::new(4096);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(&fifo, 0, 4096, &dest, 0).io(IoPolicy::Buffered))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ring.stats().sqes.load(Ordering::Relaxed) == 0 || ring.stats().submits.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the read was never submitted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(ring.in_flight_ops(), 1, "the read is in the kernel");
+    let ticket = batch.cancel();
+    assert!(ticket.wait_timeout(PATIENCE), "the cancellation is acknowledged");
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    assert_eq!(report.requests[0].status, RequestStatus::Cancelled);
+    assert!(ring.stats().cancels_sent.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        ring.stats().cancelled.load(Ordering::Relaxed),
+        1,
+        "the kernel answered ECANCELED"
+    );
+    assert_eq!(ring.in_flight_ops(), 0);
+}
+
+#[test]
+fn delayed_completions_keep_their_staging_until_they_arrive() {
+    let data = pattern(1 << 20, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow.bin");
+    std::fs::write(&slow, &data).unwrap();
+    let plan = Arc::new(FaultPlan::new("slow", Fault::Delay(Duration::from_millis(300))));
+    let (executor, info) = engine(
+        Backend::IoUring,
+        RingConfig {
+            faults: Some(plan),
+            ..RingConfig::default()
+        },
+    );
+    let ring = info.ring.expect("io_uring");
+    let slots = ring.staging().slots();
+    let dest = HostBuffer::new(200_000);
+    let mut batch = executor.batch();
+    // Unaligned: direct reads through staging slots.
+    batch
+        .push(Request::file(&slow, 1, 100_000, &dest, 1).io(IoPolicy::Direct))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let ticket = batch.cancel();
+    assert!(
+        !ticket.is_acknowledged(),
+        "the read's completion has not been handled yet"
+    );
+    assert_eq!(
+        ring.staging().free_slots(),
+        slots - 1,
+        "its slot is still owned by the read"
+    );
+    assert!(ticket.wait_timeout(PATIENCE));
+    batch.wait_timeout(PATIENCE).expect("drains");
+    assert_eq!(
+        ring.staging().free_slots(),
+        slots,
+        "the slot came back with the completion"
+    );
+}
