@@ -8,6 +8,7 @@
 //! [`HostBuffer::as_slice`] (which needs the only handle) hands the bytes back to the caller.
 
 use std::alloc::{self, Layout};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -27,8 +28,10 @@ pub struct HostBuffer {
 struct HostAlloc {
     ptr: NonNull<u8>,
     len: usize,
-    /// Live reservations: (owner, range). Owners are opaque ids of the batch and request.
-    reservations: Mutex<Vec<(ReservationOwner, Range<u64>)>>,
+    /// Live, non-empty reservations by start: (end, owner). They never overlap, so the only one
+    /// a new range can overlap is the last that starts before the new range ends: checking and
+    /// releasing are O(log n) however many requests share the buffer.
+    reservations: Mutex<BTreeMap<u64, (u64, ReservationOwner)>>,
 }
 
 // SAFETY: `HostAlloc` owns its allocation like a `Box<[u8]>` does; the bytes are only reached
@@ -67,7 +70,7 @@ impl HostBuffer {
             alloc: Arc::new(HostAlloc {
                 ptr,
                 len,
-                reservations: Mutex::new(Vec::new()),
+                reservations: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -128,23 +131,22 @@ impl HostBuffer {
                 ),
             ));
         }
-        let mut live = self.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
         if range.start < range.end {
-            if let Some((other, taken)) = live
-                .iter()
-                .find(|(_, taken)| taken.start < range.end && range.start < taken.end && taken.start < taken.end)
-            {
-                return Err(Error::new(
-                    ErrorKind::OverlappingDestinations,
-                    format!(
-                        "destination bytes {}..{} overlap bytes {}..{} that {} writes; \
-                         requests in flight must write disjoint ranges",
-                        range.start, range.end, taken.start, taken.end, other
-                    ),
-                ));
+            let mut live = self.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((&start, &(end, other))) = live.range(..range.end).next_back() {
+                if end > range.start {
+                    return Err(Error::new(
+                        ErrorKind::OverlappingDestinations,
+                        format!(
+                            "destination bytes {}..{} overlap bytes {start}..{end} that {other} writes; \
+                             requests in flight must write disjoint ranges",
+                            range.start, range.end
+                        ),
+                    ));
+                }
             }
+            live.insert(range.start, (range.end, owner));
         }
-        live.push((owner, range.clone()));
         Ok(Reservation {
             buffer: self.clone(),
             owner,
@@ -194,9 +196,14 @@ pub(crate) struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut live = self.buffer.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = live.iter().position(|(o, r)| *o == self.owner && *r == self.range) {
-            live.swap_remove(at);
+        if self.range.start < self.range.end {
+            let mut live = self.buffer.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
+            if live
+                .get(&self.range.start)
+                .is_some_and(|&(_, owner)| owner == self.owner)
+            {
+                live.remove(&self.range.start);
+            }
         }
     }
 }

@@ -7,8 +7,10 @@
 //! 2. other workers' deques: finish started requests before starting new ones;
 //! 3. the injectors, highest priority first: roots of newly submitted batches;
 //! 4. the reactors: completions of I/O and GPU work release nodes;
-//! 5. spin a little, then park: a wake-up costs tens of microseconds, so parking is the last
-//!    resort and producers only wake a worker when one is parked (see `sleep.rs`).
+//! 5. with operations in flight, one worker blocks where their completions arrive (an eventfd)
+//!    and the others sleep: spinning would only burn the CPU the I/O is meant to save;
+//! 6. otherwise spin a little, then park: a wake-up costs tens of microseconds, so parking is the
+//!    last resort and producers only wake a worker when one is parked (see `sleep.rs`).
 //!
 //! Completing a node releases its successors with one `fetch_sub` each; the worker that brings
 //! a successor to zero keeps the first such successor to run next (no queue round trip for a
@@ -76,7 +78,8 @@ pub struct ExecutorConfig {
     pub metrics: bool,
     /// Node start/end events go here.
     pub observer: Option<Arc<dyn Observer>>,
-    /// How long an idle worker waits on a busy reactor before looking at the queues again.
+    /// How long an idle worker blocks on a busy reactor (a completion ends the wait sooner)
+    /// before looking at the queues again.
     pub reactor_wait: Duration,
 }
 
@@ -99,7 +102,7 @@ impl Default for ExecutorConfig {
             lowering: LoweringConfig::default(),
             metrics: true,
             observer: None,
-            reactor_wait: Duration::from_micros(100),
+            reactor_wait: Duration::from_millis(1),
         }
     }
 }
@@ -168,6 +171,7 @@ impl ExecutorBuilder {
             collect_metrics: self.config.metrics,
             observer: self.config.observer.clone(),
             reactor_wait: self.config.reactor_wait,
+            reactor_waiter: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, local) in locals.into_iter().enumerate() {
@@ -215,6 +219,8 @@ pub(crate) struct Shared {
     collect_metrics: bool,
     observer: Option<Arc<dyn Observer>>,
     reactor_wait: Duration,
+    /// Whether a worker is blocked in a reactor's wait (one at a time is enough).
+    reactor_waiter: AtomicBool,
 }
 
 impl Shared {
@@ -292,6 +298,18 @@ impl WorkerCtx {
             if shared.shutdown.load(Ordering::Acquire) && shared.live_count.load(Ordering::Acquire) == 0 {
                 return;
             }
+            if let Some(reactor) = shared.reactors.iter().find(|r| r.in_flight()) {
+                // Operations are in flight: no spinning. One worker blocks where completions
+                // arrive; the others sleep until work is pushed (or take over the waiting).
+                idle_rounds = 0;
+                if !shared.reactor_waiter.swap(true, Ordering::AcqRel) {
+                    reactor.wait(shared.reactor_wait);
+                    shared.reactor_waiter.store(false, Ordering::Release);
+                } else {
+                    shared.sleep.sleep(|| shared.has_work(), Some(shared.reactor_wait));
+                }
+                continue;
+            }
             if idle_rounds < SPIN_ROUNDS {
                 idle_rounds += 1;
                 if idle_rounds <= BUSY_ROUNDS {
@@ -304,11 +322,6 @@ impl WorkerCtx {
                 continue;
             }
             idle_rounds = 0;
-            if let Some(reactor) = shared.reactors.iter().find(|r| r.in_flight()) {
-                // Operations are in flight: wait where their completions arrive, briefly.
-                reactor.wait(shared.reactor_wait);
-                continue;
-            }
             shared.sleep.sleep(|| shared.has_work(), None);
         }
     }

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod corpus;
 pub mod exec;
+pub mod read;
 
 use std::time::Duration;
 

@@ -23,6 +23,24 @@ enum Bench {
     DecodeCpu(CodecArgs),
     /// GDeflate compression ratio and speed, dsr's levels against the reference's.
     EncodeCpu(CodecArgs),
+    /// File reads, dsr against fio with the same settings in the same run: warm page cache and
+    /// O_DIRECT, 1 MiB sequential and 64 KiB random at depth 32.
+    Read(ReadArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReadArgs {
+    /// The file to read (on a file system with direct I/O for the O_DIRECT modes).
+    file: std::path::PathBuf,
+    /// Alternating runs per side; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only these modes (warm-seq-1m, direct-seq-1m, warm-rand-64k, direct-rand-64k).
+    #[arg(long, value_delimiter = ',')]
+    modes: Vec<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +108,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Exec(args) => run_exec(args),
         Bench::DecodeCpu(args) => run_decode(args),
         Bench::EncodeCpu(args) => run_encode(args),
+        Bench::Read(args) => run_read(args),
     }
 }
 
@@ -252,6 +271,97 @@ fn run_encode(args: CodecArgs) -> CliResult {
         if !cfg!(feature = "reference-codec") {
             println!("{NO_REFERENCE}");
         }
+    }
+    Ok(())
+}
+
+fn run_read(args: ReadArgs) -> CliResult {
+    use dsr::bench::read;
+    let file_len = dsr::file_len(&args.file)?;
+    if file_len < 1 << 20 {
+        return Err(CliError::usage("the file must hold at least 1 MiB"));
+    }
+    let fio = read::fio_available();
+    let mut modes = Vec::new();
+    for mode in read::MODES {
+        if !args.modes.is_empty() && !args.modes.iter().any(|m| m == mode.name) {
+            continue;
+        }
+        let offsets = read::offsets(mode, file_len, 42);
+        let dest = dsr::HostBuffer::prefault((offsets.len() as u64 * mode.block) as usize);
+        if !mode.direct {
+            // Warm the page cache for both sides.
+            let _ = std::fs::read(&args.file);
+        }
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            ours.push(read::run_dsr(&args.file, mode, &offsets, &dest)?);
+            if fio {
+                theirs.push(read::run_fio(&args.file, mode, file_len).map_err(CliError::failed)?);
+            }
+        }
+        let med = |samples: &mut Vec<read::Sample>, f: fn(&read::Sample) -> f64| -> Option<f64> {
+            if samples.is_empty() {
+                return None;
+            }
+            let mut v: Vec<f64> = samples.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            Some(v[v.len() / 2])
+        };
+        let d = (
+            med(&mut ours, |s| s.gbps),
+            med(&mut ours, |s| s.iops),
+            med(&mut ours, |s| s.cpu_pct),
+            med(&mut ours, |s| s.cpu_s_per_gb),
+        );
+        let f = (
+            med(&mut theirs, |s| s.gbps),
+            med(&mut theirs, |s| s.iops),
+            med(&mut theirs, |s| s.cpu_pct),
+            med(&mut theirs, |s| s.cpu_s_per_gb),
+        );
+        let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+        let mut row = json!({
+            "mode": mode.name,
+            "dsr_gbps": d.0, "fio_gbps": f.0, "gbps_ratio": ratio(d.0, f.0),
+            "dsr_cpu_pct": d.2, "fio_cpu_pct": f.2,
+            "dsr_cpu_s_per_gb": d.3, "fio_cpu_s_per_gb": f.3, "cpu_per_gb_ratio": ratio(d.3, f.3),
+        });
+        if mode.random {
+            row["dsr_iops"] = json!(d.1);
+            row["fio_iops"] = json!(f.1);
+        }
+        if !args.json {
+            let fio_text = match f.0 {
+                Some(g) => format!(
+                    "fio {g:.2} GB/s ({:.0}% CPU) → dsr/fio {:.2}×, CPU per GB {:.2}×",
+                    f.2.unwrap_or(0.0),
+                    d.0.unwrap_or(0.0) / g,
+                    ratio(d.3, f.3).unwrap_or(0.0)
+                ),
+                None => "fio not installed (apt-get install fio)".into(),
+            };
+            println!(
+                "{:<16} dsr {:.2} GB/s ({:.0}% CPU{})   {fio_text}",
+                mode.name,
+                d.0.unwrap_or(0.0),
+                d.2.unwrap_or(0.0),
+                if mode.random {
+                    format!(", {:.0} IOPS", d.1.unwrap_or(0.0))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        modes.push(row);
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({"bench": "read", "file": args.file, "bytes": file_len, "depth": read::DEPTH, "runs": args.runs, "fio": fio, "modes": modes})
+        );
+    } else if !fio {
+        println!("fio is not installed: install it (apt-get install fio) to measure the peer in the same run");
     }
     Ok(())
 }

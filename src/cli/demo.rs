@@ -194,7 +194,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     let progress = Progress::new(bytes_total, !args.json);
     let mut config = args.engine.config();
     config.observer = Some(progress.clone());
-    let executor = dsr::executor(config)?;
+    let (executor, _) = args.engine.executor(config)?;
 
     let start = Instant::now();
     let mut batch = executor.batch();

@@ -101,7 +101,7 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             let dest = HostBuffer::new(
                 usize::try_from(len).map_err(|_| CliError::failed("the stream does not fit in memory"))?,
             );
-            let executor = dsr::executor(engine.config())?;
+            let (executor, _) = engine.executor(engine.config())?;
             let start = Instant::now();
             let mut batch = executor.batch();
             batch.push(Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len))?;

@@ -75,10 +75,12 @@ impl Layout {
         Ok(HostBuffer::prefault(len))
     }
 
-    pub fn submit(&self, executor: &dsr::Executor, dest: &HostBuffer) -> Result<Batch, CliError> {
+    pub fn submit(&self, executor: &dsr::Executor, dest: &HostBuffer, io: dsr::IoPolicy) -> Result<Batch, CliError> {
         let mut batch = executor.batch();
         for ((path, offset, len), slot) in self.files.iter().zip(&self.slots) {
-            let request = Request::file(path.clone(), *offset, *len, dest, *slot).name(path.display().to_string());
+            let request = Request::file(path.clone(), *offset, *len, dest, *slot)
+                .name(path.display().to_string())
+                .io(io);
             batch.push(request)?;
         }
         Ok(executor.submit(batch)?)
@@ -111,14 +113,14 @@ pub fn run(args: LoadArgs) -> CliResult {
     }
     let mut config = args.engine.config();
     config.observer = Some(Arc::new(Observers(observers)));
-    let executor = dsr::executor(config)?;
+    let (executor, io) = args.engine.executor(config)?;
 
     let mut runs: Vec<Duration> = Vec::new();
     let mut last = None;
     for _ in 0..args.repeat.max(1) {
         executor.reset_metrics();
         let start = Instant::now();
-        let batch = layout.submit(&executor, &dest)?;
+        let batch = layout.submit(&executor, &dest, args.engine.policy())?;
         let report = batch.wait();
         runs.push(start.elapsed());
         last = Some((batch, report));
@@ -142,6 +144,8 @@ pub fn run(args: LoadArgs) -> CliResult {
             "files": layout.files.len(),
             "bytes": bytes,
             "workers": executor.workers(),
+            "backend": super::backend_name(&io),
+            "io": format!("{:?}", args.engine.io).to_lowercase(),
             "runs": runs.iter().map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)})).collect::<Vec<_>>(),
             "median_gbps": output::gbps(bytes, median),
             "request_latency": output::latency_json(&latency),
@@ -151,10 +155,12 @@ pub fn run(args: LoadArgs) -> CliResult {
         println!("{doc}");
     } else {
         println!(
-            "loaded {} in {} file(s) with {} worker(s)",
+            "loaded {} in {} file(s) with {} worker(s), {} reads ({:?} I/O)",
             dsr::viz::dot::human_bytes(bytes),
             layout.files.len(),
-            executor.workers()
+            executor.workers(),
+            super::backend_name(&io),
+            args.engine.io
         );
         for (i, d) in runs.iter().enumerate() {
             println!(
@@ -232,7 +238,7 @@ fn run_archive(args: LoadArgs) -> CliResult {
     }
     let mut config = args.engine.config();
     config.observer = Some(Arc::new(Observers(observers)));
-    let executor = dsr::executor(config)?;
+    let (executor, io) = args.engine.executor(config)?;
     let mut runs = Vec::new();
     let mut last = None;
     for _ in 0..args.repeat.max(1) {
@@ -240,7 +246,7 @@ fn run_archive(args: LoadArgs) -> CliResult {
         let start = Instant::now();
         let mut batch = executor.batch();
         for request in dsr::archive::requests(&archive, &assets, &dest, &slots, !args.no_verify) {
-            batch.push(request)?;
+            batch.push(request.io(args.engine.policy()))?;
         }
         let batch = executor.submit(batch)?;
         let report = batch.wait();
@@ -266,6 +272,7 @@ fn run_archive(args: LoadArgs) -> CliResult {
             "stored_bytes": stored,
             "verified": !args.no_verify,
             "workers": executor.workers(),
+            "backend": super::backend_name(&io),
             "runs": runs.iter().map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)})).collect::<Vec<_>>(),
             "median_gbps": output::gbps(bytes, median),
             "request_latency": output::latency_json(&latency),

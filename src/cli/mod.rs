@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod dot;
 mod gdeflate;
+mod info;
 mod load;
 mod output;
 mod pack;
@@ -70,6 +71,9 @@ enum Command {
     Dot(dot::DotArgs),
     /// Throughput and overhead benchmarks, each against a peer measured in the same run.
     Bench(bench::BenchArgs),
+    /// The I/O backend in use and its features (io_uring, fixed buffers and files, direct I/O
+    /// per file system).
+    Info(info::InfoArgs),
 }
 
 /// Options shared by commands that run the engine.
@@ -81,6 +85,49 @@ pub struct EngineArgs {
     /// Largest read one node issues, in bytes (suffixes K, M, G accepted).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub chunk: u64,
+    /// How files are read: direct I/O where the file system allows it (auto), always direct,
+    /// or through the page cache (buffered).
+    #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+    pub io: IoArg,
+    /// Read backend: io_uring when available (auto), io_uring or fail, or positioned reads.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub io_backend: BackendArg,
+}
+
+/// `--io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoArg {
+    Auto,
+    Direct,
+    Buffered,
+}
+
+impl From<IoArg> for dsr::IoPolicy {
+    fn from(arg: IoArg) -> Self {
+        match arg {
+            IoArg::Auto => dsr::IoPolicy::Auto,
+            IoArg::Direct => dsr::IoPolicy::Direct,
+            IoArg::Buffered => dsr::IoPolicy::Buffered,
+        }
+    }
+}
+
+/// `--io-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    IoUring,
+    Pread,
+}
+
+impl From<BackendArg> for dsr::Backend {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => dsr::Backend::Auto,
+            BackendArg::IoUring => dsr::Backend::IoUring,
+            BackendArg::Pread => dsr::Backend::Pread,
+        }
+    }
 }
 
 impl EngineArgs {
@@ -91,6 +138,27 @@ impl EngineArgs {
         }
         config.lowering.read_chunk = self.chunk.max(1);
         config
+    }
+
+    /// An executor with `config` (this one's, perhaps with an observer) and the chosen backend.
+    pub fn executor(&self, config: dsr::ExecutorConfig) -> Result<(dsr::Executor, dsr::IoInfo), CliError> {
+        let io = dsr::IoConfig {
+            backend: self.io_backend.into(),
+            ..dsr::IoConfig::default()
+        };
+        Ok(dsr::executor_with_io(config, io)?)
+    }
+
+    pub fn policy(&self) -> dsr::IoPolicy {
+        self.io.into()
+    }
+}
+
+/// "io_uring" or "pread", as reports name the backend.
+pub fn backend_name(info: &dsr::IoInfo) -> &'static str {
+    match info.backend {
+        dsr::Backend::IoUring => "io_uring",
+        _ => "pread",
     }
 }
 
@@ -151,6 +219,7 @@ pub fn main() -> ExitCode {
         Command::Gdeflate(args) => gdeflate::run(args),
         Command::Dot(args) => dot::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Info(args) => info::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,8 @@
 //! Workers running read nodes queue operations here and return at once; submission is batched
 //! (one `io_uring_enter` carries every SQE queued since the last one, submitted when a batch fills
 //! or when a worker runs out of ready nodes and polls). Completions are reaped by idle workers
-//! through [`Reactor::poll`]; an eventfd registered with the ring lets an idle worker sleep until
-//! a completion arrives.
+//! through [`Reactor::poll`]; one idle worker at a time blocks in `io_uring_enter` until
+//! completions arrive ([`Reactor::wait`]).
 //!
 //! Ownership of memory the kernel writes: an operation owns its target (the destination range,
 //! kept alive and exclusive by the engine until the node completes, or a staging slot) from
@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,7 +167,6 @@ enum Ending {
 /// staging memory) before the pool.
 pub struct Ring {
     inner: Mutex<Inner>,
-    event: OwnedFd,
     staging: StagingPool,
     in_flight: AtomicUsize,
     config: RingConfig,
@@ -199,8 +198,8 @@ impl fmt::Debug for Ring {
 }
 
 impl Ring {
-    /// Sets up a ring, its staging pool (registered as fixed buffers), a sparse registered-file
-    /// table and the completion eventfd. Fails if io_uring itself is unavailable.
+    /// Sets up a ring, its staging pool (registered as fixed buffers) and a sparse
+    /// registered-file table. Fails if io_uring itself is unavailable.
     pub fn new(config: RingConfig) -> std::io::Result<Arc<Ring>> {
         let ring = IoUring::builder().build(config.queue_depth.max(8))?;
         let staging = StagingPool::new(config.staging_budget, config.staging_slot);
@@ -214,14 +213,6 @@ impl Ring {
                 && probe.is_supported(opcode::AsyncCancel::CODE),
             sqpoll: false,
         };
-        // SAFETY: plain syscall; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let event = unsafe { OwnedFd::from_raw_fd(raw) };
-        ring.submitter().register_eventfd(event.as_raw_fd())?;
         Ok(Arc::new(Ring {
             inner: Mutex::new(Inner {
                 ring,
@@ -237,7 +228,6 @@ impl Ring {
                     free: (0..FILE_SLOTS).rev().collect(),
                 },
             }),
-            event,
             staging,
             in_flight: AtomicUsize::new(0),
             config,
@@ -586,21 +576,20 @@ impl Reactor for Ring {
     }
 
     fn wait(&self, timeout: Duration) {
-        let mut pfd = libc::pollfd {
-            fd: self.event.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: one valid pollfd and timespec for the duration of the call.
-        let ready = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-        if ready > 0 {
-            let mut count = 0u64;
-            // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd.
-            unsafe { libc::read(self.event.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        // One io_uring_enter submits what is queued and sleeps until a completion (or the
+        // timeout): no separate submit, poll and eventfd read per I/O. The lock is held while
+        // blocked; the other workers are idle then (they only need it to start reads).
+        let mut inner = self.lock();
+        if inner.ring.completion().is_empty() && inner.delayed.is_empty() {
+            // With many reads in flight, wake for several completions at a time: a quarter of
+            // the queue keeps the device busy while the wake-ups (and their CPU) drop.
+            let want = (inner.submitted / 4).clamp(1, 8);
+            let ts = types::Timespec::new()
+                .sec(timeout.as_secs())
+                .nsec(timeout.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = inner.ring.submitter().submit_with_args(want, &args);
+            inner.unsubmitted = 0;
         }
     }
 }

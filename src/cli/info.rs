@@ -1,0 +1,91 @@
+//! `dsr info`: the I/O backend in use and what it can do.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use dsr::stages::io::open::probe_direct;
+use serde_json::json;
+
+use super::{CliResult, EngineArgs};
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Directories whose file systems to test for direct I/O (default: the current directory
+    /// and the temporary directory).
+    #[arg(long = "probe", value_name = "DIR")]
+    probes: Vec<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+pub fn run(args: InfoArgs) -> CliResult {
+    let (executor, io) = args.engine.executor(args.engine.config())?;
+    let mut dirs = args.probes.clone();
+    if dirs.is_empty() {
+        dirs.push(std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+        dirs.push(std::env::temp_dir());
+    }
+    let direct: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            let (works, fs) = probe_direct(dir);
+            json!({"dir": dir, "file_system": fs, "direct_io": works})
+        })
+        .collect();
+    let ring = io.ring.as_ref().map(|ring| {
+        let f = ring.features();
+        json!({
+            "fixed_buffers": f.fixed_buffers,
+            "staging_slots": ring.staging().slots(),
+            "staging_slot_bytes": ring.staging().slot_size(),
+            "registered_files": f.registered_files,
+            "async_cancel": f.async_cancel,
+            "sqpoll": f.sqpoll,
+        })
+    });
+    let doc = json!({
+        "backend": super::backend_name(&io),
+        "reason": io.reason,
+        "kernel": kernel(),
+        "workers": executor.workers(),
+        "io_uring": ring,
+        "direct_io": direct,
+    });
+    if args.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("read backend: {} (kernel {})", super::backend_name(&io), kernel());
+    if let Some(reason) = &io.reason {
+        println!("  {reason}");
+    }
+    if let Some(ring) = &io.ring {
+        let f = ring.features();
+        println!(
+            "  fixed buffers: {} ({} staging slots of {} KiB)",
+            f.fixed_buffers,
+            ring.staging().slots(),
+            ring.staging().slot_size() >> 10
+        );
+        println!("  registered files: {}", f.registered_files);
+        println!("  async cancel: {}", f.async_cancel);
+        println!("  SQPOLL: {} (not used: it spends a core polling)", f.sqpoll);
+    }
+    println!("workers: {}", executor.workers());
+    for d in &direct {
+        println!(
+            "direct I/O in {}: {} ({})",
+            d["dir"].as_str().unwrap_or("?"),
+            if d["direct_io"] == true { "yes" } else { "no" },
+            d["file_system"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
