@@ -121,6 +121,9 @@ fn every_subcommand_has_help() {
         &["gdeflate", "--help"],
         &["gdeflate", "compress", "--help"],
         &["gdeflate", "decompress", "--help"],
+        &["info", "--help"],
+        &["bench", "read", "--help"],
+        &["bench", "decode-cpu", "--help"],
     ] {
         let out = dsr(args);
         assert!(out.status.success(), "{args:?}");
@@ -209,4 +212,68 @@ fn gdeflate_compress_and_decompress_round_trip() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn info_names_the_backend_and_probes_direct_io() {
+    let doc = json(&dsr(&["info", "--json"]));
+    assert!(
+        ["io_uring", "pread"].contains(&doc["backend"].as_str().unwrap()),
+        "{doc}"
+    );
+    assert!(!doc["direct_io"].as_array().unwrap().is_empty());
+    assert!(doc["kernel"].as_str().unwrap().len() > 1);
+    let forced = json(&dsr(&["info", "--json", "--io-backend", "pread"]));
+    assert_eq!(forced["backend"], "pread");
+    assert!(forced["io_uring"].is_null());
+}
+
+#[test]
+fn bench_read_measures_dsr_and_fio_in_the_same_run() {
+    let file = temp_file(&pattern(4 << 20, 9));
+    let doc = json(&dsr(&[
+        "bench",
+        "read",
+        file.path().to_str().unwrap(),
+        "--runs",
+        "1",
+        "--modes",
+        "warm-seq-1m,direct-rand-64k",
+        "--json",
+    ]));
+    let modes = doc["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2);
+    for m in modes {
+        assert!(m["dsr_gbps"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["dsr_cpu_pct"].as_f64().is_some(), "{m}");
+    }
+    assert!(modes[1]["dsr_iops"].as_f64().unwrap() > 0.0);
+    let require = std::env::var("DSR_REQUIRE_TOOLS").as_deref() == Ok("1");
+    if doc["fio"] == true {
+        assert!(modes[0]["fio_gbps"].as_f64().unwrap() > 0.0, "{doc}");
+    } else if require {
+        panic!("fio is required (DSR_REQUIRE_TOOLS=1) but is not installed");
+    } else {
+        eprintln!("SKIPPED the fio half: fio is not installed (apt-get install fio)");
+    }
+}
+
+#[test]
+fn load_reports_its_backend_and_takes_io_policies() {
+    let file = temp_file(&pattern(2 << 20, 10));
+    for io in ["auto", "direct", "buffered"] {
+        for backend in ["io-uring", "pread"] {
+            let doc = json(&dsr(&[
+                "load",
+                file.path().to_str().unwrap(),
+                "--io",
+                io,
+                "--io-backend",
+                backend,
+                "--json",
+            ]));
+            assert_eq!(doc["bytes"], 2 << 20);
+            assert_eq!(doc["backend"], if backend == "pread" { "pread" } else { "io_uring" });
+        }
+    }
 }
