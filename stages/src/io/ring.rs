@@ -469,15 +469,22 @@ impl Ring {
         let inner = &mut *inner;
         self.submit(inner);
         let mut reaped: Vec<(u64, i32)> = inner.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        let now = Instant::now();
-        inner.delayed.retain(|&(due, id, res)| {
-            if due <= now {
-                reaped.push((id as u64, res));
-                false
-            } else {
-                true
-            }
-        });
+        // Only fault injection delays completions: read the clock only then.
+        let now = if inner.delayed.is_empty() && self.config.faults.is_none() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        if let Some(now) = now {
+            inner.delayed.retain(|&(due, id, res)| {
+                if due <= now {
+                    reaped.push((id as u64, res));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         for (user_data, mut res) in reaped {
             if user_data & CANCEL_TAG != 0 {
                 continue;
@@ -494,7 +501,7 @@ impl Ring {
                     Some(Fault::Short(max)) if res > max.max(1) as i32 => res = max.max(1) as i32,
                     Some(Fault::Delay(delay)) if !op.delayed => {
                         op.delayed = true;
-                        inner.delayed.push((now + delay, id, res));
+                        inner.delayed.push((now.unwrap_or_else(Instant::now) + delay, id, res));
                         continue;
                     }
                     _ => {}
