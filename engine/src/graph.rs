@@ -148,6 +148,9 @@ pub enum FileSource {
 #[derive(Debug)]
 pub struct FileSlot {
     source: FileSource,
+    /// The path, shared, so completion sources can name the file in errors without an
+    /// allocation per read.
+    shared_path: Option<Arc<std::path::Path>>,
     opened: OnceLock<Result<Arc<File>>>,
     /// The same file opened for direct I/O, when a read asks for it.
     direct: OnceLock<Result<Arc<File>>>,
@@ -161,10 +164,12 @@ impl FileSlot {
 
     /// The path, if the source is one.
     pub fn path(&self) -> Option<&std::path::Path> {
-        match &self.source {
-            FileSource::Path(path) => Some(path),
-            FileSource::Open(_) => None,
-        }
+        self.shared_path.as_deref()
+    }
+
+    /// The path as a shared handle (a reference count, not an allocation).
+    pub fn shared_path(&self) -> Option<Arc<std::path::Path>> {
+        self.shared_path.clone()
     }
 
     /// The open file, opening a path with `open` the first time. A failed open is remembered, so
@@ -384,6 +389,7 @@ impl GraphBuilder {
                 return id;
             }
             let id = self.push_resource(Resource::File(Box::new(FileSlot {
+                shared_path: Some(Arc::from(path.as_path())),
                 source: source.clone(),
                 opened: OnceLock::new(),
                 direct: OnceLock::new(),
@@ -392,6 +398,7 @@ impl GraphBuilder {
             return id;
         }
         self.push_resource(Resource::File(Box::new(FileSlot {
+            shared_path: None,
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),

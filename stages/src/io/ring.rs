@@ -154,6 +154,8 @@ struct Inner {
     unsubmitted: usize,
     submitted: usize,
     files: FileTable,
+    /// Completions reaped by the current poll (kept to reuse its allocation).
+    reaped: Vec<(u64, i32)>,
 }
 
 /// How an operation ended, to report after the ring's lock is released.
@@ -222,6 +224,7 @@ impl Ring {
                 delayed: Vec::new(),
                 unsubmitted: 0,
                 submitted: 0,
+                reaped: Vec::with_capacity(config.queue_depth as usize),
                 files: FileTable {
                     enabled: features.registered_files,
                     entries: Vec::new(),
@@ -468,7 +471,9 @@ impl Ring {
         let mut inner = self.lock();
         let inner = &mut *inner;
         self.submit(inner);
-        let mut reaped: Vec<(u64, i32)> = inner.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let mut reaped = std::mem::take(&mut inner.reaped);
+        reaped.clear();
+        reaped.extend(inner.ring.completion().map(|c| (c.user_data(), c.result())));
         // Only fault injection delays completions: read the clock only then.
         let now = if inner.delayed.is_empty() && self.config.faults.is_none() {
             None
@@ -485,7 +490,8 @@ impl Ring {
                 }
             });
         }
-        for (user_data, mut res) in reaped {
+        for &(user_data, res) in &reaped {
+            let mut res = res;
             if user_data & CANCEL_TAG != 0 {
                 continue;
             }
@@ -526,6 +532,7 @@ impl Ring {
                 self.stats.cancels_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
+        inner.reaped = reaped;
         self.start_waiting(inner, ended);
         self.submit(inner);
     }

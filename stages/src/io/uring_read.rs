@@ -30,7 +30,7 @@ impl Stage for UringReadStage {
         let Input::File { file, offset, len } = node.input() else {
             return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a file input"));
         };
-        let path: Option<Arc<Path>> = file.path().map(Arc::from);
+        let path: Option<Arc<Path>> = file.shared_path();
         let buffered = match file.get_or_open(open_buffered) {
             Ok(f) => std::os::fd::AsRawFd::as_raw_fd(f),
             Err(err) => return Outcome::Failed(err),
