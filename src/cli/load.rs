@@ -99,13 +99,16 @@ pub fn failures(report: &BatchReport) -> Vec<String> {
         .collect()
 }
 
-pub fn run(args: LoadArgs) -> CliResult {
-    if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
-        return run_archive(args);
-    }
-    let layout = Layout::new(resolve_files(&args.files, args.range)?);
-    let dest = layout.destination()?;
-    let progress = Progress::new(layout.bytes() * args.repeat.max(1) as u64, !args.json);
+/// The executor for a load, with the progress bar and, if a run graph is wanted, a recorder.
+struct Engine {
+    executor: dsr::Executor,
+    io: dsr::IoInfo,
+    progress: Arc<Progress>,
+    recorder: Option<Arc<RunRecorder>>,
+}
+
+fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
+    let progress = Progress::new(total_bytes * args.repeat.max(1) as u64, !args.json);
     let recorder = args.dot.as_ref().map(|_| Arc::new(RunRecorder::new()));
     let mut observers: Vec<Arc<dyn Observer>> = vec![progress.clone()];
     if let Some(recorder) = &recorder {
@@ -114,54 +117,82 @@ pub fn run(args: LoadArgs) -> CliResult {
     let mut config = args.engine.config();
     config.observer = Some(Arc::new(Observers(observers)));
     let (executor, io) = args.engine.executor(config)?;
+    Ok(Engine {
+        executor,
+        io,
+        progress,
+        recorder,
+    })
+}
 
-    let mut runs: Vec<Duration> = Vec::new();
+/// What a load measured.
+struct Loaded {
+    bytes: u64,
+    runs: Vec<Duration>,
+    batch: Batch,
+    report: Arc<BatchReport>,
+}
+
+/// Runs `submit` `--repeat` times, timing each batch from submission to its report.
+fn repeat(
+    args: &LoadArgs,
+    engine: &Engine,
+    bytes: u64,
+    mut submit: impl FnMut(&dsr::Executor) -> Result<Batch, CliError>,
+) -> Result<Loaded, CliError> {
+    let mut runs = Vec::new();
     let mut last = None;
     for _ in 0..args.repeat.max(1) {
-        executor.reset_metrics();
+        engine.executor.reset_metrics();
         let start = Instant::now();
-        let batch = layout.submit(&executor, &dest, args.engine.policy())?;
+        let batch = submit(&engine.executor)?;
         let report = batch.wait();
         runs.push(start.elapsed());
         last = Some((batch, report));
     }
-    progress.finish();
+    engine.progress.finish();
     let (batch, report) = last.expect("at least one run");
-    let metrics = executor.metrics();
-    let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
-    let failed = failures(&report);
-    let bytes = layout.bytes();
-    let mut sorted = runs.clone();
-    let median = dsr::bench::median(&mut sorted);
+    Ok(Loaded {
+        bytes,
+        runs,
+        batch,
+        report,
+    })
+}
 
-    if let (Some(path), Some(recorder)) = (&args.dot, &recorder) {
+/// Prints a load's results (text after `header`, or JSON with `doc`'s fields added), writes the
+/// run graph if asked, and fails if any request did.
+fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut doc: serde_json::Value) -> CliResult {
+    let Loaded {
+        bytes,
+        runs,
+        batch,
+        report,
+    } = loaded;
+    if let (Some(path), Some(recorder)) = (&args.dot, &engine.recorder) {
         let dot = dsr::viz::run_dot(batch.graph(), Some(recorder));
         std::fs::write(path, dot).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     }
-
+    let metrics = engine.executor.metrics();
+    let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
+    let failed = failures(&report);
+    let mut sorted = runs.clone();
+    let median = dsr::bench::median(&mut sorted);
     if args.json {
-        let doc = json!({
-            "files": layout.files.len(),
-            "bytes": bytes,
-            "workers": executor.workers(),
-            "backend": super::backend_name(&io),
-            "io": format!("{:?}", args.engine.io).to_lowercase(),
-            "runs": runs.iter().map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)})).collect::<Vec<_>>(),
-            "median_gbps": output::gbps(bytes, median),
-            "request_latency": output::latency_json(&latency),
-            "stages": output::stages_json(&metrics),
-            "failures": failed,
-        });
+        doc["bytes"] = json!(bytes);
+        doc["workers"] = json!(engine.executor.workers());
+        doc["backend"] = json!(super::backend_name(&engine.io));
+        doc["runs"] = runs
+            .iter()
+            .map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)}))
+            .collect();
+        doc["median_gbps"] = json!(output::gbps(bytes, median));
+        doc["request_latency"] = output::latency_json(&latency);
+        doc["stages"] = output::stages_json(&metrics);
+        doc["failures"] = json!(failed);
         println!("{doc}");
     } else {
-        println!(
-            "loaded {} in {} file(s) with {} worker(s), {} reads ({:?} I/O)",
-            dsr::viz::dot::human_bytes(bytes),
-            layout.files.len(),
-            executor.workers(),
-            super::backend_name(&io),
-            args.engine.io
-        );
+        println!("{header}");
         for (i, d) in runs.iter().enumerate() {
             println!(
                 "  run {:>2}: {:>8.2} ms  {:>7.2} GB/s",
@@ -192,6 +223,32 @@ pub fn run(args: LoadArgs) -> CliResult {
             report.requests.len()
         )))
     }
+}
+
+pub fn run(args: LoadArgs) -> CliResult {
+    if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
+        return run_archive(args);
+    }
+    let layout = Layout::new(resolve_files(&args.files, args.range)?);
+    let dest = layout.destination()?;
+    let engine = engine(&args, layout.bytes())?;
+    let policy = args.engine.policy();
+    let loaded = repeat(&args, &engine, layout.bytes(), |executor| {
+        layout.submit(executor, &dest, policy)
+    })?;
+    let header = format!(
+        "loaded {} in {} file(s) with {} worker(s), {} reads ({:?} I/O)",
+        dsr::viz::dot::human_bytes(layout.bytes()),
+        layout.files.len(),
+        engine.executor.workers(),
+        super::backend_name(&engine.io),
+        args.engine.io
+    );
+    let doc = json!({
+        "files": layout.files.len(),
+        "io": format!("{:?}", args.engine.io).to_lowercase(),
+    });
+    report(&args, &engine, loaded, header, doc)
 }
 
 /// `dsr load ARCHIVE [NAME...]`: assets decoded on every worker, tile hashes verified.
@@ -230,94 +287,30 @@ fn run_archive(args: LoadArgs) -> CliResult {
     let dest = dsr::HostBuffer::prefault(
         usize::try_from(total).map_err(|_| CliError::failed("the assets do not fit in this machine's memory"))?,
     );
-    let progress = Progress::new(bytes * args.repeat.max(1) as u64, !args.json);
-    let recorder = args.dot.as_ref().map(|_| Arc::new(RunRecorder::new()));
-    let mut observers: Vec<Arc<dyn Observer>> = vec![progress.clone()];
-    if let Some(recorder) = &recorder {
-        observers.push(recorder.clone());
-    }
-    let mut config = args.engine.config();
-    config.observer = Some(Arc::new(Observers(observers)));
-    let (executor, io) = args.engine.executor(config)?;
-    let mut runs = Vec::new();
-    let mut last = None;
-    for _ in 0..args.repeat.max(1) {
-        executor.reset_metrics();
-        let start = Instant::now();
+    let engine = engine(&args, bytes)?;
+    let policy = args.engine.policy();
+    let loaded = repeat(&args, &engine, bytes, |executor| {
         let mut batch = executor.batch();
         for request in dsr::archive::requests(&archive, &assets, &dest, &slots, !args.no_verify) {
-            batch.push(request.io(args.engine.policy()))?;
+            batch.push(request.io(policy))?;
         }
-        let batch = executor.submit(batch)?;
-        let report = batch.wait();
-        runs.push(start.elapsed());
-        last = Some((batch, report));
-    }
-    progress.finish();
-    let (batch, report) = last.expect("at least one run");
-    if let (Some(dot), Some(recorder)) = (&args.dot, &recorder) {
-        std::fs::write(dot, dsr::viz::run_dot(batch.graph(), Some(recorder)))
-            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", dot.display())))?;
-    }
-    let metrics = executor.metrics();
-    let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
-    let failed = failures(&report);
-    let mut sorted = runs.clone();
-    let median = dsr::bench::median(&mut sorted);
-    if args.json {
-        let doc = json!({
-            "archive": path,
-            "assets": assets.len(),
-            "bytes": bytes,
-            "stored_bytes": stored,
-            "verified": !args.no_verify,
-            "workers": executor.workers(),
-            "backend": super::backend_name(&io),
-            "runs": runs.iter().map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)})).collect::<Vec<_>>(),
-            "median_gbps": output::gbps(bytes, median),
-            "request_latency": output::latency_json(&latency),
-            "stages": output::stages_json(&metrics),
-            "failures": failed,
-        });
-        println!("{doc}");
-    } else {
-        println!(
-            "loaded {} asset(s) from {}: {} decoded from {} read, {} worker(s), tile hashes {}",
-            assets.len(),
-            path.display(),
-            dsr::viz::dot::human_bytes(bytes),
-            dsr::viz::dot::human_bytes(stored),
-            executor.workers(),
-            if args.no_verify { "not checked" } else { "verified" }
-        );
-        for (i, d) in runs.iter().enumerate() {
-            println!(
-                "  run {:>2}: {:>8.2} ms  {:>7.2} GB/s",
-                i + 1,
-                d.as_secs_f64() * 1e3,
-                output::gbps(bytes, *d)
-            );
-        }
-        if runs.len() > 1 {
-            println!(
-                "  median:  {:>8.2} ms  {:>7.2} GB/s",
-                median.as_secs_f64() * 1e3,
-                output::gbps(bytes, median)
-            );
-        }
-        println!("{}", output::latency_line("request latency", &latency));
-        output::print_stages(&metrics);
-        for f in &failed {
-            println!("error: {f}");
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::failed(format!(
-            "{} of {} asset(s) failed",
-            failed.len(),
-            report.requests.len()
-        )))
-    }
+        Ok(executor.submit(batch)?)
+    })?;
+    let header = format!(
+        "loaded {} asset(s) from {}: {} decoded from {} read, {} worker(s), {} reads, tile hashes {}",
+        assets.len(),
+        path.display(),
+        dsr::viz::dot::human_bytes(bytes),
+        dsr::viz::dot::human_bytes(stored),
+        engine.executor.workers(),
+        super::backend_name(&engine.io),
+        if args.no_verify { "not checked" } else { "verified" }
+    );
+    let doc = json!({
+        "archive": path,
+        "assets": assets.len(),
+        "stored_bytes": stored,
+        "verified": !args.no_verify,
+    });
+    report(&args, &engine, loaded, header, doc)
 }

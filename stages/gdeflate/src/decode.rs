@@ -245,15 +245,7 @@ impl Decoder {
 fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usize, Reason> {
     let len = lanes.take(0, 16) as usize;
     let dst = out.get_mut(pos..pos + len).ok_or(Reason::OutputOverflow)?;
-    let mut state = BlockState {
-        bits: lanes.bits,
-        count: lanes.count,
-        cursor: lanes.cursor,
-        truncated: false,
-        pending_len: [0; LANES],
-        pending_dst: [0; LANES],
-        pos,
-    };
+    let mut state = BlockState::from_lanes(lanes, pos);
     // Byte k comes from lane k mod 32: whole rounds, then the partial last one.
     let mut rounds = dst.chunks_exact_mut(LANES);
     for round in &mut rounds {
@@ -273,10 +265,7 @@ fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usi
     for j in 0..LANES {
         state.refill_predictable(lanes.src, (len + j) % LANES);
     }
-    lanes.bits = state.bits;
-    lanes.count = state.count;
-    lanes.cursor = state.cursor;
-    lanes.truncated |= state.truncated;
+    state.into_lanes(lanes);
     Ok(pos + len)
 }
 
@@ -293,21 +282,11 @@ fn huffman_block(
     out: &mut [u8],
     pos: usize,
 ) -> Result<usize, Reason> {
-    let mut state = BlockState {
-        bits: lanes.bits,
-        count: lanes.count,
-        cursor: lanes.cursor,
-        truncated: false,
-        pending_len: [0; LANES],
-        pending_dst: [0; LANES],
-        pos,
-    };
+    let mut state = BlockState::from_lanes(lanes, pos);
     let result = state.run(lanes.src, litlen, dist, out);
-    lanes.bits = state.bits;
-    lanes.count = state.count;
-    lanes.cursor = state.cursor;
-    lanes.truncated |= state.truncated;
-    result.map(|()| state.pos)
+    let pos = state.pos;
+    state.into_lanes(lanes);
+    result.map(|()| pos)
 }
 
 /// The lanes and the output position while one Huffman block decodes.
@@ -323,6 +302,26 @@ struct BlockState {
 }
 
 impl BlockState {
+    /// The lanes' state as locals for one block, starting at output position `pos`.
+    fn from_lanes(lanes: &Lanes<'_>, pos: usize) -> Self {
+        BlockState {
+            bits: lanes.bits,
+            count: lanes.count,
+            cursor: lanes.cursor,
+            truncated: false,
+            pending_len: [0; LANES],
+            pending_dst: [0; LANES],
+            pos,
+        }
+    }
+
+    /// Hands the lanes' state back after the block.
+    fn into_lanes(self, lanes: &mut Lanes<'_>) {
+        lanes.bits = self.bits;
+        lanes.count = self.count;
+        lanes.cursor = self.cursor;
+        lanes.truncated |= self.truncated;
+    }
     #[inline(always)]
     fn refill(&mut self, src: &[u8], lane: usize) {
         let count = self.count[lane];
