@@ -224,6 +224,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether per-stage latency histograms are kept.
+    pub(crate) fn collects_metrics(&self) -> bool {
+        self.collect_metrics
+    }
+
     fn has_work(&self) -> bool {
         self.injectors.iter().any(|i| !i.is_empty())
             || self.stealers.iter().any(|s| !s.is_empty())
@@ -555,7 +560,7 @@ pub(crate) fn complete_pending(
     shared: &Arc<Shared>,
     task: Task,
     finished: Finished,
-    started: Instant,
+    started: Option<Instant>,
     worker: Option<&WorkerCtx>,
 ) {
     let ended = match finished {
@@ -564,7 +569,7 @@ pub(crate) fn complete_pending(
         Finished::Cancelled => Ended::Skipped,
     };
     // The latency of deferred work runs from the hand-off to now.
-    if let Some((next, start)) = complete(shared, worker, task, ended, Some(started)) {
+    if let Some((next, start)) = complete(shared, worker, task, ended, started) {
         if let Some(worker) = worker {
             // Already started by the fused release: run it here, in the reactor's poll.
             let mut next = Some((next, start));

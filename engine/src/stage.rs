@@ -166,7 +166,8 @@ impl<'a> NodeRef<'a> {
         let pending = PendingNode {
             task: Some(self.task),
             shared: self.shared.clone(),
-            started: std::time::Instant::now(),
+            // The clock only feeds the latency histograms; skip it when they are off.
+            started: self.shared.collects_metrics().then(std::time::Instant::now),
         };
         (pending, Outcome::Pending(Deferred(())))
     }
@@ -178,8 +179,8 @@ impl<'a> NodeRef<'a> {
 pub struct PendingNode {
     task: Option<Task>,
     shared: Arc<Shared>,
-    /// When the stage handed it over: its latency runs from here to completion.
-    started: std::time::Instant,
+    /// When the stage handed it over, if metrics are kept: its latency runs from here.
+    started: Option<std::time::Instant>,
 }
 
 // SAFETY: a `Task` is a pointer to a batch the executor keeps alive while the node is pending,
@@ -221,7 +222,7 @@ impl PendingNode {
         })
     }
 
-    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, std::time::Instant) {
+    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, Option<std::time::Instant>) {
         let task = self.task.take().expect("a pending node is taken once");
         (task, self.shared.clone(), self.started)
     }
