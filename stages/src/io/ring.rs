@@ -29,6 +29,8 @@ use super::staging::{StagingPool, STAGING_ALIGN};
 const CANCEL_TAG: u64 = 1 << 63;
 /// Registered-file table size.
 const FILE_SLOTS: u32 = 256;
+/// Buffered reads at least this large are queued to io_uring's workers (`IOSQE_ASYNC`).
+const ASYNC_BUFFERED: usize = 256 << 10;
 
 /// Knobs of the ring.
 #[derive(Clone, Debug)]
@@ -331,6 +333,14 @@ impl Ring {
                 .offset(offset)
                 .build(),
             (None, None) => opcode::Read::new(types::Fd(op.fd), buf, len).offset(offset).build(),
+        };
+        // A buffered read of cached pages is a copy the kernel does inside io_uring_enter, on the
+        // one thread that submits the batch; large ones go to io_uring's workers instead, so
+        // several copies run at once.
+        let entry = if !op.direct && len as usize >= ASYNC_BUFFERED {
+            entry.flags(squeue::Flags::ASYNC)
+        } else {
+            entry
         };
         self.push(inner, entry.user_data(id as u64));
         self.stats.sqes.fetch_add(1, Ordering::Relaxed);
