@@ -59,6 +59,7 @@ impl Level {
             nice,
             lazy,
             good,
+            good_enough: (good / 4).max(8),
             // Greedy levels index only the start of long matches (zlib's max_insert_length).
             max_insert: if lazy { usize::MAX } else { 16 },
         }
@@ -77,6 +78,8 @@ struct Params {
     nice: usize,
     lazy: bool,
     good: usize,
+    /// A held match this long gets a shorter lazy search.
+    good_enough: usize,
     max_insert: usize,
 }
 
@@ -88,6 +91,8 @@ struct Seq {
 }
 
 const HASH_BITS: u32 = 15;
+/// Bytes the match finder hashes: candidates share at least this prefix.
+const HASHED: usize = 4;
 const NO_POS: u32 = u32::MAX;
 
 /// Compresses tiles. Holds the match finder's tables; reuse one per thread.
@@ -196,15 +201,17 @@ impl Encoder {
         }
     }
 
+    /// Hash of the 4 bytes at `i`: chains of 4-byte prefixes are far shorter than of 3-byte
+    /// ones, at the price of length-3 matches (rarely worth their bits anyway).
     #[inline]
     fn hash(input: &[u8], i: usize) -> usize {
-        let v = (input[i] as u32) | (input[i + 1] as u32) << 8 | (input[i + 2] as u32) << 16;
+        let v = u32::from_le_bytes([input[i], input[i + 1], input[i + 2], input[i + 3]]);
         (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
     }
 
     #[inline]
     fn insert(&mut self, input: &[u8], i: usize) {
-        if i + MIN_MATCH <= input.len() {
+        if i + HASHED <= input.len() {
             let h = Self::hash(input, i);
             let previous = self.head[h];
             self.prev[i] = if previous == NO_POS { i as u16 } else { previous as u16 };
@@ -215,7 +222,7 @@ impl Encoder {
     /// The longest match at `i` longer than `at_least`, searching `params.chain` candidates.
     fn longest_match(&self, input: &[u8], i: usize, params: Params, at_least: usize) -> (usize, usize) {
         let n = input.len();
-        if i + MIN_MATCH > n {
+        if i + HASHED > n {
             return (0, 0);
         }
         let max = (n - i).min(MAX_MATCH);
@@ -224,8 +231,9 @@ impl Encoder {
         if head == NO_POS {
             return (0, 0);
         }
-        let mut chain = if at_least >= params.good && params.lazy {
-            params.chain / 4
+        // zlib's good_length: when the held match is already decent, look less hard for better.
+        let mut chain = if params.lazy && at_least >= params.good_enough {
+            (params.chain / 4).max(1)
         } else {
             params.chain
         };
