@@ -148,7 +148,8 @@ impl Stage for Scripted {
     fn run(&self, node: NodeRef<'_>) -> Outcome {
         match node.request_info().tag {
             1 => {
-                std::thread::sleep(Duration::from_millis(50));
+                // Long enough that request 2 fails first in time even on a loaded machine.
+                std::thread::sleep(Duration::from_millis(300));
                 Outcome::Failed(dsr::Error::new(ErrorKind::Io, "slow failure"))
             }
             2 => Outcome::Failed(dsr::Error::new(ErrorKind::Io, "fast failure")),

@@ -303,7 +303,8 @@ fn delayed_completions_keep_their_staging_until_they_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let slow = dir.path().join("slow.bin");
     std::fs::write(&slow, &data).unwrap();
-    let plan = Arc::new(FaultPlan::new("slow", Fault::Delay(Duration::from_millis(300))));
+    // Long enough that a loaded machine still checks before the completion is let through.
+    let plan = Arc::new(FaultPlan::new("slow", Fault::Delay(Duration::from_secs(2))));
     let (executor, info) = engine(
         Backend::IoUring,
         RingConfig {
