@@ -187,3 +187,12 @@ pub fn custom_executor(workers: usize, stage: Arc<dyn Stage>, observer: Option<A
     }
     builder.build().expect("executor starts")
 }
+
+/// An executor with the stock stages, two workers, watched by `observer`.
+pub fn observed_executor(observer: Arc<dyn Observer>) -> Executor {
+    dsr::executor_builder(ExecutorConfig::default())
+        .workers(2)
+        .observer(observer)
+        .build()
+        .expect("executor starts")
+}

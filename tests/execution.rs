@@ -392,11 +392,7 @@ fn metrics_and_observers_see_every_node() {
     let data = pattern(3 << 20, 5);
     let file = temp_file(&data);
     let counting = Arc::new(Counting::default());
-    let executor = dsr::executor_builder(dsr::ExecutorConfig::default())
-        .workers(2)
-        .observer(counting.clone())
-        .build()
-        .unwrap();
+    let executor = observed_executor(counting.clone());
     let dest = HostBuffer::new(data.len());
     let mut batch = executor.batch();
     batch

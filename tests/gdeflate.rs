@@ -27,11 +27,7 @@ fn a_large_asset_decodes_in_tile_groups_byte_exact() {
     let stream = compress(&data, Level::DEFAULT).unwrap();
     let file = temp_file(&stream);
     let counting = Arc::new(Counting::default());
-    let executor = dsr::executor_builder(dsr::ExecutorConfig::default())
-        .workers(2)
-        .observer(counting.clone())
-        .build()
-        .unwrap();
+    let executor = observed_executor(counting.clone());
     let dest = HostBuffer::new(data.len());
     let mut batch = executor.batch();
     let request = Request::file(file.path(), 0, stream.len() as u64, &dest, 0)

@@ -62,11 +62,7 @@ fn the_run_is_coloured_by_outcome_with_durations() {
     let data = pattern(10_000, 1);
     let file = temp_file(&data);
     let recorder = Arc::new(RunRecorder::new());
-    let executor = dsr::executor_builder(dsr::ExecutorConfig::default())
-        .workers(2)
-        .observer(recorder.clone())
-        .build()
-        .unwrap();
+    let executor = observed_executor(recorder.clone());
     let dest = HostBuffer::new(50_000);
     let mut batch = executor.batch();
     batch

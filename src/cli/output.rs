@@ -75,20 +75,25 @@ pub struct Progress {
     bar: ProgressBar,
 }
 
+/// A bar over `total_bytes`, drawn only when `visible` and stderr is a terminal.
+pub fn bytes_bar(total_bytes: u64, visible: bool) -> ProgressBar {
+    if !visible || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 impl Progress {
     pub fn new(total_bytes: u64, visible: bool) -> Arc<Self> {
-        let bar = if visible && std::io::stderr().is_terminal() {
-            let bar = ProgressBar::new(total_bytes);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
-        Arc::new(Progress { bar })
+        Arc::new(Progress {
+            bar: bytes_bar(total_bytes, visible),
+        })
     }
 
     pub fn finish(&self) {

@@ -7,7 +7,6 @@ use clap::Args;
 use dsr::archive::ArchiveWriter;
 use dsr::viz::dot::human_bytes;
 use dsr_gdeflate::Level;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{CliError, CliResult};
@@ -87,17 +86,7 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, CliE
 pub fn run(args: PackArgs) -> CliResult {
     let files = collect_inputs(&args.inputs)?;
     let total: u64 = files.iter().map(|(_, p)| p.metadata().map_or(0, |m| m.len())).sum();
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    };
+    let bar = super::output::bytes_bar(total, !args.json);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()
