@@ -203,9 +203,19 @@ pub fn resolve_files(files: &[PathBuf], range: Option<Range>) -> Result<Vec<(Pat
     }
     files
         .iter()
-        .map(|path| match range {
-            Some(r) => Ok((path.clone(), r.offset, r.len)),
-            None => Ok((path.clone(), 0, dsr::file_len(path)?)),
+        .map(|path| {
+            let len = dsr::file_len(path)?;
+            match range {
+                // Refused here, before a destination of that size is allocated.
+                Some(r) if r.offset.checked_add(r.len).is_none_or(|end| end > len) => Err(CliError::failed(format!(
+                    "{}: the range {}+{} runs past the end of the file, which holds {len} bytes; read a shorter range",
+                    path.display(),
+                    r.offset,
+                    r.len
+                ))),
+                Some(r) => Ok((path.clone(), r.offset, r.len)),
+                None => Ok((path.clone(), 0, len)),
+            }
         })
         .collect()
 }
