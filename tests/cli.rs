@@ -69,7 +69,7 @@ fn load_of_a_missing_file_fails_naming_it() {
     assert!(stderr.contains("/nonexistent/dsr-cli/asset.bin"), "{stderr}");
 
     let file = temp_file(&[1, 2, 3]);
-    for range in ["2:10", "0:1T", "18446744073709551615:2"] {
+    for range in ["2:10", "0:1G", "18446744073709551615:2"] {
         let out = dsr(&["load", file.path().to_str().unwrap(), "--range", range]);
         assert_eq!(out.status.code(), Some(1), "{range}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("past the end"), "{range}");
