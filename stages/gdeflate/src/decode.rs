@@ -7,7 +7,7 @@
 //! loaded once), and after every element the lane is refilled, which tops it up to ≥ 32 bits or
 //! fails as truncated. No element is longer than 31 bits (FORMAT.md §2.3).
 
-use crate::error::{Error, Reason};
+use crate::error::Reason;
 use crate::huffman::DecodeTable;
 use crate::tables::{
     fixed_dist_lengths, fixed_litlen_lengths, DIST_BASE, DIST_EXTRA, DIST_SYMS, EOB, LANES, LENGTH_BASE, LENGTH_EXTRA,
@@ -458,13 +458,6 @@ fn copy_match(out: &mut [u8], dst: usize, distance: usize, len: usize) {
         out.copy_within(src..src + chunk, dst + done);
         done += chunk;
     }
-}
-
-/// Decodes one tile with a fresh decoder; the tile's index goes into the error.
-pub fn decode_tile(src: &[u8], out: &mut [u8], tile: u32) -> Result<(), Error> {
-    Decoder::new()
-        .decode_tile(src, out)
-        .map_err(|reason| Error::in_tile(reason, tile))
 }
 
 #[cfg(test)]
