@@ -118,8 +118,15 @@ fn a_failed_decode_fails_its_request_with_the_stage_named() {
         .collect();
     assert_eq!(
         states,
-        [(NodeKind::Read, true, false), (NodeKind::DecompressCpu, false, true)]
+        [
+            (NodeKind::Acquire, true, false),
+            (NodeKind::Read, true, false),
+            (NodeKind::DecompressCpu, false, true),
+            // Skipped (neither done nor failed), but it ran: the scratch went back.
+            (NodeKind::Release, false, false),
+        ]
     );
+    assert_eq!(executor.scratch().in_use, 0, "a failed request hands its scratch back");
 }
 
 #[test]

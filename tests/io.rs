@@ -1,7 +1,7 @@
 //! Reads through io_uring and through the positioned-read fallback (forced by configuration):
 //! byte-exact at every size, offset and policy; EOF; thousands at once; back-pressure on a tiny
 //! staging budget; in-flight cancellation; injected EIO, short reads and delays that fail or slow
-//! only the affected request.
+//! only the affected request; compressed requests holding their scratch within a fixed budget.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,14 +34,18 @@ fn io_uring_available() -> bool {
 }
 
 fn engine(backend: Backend, ring: RingConfig) -> (dsr::Executor, IoInfo) {
-    let (executor, info) = dsr::executor_with_io(
+    engine_with(
+        backend,
+        ring,
         ExecutorConfig {
             workers: 2,
             ..ExecutorConfig::default()
         },
-        IoConfig { backend, ring },
     )
-    .expect("executor starts");
+}
+
+fn engine_with(backend: Backend, ring: RingConfig, config: ExecutorConfig) -> (dsr::Executor, IoInfo) {
+    let (executor, info) = dsr::executor_with_io(config, IoConfig { backend, ring }).expect("executor starts");
     assert_eq!(info.backend, backend, "{:?}", info.reason);
     (executor, info)
 }
@@ -367,4 +371,141 @@ fn delayed_completions_keep_their_staging_until_they_arrive() {
         slots,
         "the slot came back with the completion"
     );
+}
+
+/// A compressible asset and its GDeflate stream.
+fn compressed_asset(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let noise = pattern(len, seed);
+    let data: Vec<u8> = (0..len)
+        .map(|i| if i % 3 == 0 { noise[i] } else { b"scratch"[i % 7] })
+        .collect();
+    let stream = dsr_gdeflate::compress(&data, dsr_gdeflate::Level::FASTEST).unwrap();
+    (data, stream)
+}
+
+fn with_scratch_budget(budget: u64) -> ExecutorConfig {
+    ExecutorConfig {
+        workers: 2,
+        scratch_budget: budget,
+        ..ExecutorConfig::default()
+    }
+}
+
+#[test]
+fn queued_compressed_requests_hold_scratch_within_the_budget() {
+    let (data, stream) = compressed_asset(300_000, 31);
+    let file = temp_file(&stream);
+    let held = stream.len() as u64;
+    // Room for one request and a half: with two workers taking requests, one often waits.
+    let budget = held + held / 2;
+    for backend in backends() {
+        let (executor, _) = engine_with(backend, RingConfig::default(), with_scratch_budget(budget));
+        let count = 48;
+        let dest = HostBuffer::new(count * data.len());
+        let mut batch = executor.batch();
+        for i in 0..count {
+            batch
+                .push(Request::file(file.path(), 0, held, &dest, (i * data.len()) as u64).gdeflate(data.len() as u64))
+                .unwrap();
+        }
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        assert!(report.all_done(), "{backend:?}: {:?}", report.first_failure());
+        let mut dest = dest;
+        for (i, got) in dest.as_slice().unwrap().chunks(data.len()).enumerate() {
+            assert!(got == data, "{backend:?}: request {i}");
+        }
+        let stats = executor.scratch();
+        assert!(stats.peak <= budget, "{backend:?}: peak {} over {budget}", stats.peak);
+        assert!(stats.peak >= held);
+        assert!(
+            stats.waits > 0,
+            "{backend:?}: 48 requests on a one-request budget must queue"
+        );
+        assert_eq!(
+            (stats.in_use, stats.waiting),
+            (0, 0),
+            "{backend:?}: everything came back"
+        );
+    }
+}
+
+#[test]
+fn a_stream_larger_than_the_budget_is_let_in_alone() {
+    let (data, stream) = compressed_asset(200_000, 32);
+    let file = temp_file(&stream);
+    for backend in backends() {
+        let (executor, _) = engine_with(backend, RingConfig::default(), with_scratch_budget(4096));
+        let dest = HostBuffer::new(3 * data.len());
+        let mut batch = executor.batch();
+        for i in 0..3u64 {
+            batch
+                .push(
+                    Request::file(file.path(), 0, stream.len() as u64, &dest, i * data.len() as u64)
+                        .gdeflate(data.len() as u64),
+                )
+                .unwrap();
+        }
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        assert!(report.all_done(), "{backend:?}: {:?}", report.first_failure());
+        let stats = executor.scratch();
+        assert_eq!(stats.peak, stream.len() as u64, "{backend:?}: one at a time");
+        assert_eq!(stats.in_use, 0);
+    }
+}
+
+#[test]
+fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, stream) = compressed_asset(200_000, 33);
+    let slow = dir.path().join("slow.gdf");
+    let fine = dir.path().join("fine.gdf");
+    std::fs::write(&slow, &stream).unwrap();
+    std::fs::write(&fine, &stream).unwrap();
+    // Slow enough that the cancellation is acknowledged long before the holder finishes.
+    let plan = Arc::new(FaultPlan::new("slow", Fault::Delay(Duration::from_millis(1500))));
+    let held = stream.len() as u64;
+    for backend in backends() {
+        let ring = RingConfig {
+            faults: Some(plan.clone()),
+            ..RingConfig::default()
+        };
+        let (executor, _) = engine_with(backend, ring, with_scratch_budget(held));
+        let dest = HostBuffer::new(3 * data.len());
+        let request = |path: &std::path::Path, slot: u64| {
+            Request::file(path, 0, held, &dest, slot * data.len() as u64).gdeflate(data.len() as u64)
+        };
+        let mut first = executor.batch();
+        first.push(request(&slow, 0)).unwrap();
+        let first = executor.submit(first).unwrap();
+        let mut queued = executor.batch();
+        queued.push(request(&fine, 1)).unwrap();
+        queued.push(request(&fine, 2)).unwrap();
+        let queued = executor.submit(queued).unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while executor.scratch().waiting < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend:?}: {:?}",
+                executor.scratch()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ticket = queued.cancel_request(dsr::RequestId::from_index(0));
+        assert!(
+            ticket.wait_timeout(Duration::from_millis(1000)),
+            "{backend:?}: a queued request leaves the queue when cancelled, not when scratch frees"
+        );
+        assert!(first.report().is_none(), "{backend:?}: the holder is still reading");
+        assert_eq!(executor.scratch().waiting, 1);
+        let first = first.wait_timeout(PATIENCE).expect("drains");
+        let queued = queued.wait_timeout(PATIENCE).expect("drains");
+        assert_eq!(first.requests[0].status, RequestStatus::Done, "{backend:?}");
+        assert_eq!(queued.requests[0].status, RequestStatus::Cancelled, "{backend:?}");
+        assert_eq!(queued.requests[1].status, RequestStatus::Done, "{backend:?}");
+        let mut dest = dest;
+        let bytes = dest.as_slice().unwrap();
+        assert!(bytes[..data.len()] == data[..] && bytes[2 * data.len()..] == data[..]);
+        let stats = executor.scratch();
+        assert_eq!((stats.in_use, stats.waiting, stats.peak), (0, 0, held), "{backend:?}");
+    }
 }

@@ -44,8 +44,21 @@ fn gdeflate_file_reads_into_staging_then_decodes_into_the_destination() {
     let compiled = batch.compile().unwrap();
     let graph = compiled.graph();
     let kinds: Vec<_> = graph.nodes().map(|n| n.kind).collect();
-    use NodeKind::{Barrier, DecompressCpu, Read};
-    assert_eq!(kinds, [Read, Read, Read, Read, DecompressCpu, DecompressCpu, Barrier]);
+    use NodeKind::{Acquire, Barrier, DecompressCpu, Read, Release};
+    assert_eq!(
+        kinds,
+        [
+            Acquire,
+            Read,
+            Read,
+            Read,
+            Read,
+            DecompressCpu,
+            DecompressCpu,
+            Release,
+            Barrier
+        ]
+    );
     let barrier = graph.nodes().last().unwrap();
     assert_eq!(barrier.state.pending(), 4, "the barrier waits for every read");
     let decodes: Vec<_> = graph.nodes().filter(|n| n.kind == DecompressCpu).collect();
@@ -64,7 +77,8 @@ fn gdeflate_file_reads_into_staging_then_decodes_into_the_destination() {
         );
     }
     assert!(graph.edges().all(|(_, _, kind)| kind == EdgeKind::Cpu));
-    assert_eq!(graph.edge_count(), 4 + 2);
+    // acquire → reads, reads → barrier → decodes, decodes → release.
+    assert_eq!(graph.edge_count(), 4 + 4 + 2 + 2);
 }
 
 #[test]
@@ -99,7 +113,8 @@ fn pending_counts_match_in_degrees_across_requests() {
         assert_eq!(node.state.pending(), in_degree[node.id.index()]);
         assert_eq!(node.predecessors, in_degree[node.id.index()]);
     }
-    assert_eq!(graph.request_nodes(dsr::RequestId::from_index(0)).len(), 4);
+    // acquire, three reads, a decode, release.
+    assert_eq!(graph.request_nodes(dsr::RequestId::from_index(0)).len(), 6);
     assert_eq!(graph.request_nodes(dsr::RequestId::from_index(1)).len(), 1);
 }
 

@@ -53,7 +53,15 @@ fn the_plan_has_a_cluster_per_request_and_a_shape_per_kind() {
     assert!(dot.contains("shape=ellipse"), "copies are ellipses");
     assert!(dot.contains("level \\\"one\\\""), "names are escaped");
     assert!(dot.contains("tag 0x42"));
-    assert_eq!(dot.matches(" -> ").count(), 2, "two reads feed the decode");
+    assert!(
+        dot.contains("shape=cds") && dot.contains("shape=larrow"),
+        "scratch is acquired and released"
+    );
+    assert_eq!(
+        dot.matches(" -> ").count(),
+        5,
+        "acquire feeds two reads, which feed the decode, which feeds the release"
+    );
     assert_renders(&dot);
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
 use crate::lower::{lower, LoweringConfig};
 use crate::request::Request;
+use crate::scratch::ScratchPool;
 
 /// Called once, on a worker thread, when a batch retires. Keep it short.
 pub type CompletionCallback = Box<dyn FnOnce(&BatchReport) + Send>;
@@ -184,10 +185,12 @@ pub(crate) struct BatchShared {
     completed: Condvar,
     /// Callers blocked in a cancellation acknowledgement; finishing requests notify only then.
     ack_waiters: AtomicUsize,
+    /// The executor's scratch pool, swept when requests of this batch are cancelled.
+    scratch: Arc<ScratchPool>,
 }
 
 impl BatchShared {
-    pub fn new(mut compiled: CompiledBatch) -> Self {
+    pub fn new(mut compiled: CompiledBatch, scratch: Arc<ScratchPool>) -> Self {
         let graph = &compiled.graph;
         let requests = (0..graph.requests().len() as u32)
             .map(|r| RequestState {
@@ -210,6 +213,7 @@ impl BatchShared {
             }),
             completed: Condvar::new(),
             ack_waiters: AtomicUsize::new(0),
+            scratch,
             graph: compiled.graph,
         }
     }
@@ -220,6 +224,11 @@ impl BatchShared {
 
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty()
+    }
+
+    /// Lets requests of this batch that wait for scratch and were cancelled leave the queue.
+    pub fn sweep_scratch(&self) {
+        self.scratch.sweep();
     }
 
     /// Tombstones every node of `request` that has not started, and marks it cancelled.
@@ -453,6 +462,7 @@ impl Batch {
         for &r in &requests {
             self.inner.cancel_request(r);
         }
+        self.inner.sweep_scratch();
         CancelTicket {
             requests: requests.into_iter().map(|r| (self.inner.clone(), r)).collect(),
         }
@@ -464,6 +474,7 @@ impl Batch {
             return CancelTicket { requests: Vec::new() };
         }
         self.inner.cancel_request(request);
+        self.inner.sweep_scratch();
         CancelTicket {
             requests: vec![(self.inner.clone(), request)],
         }

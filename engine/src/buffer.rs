@@ -208,7 +208,7 @@ impl Drop for Reservation {
     }
 }
 
-/// A pointer and length into memory kept alive elsewhere (a reservation, or a batch's scratch).
+/// A pointer and length into memory kept alive elsewhere (a reservation, or a request's scratch).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawBytes {
     pub ptr: NonNull<u8>,
@@ -221,51 +221,6 @@ pub(crate) struct RawBytes {
 unsafe impl Send for RawBytes {}
 // SAFETY: as above.
 unsafe impl Sync for RawBytes {}
-
-/// Batch-owned intermediate memory (compressed bytes between a read and a decode).
-pub(crate) struct Scratch {
-    bytes: RawBytes,
-}
-
-// SAFETY: like `HostAlloc`: an owned allocation whose ranges are handed to nodes that the graph
-// orders (writer before reader) or keeps disjoint.
-unsafe impl Send for Scratch {}
-// SAFETY: as above.
-unsafe impl Sync for Scratch {}
-
-impl Scratch {
-    pub fn new(len: usize) -> Self {
-        let ptr = if len == 0 {
-            NonNull::<u8>::dangling()
-        } else {
-            // SAFETY: the layout has a non-zero size.
-            let raw = unsafe { alloc::alloc_zeroed(layout(len)) };
-            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout(len)))
-        };
-        Scratch {
-            bytes: RawBytes { ptr, len },
-        }
-    }
-
-    pub fn raw(&self) -> RawBytes {
-        self.bytes
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.bytes.len != 0 {
-            // SAFETY: allocated in `Scratch::new` with this layout.
-            unsafe { alloc::dealloc(self.bytes.ptr.as_ptr(), layout(self.bytes.len)) }
-        }
-    }
-}
-
-impl fmt::Debug for Scratch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scratch").field("len", &self.bytes.len).finish()
-    }
-}
 
 #[cfg(test)]
 mod tests {

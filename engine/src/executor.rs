@@ -31,20 +31,24 @@ use crossbeam_utils::CachePadded;
 
 use crate::batch::{Batch, BatchBuilder, BatchShared, CancelTicket, CompiledBatch};
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::{NodeId, NodeKind};
+use crate::graph::{CompiledGraph, NodeId, NodeKind, Resource};
 use crate::lower::LoweringConfig;
 use crate::metrics::{MetricsSnapshot, WorkerMetrics};
 use crate::observer::{NodeEnd, NodeEvent, Observer};
 use crate::reactor::{Completer, Reactor};
 use crate::request::Priority;
+use crate::scratch::{Acquired, Scratch, ScratchPool, ScratchStats};
 use crate::sleep::Sleep;
-use crate::stage::{NodeRef, Outcome, Stage};
+use crate::stage::{NodeRef, Outcome, PendingNode, Stage};
 use crate::state::Start;
 
 /// Rounds of fruitless searching before a worker parks.
 const SPIN_ROUNDS: u32 = 64;
 /// Of those, rounds that spin on the CPU before yielding it.
 const BUSY_ROUNDS: u32 = 16;
+
+/// The default scratch budget: compressed bytes in flight between reads and decodes.
+pub const DEFAULT_SCRATCH_BUDGET: u64 = 256 << 20;
 
 /// A ready node: which batch, which node.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +85,9 @@ pub struct ExecutorConfig {
     /// How long an idle worker blocks on a busy reactor (a completion ends the wait sooner)
     /// before looking at the queues again.
     pub reactor_wait: Duration,
+    /// Bytes of scratch (compressed bytes between reads and decodes) all requests may hold at
+    /// once; compressed requests beyond it wait (see [`crate::scratch`]).
+    pub scratch_budget: u64,
 }
 
 impl fmt::Debug for ExecutorConfig {
@@ -91,6 +98,7 @@ impl fmt::Debug for ExecutorConfig {
             .field("metrics", &self.metrics)
             .field("observer", &self.observer.is_some())
             .field("reactor_wait", &self.reactor_wait)
+            .field("scratch_budget", &self.scratch_budget)
             .finish()
     }
 }
@@ -103,6 +111,7 @@ impl Default for ExecutorConfig {
             metrics: true,
             observer: None,
             reactor_wait: Duration::from_millis(1),
+            scratch_budget: DEFAULT_SCRATCH_BUDGET,
         }
     }
 }
@@ -172,6 +181,7 @@ impl ExecutorBuilder {
             observer: self.config.observer.clone(),
             reactor_wait: self.config.reactor_wait,
             reactor_waiter: AtomicBool::new(false),
+            scratch: ScratchPool::new(self.config.scratch_budget),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, local) in locals.into_iter().enumerate() {
@@ -221,6 +231,7 @@ pub(crate) struct Shared {
     reactor_wait: Duration,
     /// Whether a worker is blocked in a reactor's wait (one at a time is enough).
     reactor_waiter: AtomicBool,
+    pub(crate) scratch: Arc<ScratchPool>,
 }
 
 impl Shared {
@@ -391,6 +402,12 @@ impl WorkerCtx {
         let batch = unsafe { task.batch() };
         let graph = &batch.graph;
         let kind = graph.kind(task.node);
+        if kind == NodeKind::Release {
+            // Runs skipped or not: a failed or cancelled request hands its scratch back too.
+            if let Some(scratch) = scratch_of(graph, task.node) {
+                scratch.release();
+            }
+        }
         if start == Start::Skip {
             return complete(shared, Some(self), task, Ended::Skipped, None);
         }
@@ -402,7 +419,19 @@ impl WorkerCtx {
         let deferred = Cell::new(false);
         let outcome = match &shared.stages[kind.index()] {
             // A barrier orders its predecessors before its successors and does nothing else.
-            _ if kind == NodeKind::Barrier => Outcome::Done { bytes: 0 },
+            _ if matches!(kind, NodeKind::Barrier | NodeKind::Release) => Outcome::Done { bytes: 0 },
+            _ if kind == NodeKind::Acquire => match scratch_of(graph, task.node) {
+                Some(scratch) => match shared.scratch.acquire(scratch, || PendingNode::new(task, shared)) {
+                    Ok(Acquired::Now) => Outcome::Done { bytes: 0 },
+                    // The pool completes it when bytes come back.
+                    Ok(Acquired::Queued) => return None,
+                    Err(err) => Outcome::Failed(err),
+                },
+                None => Outcome::Failed(Error::new(
+                    ErrorKind::InvalidRequest,
+                    "an acquire node needs a scratch span as its source",
+                )),
+            },
             Some(stage) => {
                 let node = NodeRef {
                     graph,
@@ -434,6 +463,14 @@ impl WorkerCtx {
             Outcome::Pending(_) => return None,
         };
         complete(shared, Some(self), task, ended, started)
+    }
+}
+
+/// The scratch an `Acquire` or `Release` node names, if it names one.
+fn scratch_of(graph: &CompiledGraph, node: NodeId) -> Option<&Scratch> {
+    match graph.resource(graph.src(node)?.resource) {
+        Resource::Scratch(scratch) => Some(scratch),
+        _ => None,
     }
 }
 
@@ -629,7 +666,7 @@ impl Executor {
         if shared.shutdown.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::ShutDown, "the executor is shutting down"));
         }
-        let batch = Arc::new(BatchShared::new(batch));
+        let batch = Arc::new(BatchShared::new(batch, shared.scratch.clone()));
         let handle = Batch { inner: batch.clone() };
         if batch.is_empty() {
             batch.publish();
@@ -671,7 +708,14 @@ impl Executor {
                 }
             }
         }
+        // Requests queued for scratch leave the queue now, not when bytes come back.
+        self.shared.scratch.sweep();
         CancelTicket { requests }
+    }
+
+    /// The scratch budget: what is held now, the peak, and how many acquisitions waited.
+    pub fn scratch(&self) -> ScratchStats {
+        self.shared.scratch.stats()
     }
 
     /// Per-stage metrics since the start or the last reset.

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::arena::{Arena, ArenaSlice};
-use crate::buffer::{RawBytes, Reservation, Scratch};
+use crate::buffer::{RawBytes, Reservation};
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::Priority;
+use crate::scratch::Scratch;
 use crate::state::{NodeState, StateWord, MAX_PREDECESSORS};
 
 /// What a node does. The engine names kinds; `dsr-stages` implements them.
@@ -35,20 +36,32 @@ pub enum NodeKind {
     Copy,
     /// A status or fence entry: completes when everything before it has.
     Barrier,
+    /// Takes a request's scratch (its `src` span) from the executor's budget; waits, deferred,
+    /// while the budget is used up.
+    Acquire,
+    /// Hands a request's scratch back. Runs even when its request failed or was cancelled.
+    Release,
 }
 
 impl NodeKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [NodeKind; 6] = [
+    pub const ALL: [NodeKind; 8] = [
         NodeKind::Read,
         NodeKind::DecompressCpu,
         NodeKind::Upload,
         NodeKind::DecompressGpu,
         NodeKind::Copy,
         NodeKind::Barrier,
+        NodeKind::Acquire,
+        NodeKind::Release,
     ];
     /// How many kinds there are.
     pub const COUNT: usize = Self::ALL.len();
+
+    /// Whether the executor runs this kind itself (no stage implements it).
+    pub fn is_builtin(self) -> bool {
+        matches!(self, NodeKind::Barrier | NodeKind::Acquire | NodeKind::Release)
+    }
 
     /// The kind's index, for per-kind tables.
     pub fn index(self) -> usize {
@@ -64,6 +77,8 @@ impl NodeKind {
             NodeKind::DecompressGpu => "decompress-gpu",
             NodeKind::Copy => "copy",
             NodeKind::Barrier => "barrier",
+            NodeKind::Acquire => "acquire",
+            NodeKind::Release => "release",
         }
     }
 }
@@ -233,7 +248,7 @@ impl Resource {
             Resource::File(_) => None,
             Resource::Memory(bytes) => Some(bytes.len() as u64),
             Resource::Host(raw) => Some(raw.len as u64),
-            Resource::Scratch(scratch) => Some(scratch.raw().len as u64),
+            Resource::Scratch(scratch) => Some(scratch.len() as u64),
         }
     }
 }
@@ -244,7 +259,7 @@ impl fmt::Debug for Resource {
             Resource::File(slot) => f.debug_tuple("File").field(&slot.source).finish(),
             Resource::Memory(bytes) => write!(f, "Memory({} bytes)", bytes.len()),
             Resource::Host(raw) => write!(f, "Host({} bytes)", raw.len),
-            Resource::Scratch(s) => write!(f, "Scratch({} bytes)", s.raw().len),
+            Resource::Scratch(s) => write!(f, "Scratch({} bytes)", s.len()),
         }
     }
 }
@@ -417,7 +432,9 @@ impl GraphBuilder {
 
     pub(crate) fn add_scratch(&mut self, len: u64) -> Result<ResourceId> {
         let len = usize::try_from(len)
-            .map_err(|_| Error::new(ErrorKind::InvalidRequest, "the compressed stream is larger than memory"))?;
+            .ok()
+            .filter(|&len| len <= isize::MAX as usize - 4096)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the compressed stream is larger than memory"))?;
         Ok(self.push_resource(Resource::Scratch(Scratch::new(len))))
     }
 

@@ -3,7 +3,7 @@
 //! | request shape                 | nodes                                             |
 //! |-------------------------------|---------------------------------------------------|
 //! | file, uncompressed → host     | `Read` × ⌈len / chunk⌉, straight into the destination |
-//! | file, GDeflate → host         | `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups |
+//! | file, GDeflate → host         | `Acquire` → `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups → `Release` |
 //! | memory, uncompressed → host   | `Copy`                                            |
 //! | memory, GDeflate → host       | `DecompressCpu` × groups, from the caller's bytes |
 //!
@@ -11,7 +11,9 @@
 //! bytes one node holds. Decoding splits at tile-group boundaries (every tile but the last is
 //! 64 KiB of output, so the groups are known from the uncompressed size alone), each group
 //! writing straight into its slice of the destination. A barrier joins the reads to the groups
-//! so the graph has R + G edges rather than R × G.
+//! so the graph has R + G edges rather than R × G. The scratch between reads and decodes is
+//! sized here but held only from `Acquire` to `Release`, within the executor's scratch budget
+//! (`crate::scratch`).
 
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
@@ -138,9 +140,18 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 resource: scratch,
                 offset: 0,
             };
+            let hold = |kind| NodeSpec {
+                src: Some(staged),
+                src_len: len,
+                ..NodeSpec::bare(kind, id)
+            };
+            let acquire = graph.add_node(hold(NodeKind::Acquire));
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
             let decodes = add_decodes(graph, config, id, staged, len, dst, uncompressed_len);
+            let release = graph.add_node(hold(NodeKind::Release));
+            join(graph, id, &[acquire], &reads);
             join(graph, id, &reads, &decodes);
+            join(graph, id, &decodes, &[release]);
         }
         (Source::Memory { bytes, offset, len }, compression) => {
             let memory = graph.add_memory(bytes);
@@ -296,9 +307,13 @@ mod tests {
         lower(&mut g, &config(), Request::file("/a", 0, 150, &dest, 0).gdeflate(1000)).unwrap();
         let g = g.compile().unwrap();
         let kinds: Vec<_> = g.nodes().map(|n| n.kind).collect();
-        assert_eq!(kinds, [NodeKind::Read, NodeKind::Read, NodeKind::DecompressCpu]);
-        assert_eq!(g.node(NodeId(2)).predecessors, 2);
-        assert_eq!(g.node(NodeId(2)).len, 1000);
+        use NodeKind::*;
+        assert_eq!(kinds, [Acquire, Read, Read, DecompressCpu, Release]);
+        assert_eq!(g.node(NodeId(1)).predecessors, 1, "reads wait for the scratch");
+        assert_eq!(g.node(NodeId(3)).predecessors, 2);
+        assert_eq!(g.node(NodeId(3)).len, 1000);
+        assert_eq!(g.node(NodeId(4)).predecessors, 1, "the release waits for the decode");
+        assert_eq!(g.roots(), [NodeId(0)]);
     }
 
     #[test]
@@ -313,7 +328,17 @@ mod tests {
         use NodeKind::*;
         assert_eq!(
             kinds,
-            [Read, Read, Read, DecompressCpu, DecompressCpu, DecompressCpu, Barrier]
+            [
+                Acquire,
+                Read,
+                Read,
+                Read,
+                DecompressCpu,
+                DecompressCpu,
+                DecompressCpu,
+                Release,
+                Barrier
+            ]
         );
         let decodes: Vec<_> = g.nodes().filter(|n| n.kind == DecompressCpu).collect();
         assert_eq!(decodes.iter().map(|n| n.tile).collect::<Vec<_>>(), [0, 2, 4]);
@@ -324,8 +349,8 @@ mod tests {
         assert!(decodes.iter().all(|n| n.predecessors == 1 && n.src_len == 250));
         assert_eq!(
             g.edge_count(),
-            3 + 3,
-            "reads -> barrier -> decodes, not reads x decodes"
+            3 + (3 + 3) + 3,
+            "acquire -> reads -> barrier -> decodes -> release, not reads x decodes"
         );
     }
 

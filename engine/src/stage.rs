@@ -49,7 +49,8 @@ pub enum Input<'a> {
     },
     /// Bytes in memory (a caller's source, or what an earlier node produced).
     Bytes(&'a [u8]),
-    /// The node has no input.
+    /// The node has no input (or its scratch is not held: a hand-built graph that reads
+    /// scratch outside its request's `Acquire`/`Release` pair).
     None,
 }
 
@@ -119,9 +120,12 @@ impl<'a> NodeRef<'a> {
             // `compile` checked offset + len against the resource's length for both of these.
             Resource::Memory(bytes) => Input::Bytes(&bytes[src.offset as usize..(src.offset + len) as usize]),
             Resource::Scratch(scratch) => {
-                let raw = scratch.raw();
-                // SAFETY: (1) `compile` checked the span lies inside the scratch allocation, which
-                // the graph owns and keeps alive; (2) scratch is written only by the nodes that
+                let Some(raw) = scratch.bytes() else {
+                    return Input::None;
+                };
+                // SAFETY: (1) `compile` checked the span lies inside the scratch, and the bytes
+                // are held from the request's `Acquire` node (a predecessor of this one) to its
+                // `Release` node (a successor); (2) scratch is written only by the nodes that
                 // lowering makes this node's predecessors, and their releases (AcqRel on this
                 // node's state word) happen before this run, so no write is in progress or
                 // unpublished; (3) only lowering creates scratch, so no other writer exists.
@@ -143,7 +147,8 @@ impl<'a> NodeRef<'a> {
         let len = self.len() as usize;
         let raw = match self.graph.resource(dst.resource) {
             Resource::Host(raw) => *raw,
-            Resource::Scratch(scratch) => scratch.raw(),
+            // Not held: a graph whose scratch user does not follow its `Acquire`.
+            Resource::Scratch(scratch) => scratch.bytes()?,
             Resource::File(_) | Resource::Memory(_) => {
                 unreachable!("compile refuses nodes that write into a source")
             }
@@ -151,7 +156,8 @@ impl<'a> NodeRef<'a> {
         self.destination_taken = true;
         // SAFETY: (1) `compile` checked the span lies inside the resource; (2) a host resource is
         // kept alive by the batch's reservation until the batch retires, which cannot happen
-        // before this node finishes, and scratch by the graph itself; (3) no other node of any
+        // before this node finishes, and scratch between its request's `Acquire` and `Release`
+        // nodes, which lowering places before and after every node that touches it; (3) no other node of any
         // in-flight batch writes these bytes: `compile` refuses overlapping node writes and
         // reservations refuse overlap across batches; (4) nothing reads them while this node
         // runs (host bytes are never read by stages; scratch readers are successors);
@@ -163,13 +169,7 @@ impl<'a> NodeRef<'a> {
     /// the source later calls [`PendingNode::complete`]. The node's buffers stay valid until then.
     pub fn defer(self) -> (PendingNode, Outcome) {
         self.deferred.set(true);
-        let pending = PendingNode {
-            task: Some(self.task),
-            shared: self.shared.clone(),
-            // The clock only feeds the latency histograms; skip it when they are off.
-            started: self.shared.collects_metrics().then(std::time::Instant::now),
-        };
-        (pending, Outcome::Pending(Deferred(())))
+        (PendingNode::new(self.task, self.shared), Outcome::Pending(Deferred(())))
     }
 }
 
@@ -196,6 +196,15 @@ impl fmt::Debug for PendingNode {
 }
 
 impl PendingNode {
+    pub(crate) fn new(task: Task, shared: &Arc<Shared>) -> Self {
+        PendingNode {
+            task: Some(task),
+            shared: shared.clone(),
+            // The clock only feeds the latency histograms; skip it when they are off.
+            started: shared.collects_metrics().then(std::time::Instant::now),
+        }
+    }
+
     /// Completes the node with `bytes` produced, or with an error. Successors it releases go to
     /// the injector, or to `completer`'s worker when called from a reactor poll.
     pub fn complete(mut self, result: Result<u64, Error>) {

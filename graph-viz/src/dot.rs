@@ -15,6 +15,8 @@ fn shape(kind: NodeKind) -> &'static str {
         NodeKind::DecompressGpu => "doubleoctagon",
         NodeKind::Copy => "ellipse",
         NodeKind::Barrier => "diamond",
+        NodeKind::Acquire => "cds",
+        NodeKind::Release => "larrow",
     }
 }
 
@@ -73,7 +75,7 @@ fn node_label(graph: &CompiledGraph, node: &NodeView) -> String {
         let from = match graph.resource_kind(src.resource) {
             Some(ResourceKind::File) => "file",
             Some(ResourceKind::Memory) => "memory",
-            Some(ResourceKind::Scratch) => "staging",
+            Some(ResourceKind::Scratch) => "scratch",
             Some(ResourceKind::Host) | None => "?",
         };
         let _ = write!(label, "\n{from} @{} +{}", src.offset, human_bytes(node.src_len));
@@ -81,7 +83,7 @@ fn node_label(graph: &CompiledGraph, node: &NodeView) -> String {
     if let Some(dst) = node.dst {
         let to = match graph.resource_kind(dst.resource) {
             Some(ResourceKind::Host) => "host",
-            Some(ResourceKind::Scratch) => "staging",
+            Some(ResourceKind::Scratch) => "scratch",
             _ => "?",
         };
         let _ = write!(label, "\n→ {to} @{} +{}", dst.offset, human_bytes(node.len));

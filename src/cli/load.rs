@@ -189,6 +189,8 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
         doc["median_gbps"] = json!(output::gbps(bytes, median));
         doc["request_latency"] = output::latency_json(&latency);
         doc["stages"] = output::stages_json(&metrics);
+        let scratch = engine.executor.scratch();
+        doc["scratch"] = json!({"budget": scratch.budget, "peak": scratch.peak, "waits": scratch.waits});
         doc["failures"] = json!(failed);
         println!("{doc}");
     } else {
@@ -210,6 +212,15 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
         }
         println!("{}", output::latency_line("request latency", &latency));
         output::print_stages(&metrics);
+        let scratch = engine.executor.scratch();
+        if scratch.peak > 0 {
+            println!(
+                "scratch: peak {} of a {} budget, {} waits",
+                dsr::viz::dot::human_bytes(scratch.peak),
+                dsr::viz::dot::human_bytes(scratch.budget),
+                scratch.waits
+            );
+        }
         for f in &failed {
             println!("error: {f}");
         }

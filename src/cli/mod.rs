@@ -92,6 +92,10 @@ pub struct EngineArgs {
     /// Read backend: io_uring when available (auto), io_uring or fail, or positioned reads.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub io_backend: BackendArg,
+    /// Compressed bytes all requests may hold at once between their reads and their decodes;
+    /// compressed requests beyond it wait (suffixes K, M, G accepted).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub scratch: u64,
 }
 
 /// `--io`.
@@ -137,6 +141,7 @@ impl EngineArgs {
             config.workers = workers.max(1);
         }
         config.lowering.read_chunk = self.chunk.max(1);
+        config.scratch_budget = self.scratch;
         config
     }
 
