@@ -143,3 +143,28 @@ fn destinations_stay_reserved_across_batches_until_they_retire() {
     drop(first);
     second.push(Request::file("/a", 0, 10, &dest, 50)).unwrap();
 }
+
+#[test]
+fn one_path_or_one_open_file_is_one_resource_per_batch() {
+    let dest = HostBuffer::new(1 << 20);
+    let file = Arc::new(tempfile::tempfile().unwrap());
+    let other = Arc::new(tempfile::tempfile().unwrap());
+    let mut batch = builder(1 << 20);
+    for i in 0..4 {
+        batch
+            .push(Request::open_file(file.clone(), 0, 10, &dest, i * 10))
+            .unwrap();
+        batch
+            .push(Request::file("/assets/a", 0, 10, &dest, 100 + i * 10))
+            .unwrap();
+    }
+    batch.push(Request::open_file(other, 0, 10, &dest, 200)).unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    let mut files: Vec<_> = graph.nodes().map(|n| n.src.unwrap().resource).collect();
+    files.sort_unstable_by_key(|r| r.index());
+    files.dedup();
+    // One per open file, one for the path: a direct-I/O reopen and a ring registration each,
+    // not one per request.
+    assert_eq!(files.len(), 3);
+}

@@ -327,6 +327,8 @@ pub struct GraphBuilder {
     requests: Vec<RequestInfo>,
     resources: Vec<Resource>,
     files: HashMap<PathBuf, ResourceId>,
+    /// Open-file sources by the address of their `Arc<File>`.
+    open_files: HashMap<usize, ResourceId>,
     kind: Vec<NodeKind>,
     request: Vec<RequestId>,
     src: Vec<Span>,
@@ -352,6 +354,7 @@ impl GraphBuilder {
             requests: Vec::new(),
             resources: Vec::new(),
             files: HashMap::new(),
+            open_files: HashMap::new(),
             kind: Vec::new(),
             request: Vec::new(),
             src: Vec::new(),
@@ -397,7 +400,8 @@ impl GraphBuilder {
         self.edges.reserve(edges);
     }
 
-    /// A file source; the same path in one batch is one resource, opened once.
+    /// A file source; the same path, or the same open file (`Arc`), in one batch is one
+    /// resource, opened once.
     pub fn add_file(&mut self, source: FileSource) -> ResourceId {
         if let FileSource::Path(path) = &source {
             if let Some(&id) = self.files.get(path) {
@@ -412,12 +416,24 @@ impl GraphBuilder {
             self.files.insert(path.clone(), id);
             return id;
         }
-        self.push_resource(Resource::File(Box::new(FileSlot {
+        // The same open file (one `Arc`) is one resource too: its direct-I/O descriptor and its
+        // ring registration are made once per batch, not once per request. The resource holds a
+        // clone, so the address cannot be reused by another file while the builder lives.
+        let FileSource::Open(file) = &source else {
+            unreachable!("paths returned above")
+        };
+        let key = Arc::as_ptr(file) as usize;
+        if let Some(&id) = self.open_files.get(&key) {
+            return id;
+        }
+        let id = self.push_resource(Resource::File(Box::new(FileSlot {
             shared_path: None,
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
-        })))
+        })));
+        self.open_files.insert(key, id);
+        id
     }
 
     /// A memory source.
