@@ -7,7 +7,7 @@
 //! The engine drops its clones and reservations when the batch retires, after which
 //! [`HostBuffer::as_slice`] (which needs the only handle) hands the bytes back to the caller.
 
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Alignment of every host allocation: a page, so O_DIRECT reads can land in place.
-pub const HOST_ALIGN: usize = 4096;
+pub const HOST_ALIGN: usize = crate::memory::PAGE;
 
 /// A caller's host memory: the destination of requests.
 #[derive(Clone)]
@@ -44,27 +44,25 @@ unsafe impl Sync for HostAlloc {}
 impl Drop for HostAlloc {
     fn drop(&mut self) {
         if self.len != 0 {
-            // SAFETY: `ptr` came from `alloc_zeroed` with exactly this layout (see `HostBuffer::new`).
-            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout(self.len)) }
+            // SAFETY: `ptr` came from `allocate_zeroed(self.len)` (see `HostBuffer::new`) and the
+            // last handle is going.
+            unsafe { crate::memory::free(self.ptr, self.len) }
         }
     }
 }
 
-fn layout(len: usize) -> Layout {
-    // A length this large could not have been allocated in the first place.
-    Layout::from_size_align(len, HOST_ALIGN).expect("host buffer length overflows a Layout")
-}
-
 impl HostBuffer {
-    /// A zeroed, page-aligned buffer of `len` bytes. Pages are mapped on first touch; see
-    /// [`HostBuffer::prefault`] for loads that should not pay for that.
+    /// A zeroed, page-aligned buffer of `len` bytes. Large buffers are mapped on first touch
+    /// (see [`HostBuffer::prefault`] for loads that should not pay for that) and use huge
+    /// pages where the system allows, which makes direct I/O into them cheaper.
     pub fn new(len: usize) -> Self {
         let ptr = if len == 0 {
             NonNull::<u8>::dangling()
         } else {
-            // SAFETY: the layout has a non-zero size.
-            let raw = unsafe { alloc::alloc_zeroed(layout(len)) };
-            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout(len)))
+            crate::memory::allocate_zeroed(len).unwrap_or_else(|| {
+                let layout = Layout::from_size_align(len, HOST_ALIGN).unwrap_or(Layout::new::<u8>());
+                std::alloc::handle_alloc_error(layout)
+            })
         };
         HostBuffer {
             alloc: Arc::new(HostAlloc {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod executor;
 pub mod graph;
 pub mod lower;
+mod memory;
 pub mod metrics;
 pub mod observer;
 pub mod reactor;

@@ -14,7 +14,6 @@
 //! forever by small ones). A waiter whose request is cancelled leaves the queue at once: every
 //! cancellation entry point sweeps it (`ScratchPool::sweep`).
 
-use std::alloc::{self, Layout};
 use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::{self, NonNull};
@@ -24,9 +23,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::buffer::RawBytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stage::PendingNode;
-
-/// Alignment of scratch allocations: a page, so direct I/O can land in them without staging.
-const ALIGN: usize = 4096;
 
 /// What the pool holds and has held (see [`crate::Executor::scratch`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,15 +221,14 @@ impl Scratch {
         if self.len == 0 {
             return Ok(());
         }
-        let raw = allocate(self.len);
-        if raw.is_null() {
+        let Some(raw) = crate::memory::allocate_zeroed(self.len) else {
             pool.give_back(self.len as u64);
             return Err(Error::new(
                 ErrorKind::Io,
                 format!("cannot allocate {} bytes of scratch", self.len),
             ));
-        }
-        let previous = self.ptr.swap(raw, Ordering::AcqRel);
+        };
+        let previous = self.ptr.swap(raw.as_ptr(), Ordering::AcqRel);
         debug_assert!(previous.is_null(), "scratch acquired twice");
         Ok(())
     }
@@ -241,60 +236,15 @@ impl Scratch {
     /// Frees the bytes, if held, and returns them to the pool. The `Release` node calls this
     /// after every node that touches them; dropping the batch calls it again, harmlessly.
     pub fn release(&self) {
-        let raw = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
-        if raw.is_null() {
+        let Some(raw) = NonNull::new(self.ptr.swap(ptr::null_mut(), Ordering::AcqRel)) else {
             return;
-        }
-        // SAFETY: allocated by `allocate(self.len)` in `fill`; the swap made this the only free.
-        unsafe { free(raw, self.len) };
+        };
+        // SAFETY: allocated by `allocate_zeroed(self.len)` in `fill`; the swap made this the
+        // only free.
+        unsafe { crate::memory::free(raw, self.len) };
         if let Some(pool) = self.pool.get() {
             pool.give_back(self.len as u64);
         }
-    }
-}
-
-/// From here up, scratch comes straight from the kernel: zeroed pages it faults in as reads
-/// land, where the allocator would zero the whole (over-aligned) block first.
-const MMAP_FROM: usize = 256 << 10;
-
-fn layout(len: usize) -> Layout {
-    Layout::from_size_align(len, ALIGN).expect("scratch sizes are checked at lowering")
-}
-
-/// `len` (non-zero) zeroed, page-aligned bytes, or null.
-fn allocate(len: usize) -> *mut u8 {
-    if len < MMAP_FROM {
-        // SAFETY: the layout has a non-zero size.
-        return unsafe { alloc::alloc_zeroed(layout(len)) };
-    }
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory; the result is checked.
-    let raw = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        raw.cast()
-    }
-}
-
-/// # Safety
-/// `raw` came from `allocate(len)` and is not used afterwards.
-unsafe fn free(raw: *mut u8, len: usize) {
-    if len < MMAP_FROM {
-        // SAFETY: by the caller's premise, allocated with this layout.
-        unsafe { alloc::dealloc(raw, layout(len)) };
-    } else {
-        // SAFETY: by the caller's premise, a mapping of `len` bytes nobody uses any more.
-        unsafe { libc::munmap(raw.cast(), len) };
     }
 }
 
@@ -333,14 +283,14 @@ mod tests {
 
     #[test]
     fn release_returns_bytes_once() {
-        for len in [1, 4096 * 3, MMAP_FROM, MMAP_FROM + 1] {
+        for len in [1, 4096 * 3, 300 << 10] {
             let pool = ScratchPool::new(1 << 20);
             let scratch = Scratch::new(len);
             pool.lock().stats.take(len as u64);
             scratch.fill(&pool).unwrap();
             let bytes = scratch.bytes().unwrap();
             assert_eq!(bytes.len, len);
-            assert_eq!(bytes.ptr.as_ptr() as usize % ALIGN, 0);
+            assert_eq!(bytes.ptr.as_ptr() as usize % crate::memory::PAGE, 0);
             // SAFETY: held, and nothing else uses it.
             let slice = unsafe { std::slice::from_raw_parts_mut(bytes.ptr.as_ptr(), len) };
             assert!(slice.iter().all(|&b| b == 0), "scratch starts zeroed");

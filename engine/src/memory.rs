@@ -1,0 +1,86 @@
+//! Zeroed, page-aligned memory for destinations and scratch.
+//!
+//! Large blocks come straight from the kernel as anonymous mappings: their pages are zero and
+//! mapped on first touch, where the allocator would `memset` an over-aligned block up front
+//! (std's `alloc_zeroed` only uses `calloc` up to 16-byte alignment). From 2 MiB they are also
+//! marked for transparent huge pages, which makes the kernel's per-page work on direct-I/O
+//! targets (pinning, dirtying) per 2 MiB folio instead of per 4 KiB page.
+
+use std::alloc::{self, Layout};
+use std::ptr::{self, NonNull};
+
+/// Alignment of every block: a page, so O_DIRECT reads can land in place.
+pub const PAGE: usize = 4096;
+
+/// From here up, blocks are anonymous mappings.
+const MMAP_FROM: usize = 256 << 10;
+
+/// From here up, mappings ask for transparent huge pages.
+const HUGE_FROM: usize = 2 << 20;
+
+fn layout(len: usize) -> Layout {
+    Layout::from_size_align(len, PAGE).expect("block sizes are checked by their callers")
+}
+
+/// `len` (non-zero) zeroed, page-aligned bytes, or `None` if memory is exhausted.
+pub(crate) fn allocate_zeroed(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0);
+    if len < MMAP_FROM {
+        // SAFETY: the layout has a non-zero size.
+        return NonNull::new(unsafe { alloc::alloc_zeroed(layout(len)) });
+    }
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; the result is checked.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    if len >= HUGE_FROM {
+        // Advice only: where huge pages are off, the mapping works the same with small ones.
+        // SAFETY: the range is the mapping just made.
+        unsafe { libc::madvise(raw, len, libc::MADV_HUGEPAGE) };
+    }
+    NonNull::new(raw.cast())
+}
+
+/// Frees a block.
+///
+/// # Safety
+/// `ptr` came from `allocate_zeroed(len)` and nothing uses it afterwards.
+pub(crate) unsafe fn free(ptr: NonNull<u8>, len: usize) {
+    if len < MMAP_FROM {
+        // SAFETY: by the caller's premise, allocated with this layout.
+        unsafe { alloc::dealloc(ptr.as_ptr(), layout(len)) };
+    } else {
+        // SAFETY: by the caller's premise, a mapping of `len` bytes nobody uses any more.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_of_every_kind_are_zeroed_aligned_and_writable() {
+        for len in [1, PAGE * 3 + 1, MMAP_FROM - 1, MMAP_FROM, HUGE_FROM + 5] {
+            let ptr = allocate_zeroed(len).unwrap();
+            assert_eq!(ptr.as_ptr() as usize % PAGE, 0, "{len}");
+            // SAFETY: a fresh block of `len` bytes, used only here.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
+            assert!(bytes.iter().all(|&b| b == 0), "{len}");
+            bytes.fill(0xa5);
+            // SAFETY: allocated above with this length; `bytes` is not used again.
+            unsafe { free(ptr, len) };
+        }
+    }
+}
