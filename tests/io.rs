@@ -11,6 +11,7 @@ use dsr::stages::io::{Backend, Fault, FaultPlan, RingConfig};
 use dsr::{ErrorKind, ExecutorConfig, HostBuffer, IoConfig, IoInfo, IoPolicy, Request, RequestStatus};
 
 use crate::common::*;
+use dsr::engine::scratch::block_size;
 
 /// The backends to test: positioned reads always; io_uring where the kernel allows it. Where it
 /// does not, the io_uring half says it skipped, or fails when `DSR_REQUIRE_TOOLS=1` (CI).
@@ -395,7 +396,7 @@ fn with_scratch_budget(budget: u64) -> ExecutorConfig {
 fn queued_compressed_requests_hold_scratch_within_the_budget() {
     let (data, stream) = compressed_asset(300_000, 31);
     let file = temp_file(&stream);
-    let held = stream.len() as u64;
+    let held = block_size(stream.len()) as u64;
     // Room for one request and a half: with two workers taking requests, one often waits.
     let budget = held + held / 2;
     for backend in backends() {
@@ -405,7 +406,10 @@ fn queued_compressed_requests_hold_scratch_within_the_budget() {
         let mut batch = executor.batch();
         for i in 0..count {
             batch
-                .push(Request::file(file.path(), 0, held, &dest, (i * data.len()) as u64).gdeflate(data.len() as u64))
+                .push(
+                    Request::file(file.path(), 0, stream.len() as u64, &dest, (i * data.len()) as u64)
+                        .gdeflate(data.len() as u64),
+                )
                 .unwrap();
         }
         let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
@@ -425,6 +429,12 @@ fn queued_compressed_requests_hold_scratch_within_the_budget() {
             (stats.in_use, stats.waiting),
             (0, 0),
             "{backend:?}: everything came back"
+        );
+        assert!(stats.in_use + stats.cached <= budget);
+        assert!(
+            stats.allocations < count as u64,
+            "{backend:?}: released blocks are reused ({} allocations)",
+            stats.allocations
         );
     }
 }
@@ -448,8 +458,12 @@ fn a_stream_larger_than_the_budget_is_let_in_alone() {
         let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
         assert!(report.all_done(), "{backend:?}: {:?}", report.first_failure());
         let stats = executor.scratch();
-        assert_eq!(stats.peak, stream.len() as u64, "{backend:?}: one at a time");
-        assert_eq!(stats.in_use, 0);
+        assert_eq!(
+            stats.peak,
+            block_size(stream.len()) as u64,
+            "{backend:?}: one at a time"
+        );
+        assert_eq!((stats.in_use, stats.cached), (0, 0), "an over-budget block is not kept");
     }
 }
 
@@ -506,6 +520,7 @@ fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
         let bytes = dest.as_slice().unwrap();
         assert!(bytes[..data.len()] == data[..] && bytes[2 * data.len()..] == data[..]);
         let stats = executor.scratch();
-        assert_eq!((stats.in_use, stats.waiting, stats.peak), (0, 0, held), "{backend:?}");
+        let block = block_size(stream.len()) as u64;
+        assert_eq!((stats.in_use, stats.waiting, stats.peak), (0, 0, block), "{backend:?}");
     }
 }

@@ -3,12 +3,17 @@
 //! executor.
 //!
 //! Lowering sizes a request's scratch but allocates nothing. The request's `Acquire` node takes
-//! the bytes from the [`ScratchPool`] when it runs, or waits in the pool's queue (deferred, not
+//! a block from the [`ScratchPool`] when it runs, or waits in the pool's queue (deferred, not
 //! holding a worker) while the budget is used up; its `Release` node, which runs whether the
-//! request succeeded, failed or was cancelled, hands them back and lets the next waiters in. So
-//! however many compressed requests are queued, the compressed bytes held at once stay within
+//! request succeeded, failed or was cancelled, hands the block back and lets the next waiters
+//! in. So however many compressed requests are queued, the memory held for them stays within
 //! the budget. One exception keeps every request possible: a request larger than the whole
 //! budget is let in alone, when nothing else holds scratch.
+//!
+//! Blocks come in size classes (four per doubling, so at most a quarter is slack) and go back
+//! to a cache when released: a steady stream of loads reuses the same blocks, already mapped,
+//! and allocates nothing. Blocks in use plus blocks cached never exceed the budget; the oldest
+//! cached blocks are unmapped first when a new class needs room.
 //!
 //! Waiters are served first come, first served (a large request at the head is not overtaken
 //! forever by small ones). A waiter whose request is cancelled leaves the queue at once: every
@@ -22,21 +27,38 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::buffer::RawBytes;
 use crate::error::{Error, ErrorKind, Result};
+use crate::memory::PAGE;
 use crate::stage::PendingNode;
 
-/// What the pool holds and has held (see [`crate::Executor::scratch`]).
+/// What the pool holds and has held (see [`crate::Executor::scratch`]). Sizes are of blocks,
+/// each a request's compressed size rounded up to its class ([`block_size`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScratchStats {
     /// The budget, bytes.
     pub budget: u64,
-    /// Bytes held by requests now.
+    /// Bytes of blocks held by requests now.
     pub in_use: u64,
     /// The most bytes held at once since the executor started.
     pub peak: u64,
+    /// Bytes of released blocks kept for reuse.
+    pub cached: u64,
+    /// Blocks allocated (the rest of the acquisitions reused a cached one).
+    pub allocations: u64,
     /// Acquisitions that had to wait for bytes to come back.
     pub waits: u64,
     /// Requests waiting now.
     pub waiting: usize,
+}
+
+/// The block a request of `len` bytes of scratch takes: a page at least, then four classes per
+/// doubling (so at most 25% more than asked).
+pub fn block_size(len: usize) -> usize {
+    if len <= PAGE {
+        return PAGE;
+    }
+    let top = usize::BITS - 1 - (len - 1).leading_zeros();
+    let step = 1usize << top.saturating_sub(2).max(PAGE.trailing_zeros());
+    len.div_ceil(step) * step
 }
 
 /// How an acquisition went.
@@ -46,6 +68,28 @@ pub(crate) enum Acquired {
     Now,
     /// The node waits in the queue (or was cancelled there); the pool completes it.
     Queued,
+}
+
+/// Zeroed-at-birth, page-aligned memory of one size class.
+struct Block {
+    ptr: NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: a block is an owned allocation, like a `Box<[u8]>`.
+unsafe impl Send for Block {}
+
+impl Block {
+    fn allocate(size: usize) -> Option<Block> {
+        crate::memory::allocate_zeroed(size).map(|ptr| Block { ptr, size })
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `allocate_zeroed(self.size)`; dropping the block is the only free.
+        unsafe { crate::memory::free(self.ptr, self.size) };
+    }
 }
 
 struct Waiter {
@@ -61,9 +105,38 @@ unsafe impl Send for Waiter {}
 struct PoolState {
     stats: ScratchStats,
     waiters: VecDeque<Waiter>,
+    /// Released blocks, oldest first.
+    cache: VecDeque<Block>,
 }
 
-/// The executor's scratch budget and the requests waiting on it.
+impl PoolState {
+    /// Whether a block of `size` may be held now: within the budget, or alone.
+    fn admits(&self, size: usize) -> bool {
+        self.stats.in_use == 0 || self.stats.in_use + size as u64 <= self.stats.budget
+    }
+
+    /// Counts a block of `size` as held and finds one: a cached block of its class, or `None`
+    /// (allocate one) after moving into `evicted` the oldest cached blocks that no longer fit
+    /// beside it.
+    fn admit(&mut self, size: usize, evicted: &mut Vec<Block>) -> Option<Block> {
+        self.stats.in_use += size as u64;
+        self.stats.peak = self.stats.peak.max(self.stats.in_use);
+        if let Some(at) = self.cache.iter().position(|b| b.size == size) {
+            let block = self.cache.remove(at).expect("position is in range");
+            self.stats.cached -= size as u64;
+            return Some(block);
+        }
+        while self.stats.in_use + self.stats.cached > self.stats.budget {
+            let Some(old) = self.cache.pop_front() else { break };
+            self.stats.cached -= old.size as u64;
+            evicted.push(old);
+        }
+        self.stats.allocations += 1;
+        None
+    }
+}
+
+/// The executor's scratch budget, its cache of blocks, and the requests waiting on it.
 pub(crate) struct ScratchPool {
     state: Mutex<PoolState>,
 }
@@ -82,7 +155,7 @@ impl ScratchPool {
                     budget,
                     ..ScratchStats::default()
                 },
-                waiters: VecDeque::new(),
+                ..PoolState::default()
             }),
         })
     }
@@ -99,19 +172,21 @@ impl ScratchPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes `scratch`'s bytes from the budget for the `Acquire` node running now. Returns
-    /// [`Acquired::Now`] with the bytes allocated, or [`Acquired::Queued`] after handing the node
-    /// (made by `defer`) to the queue, which completes it when bytes come back, or cancels it if
-    /// its request is cancelled first.
+    /// Takes a block for `scratch` for the `Acquire` node running now. Returns
+    /// [`Acquired::Now`] with the block installed, or [`Acquired::Queued`] after handing the
+    /// node (made by `defer`) to the queue, which completes it when bytes come back, or cancels
+    /// it if its request is cancelled first.
     ///
     /// `scratch` must belong to the node's batch, so it lives while the node is unfinished.
     pub fn acquire(self: &Arc<Self>, scratch: &Scratch, defer: impl FnOnce() -> PendingNode) -> Result<Acquired> {
-        let len = scratch.len as u64;
+        let size = scratch.block_size();
         let mut state = self.lock();
-        if state.waiters.is_empty() && state.stats.admits(len) {
-            state.stats.take(len);
+        if state.waiters.is_empty() && state.admits(size) {
+            let mut evicted = Vec::new();
+            let cached = state.admit(size, &mut evicted);
             drop(state);
-            scratch.fill(self)?;
+            drop(evicted);
+            self.install(scratch, cached)?;
             return Ok(Acquired::Now);
         }
         let node = defer();
@@ -130,29 +205,60 @@ impl ScratchPool {
         Ok(Acquired::Queued)
     }
 
-    /// Returns `len` bytes to the budget and admits the waiters that now fit, in order.
-    fn give_back(self: &Arc<Self>, len: u64) {
+    /// Gives `scratch` its block: `cached`, or a new one. On failure the block's bytes go back
+    /// to the budget.
+    fn install(self: &Arc<Self>, scratch: &Scratch, cached: Option<Block>) -> Result<()> {
+        let size = scratch.block_size();
+        let block = match cached.or_else(|| Block::allocate(size)) {
+            Some(block) => block,
+            None => {
+                self.give_back(None, size);
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("cannot allocate {size} bytes of scratch"),
+                ));
+            }
+        };
+        scratch.install(self, block);
+        Ok(())
+    }
+
+    /// Returns a block of `size` (or, with `None`, the count of one that could not be
+    /// allocated) to the budget, caches it, and admits the waiters that now fit, in order.
+    fn give_back(self: &Arc<Self>, block: Option<Block>, size: usize) {
+        let mut evicted = Vec::new();
         let admitted = {
             let mut state = self.lock();
-            state.stats.in_use -= len;
+            state.stats.in_use -= size as u64;
+            if let Some(block) = block {
+                // An over-budget block is not worth keeping: it would hold the whole budget.
+                if (size as u64) <= state.stats.budget {
+                    state.stats.cached += size as u64;
+                    state.cache.push_back(block);
+                } else {
+                    evicted.push(block);
+                }
+            }
             let mut admitted = Vec::new();
             while let Some(front) = state.waiters.front() {
                 // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
                 // scratch resource of it) alive.
-                let need = unsafe { front.scratch.as_ref() }.len as u64;
-                if !state.stats.admits(need) {
+                let need = unsafe { front.scratch.as_ref() }.block_size();
+                if !state.admits(need) {
                     break;
                 }
-                state.stats.take(need);
-                admitted.push(state.waiters.pop_front().expect("front exists"));
+                let cached = state.admit(need, &mut evicted);
+                admitted.push((state.waiters.pop_front().expect("front exists"), cached));
             }
             admitted
         };
-        // Allocate and complete outside the lock: completing releases successors, and the
-        // bytes are already counted.
-        for waiter in admitted {
+        // Unmap, allocate and complete outside the lock: completing releases successors, and
+        // the bytes are already counted.
+        drop(evicted);
+        for (waiter, cached) in admitted {
             // SAFETY: as above; the node is still unfinished until completed here.
-            let result = unsafe { waiter.scratch.as_ref() }.fill(self).map(|()| 0);
+            let scratch = unsafe { waiter.scratch.as_ref() };
+            let result = self.install(scratch, cached).map(|()| 0);
             waiter.node.complete(result);
         }
     }
@@ -171,21 +277,10 @@ impl ScratchPool {
     }
 }
 
-impl ScratchStats {
-    /// Whether `len` more bytes may be held: within the budget, or alone.
-    fn admits(&self, len: u64) -> bool {
-        self.in_use == 0 || self.in_use + len <= self.budget
-    }
-
-    fn take(&mut self, len: u64) {
-        self.in_use += len;
-        self.peak = self.peak.max(self.in_use);
-    }
-}
-
-/// One request's scratch: a size from lowering, and bytes while it holds them.
+/// One request's scratch: a size from lowering, and a block while it holds one.
 pub(crate) struct Scratch {
     len: usize,
+    /// The block's address while held (its size is `block_size(len)`).
     ptr: AtomicPtr<u8>,
     pool: OnceLock<Arc<ScratchPool>>,
 }
@@ -203,47 +298,38 @@ impl Scratch {
         self.len
     }
 
-    /// The bytes, while held. The `Acquire` node that filled them is a predecessor of every
+    fn block_size(&self) -> usize {
+        block_size(self.len)
+    }
+
+    /// The bytes, while held. The `Acquire` node that installed them is a predecessor of every
     /// node that asks (lowering's shape), and its completion publishes the pointer.
     pub fn bytes(&self) -> Option<RawBytes> {
-        if self.len == 0 {
-            return Some(RawBytes {
-                ptr: NonNull::dangling(),
-                len: 0,
-            });
-        }
         NonNull::new(self.ptr.load(Ordering::Acquire)).map(|ptr| RawBytes { ptr, len: self.len })
     }
 
-    /// Allocates the bytes the pool has already counted for this scratch.
-    fn fill(&self, pool: &Arc<ScratchPool>) -> Result<()> {
+    fn install(&self, pool: &Arc<ScratchPool>, block: Block) {
+        debug_assert_eq!(block.size, self.block_size());
         let _ = self.pool.set(pool.clone());
-        if self.len == 0 {
-            return Ok(());
-        }
-        let Some(raw) = crate::memory::allocate_zeroed(self.len) else {
-            pool.give_back(self.len as u64);
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("cannot allocate {} bytes of scratch", self.len),
-            ));
-        };
-        let previous = self.ptr.swap(raw.as_ptr(), Ordering::AcqRel);
+        let previous = self.ptr.swap(block.ptr.as_ptr(), Ordering::AcqRel);
         debug_assert!(previous.is_null(), "scratch acquired twice");
-        Ok(())
+        // The scratch owns the block now; `release` rebuilds it.
+        std::mem::forget(block);
     }
 
-    /// Frees the bytes, if held, and returns them to the pool. The `Release` node calls this
-    /// after every node that touches them; dropping the batch calls it again, harmlessly.
+    /// Hands the block back to the pool, if held. The `Release` node calls this after every
+    /// node that touches the bytes; dropping the batch calls it again, harmlessly.
     pub fn release(&self) {
-        let Some(raw) = NonNull::new(self.ptr.swap(ptr::null_mut(), Ordering::AcqRel)) else {
+        let Some(ptr) = NonNull::new(self.ptr.swap(ptr::null_mut(), Ordering::AcqRel)) else {
             return;
         };
-        // SAFETY: allocated by `allocate_zeroed(self.len)` in `fill`; the swap made this the
-        // only free.
-        unsafe { crate::memory::free(raw, self.len) };
-        if let Some(pool) = self.pool.get() {
-            pool.give_back(self.len as u64);
+        let block = Block {
+            ptr,
+            size: self.block_size(),
+        };
+        match self.pool.get() {
+            Some(pool) => pool.give_back(Some(block), self.block_size()),
+            None => drop(block),
         }
     }
 }
@@ -268,39 +354,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_admits_within_it_or_alone() {
-        let mut stats = ScratchStats {
-            budget: 100,
-            ..ScratchStats::default()
-        };
-        assert!(stats.admits(1000), "an oversized request is let in alone");
-        stats.take(60);
-        assert!(stats.admits(40));
-        assert!(!stats.admits(41));
-        stats.take(40);
-        assert_eq!((stats.in_use, stats.peak), (100, 100));
+    fn block_sizes_are_pages_then_four_classes_per_doubling() {
+        assert_eq!(block_size(0), PAGE);
+        assert_eq!(block_size(PAGE), PAGE);
+        assert_eq!(block_size(PAGE + 1), 2 * PAGE);
+        for len in [5000, 65_536, 65_537, 100_000, 999_999, 1 << 20, (1 << 20) + 1, 3 << 29] {
+            let size = block_size(len);
+            assert!(size >= len && size % PAGE == 0, "{len} -> {size}");
+            assert!(size as f64 <= len as f64 * 1.25 + PAGE as f64, "{len} -> {size}");
+        }
+        assert_eq!(block_size((1 << 20) + 1), (1 << 20) + (1 << 18));
+    }
+
+    fn held(pool: &Arc<ScratchPool>, len: usize) -> Scratch {
+        let scratch = Scratch::new(len);
+        let mut state = pool.lock();
+        assert!(state.admits(scratch.block_size()));
+        let mut evicted = Vec::new();
+        let cached = state.admit(scratch.block_size(), &mut evicted);
+        drop(state);
+        pool.install(&scratch, cached).unwrap();
+        scratch
     }
 
     #[test]
-    fn release_returns_bytes_once() {
+    fn blocks_are_reused_and_returned_once() {
+        let pool = ScratchPool::new(1 << 20);
         for len in [1, 4096 * 3, 300 << 10] {
-            let pool = ScratchPool::new(1 << 20);
-            let scratch = Scratch::new(len);
-            pool.lock().stats.take(len as u64);
-            scratch.fill(&pool).unwrap();
+            let scratch = held(&pool, len);
             let bytes = scratch.bytes().unwrap();
             assert_eq!(bytes.len, len);
-            assert_eq!(bytes.ptr.as_ptr() as usize % crate::memory::PAGE, 0);
+            assert_eq!(bytes.ptr.as_ptr() as usize % PAGE, 0);
             // SAFETY: held, and nothing else uses it.
-            let slice = unsafe { std::slice::from_raw_parts_mut(bytes.ptr.as_ptr(), len) };
-            assert!(slice.iter().all(|&b| b == 0), "scratch starts zeroed");
-            slice.fill(7);
+            unsafe { std::slice::from_raw_parts_mut(bytes.ptr.as_ptr(), len) }.fill(7);
             scratch.release();
             assert!(scratch.bytes().is_none());
             scratch.release();
-            drop(scratch);
-            let stats = pool.stats();
-            assert_eq!((stats.in_use, stats.peak), (0, len as u64));
         }
+        let again = held(&pool, 300 << 10);
+        let stats = pool.stats();
+        assert_eq!(stats.allocations, 3, "the same class comes from the cache");
+        assert_eq!(stats.in_use, block_size(300 << 10) as u64);
+        assert_eq!(stats.cached, (PAGE + 3 * PAGE) as u64);
+        drop(again);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn cached_and_held_blocks_stay_within_the_budget() {
+        let pool = ScratchPool::new(1 << 20);
+        for len in [600 << 10, 300 << 10, 500 << 10, 700 << 10] {
+            drop(held(&pool, len));
+            let stats = pool.stats();
+            assert!(stats.in_use + stats.cached <= 1 << 20, "{stats:?}");
+        }
+        // Alone and over budget: let in, then not cached.
+        drop(held(&pool, 3 << 20));
+        let stats = pool.stats();
+        assert_eq!((stats.in_use, stats.peak), (0, 3 << 20));
+        assert!(stats.cached <= 1 << 20);
     }
 }

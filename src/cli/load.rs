@@ -190,7 +190,12 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
         doc["request_latency"] = output::latency_json(&latency);
         doc["stages"] = output::stages_json(&metrics);
         let scratch = engine.executor.scratch();
-        doc["scratch"] = json!({"budget": scratch.budget, "peak": scratch.peak, "waits": scratch.waits});
+        doc["scratch"] = json!({
+            "budget": scratch.budget,
+            "peak": scratch.peak,
+            "waits": scratch.waits,
+            "allocations": scratch.allocations,
+        });
         doc["failures"] = json!(failed);
         println!("{doc}");
     } else {
