@@ -90,16 +90,19 @@ struct Seq {
     dist: u32,
 }
 
-const HASH_BITS: u32 = 15;
+const HASH_BITS: u32 = 16;
 /// Bytes the match finder hashes: candidates share at least this prefix.
 const HASHED: usize = 4;
-const NO_POS: u32 = u32::MAX;
+/// An empty bucket: buckets hold position + 1 (the last 3 positions of a tile are never
+/// hashed, so every hashed position + 1 fits in a u16).
+const NO_POS: u16 = 0;
 
 /// Compresses tiles. Holds the match finder's tables; reuse one per thread.
 pub struct Encoder {
     level: Level,
-    /// Most recent position of each hash, or `NO_POS`.
-    head: Vec<u32>,
+    /// Most recent position of each hash, plus one, or `NO_POS`. u16 like `prev`: the two
+    /// tables the search walks stay small enough to live in L2.
+    head: Vec<u16>,
     /// The previous position with the same hash; a position that links to itself ends its
     /// chain. u16 because a tile has 65536 positions: half the cache footprint of u32.
     prev: Vec<u16>,
@@ -214,8 +217,8 @@ impl Encoder {
         if i + HASHED <= input.len() {
             let h = Self::hash(input, i);
             let previous = self.head[h];
-            self.prev[i] = if previous == NO_POS { i as u16 } else { previous as u16 };
-            self.head[h] = i as u32;
+            self.prev[i] = if previous == NO_POS { i as u16 } else { previous - 1 };
+            self.head[h] = i as u16 + 1;
         }
     }
 
@@ -238,19 +241,24 @@ impl Encoder {
             params.chain
         };
         let nice = params.nice.min(max);
-        // A candidate can only beat `best` if it matches at offset `best` too: test that byte
+        // A candidate can only beat `best` if it matches the 4 bytes ending at offset `best`
+        // too, and a hash hit is only a match if its first 4 bytes agree: test both words
         // before comparing in full.
-        let mut probe = best.0.min(max - 1);
-        let mut c = head as usize;
+        let word = |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
+        let first = word(i);
+        let mut probe = best.0.max(3).min(max - 1) - 3;
+        let mut tail = word(i + probe);
+        let mut c = head as usize - 1;
         loop {
-            if input[c + probe] == input[i + probe] {
+            if word(c + probe) == tail && word(c) == first {
                 let len = match_len(input, c, i, max);
                 if len > best.0 {
                     best = (len, i - c);
                     if len >= nice {
                         break;
                     }
-                    probe = len.min(max - 1);
+                    probe = len.min(max - 1) - 3;
+                    tail = word(i + probe);
                 }
             }
             chain -= 1;
