@@ -168,3 +168,49 @@ fn one_path_or_one_open_file_is_one_resource_per_batch() {
     // not one per request.
     assert_eq!(files.len(), 3);
 }
+
+#[test]
+fn hand_built_nodes_cannot_touch_or_hold_a_requests_scratch() {
+    use dsr::engine::{NodeSpec, ResourceId, Span};
+    let dest = HostBuffer::new(1 << 20);
+    // Resources of a GDeflate file request, in lowering's order: destination, file, scratch.
+    let scratch = Span {
+        resource: ResourceId::from_index(2),
+        offset: 0,
+    };
+    let hand_built = [
+        // Would hand the block back while the reads still write it.
+        NodeSpec {
+            src: Some(scratch),
+            src_len: 100,
+            ..NodeSpec::bare(NodeKind::Release, dsr::RequestId::from_index(0))
+        },
+        // Would install a second block over the first.
+        NodeSpec::bare(NodeKind::Acquire, dsr::RequestId::from_index(0)),
+        // Would read scratch outside the acquire/release pair.
+        NodeSpec {
+            src: Some(scratch),
+            src_len: 10,
+            dst: Some(Span {
+                resource: ResourceId::from_index(0),
+                offset: 500_000,
+            }),
+            len: 10,
+            ..NodeSpec::bare(NodeKind::Copy, dsr::RequestId::from_index(0))
+        },
+    ];
+    for spec in hand_built {
+        let mut batch = builder(1 << 20);
+        batch
+            .push(Request::file("/assets/c", 0, 100, &dest, 0).gdeflate(1000))
+            .unwrap();
+        assert_eq!(
+            batch.graph_mut().resource_kind(ResourceId::from_index(2)),
+            Some(ResourceKind::Scratch)
+        );
+        batch.graph_mut().add_node(spec);
+        let err = batch.compile().unwrap_err();
+        assert_eq!(err.kind(), dsr::ErrorKind::InvalidRequest);
+        assert!(err.message().contains("only lowering"), "{err}");
+    }
+}

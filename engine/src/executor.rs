@@ -425,6 +425,7 @@ impl WorkerCtx {
                     Ok(Acquired::Now) => Outcome::Done { bytes: 0 },
                     // The pool completes it when bytes come back.
                     Ok(Acquired::Queued) => return None,
+                    Ok(Acquired::Skipped) => return complete(shared, Some(self), task, Ended::Skipped, started),
                     Err(err) => Outcome::Failed(err),
                 },
                 None => Outcome::Failed(Error::new(

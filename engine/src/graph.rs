@@ -337,6 +337,8 @@ pub struct GraphBuilder {
     src_len: Vec<u64>,
     tile: Vec<u32>,
     edges: Vec<(NodeId, NodeId, EdgeKind)>,
+    /// Per node: whether lowering added it.
+    lowered: Vec<bool>,
     pub(crate) reservations: Vec<Reservation>,
 }
 
@@ -354,6 +356,7 @@ impl GraphBuilder {
             requests: Vec::new(),
             resources: Vec::new(),
             files: HashMap::new(),
+            lowered: Vec::new(),
             open_files: HashMap::new(),
             kind: Vec::new(),
             request: Vec::new(),
@@ -397,6 +400,7 @@ impl GraphBuilder {
         self.len.reserve(nodes);
         self.src_len.reserve(nodes);
         self.tile.reserve(nodes);
+        self.lowered.reserve(nodes);
         self.edges.reserve(edges);
     }
 
@@ -436,6 +440,11 @@ impl GraphBuilder {
         id
     }
 
+    /// What resource `id` is, if it exists.
+    pub fn resource_kind(&self, id: ResourceId) -> Option<ResourceKind> {
+        self.resources.get(id.index()).map(Resource::kind)
+    }
+
     /// A memory source.
     pub fn add_memory(&mut self, bytes: Arc<[u8]>) -> ResourceId {
         self.push_resource(Resource::Memory(bytes))
@@ -461,6 +470,17 @@ impl GraphBuilder {
 
     /// Adds a node.
     pub fn add_node(&mut self, spec: NodeSpec) -> NodeId {
+        self.push_node(spec, false)
+    }
+
+    /// Adds a node that lowering made: only these may touch a request's scratch or be its
+    /// `Acquire`/`Release`, because lowering is what orders every scratch user between the two.
+    pub(crate) fn add_lowered_node(&mut self, spec: NodeSpec) -> NodeId {
+        self.push_node(spec, true)
+    }
+
+    fn push_node(&mut self, spec: NodeSpec, lowered: bool) -> NodeId {
+        self.lowered.push(lowered);
         self.kind.push(spec.kind);
         self.request.push(spec.request);
         self.src.push(spec.src.unwrap_or(NO_SPAN));
@@ -590,6 +610,15 @@ impl GraphBuilder {
         let mut writes: Vec<(ResourceId, u64, u64, usize)> = Vec::new();
         for i in 0..self.kind.len() {
             let (kind, len) = (self.kind[i], self.len[i]);
+            let names_scratch = [self.src[i], self.dst[i]]
+                .into_iter()
+                .filter_map(span_opt)
+                .any(|span| matches!(self.resources.get(span.resource.index()), Some(Resource::Scratch(_))));
+            if (names_scratch || matches!(kind, NodeKind::Acquire | NodeKind::Release)) && !self.lowered[i] {
+                return Err(invalid(format!(
+                    "{kind} node {i} touches a request's scratch or holds it; only lowering makes such nodes"
+                )));
+            }
             if let Some(src) = span_opt(self.src[i]) {
                 let resource = self.resource(src, i)?;
                 if matches!(resource.kind(), ResourceKind::Host) {
@@ -911,7 +940,7 @@ mod tests {
         let r = g.add_request(RequestInfo::default());
         let scratch = g.add_scratch(16).unwrap();
         for offset in [0, 7] {
-            g.add_node(NodeSpec {
+            g.add_lowered_node(NodeSpec {
                 dst: Some(Span {
                     resource: scratch,
                     offset,

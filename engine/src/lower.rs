@@ -145,10 +145,10 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 src_len: len,
                 ..NodeSpec::bare(kind, id)
             };
-            let acquire = graph.add_node(hold(NodeKind::Acquire));
+            let acquire = graph.add_lowered_node(hold(NodeKind::Acquire));
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
             let decodes = add_decodes(graph, config, id, staged, len, dst, uncompressed_len);
-            let release = graph.add_node(hold(NodeKind::Release));
+            let release = graph.add_lowered_node(hold(NodeKind::Release));
             join(graph, id, &[acquire], &reads);
             join(graph, id, &reads, &decodes);
             join(graph, id, &decodes, &[release]);
@@ -161,7 +161,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             };
             match compression {
                 Compression::None => {
-                    graph.add_node(NodeSpec {
+                    graph.add_lowered_node(NodeSpec {
                         src: Some(src),
                         dst: Some(dst),
                         len,
@@ -194,7 +194,7 @@ fn add_decodes(
     let groups = out_len.div_ceil(group);
     (0..groups)
         .map(|g| {
-            graph.add_node(NodeSpec {
+            graph.add_lowered_node(NodeSpec {
                 src: Some(src),
                 src_len,
                 dst: Some(Span {
@@ -220,7 +220,7 @@ fn join(graph: &mut GraphBuilder, request: RequestId, before: &[NodeId], after: 
         }
         return;
     }
-    let barrier = graph.add_node(NodeSpec::bare(NodeKind::Barrier, request));
+    let barrier = graph.add_lowered_node(NodeSpec::bare(NodeKind::Barrier, request));
     for &b in before {
         graph.add_edge(b, barrier, EdgeKind::Cpu);
     }
@@ -244,7 +244,7 @@ fn add_reads(
     let mut done = 0;
     loop {
         let this = (len - done).min(chunk);
-        reads.push(graph.add_node(NodeSpec {
+        reads.push(graph.add_lowered_node(NodeSpec {
             kind: NodeKind::Read,
             request,
             src: Some(Span {

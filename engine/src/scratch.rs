@@ -66,8 +66,10 @@ pub fn block_size(len: usize) -> usize {
 pub(crate) enum Acquired {
     /// The bytes are allocated; the node is done.
     Now,
-    /// The node waits in the queue (or was cancelled there); the pool completes it.
+    /// The node waits in the queue; the pool completes it.
     Queued,
+    /// The node's request was cancelled before it could queue: skip it.
+    Skipped,
 }
 
 /// Zeroed-at-birth, page-aligned memory of one size class.
@@ -193,9 +195,9 @@ impl ScratchPool {
         // Checked under the lock: a cancellation tombstones before it sweeps under this lock,
         // so either its tombstone is visible here or its sweep will find the node queued.
         if node.is_tombstoned() {
-            drop(state);
-            node.cancel();
-            return Ok(Acquired::Queued);
+            // Handed back undone: the caller completes it as skipped.
+            let _ = node.take();
+            return Ok(Acquired::Skipped);
         }
         state.stats.waits += 1;
         state.waiters.push_back(Waiter {
@@ -224,10 +226,10 @@ impl ScratchPool {
     }
 
     /// Returns a block of `size` (or, with `None`, the count of one that could not be
-    /// allocated) to the budget, caches it, and admits the waiters that now fit, in order.
+    /// allocated) to the budget, caches it, and admits the waiters that now fit.
     fn give_back(self: &Arc<Self>, block: Option<Block>, size: usize) {
         let mut evicted = Vec::new();
-        let admitted = {
+        let (admitted, cancelled) = {
             let mut state = self.lock();
             state.stats.in_use -= size as u64;
             if let Some(block) = block {
@@ -239,41 +241,73 @@ impl ScratchPool {
                     evicted.push(block);
                 }
             }
-            let mut admitted = Vec::new();
-            while let Some(front) = state.waiters.front() {
-                // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
-                // scratch resource of it) alive.
-                let need = unsafe { front.scratch.as_ref() }.block_size();
-                if !state.admits(need) {
-                    break;
-                }
-                let cached = state.admit(need, &mut evicted);
-                admitted.push((state.waiters.pop_front().expect("front exists"), cached));
-            }
-            admitted
+            state.admit_waiters(&mut evicted)
         };
-        // Unmap, allocate and complete outside the lock: completing releases successors, and
-        // the bytes are already counted.
         drop(evicted);
-        for (waiter, cached) in admitted {
-            // SAFETY: as above; the node is still unfinished until completed here.
-            let scratch = unsafe { waiter.scratch.as_ref() };
-            let result = self.install(scratch, cached).map(|()| 0);
-            waiter.node.complete(result);
-        }
+        self.finish(admitted, cancelled);
     }
 
-    /// Cancels every queued waiter whose request has been cancelled.
-    pub fn sweep(&self) {
-        let cancelled: VecDeque<Waiter> = {
+    /// Cancels every queued waiter whose request has been cancelled, and admits those behind
+    /// them that now fit.
+    pub fn sweep(self: &Arc<Self>) {
+        let mut evicted = Vec::new();
+        let (admitted, cancelled) = {
             let mut state = self.lock();
             let (gone, kept) = state.waiters.drain(..).partition(|w| w.node.is_tombstoned());
             state.waiters = kept;
-            gone
+            let (admitted, mut cancelled) = state.admit_waiters(&mut evicted);
+            cancelled.extend(gone);
+            (admitted, cancelled)
         };
+        drop(evicted);
+        self.finish(admitted, cancelled);
+    }
+
+    /// Outside the lock (completing releases successors; the bytes are already counted):
+    /// installs every admitted waiter's block, then completes them, and cancels the cancelled.
+    /// Installing first means a completion that panics cannot strand a counted block: the rest
+    /// of the waiters then drop as abandoned, and their `Release` nodes give the blocks back.
+    fn finish(self: &Arc<Self>, admitted: Vec<(Waiter, Option<Block>)>, cancelled: Vec<Waiter>) {
+        let results: Vec<(Waiter, Result<u64>)> = admitted
+            .into_iter()
+            .map(|(waiter, cached)| {
+                // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
+                // scratch resource of it) alive until it is completed below.
+                let scratch = unsafe { waiter.scratch.as_ref() };
+                let result = self.install(scratch, cached).map(|()| 0);
+                (waiter, result)
+            })
+            .collect();
+        for (waiter, result) in results {
+            waiter.node.complete(result);
+        }
         for waiter in cancelled {
             waiter.node.cancel();
         }
+    }
+}
+
+impl PoolState {
+    /// Takes the waiters that now fit off the front of the queue, in order, each with its
+    /// cached block if there is one; cancelled ones on the way are taken off to be cancelled.
+    #[allow(clippy::type_complexity)]
+    fn admit_waiters(&mut self, evicted: &mut Vec<Block>) -> (Vec<(Waiter, Option<Block>)>, Vec<Waiter>) {
+        let (mut admitted, mut cancelled) = (Vec::new(), Vec::new());
+        while let Some(front) = self.waiters.front() {
+            if front.node.is_tombstoned() {
+                cancelled.push(self.waiters.pop_front().expect("front exists"));
+                continue;
+            }
+            // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
+            // scratch resource of it) alive.
+            let need = unsafe { front.scratch.as_ref() }.block_size();
+            if !self.admits(need) {
+                break;
+            }
+            let cached = self.admit(need, evicted);
+            admitted.push((self.waiters.pop_front().expect("front exists"), cached));
+        }
+        (admitted, cancelled)
     }
 }
 

@@ -128,7 +128,8 @@ impl<'a> NodeRef<'a> {
                 // `Release` node (a successor); (2) scratch is written only by the nodes that
                 // lowering makes this node's predecessors, and their releases (AcqRel on this
                 // node's state word) happen before this run, so no write is in progress or
-                // unpublished; (3) only lowering creates scratch, so no other writer exists.
+                // unpublished; (3) only lowering creates scratch and the nodes that name it (`compile`
+                // refuses any other), so no other writer exists.
                 Input::Bytes(unsafe {
                     std::slice::from_raw_parts(raw.ptr.as_ptr().add(src.offset as usize), len as usize)
                 })
