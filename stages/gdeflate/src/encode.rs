@@ -159,6 +159,13 @@ impl Encoder {
         // next position starts a longer one.
         let mut held: Option<(usize, usize, usize)> = None;
         while i < n {
+            // Touch what the next position's search will load first (its bucket, and the
+            // candidate the bucket names): safe Rust has no prefetch, but a load whose value is
+            // kept alive starts the cache misses now, overlapped with this position's search.
+            if i + 1 + HASHED <= n {
+                let next = self.head[Self::hash(input, i + 1)] as usize;
+                std::hint::black_box(input[next.saturating_sub(1)]);
+            }
             let at_least = held.map_or(0, |(_, len, _)| len);
             let (len, dist) = self.longest_match(input, i, params, at_least);
             self.insert(input, i);
