@@ -242,28 +242,47 @@ impl Decoder {
 }
 
 /// A stored block: LEN on lane 0, then its bytes round-robin over the lanes.
+///
+/// Byte k comes from lane k mod 32, one byte per lane per round. The first round goes byte by
+/// byte; after it every lane holds ≥ 32 bits, so the next four rounds take exactly each lane's
+/// low 32 bits, and each lane refills exactly once among them, in an order that depends only
+/// on the lanes' bit counts (which four rounds leave unchanged). So the middle of the block
+/// runs 128 bytes at a time: 32 input words in, a 4 × 32 byte transpose out. The last partial
+/// group goes byte by byte again.
 fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usize, Reason> {
     let len = lanes.take(0, 16) as usize;
     let dst = out.get_mut(pos..pos + len).ok_or(Reason::OutputOverflow)?;
     let mut state = BlockState::from_lanes(lanes, pos);
-    // Byte k comes from lane k mod 32: whole rounds, then the partial last one.
-    let mut rounds = dst.chunks_exact_mut(LANES);
-    for round in &mut rounds {
-        for (lane, byte) in round.iter_mut().enumerate() {
-            *byte = state.bits[lane] as u8;
-            state.bits[lane] >>= 8;
-            state.count[lane] -= 8;
-            state.refill_predictable(lanes.src, lane);
+    let src = lanes.src;
+    let (first, rest) = dst.split_at_mut(len.min(LANES));
+    state.stored_bytes(src, first, 0);
+    let mut groups = rest.chunks_exact_mut(4 * LANES);
+    if groups.len() > 0 {
+        let ranks = state.stored_ranks();
+        for group in &mut groups {
+            let Some(words) = src.get(state.cursor..state.cursor + 4 * LANES) else {
+                // Too little input left for a whole group: the byte path reports it.
+                state.stored_bytes(src, group, 0);
+                continue;
+            };
+            let mut low = [0u32; LANES];
+            for lane in 0..LANES {
+                low[lane] = state.bits[lane] as u32;
+                let at = 4 * ranks[lane] as usize;
+                let word = u32::from_le_bytes([words[at], words[at + 1], words[at + 2], words[at + 3]]);
+                state.bits[lane] = state.bits[lane] >> 32 | (word as u64) << (state.count[lane] - 32);
+            }
+            state.cursor += 4 * LANES;
+            for (round, row) in group.chunks_exact_mut(LANES).enumerate() {
+                for (byte, &bits) in row.iter_mut().zip(&low) {
+                    *byte = (bits >> (8 * round)) as u8;
+                }
+            }
         }
     }
-    for (lane, byte) in rounds.into_remainder().iter_mut().enumerate() {
-        *byte = state.bits[lane] as u8;
-        state.bits[lane] >>= 8;
-        state.count[lane] -= 8;
-        state.refill_predictable(lanes.src, lane);
-    }
+    state.stored_bytes(src, groups.into_remainder(), 0);
     for j in 0..LANES {
-        state.refill_predictable(lanes.src, (len + j) % LANES);
+        state.refill_predictable(src, (len + j) % LANES);
     }
     state.into_lanes(lanes);
     Ok(pos + len)
@@ -336,6 +355,36 @@ impl BlockState {
         self.bits[lane] |= (word & (need as u64).wrapping_neg()) << count;
         self.count[lane] = count + 32 * need as u32;
         self.cursor += 4 * need as usize;
+    }
+
+    /// Stored bytes one at a time, the first from lane `lane` (rounds start at lane 0, and every
+    /// caller passes bytes that start a round).
+    #[inline]
+    fn stored_bytes(&mut self, src: &[u8], bytes: &mut [u8], lane: usize) {
+        for (k, byte) in bytes.iter_mut().enumerate() {
+            let lane = (lane + k) % LANES;
+            *byte = self.bits[lane] as u8;
+            self.bits[lane] >>= 8;
+            self.count[lane] -= 8;
+            self.refill_predictable(src, lane);
+        }
+    }
+
+    /// For four stored rounds from lanes that all hold 32..=63 bits: the order in which the
+    /// lanes refill (as an index into the next 32 words, per lane). A lane refills in the first
+    /// round whose byte leaves it under 32 bits, lanes within a round in lane order.
+    fn stored_ranks(&self) -> [u8; LANES] {
+        let mut ranks = [0u8; LANES];
+        let mut next = 0u8;
+        for round in 0..4 {
+            for lane in 0..LANES {
+                if (self.count[lane].clamp(32, 63) - 32) / 8 == round {
+                    ranks[lane] = next;
+                    next += 1;
+                }
+            }
+        }
+        ranks
     }
 
     /// The same refill, as a branch: right for stored blocks, where every lane refills every
