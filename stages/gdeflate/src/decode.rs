@@ -377,9 +377,9 @@ impl BlockState {
         let mut ranks = [0u8; LANES];
         let mut next = 0u8;
         for round in 0..4 {
-            for lane in 0..LANES {
-                if (self.count[lane].clamp(32, 63) - 32) / 8 == round {
-                    ranks[lane] = next;
+            for (rank, &count) in ranks.iter_mut().zip(&self.count) {
+                if (count.clamp(32, 63) - 32) / 8 == round {
+                    *rank = next;
                     next += 1;
                 }
             }
