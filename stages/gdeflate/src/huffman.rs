@@ -12,9 +12,17 @@ const SUBTABLE: u32 = 0x80;
 /// in the length byte.
 #[derive(Clone, Debug)]
 pub struct DecodeTable {
-    entries: Vec<u32>,
+    /// A fixed size, so lookups index with a mask and need no bounds check; `used` of them
+    /// hold the current code.
+    entries: Box<[u32; TABLE_CAP]>,
+    used: usize,
     primary_bits: u32,
 }
+
+/// Entries a table holds: a 10-bit primary table with subtables needs at most 1332 for 288
+/// symbols of up to 15 bits (zlib's `enough`), anything smaller fewer. `build` refuses a code
+/// that would need more, so no input can index past it.
+const TABLE_CAP: usize = 2048;
 
 /// Bit-reverses the low `len` bits of `code` (codes are sent MSB first, read LSB first).
 pub fn reverse(code: u32, len: u32) -> u32 {
@@ -54,8 +62,10 @@ pub fn canonical_codes(lengths: &[u8], codes: &mut [u32]) -> bool {
 impl DecodeTable {
     /// An empty table; [`DecodeTable::build`] fills it.
     pub fn new(primary_bits: u32) -> Self {
+        debug_assert!(primary_bits <= 11);
         DecodeTable {
-            entries: Vec::new(),
+            entries: Box::new([0; TABLE_CAP]),
+            used: 0,
             primary_bits,
         }
     }
@@ -77,8 +87,8 @@ impl DecodeTable {
         }
         let primary = self.primary_bits;
         let primary_size = 1usize << primary;
-        self.entries.clear();
-        self.entries.resize(primary_size, 0);
+        self.entries[..primary_size].fill(0);
+        self.used = primary_size;
 
         // Longest code under each primary prefix decides that prefix's subtable size.
         let mut longest = [0u8; 1 << 11];
@@ -103,9 +113,14 @@ impl DecodeTable {
         for (prefix, &longest) in longest[..primary_size].iter().enumerate() {
             if longest != 0 {
                 let sub_bits = longest as u32 - primary;
-                let offset = self.entries.len() as u32;
-                self.entries[prefix] = offset << 16 | SUBTABLE | sub_bits;
-                self.entries.resize(self.entries.len() + (1 << sub_bits), 0);
+                let offset = self.used;
+                let end = offset + (1 << sub_bits);
+                if end > TABLE_CAP {
+                    return Err(Reason::OversubscribedCode);
+                }
+                self.entries[prefix] = (offset as u32) << 16 | SUBTABLE | sub_bits;
+                self.entries[offset..end].fill(0);
+                self.used = end;
             }
         }
         for (sym, &l) in lengths.iter().enumerate() {
@@ -131,13 +146,14 @@ impl DecodeTable {
     /// `payload << 8 | code length`, or 0 if the pattern is no code.
     #[inline(always)]
     pub fn lookup(&self, bits: u64) -> u32 {
-        let mask = (1u64 << self.primary_bits) - 1;
-        let entry = self.entries[(bits & mask) as usize];
+        // Masked to the table's size as well: the compiler then needs no bounds check.
+        let mask = (1usize << self.primary_bits) - 1;
+        let entry = self.entries[bits as usize & mask & (TABLE_CAP - 1)];
         if entry & SUBTABLE == 0 {
             return entry;
         }
-        let sub = (bits >> self.primary_bits) & ((1u64 << (entry & 0x7F)) - 1);
-        self.entries[(entry >> 16) as usize + sub as usize]
+        let sub = (bits >> self.primary_bits) as usize & ((1usize << (entry & 0x7F)) - 1);
+        self.entries[((entry >> 16) as usize + sub) & (TABLE_CAP - 1)]
     }
 
     /// Decodes one symbol (for tables built with [`DecodeTable::build`]): `(symbol, length)`,
