@@ -8,14 +8,15 @@
 //! fails as truncated. No element is longer than 31 bits (FORMAT.md §2.3).
 
 use crate::error::Reason;
-use crate::huffman::DecodeTable;
+use crate::huffman::{DecodeTable, PairTable};
 use crate::tables::{
     fixed_dist_lengths, fixed_litlen_lengths, DIST_BASE, DIST_EXTRA, DIST_SYMS, EOB, LANES, LENGTH_BASE, LENGTH_EXTRA,
     LITLEN_SYMS, PRECODE_ORDER, TILE_SIZE,
 };
 
-// Lit/len entries carry what the data loop needs (see `litlen_payload`): in the entry,
-// bits 0-7 code length, 8-12 extra bits (lengths) or 8-15 the byte (literals), 13-28 length base.
+// Entries carry what the data loop needs (see `litlen_payload`): bits 0-7 code length, 8-12
+// extra bits, 13-28 base (a length's or distance's base, or a literal's byte, with 0 extra
+// bits), so every element's value is base + its extra bits.
 const LITERAL: u32 = 1 << 31;
 const END_OF_BLOCK: u32 = 1 << 30;
 const BAD_SYMBOL: u32 = 1 << 29;
@@ -23,7 +24,7 @@ const BAD_SYMBOL: u32 = 1 << 29;
 /// What a lit/len table entry holds for `sym` (shifted left 8 by the table).
 fn litlen_payload(sym: u32) -> u32 {
     match sym {
-        0..=255 => LITERAL >> 8 | sym,
+        0..=255 => LITERAL >> 8 | sym << 5,
         256 => END_OF_BLOCK >> 8,
         257..=285 => LENGTH_BASE[sym as usize - 257] << 5 | LENGTH_EXTRA[sym as usize - 257],
         _ => BAD_SYMBOL >> 8,
@@ -35,9 +36,6 @@ fn dist_payload(sym: u32) -> u32 {
     DIST_BASE[sym as usize] << 5 | DIST_EXTRA[sym as usize]
 }
 
-/// Primary index width of the lit/len table (longer codes use subtables).
-const LITLEN_TABLE_BITS: u32 = 10;
-const DIST_TABLE_BITS: u32 = 8;
 const PRECODE_TABLE_BITS: u32 = 7;
 
 /// 32 bit reservoirs fed, in refill order, from one stream of little-endian words.
@@ -123,10 +121,8 @@ impl<'a> Lanes<'a> {
 /// thread.
 #[derive(Debug)]
 pub struct Decoder {
-    fixed_litlen: DecodeTable,
-    fixed_dist: DecodeTable,
-    litlen: DecodeTable,
-    dist: DecodeTable,
+    fixed: PairTable,
+    dynamic: PairTable,
     precode: DecodeTable,
 }
 
@@ -139,19 +135,18 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder with its fixed tables built.
     pub fn new() -> Self {
-        let mut fixed_litlen = DecodeTable::new(LITLEN_TABLE_BITS);
-        let mut fixed_dist = DecodeTable::new(DIST_TABLE_BITS);
-        fixed_litlen
-            .build_with(&fixed_litlen_lengths(), litlen_payload)
-            .expect("the fixed lit/len code is complete");
-        fixed_dist
-            .build_with(&fixed_dist_lengths(), dist_payload)
-            .expect("the fixed distance code is complete");
+        let mut fixed = PairTable::default();
+        fixed
+            .build_with(
+                &fixed_litlen_lengths(),
+                litlen_payload,
+                &fixed_dist_lengths(),
+                dist_payload,
+            )
+            .expect("the fixed codes are complete");
         Decoder {
-            fixed_litlen,
-            fixed_dist,
-            litlen: DecodeTable::new(LITLEN_TABLE_BITS),
-            dist: DecodeTable::new(DIST_TABLE_BITS),
+            fixed,
+            dynamic: PairTable::default(),
             precode: DecodeTable::new(PRECODE_TABLE_BITS),
         }
     }
@@ -173,10 +168,10 @@ impl Decoder {
             lanes.refill(0);
             match kind {
                 0 => pos = stored_block(&mut lanes, out, pos)?,
-                1 => pos = huffman_block(&mut lanes, &self.fixed_litlen, &self.fixed_dist, out, pos)?,
+                1 => pos = huffman_block(&mut lanes, &self.fixed, out, pos)?,
                 2 => {
                     self.read_dynamic_header(&mut lanes)?;
-                    pos = huffman_block(&mut lanes, &self.litlen, &self.dist, out, pos)?;
+                    pos = huffman_block(&mut lanes, &self.dynamic, out, pos)?;
                 }
                 _ => return Err(Reason::BadBlockType),
             }
@@ -235,8 +230,8 @@ impl Decoder {
         if lengths[EOB] == 0 {
             return Err(Reason::NoEndOfBlock);
         }
-        self.litlen.build_with(&lengths[..hlit], litlen_payload)?;
-        self.dist.build_with(&lengths[hlit..total], dist_payload)?;
+        self.dynamic
+            .build_with(&lengths[..hlit], litlen_payload, &lengths[hlit..total], dist_payload)?;
         Ok(())
     }
 }
@@ -294,15 +289,11 @@ fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usi
 /// output and nothing is spilled per symbol), lane indices are masked (so the lane arrays need no
 /// bounds checks), table entries carry the literal byte or the length base and extra-bit count,
 /// and a literal and a length share one branch-free step.
-fn huffman_block(
-    lanes: &mut Lanes<'_>,
-    litlen: &DecodeTable,
-    dist: &DecodeTable,
-    out: &mut [u8],
-    pos: usize,
-) -> Result<usize, Reason> {
+fn huffman_block(lanes: &mut Lanes<'_>, table: &PairTable, out: &mut [u8], pos: usize) -> Result<usize, Reason> {
     let mut state = BlockState::from_lanes(lanes, pos);
-    let result = state.run(lanes.src, litlen, dist, out);
+    let result = state
+        .run_fast(lanes.src, table, out)
+        .and_then(|lane| state.run(lanes.src, table, out, lane));
     let pos = state.pos;
     state.into_lanes(lanes);
     result.map(|()| pos)
@@ -406,17 +397,107 @@ impl BlockState {
         }
     }
 
+    /// The data loop without a branch on what an element is. Every visit looks up both tables
+    /// and keeps the entry the lane's state asks for (a distance if it owes one); the value is
+    /// base + extra bits whatever the element. The element's byte is written at the output
+    /// position whatever it is (a literal's byte stays; anything else is overwritten before it
+    /// can be read: a match's copy covers its own first byte, and a position no element has
+    /// claimed is claimed later), the position moves by 1, n or 0, and a distance queues its
+    /// copy. Queued copies run, in order, at the end of each round: every byte a copy reads lies
+    /// before its destination, written by a literal at once or by an earlier copy in the queue.
+    ///
+    /// The only branches left are ones a predictor gets right: a subtable (long codes), an end
+    /// of block or a fault (rare), and the bounds checks. On an end of block or a fault, the
+    /// queue is flushed and the lane is handed to `run`, which takes it from there one lane at
+    /// a time with every check spelled out.
     #[inline(always)]
-    fn run(&mut self, src: &[u8], litlen: &DecodeTable, dist: &DecodeTable, out: &mut [u8]) -> Result<(), Reason> {
+    fn run_fast(&mut self, src: &[u8], table: &PairTable, out: &mut [u8]) -> Result<usize, Reason> {
         let end = out.len();
-        let mut lane = 0usize;
+        let mut queue = [(0u32, 0u32, 0u32); LANES];
+        // The two serial values in locals, so each step is a register add, not a round trip
+        // through memory; written back wherever the loop hands over.
+        let mut pos = self.pos;
+        let mut cursor = self.cursor;
+        let mut truncated = false;
+        let outcome = 'rounds: loop {
+            let mut queued = 0usize;
+            for lane in 0..LANES {
+                let b = self.bits[lane];
+                let owed = self.pending_len[lane];
+                let owes = owed != 0;
+                let (from_litlen, from_dist) = table.lookup_both(b);
+                let entry = if owes { from_dist } else { from_litlen };
+                let len = entry & 0xFF;
+                // Stop before an end of block, a bad symbol or a pattern that is no code: the
+                // careful loop decodes this element again from the same state.
+                if (entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 && !owes) || len == 0 {
+                    flush(out, &queue[..queued]);
+                    break 'rounds Ok(lane);
+                }
+                let extra = (entry >> 8) & 0x1F;
+                let rest = b >> len;
+                let value = ((entry >> 13) & 0xFFFF) + (rest & ((1u64 << extra) - 1)) as u32;
+                let bits = rest >> extra;
+                let count = self.count[lane] - (len + extra);
+
+                let literal = entry & LITERAL != 0;
+                let length = !owes && !literal;
+                let step = if literal {
+                    1
+                } else if length {
+                    value as usize
+                } else {
+                    0
+                };
+                let dst = self.pending_dst[lane];
+                if (step > end - pos) | (owes & (value > dst)) {
+                    flush(out, &queue[..queued]);
+                    break 'rounds Err(if owes {
+                        Reason::DistanceTooFar
+                    } else {
+                        Reason::OutputOverflow
+                    });
+                }
+                if let Some(byte) = out.get_mut(pos) {
+                    *byte = value as u8;
+                }
+                queue[queued] = (dst, value, owed);
+                queued += owes as usize;
+                self.pending_len[lane] = if length { value } else { 0 };
+                self.pending_dst[lane] = if owes { dst } else { pos as u32 };
+                pos += step;
+
+                // The refill, on the locals.
+                let need = count < 32;
+                let word = match src.get(cursor..cursor + 4) {
+                    Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
+                    None => {
+                        truncated |= need;
+                        0
+                    }
+                };
+                self.bits[lane] = bits | (word & (need as u64).wrapping_neg()) << count;
+                self.count[lane] = count + 32 * need as u32;
+                cursor += 4 * need as usize;
+            }
+            flush(out, &queue[..queued]);
+        };
+        self.pos = pos;
+        self.cursor = cursor;
+        self.truncated |= truncated;
+        outcome
+    }
+
+    #[inline(always)]
+    fn run(&mut self, src: &[u8], table: &PairTable, out: &mut [u8], mut lane: usize) -> Result<(), Reason> {
+        let end = out.len();
         loop {
             lane &= LANES - 1;
             if self.pending_len[lane] != 0 {
-                self.finish_match(dist, out, lane)?;
+                self.finish_match(table, out, lane)?;
             } else {
                 let bits = self.bits[lane];
-                let entry = litlen.lookup(bits);
+                let entry = table.lookup(bits, false);
                 let len = entry & 0xFF;
                 if entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 || len == 0 {
                     if len == 0 {
@@ -434,7 +515,7 @@ impl BlockState {
                     let Some(byte) = out.get_mut(self.pos) else {
                         return Err(Reason::OutputOverflow);
                     };
-                    *byte = (entry >> 8) as u8;
+                    *byte = (entry >> 13) as u8;
                     self.pos += 1;
                     self.bits[lane] = rest;
                     self.count[lane] -= len;
@@ -458,7 +539,7 @@ impl BlockState {
         for j in 0..LANES {
             let m = (lane + j) & (LANES - 1);
             if self.pending_len[m] != 0 {
-                self.finish_match(dist, out, m)?;
+                self.finish_match(table, out, m)?;
             }
             self.refill(src, m);
         }
@@ -468,9 +549,9 @@ impl BlockState {
     /// Reads a pending match's distance from `lane` and copies. Every byte before the match's
     /// destination is final when this runs (copies execute in the order their lengths were read).
     #[inline(always)]
-    fn finish_match(&mut self, dist: &DecodeTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
+    fn finish_match(&mut self, table: &PairTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
         let bits = self.bits[lane];
-        let entry = dist.lookup(bits);
+        let entry = table.lookup(bits, true);
         let len = entry & 0xFF;
         if len == 0 {
             return Err(Reason::InvalidCode);
@@ -487,6 +568,14 @@ impl BlockState {
         }
         copy_match(out, dst, distance, n);
         Ok(())
+    }
+}
+
+/// Runs queued copies `(destination, distance, length)` in order.
+#[inline(always)]
+fn flush(out: &mut [u8], queue: &[(u32, u32, u32)]) {
+    for &(dst, distance, len) in queue {
+        copy_match(out, dst as usize, distance as usize, len as usize);
     }
 }
 

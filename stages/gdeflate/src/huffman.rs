@@ -12,10 +12,8 @@ const SUBTABLE: u32 = 0x80;
 /// in the length byte.
 #[derive(Clone, Debug)]
 pub struct DecodeTable {
-    /// A fixed size, so lookups index with a mask and need no bounds check; `used` of them
-    /// hold the current code.
+    /// A fixed size, so lookups index with a mask and need no bounds check.
     entries: Box<[u32; TABLE_CAP]>,
-    used: usize,
     primary_bits: u32,
 }
 
@@ -59,13 +57,154 @@ pub fn canonical_codes(lengths: &[u8], codes: &mut [u32]) -> bool {
     true
 }
 
+/// Fills `region` (its start is the primary table, subtables follow within it; pointers are
+/// offsets into `region` plus `base`, the region's position in the array lookups index) with
+/// the decode table of `lengths`.
+fn fill_region(
+    region: &mut [u32],
+    base: usize,
+    primary: u32,
+    lengths: &[u8],
+    payload: impl Fn(u32) -> u32,
+) -> Result<(), Reason> {
+    let mut codes = [0u32; 288];
+    if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
+        return Err(Reason::OversubscribedCode);
+    }
+    let primary_size = 1usize << primary;
+    region[..primary_size].fill(0);
+    let mut used = primary_size;
+
+    // Longest code under each primary prefix decides that prefix's subtable size.
+    let mut longest = [0u8; 1 << 11];
+    debug_assert!(primary <= 11);
+    for (sym, &l) in lengths.iter().enumerate() {
+        let l = l as u32;
+        if l == 0 {
+            continue;
+        }
+        if l <= primary {
+            let entry = payload(sym as u32) << 8 | l;
+            let mut i = codes[sym] as usize;
+            while i < primary_size {
+                region[i] = entry;
+                i += 1 << l;
+            }
+        } else {
+            let prefix = codes[sym] as usize & (primary_size - 1);
+            longest[prefix] = longest[prefix].max(l as u8);
+        }
+    }
+    for (prefix, &longest) in longest[..primary_size].iter().enumerate() {
+        if longest != 0 {
+            let sub_bits = longest as u32 - primary;
+            let end = used + (1 << sub_bits);
+            if end > region.len() {
+                return Err(Reason::OversubscribedCode);
+            }
+            region[prefix] = ((base + used) as u32) << 16 | SUBTABLE | sub_bits;
+            region[used..end].fill(0);
+            used = end;
+        }
+    }
+    for (sym, &l) in lengths.iter().enumerate() {
+        let l = l as u32;
+        if l <= primary {
+            continue;
+        }
+        let code = codes[sym] as usize;
+        let pointer = region[code & (primary_size - 1)];
+        let (offset, sub_bits) = ((pointer >> 16) as usize - base, pointer & 0x7F);
+        let entry = payload(sym as u32) << 8 | l;
+        let step = 1usize << (l - primary);
+        let mut i = code >> primary;
+        while i < 1 << sub_bits {
+            region[offset + i] = entry;
+            i += step;
+        }
+    }
+    Ok(())
+}
+
+fn fill_table(entries: &mut [u32], primary: u32, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
+    fill_region(entries, 0, primary, lengths, payload)
+}
+
+/// A block's two codes in one array: lit/len (10-bit primary) in the first half, distance
+/// (8-bit primary) in the second. A lane looks up one or the other depending on whether it owes
+/// a distance, and with both in one array that choice is an offset and a mask, not a branch or
+/// a second load.
+#[derive(Clone, Debug)]
+pub struct PairTable {
+    entries: Box<[u32; 2 * TABLE_CAP]>,
+}
+
+impl Default for PairTable {
+    fn default() -> Self {
+        PairTable {
+            entries: Box::new([0; 2 * TABLE_CAP]),
+        }
+    }
+}
+
+impl PairTable {
+    /// Primary index width of the lit/len half.
+    pub const LITLEN_BITS: u32 = 10;
+    /// Primary index width of the distance half.
+    pub const DIST_BITS: u32 = 8;
+
+    /// Builds both halves; payloads as for [`DecodeTable::build_with`].
+    pub fn build_with(
+        &mut self,
+        litlen: &[u8],
+        litlen_payload: impl Fn(u32) -> u32,
+        dist: &[u8],
+        dist_payload: impl Fn(u32) -> u32,
+    ) -> Result<(), Reason> {
+        let (low, high) = self.entries.split_at_mut(TABLE_CAP);
+        fill_region(low, 0, Self::LITLEN_BITS, litlen, litlen_payload)?;
+        fill_region(high, TABLE_CAP, Self::DIST_BITS, dist, dist_payload)
+    }
+
+    /// The final entry for the low bits of `bits` in the distance code if `distance`, else in
+    /// the lit/len code; 0 if the pattern is no code.
+    #[inline(always)]
+    pub fn lookup(&self, bits: u64, distance: bool) -> u32 {
+        if distance {
+            self.lookup_in::<TABLE_CAP, { Self::DIST_BITS }>(bits)
+        } else {
+            self.lookup_in::<0, { Self::LITLEN_BITS }>(bits)
+        }
+    }
+
+    /// Both entries for `bits`, (lit/len, distance): two independent loads, for a caller that
+    /// picks one without a branch.
+    #[inline(always)]
+    pub fn lookup_both(&self, bits: u64) -> (u32, u32) {
+        (
+            self.lookup_in::<0, { Self::LITLEN_BITS }>(bits),
+            self.lookup_in::<TABLE_CAP, { Self::DIST_BITS }>(bits),
+        )
+    }
+
+    #[inline(always)]
+    fn lookup_in<const BASE: usize, const PRIMARY: u32>(&self, bits: u64) -> u32 {
+        const CAP: usize = 2 * TABLE_CAP;
+        let entry = self.entries[(BASE + (bits as usize & ((1 << PRIMARY) - 1))) & (CAP - 1)];
+        if entry & SUBTABLE == 0 {
+            return entry;
+        }
+        let sub = (bits >> PRIMARY) as usize & ((1usize << (entry & 0x7F)) - 1);
+        self.entries[((entry >> 16) as usize + sub) & (CAP - 1)]
+    }
+}
+
 impl DecodeTable {
     /// An empty table; [`DecodeTable::build`] fills it.
     pub fn new(primary_bits: u32) -> Self {
         debug_assert!(primary_bits <= 11);
         DecodeTable {
             entries: Box::new([0; TABLE_CAP]),
-            used: 0,
             primary_bits,
         }
     }
@@ -81,65 +220,7 @@ impl DecodeTable {
     /// what it needs to act on a symbol (a literal byte, a base and its extra-bit count) in the
     /// entry itself.
     pub fn build_with(&mut self, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
-        let mut codes = [0u32; 288];
-        if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
-            return Err(Reason::OversubscribedCode);
-        }
-        let primary = self.primary_bits;
-        let primary_size = 1usize << primary;
-        self.entries[..primary_size].fill(0);
-        self.used = primary_size;
-
-        // Longest code under each primary prefix decides that prefix's subtable size.
-        let mut longest = [0u8; 1 << 11];
-        debug_assert!(primary <= 11);
-        for (sym, &l) in lengths.iter().enumerate() {
-            let l = l as u32;
-            if l == 0 {
-                continue;
-            }
-            if l <= primary {
-                let entry = payload(sym as u32) << 8 | l;
-                let mut i = codes[sym] as usize;
-                while i < primary_size {
-                    self.entries[i] = entry;
-                    i += 1 << l;
-                }
-            } else {
-                let prefix = codes[sym] as usize & (primary_size - 1);
-                longest[prefix] = longest[prefix].max(l as u8);
-            }
-        }
-        for (prefix, &longest) in longest[..primary_size].iter().enumerate() {
-            if longest != 0 {
-                let sub_bits = longest as u32 - primary;
-                let offset = self.used;
-                let end = offset + (1 << sub_bits);
-                if end > TABLE_CAP {
-                    return Err(Reason::OversubscribedCode);
-                }
-                self.entries[prefix] = (offset as u32) << 16 | SUBTABLE | sub_bits;
-                self.entries[offset..end].fill(0);
-                self.used = end;
-            }
-        }
-        for (sym, &l) in lengths.iter().enumerate() {
-            let l = l as u32;
-            if l <= primary {
-                continue;
-            }
-            let code = codes[sym] as usize;
-            let pointer = self.entries[code & (primary_size - 1)];
-            let (offset, sub_bits) = ((pointer >> 16) as usize, pointer & 0x7F);
-            let entry = payload(sym as u32) << 8 | l;
-            let step = 1usize << (l - primary);
-            let mut i = code >> primary;
-            while i < 1 << sub_bits {
-                self.entries[offset + i] = entry;
-                i += step;
-            }
-        }
-        Ok(())
+        fill_table(&mut self.entries[..], self.primary_bits, lengths, payload)
     }
 
     /// The final entry for the low bits of `bits` (which must hold at least 15 valid bits):
