@@ -305,9 +305,9 @@ struct BlockState {
     count: [u32; LANES],
     cursor: usize,
     truncated: bool,
-    /// Per lane, a match whose length was read and whose distance comes next visit (0 = none).
-    pending_len: [u32; LANES],
-    pending_dst: [u32; LANES],
+    /// Per lane, a match whose length was read and whose distance comes next visit, as
+    /// `length << 20 | destination` (0 = none; lengths and positions are below 2^20).
+    pending: [u64; LANES],
     pos: usize,
 }
 
@@ -319,8 +319,7 @@ impl BlockState {
             count: lanes.count,
             cursor: lanes.cursor,
             truncated: false,
-            pending_len: [0; LANES],
-            pending_dst: [0; LANES],
+            pending: [0; LANES],
             pos,
         }
     }
@@ -412,75 +411,43 @@ impl BlockState {
     /// a time with every check spelled out.
     #[inline(always)]
     fn run_fast(&mut self, src: &[u8], table: &PairTable, out: &mut [u8]) -> Result<usize, Reason> {
-        let end = out.len();
-        let mut queue = [(0u32, 0u32, 0u32); LANES];
-        // The two serial values in locals, so each step is a register add, not a round trip
+        let mut queue = [0u64; LANES];
+        // The serial values in locals, so each step is a register add, not a round trip
         // through memory; written back wherever the loop hands over.
         let mut pos = self.pos;
         let mut cursor = self.cursor;
         let mut truncated = false;
-        let outcome = 'rounds: loop {
-            let mut queued = 0usize;
-            for lane in 0..LANES {
-                let b = self.bits[lane];
-                let owed = self.pending_len[lane];
-                let owes = owed != 0;
-                let (from_litlen, from_dist) = table.lookup_both(b);
-                let entry = if owes { from_dist } else { from_litlen };
-                let len = entry & 0xFF;
-                // Stop before an end of block, a bad symbol or a pattern that is no code: the
-                // careful loop decodes this element again from the same state.
-                if (entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 && !owes) || len == 0 {
-                    flush(out, &queue[..queued]);
-                    break 'rounds Ok(lane);
-                }
-                let extra = (entry >> 8) & 0x1F;
-                let rest = b >> len;
-                let value = ((entry >> 13) & 0xFFFF) + (rest & ((1u64 << extra) - 1)) as u32;
-                let bits = rest >> extra;
-                let count = self.count[lane] - (len + extra);
-
-                let literal = entry & LITERAL != 0;
-                let length = !owes && !literal;
-                let step = if literal {
-                    1
-                } else if length {
-                    value as usize
-                } else {
-                    0
-                };
-                let dst = self.pending_dst[lane];
-                if (step > end - pos) | (owes & (value > dst)) {
-                    flush(out, &queue[..queued]);
-                    break 'rounds Err(if owes {
-                        Reason::DistanceTooFar
-                    } else {
-                        Reason::OutputOverflow
+        let outcome = loop {
+            // A round takes at most 32 words: with 128 bytes of input ahead, it reads them from a
+            // fixed-size window, where no refill needs a bounds check.
+            let step = match src.get(cursor..cursor + 4 * LANES) {
+                Some(window) => {
+                    let window: &[u8; 4 * LANES] = window.try_into().expect("128 bytes");
+                    let mut taken = 0usize;
+                    let step = self.round(table, out, &mut pos, &mut queue, |need| {
+                        let at = taken & (4 * LANES - 4);
+                        let word = u32::from_le_bytes([window[at], window[at + 1], window[at + 2], window[at + 3]]);
+                        taken += 4 * need as usize;
+                        word
                     });
+                    cursor += taken;
+                    step
                 }
-                if let Some(byte) = out.get_mut(pos) {
-                    *byte = value as u8;
-                }
-                queue[queued] = (dst, value, owed);
-                queued += owes as usize;
-                self.pending_len[lane] = if length { value } else { 0 };
-                self.pending_dst[lane] = if owes { dst } else { pos as u32 };
-                pos += step;
-
-                // The refill, on the locals.
-                let need = count < 32;
-                let word = match src.get(cursor..cursor + 4) {
-                    Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
-                    None => {
-                        truncated |= need;
-                        0
-                    }
-                };
-                self.bits[lane] = bits | (word & (need as u64).wrapping_neg()) << count;
-                self.count[lane] = count + 32 * need as u32;
-                cursor += 4 * need as usize;
+                None => self.round(table, out, &mut pos, &mut queue, |need| {
+                    let word = match src.get(cursor..cursor + 4) {
+                        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+                        None => {
+                            truncated |= need;
+                            0
+                        }
+                    };
+                    cursor += 4 * need as usize;
+                    word
+                }),
+            };
+            if let Some(outcome) = step {
+                break outcome;
             }
-            flush(out, &queue[..queued]);
         };
         self.pos = pos;
         self.cursor = cursor;
@@ -488,12 +455,82 @@ impl BlockState {
         outcome
     }
 
+    /// One round of `run_fast`: `None` when all 32 lanes took their element, or how the block
+    /// goes on (the lane for `run`, or a fault). `next_word(need)` is the refill's word, consumed
+    /// only if `need`.
+    #[inline(always)]
+    fn round(
+        &mut self,
+        table: &PairTable,
+        out: &mut [u8],
+        pos: &mut usize,
+        queue: &mut [u64; LANES],
+        mut next_word: impl FnMut(bool) -> u32,
+    ) -> Option<Result<usize, Reason>> {
+        let end = out.len();
+        let mut queued = 0usize;
+        for lane in 0..LANES {
+            let b = self.bits[lane];
+            // (length << 20 | destination) of the match whose distance this lane owes, or 0.
+            let pending = self.pending[lane];
+            let owed = (pending >> 20) as u32;
+            let dst = (pending & 0xFFFFF) as u32;
+            let owes = owed != 0;
+            let (from_litlen, from_dist) = table.lookup_both(b);
+            let entry = if owes { from_dist } else { from_litlen };
+            let len = entry & 0xFF;
+            // Stop before an end of block, a bad symbol or a pattern that is no code: the
+            // careful loop decodes this element again from the same state.
+            if (entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 && !owes) || len == 0 {
+                flush(out, &queue[..queued]);
+                return Some(Ok(lane));
+            }
+            let extra = (entry >> 8) & 0x1F;
+            let rest = b >> len;
+            let value = ((entry >> 13) & 0xFFFF) + (rest & ((1u64 << extra) - 1)) as u32;
+            let bits = rest >> extra;
+            let count = self.count[lane] - (len + extra);
+
+            let literal = entry & LITERAL != 0;
+            let length = !owes && !literal;
+            let step = if literal {
+                1
+            } else if length {
+                value as usize
+            } else {
+                0
+            };
+            if (step > end - *pos) | (owes & (value > dst)) {
+                flush(out, &queue[..queued]);
+                return Some(Err(if owes {
+                    Reason::DistanceTooFar
+                } else {
+                    Reason::OutputOverflow
+                }));
+            }
+            if let Some(byte) = out.get_mut(*pos) {
+                *byte = value as u8;
+            }
+            queue[queued & (LANES - 1)] = pending << 20 | value as u64;
+            queued += owes as usize;
+            self.pending[lane] = if length { (value as u64) << 20 | *pos as u64 } else { 0 };
+            *pos += step;
+
+            let need = count < 32;
+            let word = next_word(need) as u64;
+            self.bits[lane] = bits | (word & (need as u64).wrapping_neg()) << count;
+            self.count[lane] = count + 32 * need as u32;
+        }
+        flush(out, &queue[..queued]);
+        None
+    }
+
     #[inline(always)]
     fn run(&mut self, src: &[u8], table: &PairTable, out: &mut [u8], mut lane: usize) -> Result<(), Reason> {
         let end = out.len();
         loop {
             lane &= LANES - 1;
-            if self.pending_len[lane] != 0 {
+            if self.pending[lane] != 0 {
                 self.finish_match(table, out, lane)?;
             } else {
                 let bits = self.bits[lane];
@@ -527,8 +564,7 @@ impl BlockState {
                     if n > end - self.pos {
                         return Err(Reason::OutputOverflow);
                     }
-                    self.pending_len[lane] = n as u32;
-                    self.pending_dst[lane] = self.pos as u32;
+                    self.pending[lane] = (n as u64) << 20 | self.pos as u64;
                     self.pos += n;
                 }
             }
@@ -538,7 +574,7 @@ impl BlockState {
         // End-of-block pass, starting at the lane that read EOB.
         for j in 0..LANES {
             let m = (lane + j) & (LANES - 1);
-            if self.pending_len[m] != 0 {
+            if self.pending[m] != 0 {
                 self.finish_match(table, out, m)?;
             }
             self.refill(src, m);
@@ -561,8 +597,11 @@ impl BlockState {
         let distance = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
         self.bits[lane] = rest >> extra;
         self.count[lane] -= len + extra;
-        let (dst, n) = (self.pending_dst[lane] as usize, self.pending_len[lane] as usize);
-        self.pending_len[lane] = 0;
+        let (dst, n) = (
+            (self.pending[lane] & 0xFFFFF) as usize,
+            (self.pending[lane] >> 20) as usize,
+        );
+        self.pending[lane] = 0;
         if distance > dst {
             return Err(Reason::DistanceTooFar);
         }
@@ -571,10 +610,12 @@ impl BlockState {
     }
 }
 
-/// Runs queued copies `(destination, distance, length)` in order.
+/// Runs queued copies in order: each `length << 40 | destination << 20 | distance` (all three
+/// below 2^20).
 #[inline(always)]
-fn flush(out: &mut [u8], queue: &[(u32, u32, u32)]) {
-    for &(dst, distance, len) in queue {
+fn flush(out: &mut [u8], queue: &[u64]) {
+    for &copy in queue {
+        let (len, dst, distance) = (copy >> 40, (copy >> 20) & 0xFFFFF, copy & 0xFFFFF);
         copy_match(out, dst as usize, distance as usize, len as usize);
     }
 }
