@@ -137,12 +137,16 @@ fn fill_table(entries: &mut [u32], primary: u32, lengths: &[u8], payload: impl F
 #[derive(Clone, Debug)]
 pub struct PairTable {
     entries: Box<[u32; 2 * TABLE_CAP]>,
+    /// The share of lit/len symbols that are lengths, as the code's lengths imply it
+    /// (Σ 2^-length over symbols 257 and up), in 1/32768ths.
+    length_share: u32,
 }
 
 impl Default for PairTable {
     fn default() -> Self {
         PairTable {
             entries: Box::new([0; 2 * TABLE_CAP]),
+            length_share: 0,
         }
     }
 }
@@ -163,7 +167,20 @@ impl PairTable {
     ) -> Result<(), Reason> {
         let (low, high) = self.entries.split_at_mut(TABLE_CAP);
         fill_region(low, 0, Self::LITLEN_BITS, litlen, litlen_payload)?;
-        fill_region(high, TABLE_CAP, Self::DIST_BITS, dist, dist_payload)
+        fill_region(high, TABLE_CAP, Self::DIST_BITS, dist, dist_payload)?;
+        self.length_share = litlen
+            .iter()
+            .skip(257)
+            .filter(|&&l| l != 0)
+            .map(|&l| 1u32 << (15 - l as u32))
+            .sum();
+        Ok(())
+    }
+
+    /// The share of lit/len symbols that are match lengths, as the code implies it, in
+    /// 1/32768ths: a code that spends few of its patterns on lengths expects mostly literals.
+    pub fn length_share(&self) -> u32 {
+        self.length_share
     }
 
     /// The final entry for the low bits of `bits` in the distance code if `distance`, else in
