@@ -344,22 +344,6 @@ impl BlockState {
         lanes.cursor = self.cursor;
         lanes.truncated |= self.truncated;
     }
-    #[inline(always)]
-    fn refill(&mut self, src: &[u8], lane: usize) {
-        let count = self.count[lane];
-        let need = count < 32;
-        let word = match src.get(self.cursor..self.cursor + 4) {
-            Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
-            None => {
-                self.truncated |= need;
-                0
-            }
-        };
-        self.bits[lane] |= (word & (need as u64).wrapping_neg()) << count;
-        self.count[lane] = count + 32 * need as u32;
-        self.cursor += 4 * need as usize;
-    }
-
     /// Stored bytes one at a time, the first from lane `lane` (rounds start at lane 0, and every
     /// caller passes bytes that start a round).
     #[inline]
@@ -539,34 +523,57 @@ impl BlockState {
     }
 
     #[inline(always)]
-    fn run(&mut self, src: &[u8], table: &PairTable, out: &mut [u8], mut lane: usize) -> Result<(), Reason> {
+    fn run(&mut self, src: &[u8], table: &PairTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
+        // The output position and the word cursor in locals (as fields they would make a
+        // store-to-load chain through memory at every element), written back on every exit.
+        let (mut pos, mut cursor) = (self.pos, self.cursor);
+        let result = self.run_with(src, table, out, lane, &mut pos, &mut cursor);
+        self.pos = pos;
+        self.cursor = cursor;
+        result
+    }
+
+    #[inline(always)]
+    fn run_with(
+        &mut self,
+        src: &[u8],
+        table: &PairTable,
+        out: &mut [u8],
+        mut lane: usize,
+        pos_io: &mut usize,
+        cursor_io: &mut usize,
+    ) -> Result<(), Reason> {
         let end = out.len();
-        loop {
+        let mut pos = *pos_io;
+        let mut cursor = *cursor_io;
+        let outcome = loop {
             lane &= LANES - 1;
             if self.pending[lane] != 0 {
-                self.finish_match(table, out, lane)?;
+                if let Err(reason) = self.finish_match(table, out, lane) {
+                    break Err(reason);
+                }
             } else {
                 let bits = self.bits[lane];
                 let entry = table.lookup(bits, false);
                 let len = entry & 0xFF;
                 if entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 || len == 0 {
                     if len == 0 {
-                        return Err(Reason::InvalidCode);
+                        break Err(Reason::InvalidCode);
                     }
                     if entry & BAD_SYMBOL != 0 {
-                        return Err(Reason::BadLengthSymbol);
+                        break Err(Reason::BadLengthSymbol);
                     }
                     self.bits[lane] = bits >> len;
                     self.count[lane] -= len;
-                    break; // no refill of the EOB lane: the end pass starts with it
+                    break Ok(()); // no refill of the EOB lane: the end pass starts with it
                 }
                 let rest = bits >> len;
                 if entry & LITERAL != 0 {
-                    let Some(byte) = out.get_mut(self.pos) else {
-                        return Err(Reason::OutputOverflow);
+                    let Some(byte) = out.get_mut(pos) else {
+                        break Err(Reason::OutputOverflow);
                     };
                     *byte = (entry >> 13) as u8;
-                    self.pos += 1;
+                    pos += 1;
                     self.bits[lane] = rest;
                     self.count[lane] -= len;
                 } else {
@@ -574,25 +581,45 @@ impl BlockState {
                     let n = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
                     self.bits[lane] = rest >> extra;
                     self.count[lane] -= len + extra;
-                    if n > end - self.pos {
-                        return Err(Reason::OutputOverflow);
+                    if n > end - pos {
+                        break Err(Reason::OutputOverflow);
                     }
-                    self.pending[lane] = (n as u64) << 20 | self.pos as u64;
-                    self.pos += n;
+                    self.pending[lane] = (n as u64) << 20 | pos as u64;
+                    pos += n;
                 }
             }
-            self.refill(src, lane);
+            cursor = self.refill_at(src, lane, cursor);
             lane += 1;
-        }
+        };
+        *pos_io = pos;
+        *cursor_io = cursor;
+        outcome?;
         // End-of-block pass, starting at the lane that read EOB.
         for j in 0..LANES {
             let m = (lane + j) & (LANES - 1);
             if self.pending[m] != 0 {
                 self.finish_match(table, out, m)?;
             }
-            self.refill(src, m);
+            *cursor_io = self.refill_at(src, m, *cursor_io);
         }
         Ok(())
+    }
+
+    /// The branch-free refill of `lane` from the word at `cursor`; returns the cursor after it.
+    #[inline(always)]
+    fn refill_at(&mut self, src: &[u8], lane: usize, cursor: usize) -> usize {
+        let count = self.count[lane];
+        let need = count < 32;
+        let word = match src.get(cursor..cursor + 4) {
+            Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64,
+            None => {
+                self.truncated |= need;
+                0
+            }
+        };
+        self.bits[lane] |= (word & (need as u64).wrapping_neg()) << count;
+        self.count[lane] = count + 32 * need as u32;
+        cursor + 4 * need as usize
     }
 
     /// Reads a pending match's distance from `lane` and copies. Every byte before the match's
