@@ -244,6 +244,8 @@ impl Encoder {
         // zlib's good_length: when the held match is already decent, look less hard for better.
         let mut chain = if params.lazy && at_least >= params.good_enough {
             (params.chain / 4).max(1)
+        } else if at_least >= MIN_MATCH {
+            (params.chain / 2).max(1)
         } else {
             params.chain
         };
