@@ -96,6 +96,8 @@ const HASHED: usize = 4;
 /// An empty bucket: buckets hold position + 1 (the last 3 positions of a tile are never
 /// hashed, so every hashed position + 1 fits in a u16).
 const NO_POS: u16 = 0;
+/// Positions of a match indexed, counting back from its end (see `emit_match`).
+const LONG_MATCH_TAIL: usize = 256;
 
 /// Compresses tiles. Holds the match finder's tables; reuse one per thread.
 pub struct Encoder {
@@ -206,7 +208,11 @@ impl Encoder {
             len: len as u32,
             dist: dist as u32,
         });
-        for p in from..at + len {
+        // Inside a long match only its last positions are indexed: they are the nearest
+        // sources for what follows, and indexing every position of a 64 KiB run would cost
+        // more than everything else in its tile.
+        let end = at + len;
+        for p in from.max(end.saturating_sub(LONG_MATCH_TAIL))..end {
             self.insert(input, p);
         }
     }
