@@ -221,7 +221,7 @@ impl Encoder {
     /// ones, at the price of length-3 matches (rarely worth their bits anyway).
     #[inline]
     fn hash(input: &[u8], i: usize) -> usize {
-        let v = u32::from_le_bytes([input[i], input[i + 1], input[i + 2], input[i + 3]]);
+        let v = load_u32(input, i);
         (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
     }
 
@@ -259,7 +259,7 @@ impl Encoder {
         // A candidate can only beat `best` if it matches the 4 bytes ending at offset `best`
         // too, and a hash hit is only a match if its first 4 bytes agree: test both words
         // before comparing in full.
-        let word = |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
+        let word = |at: usize| load_u32(input, at);
         let first = word(i);
         let mut probe = best.0.max(3).min(max - 1) - 3;
         let mut tail = word(i + probe);
@@ -289,6 +289,13 @@ impl Encoder {
             best
         }
     }
+}
+
+/// The 4 bytes at `at`, little-endian: one bounds check and one load (indexing the 4 bytes one by
+/// one compiles to four of each).
+#[inline(always)]
+fn load_u32(input: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(input[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// Length of the common prefix of `input[a..]` and `input[b..]`, at most `max` (a < b).
