@@ -160,6 +160,8 @@ impl Decoder {
 
     /// Decodes one tile into `out`, which must be exactly the tile's uncompressed size
     /// (≤ 65536). Fails unless the tile fills `out` exactly and consumes every input byte.
+    /// After a failure `out` holds unspecified bytes (partial output, and bytes of elements the
+    /// fast loop wrote ahead); callers must not use it.
     pub fn decode_tile(&mut self, src: &[u8], out: &mut [u8]) -> Result<(), Reason> {
         if out.len() > TILE_SIZE {
             return Err(Reason::SizeMismatch);
@@ -365,6 +367,7 @@ impl BlockState {
         let mut next = 0u8;
         for round in 0..4 {
             for (rank, &count) in ranks.iter_mut().zip(&self.count) {
+                debug_assert!((32..=63).contains(&count), "stored groups start from full lanes");
                 if (count.clamp(32, 63) - 32) / 8 == round {
                     *rank = next;
                     next += 1;

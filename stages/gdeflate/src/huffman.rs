@@ -17,7 +17,7 @@ pub struct DecodeTable {
     primary_bits: u32,
 }
 
-/// Entries a table holds: a 10-bit primary table with subtables needs at most 1332 for 288
+/// Entries a table holds: a 10-bit primary table with subtables needs at most 1332 for 286
 /// symbols of up to 15 bits (zlib's `enough`), anything smaller fewer. `build` refuses a code
 /// that would need more, so no input can index past it.
 const TABLE_CAP: usize = 2048;
@@ -171,6 +171,7 @@ impl PairTable {
         self.length_share = litlen
             .iter()
             .skip(257)
+            .take(29)
             .filter(|&&l| l != 0)
             .map(|&l| 1u32 << (15 - l as u32))
             .sum();
