@@ -126,10 +126,6 @@ fn fill_region(
     Ok(())
 }
 
-fn fill_table(entries: &mut [u32], primary: u32, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
-    fill_region(entries, 0, primary, lengths, payload)
-}
-
 /// A block's two codes in one array: lit/len (10-bit primary) in the first half, distance
 /// (8-bit primary) in the second. A lane looks up one or the other depending on whether it owes
 /// a distance, and with both in one array that choice is an offset and a mask, not a branch or
@@ -238,7 +234,7 @@ impl DecodeTable {
     /// what it needs to act on a symbol (a literal byte, a base and its extra-bit count) in the
     /// entry itself.
     pub fn build_with(&mut self, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
-        fill_table(&mut self.entries[..], self.primary_bits, lengths, payload)
+        fill_region(&mut self.entries[..], 0, self.primary_bits, lengths, payload)
     }
 
     /// The final entry for the low bits of `bits` (which must hold at least 15 valid bits):
