@@ -668,6 +668,16 @@ fn flush(out: &mut [u8], queue: &[u64]) {
 #[inline(always)]
 fn copy_match(out: &mut [u8], dst: usize, distance: usize, len: usize) {
     let src = dst - distance;
+    if len <= 16 && distance >= len && dst + 16 <= out.len() {
+        // Most matches are short: one 16-byte read-modify-write instead of a call to memmove.
+        // The bytes past the match are written back unchanged (they may be literals already),
+        // and the source bytes that matter lie before `dst`, read before the write.
+        let from = u128::from_le_bytes(out[src..src + 16].try_into().expect("16 bytes"));
+        let to: &mut [u8; 16] = (&mut out[dst..dst + 16]).try_into().expect("16 bytes");
+        let keep = u128::MAX.checked_shr(128 - 8 * len as u32).unwrap_or(0);
+        *to = ((from & keep) | (u128::from_le_bytes(*to) & !keep)).to_le_bytes();
+        return;
+    }
     if distance >= len {
         out.copy_within(src..src + len, dst);
         return;
@@ -694,6 +704,24 @@ mod tests {
         let mut run = [7u8, 0, 0, 0, 0, 0, 0];
         copy_match(&mut run, 1, 1, 6);
         assert_eq!(run, [7; 7]);
+    }
+
+    #[test]
+    fn short_copies_leave_the_bytes_after_them() {
+        // Literals decoded after a match's reservation may already sit past it.
+        for len in 3..=20 {
+            let mut out: Vec<u8> = (0..64).collect();
+            let mut expected = out.clone();
+            for t in 0..len {
+                expected[30 + t] = expected[30 - len - 1 + t];
+            }
+            copy_match(&mut out, 30, len + 1, len);
+            assert_eq!(out, expected, "length {len}");
+        }
+        // Too close to the end for the 16-byte path.
+        let mut tail = *b"abcdefgh....";
+        copy_match(&mut tail, 8, 8, 4);
+        assert_eq!(&tail, b"abcdefghabcd");
     }
 
     #[test]
