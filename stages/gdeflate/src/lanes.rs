@@ -6,11 +6,10 @@ use crate::tables::LANES;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Lane {
-    /// Word slots reserved for this lane and not yet full, oldest first (at most three).
+    /// The word slots reserved for this lane, as a ring indexed by (bit offset / 32) mod 4: the
+    /// slot holding bit b of the lane is `slots[(b / 32) % 4]`. At most three slots are
+    /// reserved and not yet full, so four entries never collide.
     slots: [u32; 4],
-    slot_count: usize,
-    /// Bits written into the oldest slot.
-    used: u32,
     /// Bits written on this lane, and bits reserved for it (32 per slot).
     written: u64,
     reserved: u64,
@@ -48,8 +47,7 @@ impl LaneWriter {
     pub fn refill(&mut self, lane: usize) {
         let l = &mut self.lanes[lane];
         if l.reserved - l.written < 32 {
-            l.slots[l.slot_count] = self.words.len() as u32;
-            l.slot_count += 1;
+            l.slots[(l.reserved / 32) as usize % 4] = self.words.len() as u32;
             l.reserved += 32;
             self.words.push(0);
         }
@@ -64,21 +62,14 @@ impl LaneWriter {
             l.reserved - l.written >= n as u64,
             "bits written beyond the reserved words"
         );
+        let at = l.written;
         l.written += n as u64;
-        let (mut value, mut n) = (value as u64, n);
-        while n > 0 {
-            let space = 32 - l.used;
-            let take = n.min(space);
-            let slot = l.slots[0] as usize;
-            self.words[slot] |= ((value & ((1u64 << take) - 1)) as u32) << l.used;
-            l.used += take;
-            value >>= take;
-            n -= take;
-            if l.used == 32 {
-                l.slots.copy_within(1..l.slot_count, 0);
-                l.slot_count -= 1;
-                l.used = 0;
-            }
+        let used = (at % 32) as u32;
+        let bits = (value as u64) << used;
+        self.words[l.slots[(at / 32) as usize % 4] as usize] |= bits as u32;
+        if used + n > 32 {
+            // The rest goes to the lane's next slot, reserved already (checked above).
+            self.words[l.slots[(at / 32 + 1) as usize % 4] as usize] |= (bits >> 32) as u32;
         }
     }
 
