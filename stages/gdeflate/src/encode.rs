@@ -62,6 +62,8 @@ impl Level {
             good_enough: (good / 4).max(8),
             // Greedy levels index only the start of long matches (zlib's max_insert_length).
             max_insert: if lazy { usize::MAX } else { 16 },
+            // The levels below 10 do not search noise position by position.
+            sparse_noise: self.0 < 10,
         }
     }
 }
@@ -81,6 +83,8 @@ struct Params {
     /// A held match this long gets a shorter lazy search.
     good_enough: usize,
     max_insert: usize,
+    /// Tiles that look like noise get the sparse search (`find_matches_sparse`).
+    sparse_noise: bool,
 }
 
 /// A literal (`dist == 0`, `len` is the byte) or a match.
@@ -145,7 +149,11 @@ impl Encoder {
         let params = self.level.params();
         self.seqs.clear();
         if params.chain > 0 {
-            self.find_matches(input, params);
+            if params.sparse_noise && looks_like_noise(input) {
+                self.find_matches_sparse(input, params);
+            } else {
+                self.find_matches(input, params);
+            }
         }
         let mut writer = LaneWriter::new();
         let plan = BlockPlan::new(&self.seqs, input.len(), params.chain > 0);
@@ -200,6 +208,40 @@ impl Encoder {
             }
         }
         debug_assert!(held.is_none(), "a match is only held with input left to look at");
+    }
+
+    /// The search for tiles that look like noise: greedy, and the step between searched
+    /// positions grows while nothing matches (LZ4's acceleration), because on random bytes or
+    /// compressed media nearly every search is in vain and the lazy search's short matches gain
+    /// nothing. Repeats are still found: the step drops back to 1 at every match, and a long
+    /// repeat is met by some searched position within a few steps.
+    fn find_matches_sparse(&mut self, input: &[u8], params: Params) {
+        self.head.fill(NO_POS);
+        let n = input.len();
+        let (mut i, mut misses) = (0, 0usize);
+        while i < n {
+            let (len, dist) = self.longest_match(input, i, params, 0);
+            self.insert(input, i);
+            if len >= MIN_MATCH {
+                let from = if len <= params.max_insert.min(16) {
+                    i + 1
+                } else {
+                    i + len
+                };
+                self.emit_match(input, i, len, dist, from);
+                i += len;
+                misses = 0;
+            } else {
+                let step = (1 + (misses >> SPARSE_STEP_SHIFT)).min(n - i);
+                let literals = input[i..i + step].iter().map(|&byte| Seq {
+                    len: byte as u32,
+                    dist: 0,
+                });
+                self.seqs.extend(literals);
+                i += step;
+                misses += 1;
+            }
+        }
     }
 
     /// Records a match at `at` and indexes the positions it covers from `from` on.
@@ -289,6 +331,36 @@ impl Encoder {
             best
         }
     }
+}
+
+/// Searches without a match before the sparse search's step grows by one.
+const SPARSE_STEP_SHIFT: u32 = 8;
+
+/// Whether a tile looks like noise: the order-0 entropy of a sample (every fourth byte) is
+/// above 7.95 bits per byte, as for random bytes and compressed media (text is near 5,
+/// executables 5–7). Short tiles never do: their search is cheap anyway.
+fn looks_like_noise(input: &[u8]) -> bool {
+    const SAMPLE_STRIDE: usize = 4;
+    if input.len() < 4096 {
+        return false;
+    }
+    // Four histograms, so consecutive increments of one byte value do not wait on each other.
+    let mut counts = [[0u32; 256]; 4];
+    for group in input.chunks_exact(4 * SAMPLE_STRIDE) {
+        for (k, histogram) in counts.iter_mut().enumerate() {
+            histogram[group[k * SAMPLE_STRIDE] as usize] += 1;
+        }
+    }
+    let total = (input.len() / (4 * SAMPLE_STRIDE) * 4) as f64;
+    let bits: f64 = (0..256)
+        .map(|byte| counts.iter().map(|h| h[byte]).sum::<u32>())
+        .filter(|&c| c > 0)
+        .map(|c| {
+            let p = c as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    bits > 7.95
 }
 
 /// The 4 bytes at `at`, little-endian: one bounds check and one load (indexing the 4 bytes one by
@@ -627,5 +699,52 @@ fn write_sequences(
             put_dist(w, m, dist);
         }
         w.refill(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..len).map(|_| rng.u8(..)).collect()
+    }
+
+    #[test]
+    fn only_noise_looks_like_noise() {
+        assert!(looks_like_noise(&noise(TILE_SIZE, 1)));
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog; "
+            .iter()
+            .copied()
+            .cycle()
+            .take(TILE_SIZE)
+            .collect();
+        assert!(!looks_like_noise(&text));
+        assert!(!looks_like_noise(&vec![0; TILE_SIZE]));
+        // Bytes drawn from 200 values: under 7.7 bits each, which a Huffman code can use.
+        let narrow: Vec<u8> = noise(TILE_SIZE, 2).iter().map(|b| b % 200).collect();
+        assert!(!looks_like_noise(&narrow));
+        // Too short to judge.
+        assert!(!looks_like_noise(&noise(4000, 3)));
+    }
+
+    #[test]
+    fn the_sparse_search_still_finds_repeated_noise() {
+        let half = noise(TILE_SIZE / 2, 4);
+        let tile = [half.as_slice(), half.as_slice()].concat();
+        assert!(looks_like_noise(&tile));
+        for level in [1, 6, 9] {
+            let mut out = Vec::new();
+            Encoder::new(Level::new(level)).encode_tile(&tile, &mut out);
+            assert!(
+                out.len() < tile.len() * 6 / 10,
+                "level {level}: {} bytes from a tile that repeats itself",
+                out.len()
+            );
+            let mut back = vec![0; tile.len()];
+            crate::Decoder::new().decode_tile(&out, &mut back).expect("decodes");
+            assert_eq!(back, tile);
+        }
     }
 }
