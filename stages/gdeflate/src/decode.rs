@@ -45,6 +45,12 @@ const PRECODE_TABLE_BITS: u32 = 7;
 /// 15–30%, unchanged up to 1/4 and slower above).
 const LITERAL_HEAVY: u32 = 1 << 12;
 
+/// Bits of an output position in a pending match (`BlockState::pending`): `run_fast` checks the
+/// position against the end once per round, so within a round it may pass the end by up to 32
+/// lengths (under 2^22 in all).
+const DST_BITS: u32 = 22;
+const DST_MASK: u64 = (1 << DST_BITS) - 1;
+
 /// 32 bit reservoirs fed, in refill order, from one stream of little-endian words.
 ///
 /// Refills are branchless (whether a lane needs a word depends on the code lengths just read,
@@ -321,7 +327,7 @@ struct BlockState {
     cursor: usize,
     truncated: bool,
     /// Per lane, a match whose length was read and whose distance comes next visit, as
-    /// `length << 20 | destination` (0 = none; lengths and positions are below 2^20).
+    /// `length << DST_BITS | destination` (0 = none).
     pending: [u64; LANES],
     pos: usize,
 }
@@ -469,12 +475,25 @@ impl BlockState {
     ) -> Option<Result<usize, Reason>> {
         let end = out.len();
         let mut queued = 0usize;
+        // Faults are collected and acted on before the queue runs: a distance reaching before
+        // the tile, and the position passing the end (positions stay below 2^22 meanwhile: at
+        // most `end` plus 32 lengths).
+        let mut too_far = false;
+        let check = |too_far: bool, pos: usize| {
+            if too_far {
+                Err(Reason::DistanceTooFar)
+            } else if pos > end {
+                Err(Reason::OutputOverflow)
+            } else {
+                Ok(())
+            }
+        };
         for lane in 0..LANES {
             let b = self.bits[lane];
-            // (length << 20 | destination) of the match whose distance this lane owes, or 0.
+            // (length << 22 | destination) of the match whose distance this lane owes, or 0.
             let pending = self.pending[lane];
-            let owed = (pending >> 20) as u32;
-            let dst = (pending & 0xFFFFF) as u32;
+            let owed = (pending >> DST_BITS) as u32;
+            let dst = (pending & DST_MASK) as u32;
             let owes = owed != 0;
             let (from_litlen, from_dist) = table.lookup_both(b);
             let entry = if owes { from_dist } else { from_litlen };
@@ -482,6 +501,9 @@ impl BlockState {
             // Stop before an end of block, a bad symbol or a pattern that is no code: the
             // careful loop decodes this element again from the same state.
             if (entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 && !owes) || len == 0 {
+                if let Err(reason) = check(too_far, *pos) {
+                    return Some(Err(reason));
+                }
                 flush(out, &queue[..queued]);
                 return Some(Ok(lane));
             }
@@ -500,26 +522,26 @@ impl BlockState {
             } else {
                 0
             };
-            if (step > end - *pos) | (owes & (value > dst)) {
-                flush(out, &queue[..queued]);
-                return Some(Err(if owes {
-                    Reason::DistanceTooFar
-                } else {
-                    Reason::OutputOverflow
-                }));
-            }
+            too_far |= owes & (value > dst);
             if let Some(byte) = out.get_mut(*pos) {
                 *byte = value as u8;
             }
             queue[queued & (LANES - 1)] = pending << 20 | value as u64;
             queued += owes as usize;
-            self.pending[lane] = if length { (value as u64) << 20 | *pos as u64 } else { 0 };
+            self.pending[lane] = if length {
+                (value as u64) << DST_BITS | *pos as u64
+            } else {
+                0
+            };
             *pos += step;
 
             let need = count < 32;
             let word = next_word(need) as u64;
             self.bits[lane] = bits | (word & (need as u64).wrapping_neg()) << count;
             self.count[lane] = count + 32 * need as u32;
+        }
+        if let Err(reason) = check(too_far, *pos) {
+            return Some(Err(reason));
         }
         flush(out, &queue[..queued]);
         None
@@ -587,7 +609,7 @@ impl BlockState {
                     if n > end - pos {
                         break Err(Reason::OutputOverflow);
                     }
-                    self.pending[lane] = (n as u64) << 20 | pos as u64;
+                    self.pending[lane] = (n as u64) << DST_BITS | pos as u64;
                     pos += n;
                 }
             }
@@ -641,8 +663,8 @@ impl BlockState {
         self.bits[lane] = rest >> extra;
         self.count[lane] -= len + extra;
         let (dst, n) = (
-            (self.pending[lane] & 0xFFFFF) as usize,
-            (self.pending[lane] >> 20) as usize,
+            (self.pending[lane] & DST_MASK) as usize,
+            (self.pending[lane] >> DST_BITS) as usize,
         );
         self.pending[lane] = 0;
         if distance > dst {
@@ -653,12 +675,13 @@ impl BlockState {
     }
 }
 
-/// Runs queued copies in order: each `length << 40 | destination << 20 | distance` (all three
+/// Runs queued copies in order: each `length << 42 | destination << 20 | distance` (the
+/// destination below 2^22, the others below 2^20).
 /// below 2^20).
 #[inline(always)]
 fn flush(out: &mut [u8], queue: &[u64]) {
     for &copy in queue {
-        let (len, dst, distance) = (copy >> 40, (copy >> 20) & 0xFFFFF, copy & 0xFFFFF);
+        let (len, dst, distance) = (copy >> (DST_BITS + 20), (copy >> 20) & DST_MASK, copy & 0xFFFFF);
         copy_match(out, dst as usize, distance as usize, len as usize);
     }
 }
