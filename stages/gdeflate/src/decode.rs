@@ -138,6 +138,18 @@ pub struct Decoder {
     fixed: PairTable,
     dynamic: PairTable,
     precode: DecodeTable,
+    /// Which loops decode Huffman blocks; tests compare the fast ones with the careful one.
+    loops: Loops,
+}
+
+/// The loops a Huffman block may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loops {
+    /// The branch-free or the branching unrolled loop, by the block's code, then `run`.
+    Fast,
+    /// Only the careful one-lane loop, `run`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Careful,
 }
 
 impl Default for Decoder {
@@ -162,6 +174,7 @@ impl Decoder {
             fixed,
             dynamic: PairTable::default(),
             precode: DecodeTable::new(PRECODE_TABLE_BITS),
+            loops: Loops::Fast,
         }
     }
 
@@ -184,10 +197,10 @@ impl Decoder {
             lanes.refill(0);
             match kind {
                 0 => pos = stored_block(&mut lanes, out, pos)?,
-                1 => pos = huffman_block(&mut lanes, &self.fixed, out, pos)?,
+                1 => pos = huffman_block(&mut lanes, &self.fixed, out, pos, self.loops)?,
                 2 => {
                     self.read_dynamic_header(&mut lanes)?;
-                    pos = huffman_block(&mut lanes, &self.dynamic, out, pos)?;
+                    pos = huffman_block(&mut lanes, &self.dynamic, out, pos, self.loops)?;
                 }
                 _ => return Err(Reason::BadBlockType),
             }
@@ -305,9 +318,17 @@ fn stored_block(lanes: &mut Lanes<'_>, out: &mut [u8], pos: usize) -> Result<usi
 /// output and nothing is spilled per symbol), lane indices are masked (so the lane arrays need no
 /// bounds checks), table entries carry the literal byte or the length base and extra-bit count,
 /// and a literal and a length share one branch-free step.
-fn huffman_block(lanes: &mut Lanes<'_>, table: &PairTable, out: &mut [u8], pos: usize) -> Result<usize, Reason> {
+fn huffman_block(
+    lanes: &mut Lanes<'_>,
+    table: &PairTable,
+    out: &mut [u8],
+    pos: usize,
+    loops: Loops,
+) -> Result<usize, Reason> {
     let mut state = BlockState::from_lanes(lanes, pos);
-    let result = if table.length_share() < LITERAL_HEAVY {
+    let result = if loops == Loops::Careful {
+        state.run(lanes.src, table, out, 0)
+    } else if table.length_share() < LITERAL_HEAVY {
         // Mostly literals: branches on the kind of element are then predicted right nearly
         // always, and a literal costs less than in the branch-free loop.
         state
@@ -832,6 +853,50 @@ mod tests {
         let mut tail = *b"abcdefgh....";
         copy_match(&mut tail, 8, 8, 4);
         assert_eq!(&tail, b"abcdefghabcd");
+    }
+
+    /// The fast loops against the careful one on the same tiles, whole and with bit flips:
+    /// both succeed with the same bytes or both fail.
+    #[test]
+    fn fast_loops_agree_with_the_careful_one() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let text: Vec<u8> = (0..3 * TILE_SIZE)
+            .map(|i| b"spawn the door; light level 3\n"[i % 30] ^ (rng.u8(..) < 8) as u8)
+            .collect();
+        // Literal-heavy Huffman blocks (200 byte values), with a repeat so they hold matches.
+        let mut narrow: Vec<u8> = (0..TILE_SIZE).map(|_| rng.u8(..200)).collect();
+        narrow.copy_within(1000..9000, 30_000);
+        let mut fast = Decoder::new();
+        let mut careful = Decoder::new();
+        careful.loops = Loops::Careful;
+        let (mut kinds, mut failures) = ([false; 2], 0);
+        for (data, level) in [(&text[..], 1), (&text[..], 9), (&narrow[..], 6)] {
+            for input in data.chunks(TILE_SIZE) {
+                let mut tile = Vec::new();
+                crate::Encoder::new(crate::Level::new(level)).encode_tile(input, &mut tile);
+                let (mut a, mut b) = (vec![0u8; input.len()], vec![0u8; input.len()]);
+                for flip in 0..300 {
+                    let mut bad = tile.clone();
+                    if flip > 0 {
+                        let bit = rng.usize(..8 * bad.len());
+                        bad[bit / 8] ^= 1 << (bit % 8);
+                    }
+                    let (x, y) = (fast.decode_tile(&bad, &mut a), careful.decode_tile(&bad, &mut b));
+                    assert_eq!(x.is_ok(), y.is_ok(), "flip {flip}: fast {x:?}, careful {y:?}");
+                    if x.is_ok() {
+                        assert_eq!(a, b, "flip {flip}");
+                    } else {
+                        failures += 1;
+                    }
+                    if flip == 0 {
+                        assert_eq!(a, input);
+                        kinds[(fast.dynamic.length_share() < LITERAL_HEAVY) as usize] = true;
+                    }
+                }
+            }
+        }
+        assert_eq!(kinds, [true, true], "both fast loops ran");
+        assert!(failures > 100, "the flips made errors ({failures})");
     }
 
     #[test]
