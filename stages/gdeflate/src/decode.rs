@@ -794,6 +794,17 @@ fn flush(out: &mut [u8], queue: &[u64]) {
     }
 }
 
+/// Per match length up to 16, the mask of a 16-byte group's bytes that the match covers.
+const COPY_MASKS: [u128; 17] = {
+    let mut masks = [0u128; 17];
+    let mut len = 1;
+    while len <= 16 {
+        masks[len] = u128::MAX >> (128 - 8 * len);
+        len += 1;
+    }
+    masks
+};
+
 /// `out[dst..dst+len] = out[dst-distance..]`, byte by byte forward (overlap repeats the
 /// pattern). Nothing past `dst + len` may be touched: later literals may already sit there.
 #[inline(always)]
@@ -805,7 +816,7 @@ fn copy_match(out: &mut [u8], dst: usize, distance: usize, len: usize) {
         // and the source bytes that matter lie before `dst`, read before the write.
         let from = u128::from_le_bytes(out[src..src + 16].try_into().expect("16 bytes"));
         let to: &mut [u8; 16] = (&mut out[dst..dst + 16]).try_into().expect("16 bytes");
-        let keep = u128::MAX.checked_shr(128 - 8 * len as u32).unwrap_or(0);
+        let keep = COPY_MASKS[len.min(16)];
         *to = ((from & keep) | (u128::from_le_bytes(*to) & !keep)).to_le_bytes();
         return;
     }
