@@ -506,7 +506,7 @@ impl BlockState {
                     ($($lane:literal)*) => {$({
                         let lane: usize = $lane;
                         if self.pending[lane] != 0 {
-                            if let Err(reason) = self.finish_match(table, out, lane) {
+                            if let Err(reason) = self.finish_match_outlined(table, out, lane) {
                                 break 'round Some(Err(reason));
                             }
                         } else {
@@ -753,6 +753,13 @@ impl BlockState {
         self.bits[lane] |= (word & (need as u64).wrapping_neg()) << count;
         self.count[lane] = count + 32 * need as u32;
         cursor + 4 * need as usize
+    }
+
+    /// `finish_match` as a call: the branching loop's rare path, kept out of its 32 unrolled
+    /// visits.
+    #[inline(never)]
+    fn finish_match_outlined(&mut self, table: &PairTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
+        self.finish_match(table, out, lane)
     }
 
     /// Reads a pending match's distance from `lane` and copies. Every byte before the match's
