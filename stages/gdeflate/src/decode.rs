@@ -344,6 +344,37 @@ fn huffman_block(
     result.map(|()| pos)
 }
 
+/// A round's refill words: it takes at most 32, so with 128 bytes of input ahead they come from
+/// a fixed-size window, where no refill needs a bounds check.
+struct Window<'a> {
+    bytes: &'a [u8; 4 * LANES],
+    /// Bytes taken so far.
+    taken: usize,
+}
+
+impl<'a> Window<'a> {
+    /// The window at `cursor`, if 128 bytes of input are left there.
+    #[inline(always)]
+    fn at(src: &'a [u8], cursor: usize) -> Option<Self> {
+        let bytes = src.get(cursor..cursor + 4 * LANES)?.try_into().expect("128 bytes");
+        Some(Window { bytes, taken: 0 })
+    }
+
+    /// The next word, consumed only if `need` (branch-free either way).
+    #[inline(always)]
+    fn next(&mut self, need: bool) -> u32 {
+        let at = self.taken & (4 * LANES - 4);
+        let word = u32::from_le_bytes([
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        ]);
+        self.taken += 4 * need as usize;
+        word
+    }
+}
+
 /// The lanes and the output position while one Huffman block decodes.
 struct BlockState {
     bits: [u64; LANES],
@@ -448,19 +479,11 @@ impl BlockState {
         let mut cursor = self.cursor;
         let mut truncated = false;
         let outcome = loop {
-            // A round takes at most 32 words: with 128 bytes of input ahead, it reads them from a
-            // fixed-size window, where no refill needs a bounds check.
-            let step = match src.get(cursor..cursor + 4 * LANES) {
-                Some(window) => {
-                    let window: &[u8; 4 * LANES] = window.try_into().expect("128 bytes");
-                    let mut taken = 0usize;
-                    let step = self.round::<true>(table, out, &mut pos, &mut queue, |need| {
-                        let at = taken & (4 * LANES - 4);
-                        let word = u32::from_le_bytes([window[at], window[at + 1], window[at + 2], window[at + 3]]);
-                        taken += 4 * need as usize;
-                        word
-                    });
-                    cursor += taken;
+            // A windowed round while 128 bytes of input are left, else one with checked refills.
+            let step = match Window::at(src, cursor) {
+                Some(mut window) => {
+                    let step = self.round::<true>(table, out, &mut pos, &mut queue, |need| window.next(need));
+                    cursor += window.taken;
                     step
                 }
                 None => self.round::<false>(table, out, &mut pos, &mut queue, |need| {
@@ -496,11 +519,9 @@ impl BlockState {
         let mut pos = self.pos;
         let mut cursor = self.cursor;
         let outcome = loop {
-            let Some(window) = src.get(cursor..cursor + 4 * LANES) else {
+            let Some(mut window) = Window::at(src, cursor) else {
                 break Ok(0);
             };
-            let window: &[u8; 4 * LANES] = window.try_into().expect("128 bytes");
-            let mut taken = 0usize;
             let step = 'round: {
                 macro_rules! visit {
                     ($($lane:literal)*) => {$({
@@ -535,9 +556,7 @@ impl BlockState {
                         }
                         let count = self.count[lane];
                         let need = count < 32;
-                        let at = taken & (4 * LANES - 4);
-                        let word = u32::from_le_bytes([window[at], window[at + 1], window[at + 2], window[at + 3]]);
-                        taken += 4 * need as usize;
+                        let word = window.next(need);
                         self.bits[lane] |= (word as u64 & (need as u64).wrapping_neg()) << count;
                         self.count[lane] = count + 32 * need as u32;
                     })*};
@@ -545,7 +564,7 @@ impl BlockState {
                 visit!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
                 None
             };
-            cursor += taken;
+            cursor += window.taken;
             if let Some(outcome) = step {
                 break outcome;
             }
