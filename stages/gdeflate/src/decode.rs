@@ -8,7 +8,7 @@
 //! fails as truncated. No element is longer than 31 bits (FORMAT.md §2.3).
 
 use crate::error::Reason;
-use crate::huffman::{DecodeTable, PairTable};
+use crate::huffman::{DecodeTable, PairTable, NO_CODE};
 use crate::tables::{
     fixed_dist_lengths, fixed_litlen_lengths, DIST_BASE, DIST_EXTRA, DIST_SYMS, EOB, LANES, LENGTH_BASE, LENGTH_EXTRA,
     LITLEN_SYMS, PRECODE_ORDER, TILE_SIZE,
@@ -18,8 +18,11 @@ use crate::tables::{
 // extra bits, 13-28 base (a length's or distance's base, or a literal's byte, with 0 extra
 // bits), so every element's value is base + its extra bits.
 const LITERAL: u32 = 1 << 31;
-const END_OF_BLOCK: u32 = 1 << 30;
-const BAD_SYMBOL: u32 = 1 << 29;
+/// Set on every entry that is not an ordinary element: an end of block, a bad symbol and a
+/// pattern that is no code (`NO_CODE`, length 0), in either code. The fast loops test only it.
+const STOP: u32 = NO_CODE;
+const END_OF_BLOCK: u32 = 1 << 30 | STOP;
+const BAD_SYMBOL: u32 = STOP;
 
 /// What a lit/len table entry holds for `sym` (shifted left 8 by the table).
 fn litlen_payload(sym: u32) -> u32 {
@@ -513,7 +516,7 @@ impl BlockState {
     /// run at once, one lane at a time, so in order. Whatever is neither a literal, a length nor
     /// a distance (an end of block, a fault), and the last rounds of a tile, where the window
     /// does not fit, go to `run` from the lane at hand: `Ok(lane)`.
-    #[inline(always)]
+    #[inline(never)]
     fn run_literals(&mut self, src: &[u8], table: &PairTable, out: &mut [u8]) -> Result<usize, Reason> {
         let end = out.len();
         let mut pos = self.pos;
@@ -539,7 +542,7 @@ impl BlockState {
                                 pos += 1;
                                 self.bits[lane] = b >> len;
                                 self.count[lane] -= len;
-                            } else if entry & (LITERAL | END_OF_BLOCK | BAD_SYMBOL) == 0 && len != 0 {
+                            } else if entry & (LITERAL | STOP) == 0 && len != 0 {
                                 let extra = (entry >> 8) & 0x1F;
                                 let rest = b >> len;
                                 let n = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
@@ -616,7 +619,7 @@ impl BlockState {
                 let len = entry & 0xFF;
                 // Stop before an end of block, a bad symbol or a pattern that is no code: the
                 // careful loop decodes this element again from the same state.
-                if (entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 && !owes) || len == 0 {
+                if entry & STOP != 0 {
                     if let Err(reason) = check(too_far, *pos) {
                         return Some(Err(reason));
                     }
@@ -708,11 +711,11 @@ impl BlockState {
                 let bits = self.bits[lane];
                 let entry = table.lookup(bits, false);
                 let len = entry & 0xFF;
-                if entry & (END_OF_BLOCK | BAD_SYMBOL) != 0 || len == 0 {
+                if entry & STOP != 0 {
                     if len == 0 {
                         break Err(Reason::InvalidCode);
                     }
-                    if entry & BAD_SYMBOL != 0 {
+                    if entry & END_OF_BLOCK != END_OF_BLOCK {
                         break Err(Reason::BadLengthSymbol);
                     }
                     self.bits[lane] = bits >> len;

@@ -5,6 +5,10 @@ use crate::error::Reason;
 /// Entry flag, in the length byte (code lengths are ≤ 15): the entry points at a subtable.
 const SUBTABLE: u32 = 0x80;
 
+/// The entry of a pattern no code has: length 0, and bit 29 set, the bit a decoder's payloads
+/// also set on elements that end its fast loop (so one test catches both).
+pub const NO_CODE: u32 = 1 << 29;
+
 /// A table-driven decoder for one canonical code. Index it with the next `primary_bits` bits of
 /// the stream (LSB first). A final entry is `payload << 8 | code length`, where the payload (24
 /// bits) is whatever the table's builder mapped the symbol to; 0 is a pattern no code has. A
@@ -72,7 +76,7 @@ fn fill_region(
         return Err(Reason::OversubscribedCode);
     }
     let primary_size = 1usize << primary;
-    region[..primary_size].fill(0);
+    region[..primary_size].fill(NO_CODE);
     let mut used = primary_size;
 
     // Longest code under each primary prefix decides that prefix's subtable size.
@@ -103,7 +107,7 @@ fn fill_region(
                 return Err(Reason::OversubscribedCode);
             }
             region[prefix] = ((base + used) as u32) << 16 | SUBTABLE | sub_bits;
-            region[used..end].fill(0);
+            region[used..end].fill(NO_CODE);
             used = end;
         }
     }
