@@ -14,29 +14,47 @@ use crate::tables::{
     LITLEN_SYMS, PRECODE_ORDER, TILE_SIZE,
 };
 
-// Entries carry what the data loop needs (see `litlen_payload`): bits 0-7 code length, 8-12
-// extra bits, 13-28 base (a length's or distance's base, or a literal's byte, with 0 extra
-// bits), so every element's value is base + its extra bits.
-const LITERAL: u32 = 1 << 31;
+// Entries (u64) carry what the data loop needs: bits 0-7 the code length, 8-15 the bits the
+// element takes in all (code and extra bits), 16-31 the extra bits' mask, 32-48 a base (a
+// length's or distance's, or a literal's byte, with no extra bits), so every element's value is
+// base + (the bits after its code & mask), and the lane moves on by one shift. Flags on top.
+const LITERAL: u64 = 1 << 63;
 /// Set on every entry that is not an ordinary element: an end of block, a bad symbol and a
 /// pattern that is no code (`NO_CODE`, length 0), in either code. The fast loops test only it.
-const STOP: u32 = NO_CODE;
-const END_OF_BLOCK: u32 = 1 << 30 | STOP;
-const BAD_SYMBOL: u32 = STOP;
+const STOP: u64 = NO_CODE;
+const END_OF_BLOCK: u64 = 1 << 62 | STOP;
+const BAD_SYMBOL: u64 = STOP;
 
-/// What a lit/len table entry holds for `sym` (shifted left 8 by the table).
-fn litlen_payload(sym: u32) -> u32 {
+/// An entry's payload (the table shifts it left 8 and puts the code length below) for an
+/// element of `base` with `extra` extra bits and a code of `len` bits.
+fn element_payload(base: u32, extra: u32, len: u32) -> u64 {
+    (base as u64) << 24 | ((1u64 << extra) - 1) << 8 | (len + extra) as u64
+}
+
+/// What a lit/len table entry holds for `sym` with a code of `len` bits.
+fn litlen_payload(sym: u32, len: u32) -> u64 {
     match sym {
-        0..=255 => LITERAL >> 8 | sym << 5,
-        256 => END_OF_BLOCK >> 8,
-        257..=285 => LENGTH_BASE[sym as usize - 257] << 5 | LENGTH_EXTRA[sym as usize - 257],
-        _ => BAD_SYMBOL >> 8,
+        0..=255 => LITERAL >> 8 | element_payload(sym, 0, len),
+        256 => END_OF_BLOCK >> 8 | len as u64,
+        257..=285 => element_payload(LENGTH_BASE[sym as usize - 257], LENGTH_EXTRA[sym as usize - 257], len),
+        _ => BAD_SYMBOL >> 8 | len as u64,
     }
 }
 
-/// What a distance table entry holds: base << 5 | extra bits (symbols are 0..=31).
-fn dist_payload(sym: u32) -> u32 {
-    DIST_BASE[sym as usize] << 5 | DIST_EXTRA[sym as usize]
+/// What a distance table entry holds (symbols are 0..=31).
+fn dist_payload(sym: u32, len: u32) -> u64 {
+    element_payload(DIST_BASE[sym as usize], DIST_EXTRA[sym as usize], len)
+}
+
+/// Decodes the element an entry describes from a lane's bits (its code at the bottom):
+/// `(value, the lane's bits after it, bits taken)`.
+#[inline(always)]
+fn element(entry: u64, bits: u64) -> (u32, u64, u32) {
+    let len = entry & 0xFF;
+    let taken = (entry >> 8) & 0xFF;
+    let mask = (entry >> 16) & 0xFFFF;
+    let base = (entry >> 32) & 0x1FFFF;
+    ((base + ((bits >> len) & mask)) as u32, bits >> taken, taken as u32)
 }
 
 const PRECODE_TABLE_BITS: u32 = 7;
@@ -536,21 +554,19 @@ impl BlockState {
                         } else {
                             let b = self.bits[lane];
                             let entry = table.lookup(b, false);
-                            let len = entry & 0xFF;
                             if entry & LITERAL != 0 && pos < end {
-                                out[pos] = (entry >> 13) as u8;
+                                out[pos] = (entry >> 32) as u8;
                                 pos += 1;
-                                self.bits[lane] = b >> len;
-                                self.count[lane] -= len;
-                            } else if entry & (LITERAL | STOP) == 0 && len != 0 {
-                                let extra = (entry >> 8) & 0x1F;
-                                let rest = b >> len;
-                                let n = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
+                                self.bits[lane] = b >> (entry & 0xFF);
+                                self.count[lane] -= (entry & 0xFF) as u32;
+                            } else if entry & (LITERAL | STOP) == 0 {
+                                let (n, rest, taken) = element(entry, b);
+                                let n = n as usize;
                                 if n > end - pos {
                                     break 'round Some(Ok(lane));
                                 }
-                                self.bits[lane] = rest >> extra;
-                                self.count[lane] -= len + extra;
+                                self.bits[lane] = rest;
+                                self.count[lane] -= taken;
                                 self.pending[lane] = (n as u64) << DST_BITS | pos as u64;
                                 pos += n;
                             } else {
@@ -616,7 +632,6 @@ impl BlockState {
                 let owes = owed != 0;
                 let (from_litlen, from_dist) = table.lookup_both(b);
                 let entry = if owes { from_dist } else { from_litlen };
-                let len = entry & 0xFF;
                 // Stop before an end of block, a bad symbol or a pattern that is no code: the
                 // careful loop decodes this element again from the same state.
                 if entry & STOP != 0 {
@@ -626,11 +641,8 @@ impl BlockState {
                     flush(out, &queue[..queued]);
                     return Some(Ok(lane));
                 }
-                let extra = (entry >> 8) & 0x1F;
-                let rest = b >> len;
-                let value = ((entry >> 13) & 0xFFFF) + (rest & ((1u64 << extra) - 1)) as u32;
-                let bits = rest >> extra;
-                let count = self.count[lane] - (len + extra);
+                let (value, bits, taken) = element(entry, b);
+                let count = self.count[lane] - taken;
 
                 let literal = entry & LITERAL != 0;
                 let length = !owes && !literal;
@@ -710,7 +722,7 @@ impl BlockState {
             } else {
                 let bits = self.bits[lane];
                 let entry = table.lookup(bits, false);
-                let len = entry & 0xFF;
+                let len = (entry & 0xFF) as u32;
                 if entry & STOP != 0 {
                     if len == 0 {
                         break Err(Reason::InvalidCode);
@@ -722,20 +734,19 @@ impl BlockState {
                     self.count[lane] -= len;
                     break Ok(()); // no refill of the EOB lane: the end pass starts with it
                 }
-                let rest = bits >> len;
                 if entry & LITERAL != 0 {
                     let Some(byte) = out.get_mut(pos) else {
                         break Err(Reason::OutputOverflow);
                     };
-                    *byte = (entry >> 13) as u8;
+                    *byte = (entry >> 32) as u8;
                     pos += 1;
-                    self.bits[lane] = rest;
+                    self.bits[lane] = bits >> len;
                     self.count[lane] -= len;
                 } else {
-                    let extra = (entry >> 8) & 0x1F;
-                    let n = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
-                    self.bits[lane] = rest >> extra;
-                    self.count[lane] -= len + extra;
+                    let (n, rest, taken) = element(entry, bits);
+                    let n = n as usize;
+                    self.bits[lane] = rest;
+                    self.count[lane] -= taken;
                     if n > end - pos {
                         break Err(Reason::OutputOverflow);
                     }
@@ -790,15 +801,13 @@ impl BlockState {
     fn finish_match(&mut self, table: &PairTable, out: &mut [u8], lane: usize) -> Result<(), Reason> {
         let bits = self.bits[lane];
         let entry = table.lookup(bits, true);
-        let len = entry & 0xFF;
-        if len == 0 {
+        if entry & STOP != 0 {
             return Err(Reason::InvalidCode);
         }
-        let extra = (entry >> 8) & 0x1F;
-        let rest = bits >> len;
-        let distance = ((entry >> 13) + (rest & ((1u64 << extra) - 1)) as u32) as usize;
-        self.bits[lane] = rest >> extra;
-        self.count[lane] -= len + extra;
+        let (distance, rest, taken) = element(entry, bits);
+        let distance = distance as usize;
+        self.bits[lane] = rest;
+        self.count[lane] -= taken;
         let (dst, n) = (
             (self.pending[lane] & DST_MASK) as usize,
             (self.pending[lane] >> DST_BITS) as usize,

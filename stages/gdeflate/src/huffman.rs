@@ -3,21 +3,21 @@
 use crate::error::Reason;
 
 /// Entry flag, in the length byte (code lengths are ≤ 15): the entry points at a subtable.
-const SUBTABLE: u32 = 0x80;
+const SUBTABLE: u64 = 0x80;
 
-/// The entry of a pattern no code has: length 0, and bit 29 set, the bit a decoder's payloads
+/// The entry of a pattern no code has: length 0, and bit 61 set, the bit a decoder's payloads
 /// also set on elements that end its fast loop (so one test catches both).
-pub const NO_CODE: u32 = 1 << 29;
+pub const NO_CODE: u64 = 1 << 61;
 
 /// A table-driven decoder for one canonical code. Index it with the next `primary_bits` bits of
-/// the stream (LSB first). A final entry is `payload << 8 | code length`, where the payload (24
-/// bits) is whatever the table's builder mapped the symbol to; 0 is a pattern no code has. A
-/// pointer to a subtable for longer codes is `offset << 16 | SUBTABLE | sub_bits`, with the flag
-/// in the length byte.
+/// the stream (LSB first). A final entry is `payload << 8 | code length`, where the payload (56
+/// bits) is whatever the table's builder mapped the symbol and its code length to; `NO_CODE` is
+/// a pattern no code has. A pointer to a subtable for longer codes is
+/// `offset << 16 | SUBTABLE | sub_bits`, with the flag in the length byte.
 #[derive(Clone, Debug)]
 pub struct DecodeTable {
     /// A fixed size, so lookups index with a mask and need no bounds check.
-    entries: Box<[u32; TABLE_CAP]>,
+    entries: Box<[u64; TABLE_CAP]>,
     primary_bits: u32,
 }
 
@@ -65,11 +65,11 @@ pub fn canonical_codes(lengths: &[u8], codes: &mut [u32]) -> bool {
 /// offsets into `region` plus `base`, the region's position in the array lookups index) with
 /// the decode table of `lengths`.
 fn fill_region(
-    region: &mut [u32],
+    region: &mut [u64],
     base: usize,
     primary: u32,
     lengths: &[u8],
-    payload: impl Fn(u32) -> u32,
+    payload: impl Fn(u32, u32) -> u64,
 ) -> Result<(), Reason> {
     let mut codes = [0u32; 288];
     if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
@@ -88,7 +88,7 @@ fn fill_region(
             continue;
         }
         if l <= primary {
-            let entry = payload(sym as u32) << 8 | l;
+            let entry = payload(sym as u32, l) << 8 | l as u64;
             let mut i = codes[sym] as usize;
             while i < primary_size {
                 region[i] = entry;
@@ -106,7 +106,7 @@ fn fill_region(
             if end > region.len() {
                 return Err(Reason::OversubscribedCode);
             }
-            region[prefix] = ((base + used) as u32) << 16 | SUBTABLE | sub_bits;
+            region[prefix] = ((base + used) as u64) << 16 | SUBTABLE | sub_bits as u64;
             region[used..end].fill(NO_CODE);
             used = end;
         }
@@ -118,8 +118,8 @@ fn fill_region(
         }
         let code = codes[sym] as usize;
         let pointer = region[code & (primary_size - 1)];
-        let (offset, sub_bits) = ((pointer >> 16) as usize - base, pointer & 0x7F);
-        let entry = payload(sym as u32) << 8 | l;
+        let (offset, sub_bits) = ((pointer >> 16) as usize - base, (pointer & 0x7F) as u32);
+        let entry = payload(sym as u32, l) << 8 | l as u64;
         let step = 1usize << (l - primary);
         let mut i = code >> primary;
         while i < 1 << sub_bits {
@@ -131,12 +131,10 @@ fn fill_region(
 }
 
 /// A block's two codes in one array: lit/len (10-bit primary) in the first half, distance
-/// (8-bit primary) in the second. A lane looks up one or the other depending on whether it owes
-/// a distance, and with both in one array that choice is an offset and a mask, not a branch or
-/// a second load.
+/// (8-bit primary) in the second, so both lookups index one fixed-size array through masks.
 #[derive(Clone, Debug)]
 pub struct PairTable {
-    entries: Box<[u32; 2 * TABLE_CAP]>,
+    entries: Box<[u64; 2 * TABLE_CAP]>,
     /// The share of lit/len symbols that are lengths, as the code's lengths imply it
     /// (Σ 2^-length over symbols 257 and up), in 1/32768ths.
     length_share: u32,
@@ -161,9 +159,9 @@ impl PairTable {
     pub fn build_with(
         &mut self,
         litlen: &[u8],
-        litlen_payload: impl Fn(u32) -> u32,
+        litlen_payload: impl Fn(u32, u32) -> u64,
         dist: &[u8],
-        dist_payload: impl Fn(u32) -> u32,
+        dist_payload: impl Fn(u32, u32) -> u64,
     ) -> Result<(), Reason> {
         let (low, high) = self.entries.split_at_mut(TABLE_CAP);
         fill_region(low, 0, Self::LITLEN_BITS, litlen, litlen_payload)?;
@@ -185,9 +183,9 @@ impl PairTable {
     }
 
     /// The final entry for the low bits of `bits` in the distance code if `distance`, else in
-    /// the lit/len code; 0 if the pattern is no code.
+    /// the lit/len code; `NO_CODE` if the pattern is no code.
     #[inline(always)]
-    pub fn lookup(&self, bits: u64, distance: bool) -> u32 {
+    pub fn lookup(&self, bits: u64, distance: bool) -> u64 {
         if distance {
             self.lookup_in::<TABLE_CAP, { Self::DIST_BITS }>(bits)
         } else {
@@ -198,7 +196,7 @@ impl PairTable {
     /// Both entries for `bits`, (lit/len, distance): two independent loads, for a caller that
     /// picks one without a branch.
     #[inline(always)]
-    pub fn lookup_both(&self, bits: u64) -> (u32, u32) {
+    pub fn lookup_both(&self, bits: u64) -> (u64, u64) {
         (
             self.lookup_in::<0, { Self::LITLEN_BITS }>(bits),
             self.lookup_in::<TABLE_CAP, { Self::DIST_BITS }>(bits),
@@ -206,7 +204,7 @@ impl PairTable {
     }
 
     #[inline(always)]
-    fn lookup_in<const BASE: usize, const PRIMARY: u32>(&self, bits: u64) -> u32 {
+    fn lookup_in<const BASE: usize, const PRIMARY: u32>(&self, bits: u64) -> u64 {
         const CAP: usize = 2 * TABLE_CAP;
         let entry = self.entries[(BASE + (bits as usize & ((1 << PRIMARY) - 1))) & (CAP - 1)];
         if entry & SUBTABLE == 0 {
@@ -231,20 +229,20 @@ impl DecodeTable {
     /// Incomplete codes are accepted (their unused patterns decode as errors); over-subscribed
     /// ones are refused.
     pub fn build(&mut self, lengths: &[u8]) -> Result<(), Reason> {
-        self.build_with(lengths, |sym| sym)
+        self.build_with(lengths, |sym, _| sym as u64)
     }
 
-    /// Builds the table with `payload(symbol)` (< 2^24) in each entry, so a decoder can keep
-    /// what it needs to act on a symbol (a literal byte, a base and its extra-bit count) in the
+    /// Builds the table with `payload(symbol, code length)` (< 2^56) in each entry, so a decoder
+    /// can keep what it needs to act on a symbol (a literal byte, a base, the extra bits) in the
     /// entry itself.
-    pub fn build_with(&mut self, lengths: &[u8], payload: impl Fn(u32) -> u32) -> Result<(), Reason> {
+    pub fn build_with(&mut self, lengths: &[u8], payload: impl Fn(u32, u32) -> u64) -> Result<(), Reason> {
         fill_region(&mut self.entries[..], 0, self.primary_bits, lengths, payload)
     }
 
     /// The final entry for the low bits of `bits` (which must hold at least 15 valid bits):
-    /// `payload << 8 | code length`, or 0 if the pattern is no code.
+    /// `payload << 8 | code length`, or `NO_CODE` if the pattern is no code.
     #[inline(always)]
-    pub fn lookup(&self, bits: u64) -> u32 {
+    pub fn lookup(&self, bits: u64) -> u64 {
         // Masked to the table's size as well: the compiler then needs no bounds check.
         let mask = (1usize << self.primary_bits) - 1;
         let entry = self.entries[bits as usize & mask & (TABLE_CAP - 1)];
@@ -261,7 +259,7 @@ impl DecodeTable {
     pub fn decode(&self, bits: u64) -> Option<(u32, u32)> {
         let entry = self.lookup(bits);
         let len = entry & 0xFF;
-        (len != 0).then_some((entry >> 8, len))
+        (len != 0).then_some(((entry >> 8) as u32, len as u32))
     }
 }
 
