@@ -61,7 +61,7 @@ impl Level {
             good,
             good_enough: (good / 4).max(8),
             // Greedy levels index only the start of long matches (zlib's max_insert_length).
-            max_insert: if lazy { usize::MAX } else { 16 },
+            max_insert: if lazy { usize::MAX } else { GREEDY_MAX_INSERT },
             // The levels below 10 do not search noise position by position.
             sparse_noise: self.0 < 10,
         }
@@ -100,6 +100,9 @@ const HASHED: usize = 4;
 /// An empty bucket: buckets hold position + 1 (the last 3 positions of a tile are never
 /// hashed, so every hashed position + 1 fits in a u16).
 const NO_POS: u16 = 0;
+/// Matches up to this long have every position indexed in a greedy search; longer ones only
+/// their start (and tail).
+const GREEDY_MAX_INSERT: usize = 16;
 /// Positions of a match indexed, counting back from its end (see `emit_match`).
 const LONG_MATCH_TAIL: usize = 256;
 
@@ -149,6 +152,7 @@ impl Encoder {
         let params = self.level.params();
         self.seqs.clear();
         if params.chain > 0 {
+            self.head.fill(NO_POS);
             if params.sparse_noise && looks_like_noise(input) {
                 self.find_matches_sparse(input, params);
             } else {
@@ -162,7 +166,6 @@ impl Encoder {
     }
 
     fn find_matches(&mut self, input: &[u8], params: Params) {
-        self.head.fill(NO_POS);
         let n = input.len();
         let mut i = 0;
         // Lazy evaluation: a match found at `held.0` is held back one position in case the
@@ -216,18 +219,13 @@ impl Encoder {
     /// nothing. Repeats are still found: the step drops back to 1 at every match, and a long
     /// repeat is met by some searched position within a few steps.
     fn find_matches_sparse(&mut self, input: &[u8], params: Params) {
-        self.head.fill(NO_POS);
         let n = input.len();
         let (mut i, mut misses) = (0, 0usize);
         while i < n {
             let (len, dist) = self.longest_match(input, i, params, 0);
             self.insert(input, i);
             if len >= MIN_MATCH {
-                let from = if len <= params.max_insert.min(16) {
-                    i + 1
-                } else {
-                    i + len
-                };
+                let from = if len <= GREEDY_MAX_INSERT { i + 1 } else { i + len };
                 self.emit_match(input, i, len, dist, from);
                 i += len;
                 misses = 0;
