@@ -627,9 +627,8 @@ impl BlockState {
                 let b = self.bits[lane];
                 // (length << 22 | destination) of the match whose distance this lane owes, or 0.
                 let pending = self.pending[lane];
-                let owed = (pending >> DST_BITS) as u32;
+                let owes = pending >> DST_BITS != 0;
                 let dst = (pending & DST_MASK) as u32;
-                let owes = owed != 0;
                 let (from_litlen, from_dist) = table.lookup_both(b);
                 let entry = if owes { from_dist } else { from_litlen };
                 // Stop before an end of block, a bad symbol or a pattern that is no code: the
