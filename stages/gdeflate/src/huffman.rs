@@ -406,6 +406,45 @@ mod tests {
         }
     }
 
+    /// Tables are rebuilt in place for every block: alternate complete and incomplete codes with
+    /// subtables and check every pattern.
+    #[test]
+    fn a_rebuilt_table_keeps_nothing_of_the_previous_code() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut table = DecodeTable::new(10);
+        let mut longest_seen = 0;
+        for round in 0..24 {
+            let n = rng.usize(2..=288);
+            let freqs: Vec<u32> = (0..n).map(|_| 1 << rng.u32(0..24)).collect();
+            let mut lengths = vec![0u8; n];
+            lengths_for(&freqs, 15, &mut lengths);
+            if round % 2 == 1 {
+                // Incomplete: drop one of the longest codes.
+                let longest = *lengths.iter().max().unwrap();
+                let at = lengths.iter().position(|&l| l == longest).unwrap();
+                lengths[at] = 0;
+            }
+            longest_seen = longest_seen.max(*lengths.iter().max().unwrap());
+            let mut codes = vec![0u32; n];
+            assert!(canonical_codes(&lengths, &mut codes));
+            table.build(&lengths).unwrap();
+            let mut expected = vec![None; 1 << 15];
+            for (sym, &l) in lengths.iter().enumerate().filter(|(_, &l)| l != 0) {
+                for high in 0..1usize << (15 - l) {
+                    expected[codes[sym] as usize | high << l] = Some((sym as u32, l as u32));
+                }
+            }
+            for (pattern, want) in expected.iter().enumerate() {
+                assert_eq!(
+                    table.decode(pattern as u64),
+                    *want,
+                    "round {round}, pattern {pattern:#x}"
+                );
+            }
+        }
+        assert!(longest_seen > 10, "the codes had subtables");
+    }
+
     #[test]
     fn oversubscribed_codes_are_refused_and_incomplete_ones_accepted() {
         let mut table = DecodeTable::new(7);
