@@ -820,6 +820,13 @@ impl BlockState {
     }
 }
 
+/// A queued copy's (destination, distance, length).
+#[inline(always)]
+fn fields(copy: u64) -> (usize, usize, usize) {
+    let (len, dst, distance) = (copy >> (DST_BITS + 20), (copy >> 20) & DST_MASK, copy & 0xFFFFF);
+    (dst as usize, distance as usize, len as usize)
+}
+
 /// Runs queued copies in order: each `length << 42 | destination << 20 | distance` (the
 /// destination below 2^22, the others below 2^20).
 ///
@@ -832,10 +839,6 @@ impl BlockState {
 /// it), so the bytes a copy writes back unchanged are the same whether read before or after.
 #[inline(never)]
 fn flush(out: &mut [u8], queue: &[u64]) {
-    let fields = |copy: u64| {
-        let (len, dst, distance) = (copy >> (DST_BITS + 20), (copy >> 20) & DST_MASK, copy & 0xFFFFF);
-        (dst as usize, distance as usize, len as usize)
-    };
     let bytes_at = |out: &[u8], copy: Option<&u64>| {
         let dst = fields(*copy?).0;
         let bytes = out.get(dst..dst + 16)?;
@@ -947,8 +950,8 @@ mod tests {
             }
             let mut expected = out.clone();
             for &copy in &queue {
-                let (len, at, distance) = (copy >> (DST_BITS + 20), (copy >> 20) & DST_MASK, copy & 0xFFFFF);
-                copy_match(&mut expected, at as usize, distance as usize, len as usize);
+                let (at, distance, len) = fields(copy);
+                copy_match(&mut expected, at, distance, len);
             }
             flush(&mut out, &queue);
             assert_eq!(out, expected);
