@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(block_size(PAGE + 1), 2 * PAGE);
         for len in [5000, 65_536, 65_537, 100_000, 999_999, 1 << 20, (1 << 20) + 1, 3 << 29] {
             let size = block_size(len);
-            assert!(size >= len && size % PAGE == 0, "{len} -> {size}");
+            assert!(size >= len && size.is_multiple_of(PAGE), "{len} -> {size}");
             assert!(size as f64 <= len as f64 * 1.25 + PAGE as f64, "{len} -> {size}");
         }
         assert_eq!(block_size((1 << 20) + 1), (1 << 20) + (1 << 18));

@@ -423,7 +423,7 @@ impl Ring {
             if op.done < op.needed {
                 self.stats.short_reads.fetch_add(1, Ordering::Relaxed);
                 let next = op.offset + op.done as u64;
-                if op.direct && (next % STAGING_ALIGN as u64 != 0 || op.done % STAGING_ALIGN != 0) {
+                if op.direct && (!next.is_multiple_of(STAGING_ALIGN as u64) || op.done % STAGING_ALIGN != 0) {
                     // Direct I/O cannot resume at an unaligned place: finish buffered.
                     if let Some(fd) = op.fallback_fd {
                         op.fd = fd;

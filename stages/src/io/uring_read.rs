@@ -52,7 +52,7 @@ impl Stage for UringReadStage {
             // Nothing to read; the file opened, which is all an empty read can check.
             return Outcome::Done { bytes: 0 };
         }
-        let aligned = dst as u64 % ALIGN == 0 && offset % ALIGN == 0 && len % ALIGN == 0;
+        let aligned = (dst as u64).is_multiple_of(ALIGN) && offset % ALIGN == 0 && len % ALIGN == 0;
         let start = offset / ALIGN * ALIGN;
         let end = (offset + len).div_ceil(ALIGN) * ALIGN;
         let staged_fits = (end - start) as usize <= self.ring.staging_capacity();
