@@ -7,6 +7,9 @@
 //! loaded once), and after every element the lane is refilled, which tops it up to ≥ 32 bits or
 //! fails as truncated. No element is longer than 31 bits (FORMAT.md §2.3).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use crate::error::Reason;
 use crate::huffman::{DecodeTable, PairTable, NO_CODE};
 use crate::tables::{
@@ -166,6 +169,8 @@ pub struct Decoder {
 /// The loops a Huffman block may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Loops {
+    /// The AVX-512 round while the input lasts, then as `Fast`.
+    Vector,
     /// The branch-free or the branching unrolled loop, by the block's code, then `run`.
     Fast,
     /// Only the careful one-lane loop, `run`.
@@ -195,7 +200,7 @@ impl Decoder {
             fixed,
             dynamic: PairTable::default(),
             precode: DecodeTable::new(PRECODE_TABLE_BITS),
-            loops: Loops::Fast,
+            loops: if vector_available() { Loops::Vector } else { Loops::Fast },
         }
     }
 
@@ -207,7 +212,7 @@ impl Decoder {
         if out.len() > TILE_SIZE {
             return Err(Reason::SizeMismatch);
         }
-        if src.len() % 4 != 0 {
+        if !src.len().is_multiple_of(4) {
             return Err(Reason::Misaligned);
         }
         let mut lanes = Lanes::new(src)?;
@@ -349,6 +354,8 @@ fn huffman_block(
     let mut state = BlockState::from_lanes(lanes, pos);
     let result = if loops == Loops::Careful {
         state.run(lanes.src, table, out, 0)
+    } else if let Some(outcome) = run_vector(loops, &mut state, lanes.src, table, out) {
+        outcome.and_then(|lane| state.run(lanes.src, table, out, lane))
     } else if table.length_share() < LITERAL_HEAVY {
         // Mostly literals: branches on the kind of element are then predicted right nearly
         // always, and a literal costs less than in the branch-free loop.
@@ -363,6 +370,33 @@ fn huffman_block(
     let pos = state.pos;
     state.into_lanes(lanes);
     result.map(|()| pos)
+}
+
+fn vector_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The vector loop, if `loops` asks for it: `None` when it leaves the block to the scalar loops.
+#[allow(unsafe_code)]
+fn run_vector(
+    loops: Loops,
+    state: &mut BlockState,
+    src: &[u8],
+    table: &PairTable,
+    out: &mut [u8],
+) -> Option<Result<usize, Reason>> {
+    if loops != Loops::Vector {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `Loops::Vector` is chosen only where `avx512::available()` found every feature
+    // `avx512::run_fast` enables.
+    return unsafe { avx512::run_fast(state, src, table, out) };
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// A round's refill words: it takes at most 32, so with 128 bytes of input ahead they come from

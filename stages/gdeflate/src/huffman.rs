@@ -3,7 +3,7 @@
 use crate::error::Reason;
 
 /// Entry flag, in the length byte (code lengths are ≤ 15): the entry points at a subtable.
-const SUBTABLE: u64 = 0x80;
+pub(crate) const SUBTABLE: u64 = 0x80;
 
 /// The entry of a pattern no code has: length 0, and bit 61 set, the bit a decoder's payloads
 /// also set on elements that end its fast loop (so one test catches both).
@@ -174,6 +174,16 @@ impl PairTable {
             .map(|&l| 1u32 << (15 - l as u32))
             .sum();
         Ok(())
+    }
+
+    /// Where the distance half starts in [`PairTable::entries`].
+    pub const DIST_START: usize = TABLE_CAP;
+
+    /// Both halves as one array, for a loop that computes its own indices (masked to the
+    /// array's size) and follows subtable pointers itself: a pointer entry has `SUBTABLE` in
+    /// its length byte, the subtable's index bits below that flag and its position above bit 16.
+    pub fn entries(&self) -> &[u64; 2 * TABLE_CAP] {
+        &self.entries
     }
 
     /// The share of lit/len symbols that are match lengths, as the code implies it, in

@@ -17,7 +17,7 @@
 //! ≥ 32 bits when read), table-driven Huffman decoding and chunked match copies, not from
 //! skipping checks.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod decode;
