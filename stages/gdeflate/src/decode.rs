@@ -354,14 +354,14 @@ fn huffman_block(
     let mut state = BlockState::from_lanes(lanes, pos);
     let result = if loops == Loops::Careful {
         state.run(lanes.src, table, out, 0)
-    } else if let Some(outcome) = run_vector(loops, &mut state, lanes.src, table, out) {
-        outcome.and_then(|lane| state.run(lanes.src, table, out, lane))
     } else if table.length_share() < LITERAL_HEAVY {
         // Mostly literals: branches on the kind of element are then predicted right nearly
-        // always, and a literal costs less than in the branch-free loop.
+        // always, and a literal costs less than in the branch-free loops.
         state
             .run_literals(lanes.src, table, out)
             .and_then(|lane| state.run(lanes.src, table, out, lane))
+    } else if let Some(outcome) = run_vector(loops, &mut state, lanes.src, table, out) {
+        outcome.and_then(|lane| state.run(lanes.src, table, out, lane))
     } else {
         state
             .run_fast(lanes.src, table, out)
