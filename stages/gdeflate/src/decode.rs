@@ -935,6 +935,31 @@ fn copy_match(out: &mut [u8], dst: usize, distance: usize, len: usize) {
     }
 }
 
+/// For the flush tests: `size` random bytes, a queue of copies (as `flush` packs them) whose
+/// destinations run through `span` 0–2 bytes apart, each `(length, distance)` from `next` given
+/// its destination, and the bytes after running the copies one at a time.
+#[cfg(test)]
+fn queued_copies(
+    rng: &mut fastrand::Rng,
+    size: usize,
+    span: std::ops::Range<usize>,
+    mut next: impl FnMut(&mut fastrand::Rng, usize) -> (usize, usize),
+) -> (Vec<u8>, Vec<u64>, Vec<u8>) {
+    let out: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+    let (mut queue, mut dst) = (Vec::new(), span.start);
+    while dst < span.end {
+        let (len, distance) = next(rng, dst);
+        queue.push((len as u64) << (DST_BITS + 20) | (dst as u64) << 20 | distance as u64);
+        dst += len + rng.usize(0..=2);
+    }
+    let mut expected = out.clone();
+    for &copy in &queue {
+        let (at, distance, len) = fields(copy);
+        copy_match(&mut expected, at, distance, len);
+    }
+    (out, queue, expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -974,19 +999,10 @@ mod tests {
         // run one at a time.
         let mut rng = fastrand::Rng::with_seed(11);
         for _ in 0..200 {
-            let mut out: Vec<u8> = (0..256).map(|_| rng.u8(..)).collect();
-            let (mut queue, mut dst) = (Vec::new(), 40usize);
-            while dst < 200 {
+            let (mut out, queue, expected) = queued_copies(&mut rng, 256, 40..200, |rng, dst| {
                 let len = rng.usize(3..=9);
-                let distance = rng.usize(len..=dst.min(60));
-                queue.push((len as u64) << (DST_BITS + 20) | (dst as u64) << 20 | distance as u64);
-                dst += len + rng.usize(0..=2);
-            }
-            let mut expected = out.clone();
-            for &copy in &queue {
-                let (at, distance, len) = fields(copy);
-                copy_match(&mut expected, at, distance, len);
-            }
+                (len, rng.usize(len..=dst.min(60)))
+            });
             flush(&mut out, &queue);
             assert_eq!(out, expected);
         }

@@ -1,4 +1,4 @@
-//! # dsr-gdeflate: GDeflate in safe Rust
+//! # dsr-gdeflate: GDeflate in (nearly all) safe Rust
 //!
 //! GDeflate is DEFLATE re-laid-out for parallel decoding: data is cut into independent 64 KiB
 //! tiles, and each tile's bits are spread over 32 interleaved lanes that a GPU wave (or a CPU
@@ -13,9 +13,14 @@
 //! - `huffman`, `tables`, `lanes`: canonical codes, the Deflate64-flavoured tables, and the
 //!   encoder's word-slot bookkeeping.
 //!
-//! No `unsafe` anywhere: the decoder's speed comes from the lane invariant (a lane always holds
-//! ≥ 32 bits when read), table-driven Huffman decoding and chunked match copies, not from
-//! skipping checks.
+//! Safe Rust but for two calls, each `#[allow]`ed on its own function under
+//! `#![deny(unsafe_code)]`: the call into the AVX-512 data loop (`decode::run_vector`), made only
+//! after runtime detection found every feature it enables, and the masked store that writes a
+//! match's bytes into a `&mut [u8; 32]` (`decode/avx512.rs`). Every read and write of the input and output stays bounds-checked on
+//! both paths; CPUs without AVX-512 run the scalar loops, which tests compare with the vector
+//! one. The decoder's speed comes from the lane invariant (a lane always holds ≥ 32 bits when
+//! read), table-driven Huffman decoding, a round's 32 lanes decoded side by side, and chunked
+//! match copies, not from skipping checks.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

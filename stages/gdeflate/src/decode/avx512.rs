@@ -290,7 +290,7 @@ fn store_masked(to: &mut [u8; 32], mask: u32, data: __m256i) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{copy_match, DST_BITS};
+    use crate::decode::queued_copies;
 
     /// Matches of 3–40 bytes at distances from 1 (overlapping their source) to 60, packed
     /// within a few bytes of each other, some near the end of the output: the masked-store
@@ -304,19 +304,9 @@ mod tests {
         }
         let mut rng = fastrand::Rng::with_seed(12);
         for _ in 0..500 {
-            let mut out: Vec<u8> = (0..300).map(|_| rng.u8(..)).collect();
-            let (mut queue, mut dst) = (Vec::new(), 64usize);
-            while dst < 290 {
-                let len = rng.usize(3..=40).min(300 - dst);
-                let distance = rng.usize(1..=60);
-                queue.push((len as u64) << (DST_BITS + 20) | (dst as u64) << 20 | distance as u64);
-                dst += len + rng.usize(0..=2);
-            }
-            let mut expected = out.clone();
-            for &copy in &queue {
-                let (at, distance, len) = fields(copy);
-                copy_match(&mut expected, at, distance, len);
-            }
+            let (mut out, queue, expected) = queued_copies(&mut rng, 300, 64..290, |rng, dst| {
+                (rng.usize(3..=40).min(300 - dst), rng.usize(1..=60))
+            });
             // SAFETY: `available()` found every feature `flush` enables.
             unsafe { flush(&mut out, &queue) };
             assert_eq!(out, expected);
