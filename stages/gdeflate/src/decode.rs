@@ -7,7 +7,7 @@
 //! loaded once), and after every element the lane is refilled, which tops it up to ≥ 32 bits or
 //! fails as truncated. No element is longer than 31 bits (FORMAT.md §2.3).
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "simd"))]
 mod avx512;
 
 use crate::error::Reason;
@@ -373,14 +373,14 @@ fn huffman_block(
 }
 
 fn vector_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", feature = "simd"))]
     return avx512::available();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", feature = "simd")))]
     false
 }
 
 /// The vector loop, if `loops` asks for it: `None` when it leaves the block to the scalar loops.
-#[allow(unsafe_code)]
+#[cfg_attr(feature = "simd", allow(unsafe_code))]
 fn run_vector(
     loops: Loops,
     state: &mut BlockState,
@@ -391,12 +391,15 @@ fn run_vector(
     if loops != Loops::Vector {
         return None;
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", feature = "simd"))]
     // SAFETY: `Loops::Vector` is chosen only where `avx512::available()` found every feature
     // `avx512::run_fast` enables.
     return unsafe { avx512::run_fast(state, src, table, out) };
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+    #[cfg(not(all(target_arch = "x86_64", feature = "simd")))]
+    {
+        let _ = (state, src, table, out);
+        None
+    }
 }
 
 /// A round's refill words: it takes at most 32, so with 128 bytes of input ahead they come from

@@ -184,11 +184,13 @@ impl PairTable {
     }
 
     /// Where the distance half starts in [`PairTable::entries`].
+    #[cfg_attr(not(all(target_arch = "x86_64", feature = "simd")), allow(dead_code))]
     pub const DIST_START: usize = TABLE_CAP;
 
     /// Both halves as one array, for a loop that computes its own indices (masked to the
     /// array's size) and follows subtable pointers itself: a pointer entry has `SUBTABLE` in
     /// its length byte, the subtable's index bits below that flag and its position above bit 16.
+    #[cfg_attr(not(all(target_arch = "x86_64", feature = "simd")), allow(dead_code))]
     pub fn entries(&self) -> &[u64; 2 * TABLE_CAP] {
         &self.entries
     }
