@@ -372,6 +372,7 @@ fn huffman_block(
     result.map(|()| pos)
 }
 
+/// Whether this build and this CPU run the vector round.
 fn vector_available() -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "simd"))]
     return avx512::available();
