@@ -167,10 +167,12 @@ pub struct Decoder {
 }
 
 /// The loops a Huffman block may run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum Loops {
-    /// The AVX-512 round while the input lasts, then as `Fast`.
-    Vector,
+    /// The AVX-512 round while the input lasts, then as `Fast`; holds the proof that this CPU
+    /// has the features.
+    #[cfg(all(target_arch = "x86_64", feature = "simd"))]
+    Vector(avx512::Token),
     /// The branch-free or the branching unrolled loop, by the block's code, then `run`.
     Fast,
     /// Only the careful one-lane loop, `run`.
@@ -200,7 +202,7 @@ impl Decoder {
             fixed,
             dynamic: PairTable::default(),
             precode: DecodeTable::new(PRECODE_TABLE_BITS),
-            loops: if vector_available() { Loops::Vector } else { Loops::Fast },
+            loops: vector_loops().unwrap_or(Loops::Fast),
         }
     }
 
@@ -352,7 +354,7 @@ fn huffman_block(
     loops: Loops,
 ) -> Result<usize, Reason> {
     let mut state = BlockState::from_lanes(lanes, pos);
-    let result = if loops == Loops::Careful {
+    let result = if matches!(loops, Loops::Careful) {
         state.run(lanes.src, table, out, 0)
     } else if table.length_share() < LITERAL_HEAVY {
         // Mostly literals: branches on the kind of element are then predicted right nearly
@@ -372,16 +374,15 @@ fn huffman_block(
     result.map(|()| pos)
 }
 
-/// Whether this build and this CPU run the vector round.
-fn vector_available() -> bool {
+/// The vector loops, where this build and this CPU run them.
+fn vector_loops() -> Option<Loops> {
     #[cfg(all(target_arch = "x86_64", feature = "simd"))]
-    return avx512::available();
+    return avx512::token().map(Loops::Vector);
     #[cfg(not(all(target_arch = "x86_64", feature = "simd")))]
-    false
+    None
 }
 
 /// The vector loop, if `loops` asks for it: `None` when it leaves the block to the scalar loops.
-#[cfg_attr(feature = "simd", allow(unsafe_code))]
 fn run_vector(
     loops: Loops,
     state: &mut BlockState,
@@ -389,17 +390,13 @@ fn run_vector(
     table: &PairTable,
     out: &mut [u8],
 ) -> Option<Result<usize, Reason>> {
-    if loops != Loops::Vector {
-        return None;
-    }
-    #[cfg(all(target_arch = "x86_64", feature = "simd"))]
-    // SAFETY: `Loops::Vector` is chosen only where `avx512::available()` found every feature
-    // `avx512::run_fast` enables.
-    return unsafe { avx512::run_fast(state, src, table, out) };
-    #[cfg(not(all(target_arch = "x86_64", feature = "simd")))]
-    {
-        let _ = (state, src, table, out);
-        None
+    match loops {
+        #[cfg(all(target_arch = "x86_64", feature = "simd"))]
+        Loops::Vector(token) => avx512::run_fast(token, state, src, table, out),
+        _ => {
+            let _ = (state, src, table, out);
+            None
+        }
     }
 }
 
@@ -1036,13 +1033,13 @@ mod tests {
         }
         long[20_000..45_000].fill(0);
 
-        let vector = vector_available();
-        if !vector {
-            eprintln!("skipped the vector round: this CPU lacks the AVX-512 features it needs");
+        let vector = vector_loops();
+        if vector.is_none() {
+            eprintln!("skipped the vector round: this build or CPU lacks it (AVX-512, feature simd)");
         }
-        let mut fast: Vec<Decoder> = [Loops::Vector, Loops::Fast]
+        let mut fast: Vec<Decoder> = vector
             .into_iter()
-            .filter(|&loops| vector || loops != Loops::Vector)
+            .chain([Loops::Fast])
             .map(|loops| Decoder {
                 loops,
                 ..Decoder::new()

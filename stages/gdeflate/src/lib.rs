@@ -1,4 +1,4 @@
-//! # dsr-gdeflate: GDeflate in (nearly all) safe Rust
+//! # dsr-gdeflate: GDeflate in safe Rust
 //!
 //! GDeflate is DEFLATE re-laid-out for parallel decoding: data is cut into independent 64 KiB
 //! tiles, and each tile's bits are spread over 32 interleaved lanes that a GPU wave (or a CPU
@@ -13,19 +13,16 @@
 //! - `huffman`, `tables`, `lanes`: canonical codes, the Deflate64-flavoured tables, and the
 //!   encoder's word-slot bookkeeping.
 //!
-//! Safe Rust but for two calls, each `#[allow]`ed on its own function under
-//! `#![deny(unsafe_code)]`, and only with the `simd` feature (on by default; without it the
-//! crate is `#![forbid(unsafe_code)]`): the call into the AVX-512 data loop
-//! (`decode::run_vector`), made only after runtime detection found every feature it enables, and
-//! the masked store that writes a match's bytes into a `&mut [u8; 32]` (`decode/avx512.rs`).
-//! Every read and write of the input and output stays bounds-checked on both paths; CPUs
-//! without AVX-512 run the scalar loops, which tests compare with the vector one. The decoder's
-//! speed comes from the lane invariant (a lane always holds ≥ 32 bits when read), table-driven
-//! Huffman decoding, a round's 32 lanes decoded side by side, and chunked match copies, not from
-//! skipping checks.
+//! Safe Rust throughout: the crate is `#![forbid(unsafe_code)]` in every build. With the `simd`
+//! feature (on by default) CPUs with AVX-512 run a vector data loop (`decode/avx512.rs`),
+//! reached through pulp's x86-64-v4 token, which only runtime detection hands out and whose
+//! methods are the intrinsics. Every read and write of the input and output stays
+//! bounds-checked on both paths; CPUs without AVX-512 run the scalar loops, which tests compare
+//! with the vector one. The decoder's speed comes from the lane invariant (a lane always holds
+//! ≥ 32 bits when read), table-driven Huffman decoding, a round's 32 lanes decoded side by side,
+//! and chunked match copies, not from skipping checks.
 
-#![cfg_attr(not(feature = "simd"), forbid(unsafe_code))]
-#![cfg_attr(feature = "simd", deny(unsafe_code))]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod decode;
