@@ -64,6 +64,12 @@ pub fn canonical_codes(lengths: &[u8], codes: &mut [u32]) -> bool {
 /// Fills `region` (its start is the primary table, subtables follow within it; pointers are
 /// offsets into `region` plus `base`, the region's position in the array lookups index) with
 /// the decode table of `lengths`.
+///
+/// The primary table is built as in libdeflate: symbols in canonical order (by length, then
+/// number), each code's bit-reversed pattern stepped from the last, and the table doubled
+/// before each longer length, so a code of length `l` written at its pattern below `2^l`
+/// reaches every entry it owns through the copies, and patterns no code owns keep `NO_CODE`
+/// from the one entry the table starts with.
 fn fill_region(
     region: &mut [u64],
     base: usize,
@@ -71,13 +77,62 @@ fn fill_region(
     lengths: &[u8],
     payload: impl Fn(u32, u32) -> u64,
 ) -> Result<(), Reason> {
-    let mut codes = [0u32; 288];
-    if !canonical_codes(lengths, &mut codes[..lengths.len()]) {
-        return Err(Reason::OversubscribedCode);
+    debug_assert!(primary <= 11 && lengths.len() <= 288 && lengths.iter().all(|&l| l <= 15));
+    let mut count = [0u16; 16];
+    for &l in lengths {
+        count[l as usize & 15] += 1;
     }
+    count[0] = 0;
+    let mut left = 1i32;
+    for &c in &count[1..] {
+        left = 2 * left - c as i32;
+        if left < 0 {
+            return Err(Reason::OversubscribedCode);
+        }
+    }
+    // Symbols sorted by length, then number: canonical order.
+    let mut next = [0u16; 16];
+    for l in 1..15 {
+        next[l + 1] = next[l] + count[l];
+    }
+    let mut sorted = [0u16; 288];
+    for (sym, &l) in lengths.iter().enumerate() {
+        if l != 0 {
+            let at = &mut next[l as usize & 15];
+            sorted[*at as usize] = sym as u16;
+            *at += 1;
+        }
+    }
+
     let primary_size = 1usize << primary;
-    region[..primary_size].fill(NO_CODE);
+    let mut codes = [0u32; 288];
+    let (mut pattern, mut size, mut at) = (0u32, 1usize, 0usize);
+    region[0] = NO_CODE;
+    for l in 1..16u32 {
+        if l <= primary {
+            region.copy_within(..size, size);
+            size *= 2;
+        }
+        for &sym in &sorted[at..at + count[l as usize] as usize] {
+            if l <= primary {
+                region[pattern as usize] = payload(sym as u32, l) << 8 | l as u64;
+            }
+            codes[sym as usize] = pattern;
+            // The next code's pattern: the canonical code plus one, bit-reversed. The highest
+            // clear bit below `l` is set and the bits above it cleared; a full pattern was the
+            // last code (the length check above leaves no symbol after it).
+            let open = !pattern & ((1 << l) - 1);
+            if open != 0 {
+                let bit = 1 << (31 - open.leading_zeros());
+                pattern = pattern & (bit - 1) | bit;
+            }
+        }
+        at += count[l as usize] as usize;
+    }
+    debug_assert_eq!(size, primary_size);
     let mut used = primary_size;
+    let short: usize = count[..=primary as usize].iter().map(|&c| c as usize).sum();
+    let long = &sorted[short..at];
 
     // Longest code under each primary prefix decides that prefix's subtable size; the prefixes
     // that have one are listed as they are met (scanning all 1024 for them was a quarter of a
@@ -85,27 +140,14 @@ fn fill_region(
     let mut longest = [0u8; 1 << 11];
     // (A new prefix takes a new symbol, so there are at most 288.)
     let (mut prefixes, mut with_subtable) = ([0u16; 288], 0usize);
-    debug_assert!(primary <= 11);
-    for (sym, &l) in lengths.iter().enumerate() {
-        let l = l as u32;
-        if l == 0 {
-            continue;
+    for &sym in long {
+        let l = lengths[sym as usize];
+        let prefix = codes[sym as usize] as usize & (primary_size - 1);
+        if longest[prefix] == 0 {
+            prefixes[with_subtable] = prefix as u16;
+            with_subtable += 1;
         }
-        if l <= primary {
-            let entry = payload(sym as u32, l) << 8 | l as u64;
-            let mut i = codes[sym] as usize;
-            while i < primary_size {
-                region[i] = entry;
-                i += 1 << l;
-            }
-        } else {
-            let prefix = codes[sym] as usize & (primary_size - 1);
-            if longest[prefix] == 0 {
-                prefixes[with_subtable] = prefix as u16;
-                with_subtable += 1;
-            }
-            longest[prefix] = longest[prefix].max(l as u8);
-        }
+        longest[prefix] = longest[prefix].max(l);
     }
     for &prefix in &prefixes[..with_subtable] {
         let prefix = prefix as usize;
@@ -118,11 +160,8 @@ fn fill_region(
         region[used..end].fill(NO_CODE);
         used = end;
     }
-    for (sym, &l) in lengths.iter().enumerate() {
-        let l = l as u32;
-        if l <= primary {
-            continue;
-        }
+    for &sym in long {
+        let (sym, l) = (sym as usize, lengths[sym as usize] as u32);
         let code = codes[sym] as usize;
         let pointer = region[code & (primary_size - 1)];
         let (offset, sub_bits) = ((pointer >> 16) as usize - base, (pointer & 0x7F) as u32);
