@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dsr_gdeflate::{Encoder, Level, TILE_SIZE};
-use rayon::prelude::*;
 
 use crate::{Error, ErrorKind, Result};
 
@@ -221,12 +220,43 @@ fn read_entry(c: &mut Cursor<'_>, data_end: u64) -> std::result::Result<Asset, S
     })
 }
 
+/// Encodes `tiles` on up to `threads` scoped threads, each taking the next tile from a shared
+/// counter (tiles vary in cost: zeros encode faster than text), with one encoder per thread.
+fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let encode_some = || {
+        let mut encoder = Encoder::new(level);
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(tile) = tiles.get(i) else { return done };
+            let mut out = Vec::new();
+            encoder.encode_tile(tile, &mut out);
+            done.push((i, out));
+        }
+    };
+    let mut encoded: Vec<(usize, Vec<u8>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.min(tiles.len()))
+            .map(|_| scope.spawn(encode_some))
+            .collect();
+        let mut all = encode_some();
+        for helper in helpers {
+            // An encoder never panics on any input; if one did, the panic belongs to the caller.
+            all.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        all
+    });
+    encoded.sort_unstable_by_key(|&(i, _)| i);
+    encoded.into_iter().map(|(_, out)| out).collect()
+}
+
 /// Writes an archive: add assets, then [`ArchiveWriter::finish`].
 #[derive(Debug)]
 pub struct ArchiveWriter {
     file: File,
     at: u64,
     level: Level,
+    threads: usize,
     assets: Vec<Asset>,
 }
 
@@ -239,11 +269,19 @@ impl ArchiveWriter {
             file,
             at: HEADER_LEN,
             level,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             assets: Vec::new(),
         })
     }
 
-    /// Compresses `bytes` (tiles in parallel on rayon's pool) and appends it as `name`.
+    /// Compresses on `threads` threads (at least one; the default is one per CPU).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Compresses `bytes` (tiles in parallel, see [`ArchiveWriter::threads`]) and appends it as
+    /// `name`.
     pub fn add(&mut self, name: &str, bytes: &[u8]) -> io::Result<&Asset> {
         if name.is_empty() || name.len() > MAX_NAME || self.assets.iter().any(|a| a.name == name) {
             return Err(io::Error::new(
@@ -251,22 +289,12 @@ impl ArchiveWriter {
                 format!("asset name {name:?} is empty, longer than {MAX_NAME} bytes, or already taken"),
             ));
         }
-        let tile_hashes: Arc<[u64]> = bytes.par_chunks(TILE_SIZE).map(dsr_stages::tile_hash).collect();
+        let tiles: Vec<&[u8]> = bytes.chunks(TILE_SIZE).collect();
+        let tile_hashes: Arc<[u64]> = tiles.iter().map(|tile| dsr_stages::tile_hash(tile)).collect();
         let (codec, stored) = if bytes.is_empty() {
             (Codec::Raw, Vec::new())
         } else {
-            let level = self.level;
-            let tiles: Vec<Vec<u8>> = bytes
-                .par_chunks(TILE_SIZE)
-                .map_init(
-                    || Encoder::new(level),
-                    |encoder, tile| {
-                        let mut out = Vec::new();
-                        encoder.encode_tile(tile, &mut out);
-                        out
-                    },
-                )
-                .collect();
+            let tiles = encode_tiles(&tiles, self.level, self.threads);
             let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
             let mut stream = Vec::new();
             dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)

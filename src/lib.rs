@@ -2,8 +2,9 @@
 //!
 //! Requests to read file ranges or memory blocks (optionally GDeflate-compressed) into host
 //! memory are lowered into a DAG of typed stage nodes and run by a work-stealing executor. This
-//! crate is the facade: it re-exports the engine's API, builds executors with the stock stages,
-//! and hosts the harnesses behind `dsr bench`.
+//! crate is the facade engines embed: it re-exports the engine's API, builds executors with the
+//! stock stages, and reads and writes the archive format. It pulls in no command-line crates:
+//! the `dsr` command and its benchmark harnesses live in `dsr-cli` (`cli/`).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -21,7 +22,6 @@
 //! [`viz`] (DOT pictures of batch graphs).
 
 pub mod archive;
-pub mod bench;
 
 use std::path::Path;
 

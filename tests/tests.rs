@@ -7,14 +7,14 @@
 //! - `gdeflate`: compressed assets decoded in tile groups on every worker, verified by hash;
 //! - `io`: io_uring and the positioned-read fallback: policies, EOF, scale, back-pressure,
 //!   cancellation in the kernel, injected faults;
-//! - `viz`: DOT of plans and runs, rendered by Graphviz;
-//! - `cli`: the `dsr` command as a user runs it.
+//! - `viz`: DOT of plans and runs, rendered by Graphviz.
+//!
+//! The `dsr` command's own tests are in `cli/tests/`.
 
 mod common;
 
 mod archive;
 mod cancellation;
-mod cli;
 mod execution;
 mod files;
 mod gdeflate;

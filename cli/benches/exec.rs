@@ -1,7 +1,7 @@
 //! `cargo bench --bench exec`: the executor-overhead harness, dsr against rayon on the same DAGs
 //! in the same run (the same code as `dsr bench exec`; see benches/README.md).
 
-use dsr::bench::exec::{measure, Shape};
+use dsr_cli::harness::exec::{measure, Shape};
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants it quick.

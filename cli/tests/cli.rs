@@ -1,8 +1,23 @@
-//! The `dsr` command as a user runs it.
+//! The `dsr` command as a user runs it: every subcommand through the built binary, its exit
+//! codes, and its `--json` documents.
 
+use std::io::Write;
 use std::process::{Command, Output};
 
-use crate::common::*;
+/// Deterministic bytes that differ at every offset and between seeds.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes);
+    bytes
+}
+
+/// A temporary file holding `bytes`.
+fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    file.write_all(bytes).expect("the temporary file takes the bytes");
+    file
+}
 
 fn dsr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dsr"))

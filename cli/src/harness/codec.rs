@@ -156,18 +156,18 @@ pub fn reference_encode(input: &[u8], level: u8) -> (usize, f64) {
 pub fn engine_decode(stream: &[u8], len: usize, workers: usize, runs: usize) -> Result<f64, String> {
     use std::sync::Arc;
     let stream: Arc<[u8]> = stream.into();
-    let executor = crate::executor(crate::ExecutorConfig {
+    let executor = dsr::executor(dsr::ExecutorConfig {
         workers,
         metrics: false,
-        ..crate::ExecutorConfig::default()
+        ..dsr::ExecutorConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    let dest = crate::HostBuffer::prefault(len);
+    let dest = dsr::HostBuffer::prefault(len);
     let mut times = Vec::new();
     for _ in 0..runs.max(1) + 1 {
         let mut batch = executor.batch();
         batch
-            .push(crate::Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len as u64))
+            .push(dsr::Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len as u64))
             .map_err(|e| e.to_string())?;
         let start = Instant::now();
         let report = executor.submit(batch).map_err(|e| e.to_string())?.wait();

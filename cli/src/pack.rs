@@ -87,18 +87,18 @@ pub fn run(args: PackArgs) -> CliResult {
     let files = collect_inputs(&args.inputs)?;
     let total: u64 = files.iter().map(|(_, p)| p.metadata().map_or(0, |m| m.len())).sum();
     let bar = super::output::bytes_bar(total, !args.json);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
     let start = Instant::now();
     let mut writer = ArchiveWriter::create(&args.output, Level::new(args.level))
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", args.output.display())))?;
+    if let Some(threads) = args.threads.filter(|&n| n > 0) {
+        writer = writer.threads(threads);
+    }
     for (name, path) in &files {
         let bytes =
             std::fs::read(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
         bar.set_message(name.clone());
-        pool.install(|| writer.add(name, &bytes))
+        writer
+            .add(name, &bytes)
             .map_err(|e| CliError::failed(format!("cannot pack {}: {e}", path.display())))?;
         bar.inc(bytes.len() as u64);
     }

@@ -177,7 +177,7 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
     let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
     let failed = failures(&report);
     let mut sorted = runs.clone();
-    let median = dsr::bench::median(&mut sorted);
+    let median = dsr_cli::harness::median(&mut sorted);
     if args.json {
         doc["bytes"] = json!(bytes);
         doc["workers"] = json!(engine.executor.workers());

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use dsr::bench::exec::{self, Shape};
+use dsr_cli::harness::exec::{self, Shape};
 
 use super::{CliError, CliResult};
 
@@ -77,7 +77,7 @@ impl CodecArgs {
                 Ok((bytes, format!("file {}", path.display())))
             }
             None => Ok((
-                dsr::bench::corpus::mixed(self.size_mib.max(1) << 20, 0xc0de),
+                dsr_cli::harness::corpus::mixed(self.size_mib.max(1) << 20, 0xc0de),
                 format!(
                     "mixed corpus, {} MiB: 30% text, 30% executables, 15% compressed files, 10% random, 15% zeros",
                     self.size_mib.max(1)
@@ -148,7 +148,7 @@ const NO_REFERENCE: &str = "the reference codec is not built in: run `cargo run 
                             reference-codec -- bench ...` to measure it beside dsr";
 
 fn run_decode(args: CodecArgs) -> CliResult {
-    use dsr::bench::codec;
+    use dsr_cli::harness::codec;
     let (data, what) = args.data()?;
     // The same tiles for both sides: compressed as a shipped asset would be. With the reference
     // built in, by the reference at level 9; otherwise by dsr at its default level.
@@ -197,7 +197,7 @@ fn run_decode(args: CodecArgs) -> CliResult {
     if out != data {
         return Err(CliError::failed("dsr decoded wrong bytes"));
     }
-    let bare_mbps = data.len() as f64 / dsr::bench::median(&mut bare).as_secs_f64() / 1e6;
+    let bare_mbps = data.len() as f64 / dsr_cli::harness::median(&mut bare).as_secs_f64() / 1e6;
     let compressed = tiles.compressed();
     if args.json {
         let doc = json!({
@@ -238,7 +238,7 @@ fn run_decode(args: CodecArgs) -> CliResult {
 }
 
 fn run_encode(args: CodecArgs) -> CliResult {
-    use dsr::bench::codec;
+    use dsr_cli::harness::codec;
     let (data, what) = args.data()?;
     let mut rows = Vec::new();
     for &level in &args.levels {
@@ -276,7 +276,7 @@ fn run_encode(args: CodecArgs) -> CliResult {
 }
 
 fn run_read(args: ReadArgs) -> CliResult {
-    use dsr::bench::read;
+    use dsr_cli::harness::read;
     let file_len = dsr::file_len(&args.file)?;
     if file_len < 1 << 20 {
         return Err(CliError::usage("the file must hold at least 1 MiB"));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dsr_engine::{EdgeKind, Executor, GraphBuilder, NodeId, NodeKind, NodeRef, NodeSpec, Outcome, RequestInfo, Stage};
+use dsr::engine::{EdgeKind, Executor, GraphBuilder, NodeId, NodeKind, NodeRef, NodeSpec, Outcome, RequestInfo, Stage};
 
 use super::median;
 
@@ -200,7 +200,7 @@ pub fn dsr_graph(dag: &Dag) -> GraphBuilder {
 }
 
 /// An executor of `workers` threads whose `Copy` stage is [`tiny_work`], metrics off.
-pub fn bench_executor(workers: usize) -> dsr_engine::Result<Executor> {
+pub fn bench_executor(workers: usize) -> dsr::engine::Result<Executor> {
     Executor::builder()
         .workers(workers)
         .metrics(false)
@@ -209,7 +209,7 @@ pub fn bench_executor(workers: usize) -> dsr_engine::Result<Executor> {
 }
 
 /// Runs `dag` once on dsr; returns the time from submission to the report.
-pub fn run_dsr(executor: &Executor, dag: &Dag) -> dsr_engine::Result<Duration> {
+pub fn run_dsr(executor: &Executor, dag: &Dag) -> dsr::engine::Result<Duration> {
     let mut batch = executor.batch();
     *batch.graph_mut() = dsr_graph(dag);
     let compiled = batch.compile()?;
@@ -220,8 +220,8 @@ pub fn run_dsr(executor: &Executor, dag: &Dag) -> dsr_engine::Result<Duration> {
     // Freeing the graph's arena is not scheduling overhead: drop it outside the timed region.
     drop(batch);
     if !report.all_done() {
-        return Err(dsr_engine::Error::new(
-            dsr_engine::ErrorKind::InvalidRequest,
+        return Err(dsr::engine::Error::new(
+            dsr::engine::ErrorKind::InvalidRequest,
             format!("bench graph did not complete: {:?}", report.first_failure()),
         ));
     }
@@ -285,13 +285,13 @@ pub struct ExecResult {
 }
 
 /// Measures `shape` with `workers` threads, `runs` alternating runs per side.
-pub fn measure(shape: Shape, workers: usize, runs: usize) -> dsr_engine::Result<ExecResult> {
+pub fn measure(shape: Shape, workers: usize, runs: usize) -> dsr::engine::Result<ExecResult> {
     let dag = Dag::new(shape);
     let executor = bench_executor(workers)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()
-        .map_err(|e| dsr_engine::Error::new(dsr_engine::ErrorKind::Io, format!("cannot build rayon's pool: {e}")))?;
+        .map_err(|e| dsr::engine::Error::new(dsr::engine::ErrorKind::Io, format!("cannot build rayon's pool: {e}")))?;
     // One warm-up each: first-touch of fresh memory and thread start-up are not overhead.
     run_dsr(&executor, &dag)?;
     run_rayon(&pool, &dag, false);

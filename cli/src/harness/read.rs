@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::{Backend, ExecutorConfig, HostBuffer, IoConfig, IoPolicy, Request};
+use dsr::{Backend, ExecutorConfig, HostBuffer, IoConfig, IoPolicy, Request};
 
 /// One mode's settings.
 #[derive(Clone, Copy, Debug)]
@@ -99,15 +99,15 @@ pub fn offsets(mode: Mode, file_len: u64, seed: u64) -> Vec<u64> {
 }
 
 /// dsr reading `offsets` of `path`, `mode.block` each, through the engine.
-pub fn run_dsr(path: &Path, mode: Mode, offsets: &[u64], dest: &HostBuffer) -> crate::Result<Sample> {
-    let (executor, info) = crate::executor_with_io(
+pub fn run_dsr(path: &Path, mode: Mode, offsets: &[u64], dest: &HostBuffer) -> dsr::Result<Sample> {
+    let (executor, info) = dsr::executor_with_io(
         ExecutorConfig {
             metrics: false,
             ..ExecutorConfig::default()
         },
         IoConfig {
             backend: Backend::Auto,
-            ring: dsr_stages::io::RingConfig {
+            ring: dsr::stages::io::RingConfig {
                 queue_depth: DEPTH,
                 ..Default::default()
             },
@@ -120,7 +120,7 @@ pub fn run_dsr(path: &Path, mode: Mode, offsets: &[u64], dest: &HostBuffer) -> c
         IoPolicy::Buffered
     };
     let file = std::sync::Arc::new(
-        std::fs::File::open(path).map_err(|e| crate::Error::from_io(&e, "cannot open the file").with_path(path))?,
+        std::fs::File::open(path).map_err(|e| dsr::Error::from_io(&e, "cannot open the file").with_path(path))?,
     );
     let mut batch = executor.batch();
     for (i, &offset) in offsets.iter().enumerate() {

@@ -1,5 +1,5 @@
-//! The `dsr` command line: argument parsing and dispatch. Each subcommand lives in its own file
-//! and returns a `CliResult`; this module turns that into an exit code and a message.
+//! The `dsr` command: argument parsing and dispatch. Each subcommand lives in its own file and
+//! returns a `CliResult`; `main` turns that into an exit code and a message.
 
 mod bench;
 mod demo;
@@ -225,7 +225,7 @@ pub fn resolve_files(files: &[PathBuf], range: Option<Range>) -> Result<Vec<(Pat
         .collect()
 }
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
