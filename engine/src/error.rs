@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::graph::NodeKind;
+use crate::vocabulary::NodeKind;
 
 /// What went wrong, for matching. The message of the [`Error`] says what to do about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -39,6 +39,7 @@ mod sleep;
 pub mod stage;
 pub mod state;
 mod sync;
+mod vocabulary;
 
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
 pub use buffer::HostBuffer;

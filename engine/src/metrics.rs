@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::graph::NodeKind;
+use crate::vocabulary::NodeKind;
 
 /// Latencies up to this are recorded exactly to 3 significant figures; longer ones saturate.
 const MAX_TRACKED_NS: u64 = 600_000_000_000;

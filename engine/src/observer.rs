@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::graph::{NodeId, NodeKind, RequestId};
+use crate::vocabulary::{NodeId, NodeKind, RequestId};
 
 /// How a node ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

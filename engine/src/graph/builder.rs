@@ -1,0 +1,249 @@
+//! Building a graph: requests, resources and nodes grow as rows in plain vectors while requests
+//! are lowered (or while a caller builds nodes by hand); [`GraphBuilder::compile`]
+//! (`compile.rs`) then validates and freezes them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::resource::{FileSlot, FileSource, Resource, ResourceKind};
+use crate::buffer::{RawBytes, Reservation};
+use crate::error::{Error, ErrorKind, Result};
+use crate::request::Priority;
+use crate::scratch::Scratch;
+use crate::vocabulary::{EdgeKind, NodeId, NodeKind, RequestId, ResourceId, Span, NO_SPAN};
+
+/// What a request is, as the graph and its views know it.
+#[derive(Clone, Debug, Default)]
+pub struct RequestInfo {
+    /// The caller's name for it.
+    pub name: Option<String>,
+    /// The cancellation tag.
+    pub tag: u64,
+    /// Its priority.
+    pub priority: Priority,
+    /// Bytes it delivers to its destination when it succeeds.
+    pub bytes: u64,
+    /// Expected hash (xxh3-64) of each decoded 64 KiB tile, when the request asks for its data
+    /// to be verified.
+    pub tile_hashes: Option<Arc<[u64]>>,
+    /// How its file bytes are read.
+    pub io: crate::request::IoPolicy,
+}
+
+/// One node as a builder takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSpec {
+    /// What it does.
+    pub kind: NodeKind,
+    /// The request it belongs to.
+    pub request: RequestId,
+    /// Where its bytes come from, if anywhere.
+    pub src: Option<Span>,
+    /// Where its bytes go, if anywhere.
+    pub dst: Option<Span>,
+    /// How many bytes it produces at `dst`.
+    pub len: u64,
+    /// How many bytes it consumes at `src` (equal to `len` for reads and copies).
+    pub src_len: u64,
+    /// For decode nodes, the first compressed tile it decodes (its group runs from there for
+    /// `len` bytes of output); 0 otherwise.
+    pub tile: u32,
+}
+
+impl NodeSpec {
+    /// A node that moves no bytes: for graphs whose stages do their own work (benches, tests,
+    /// barriers).
+    pub fn bare(kind: NodeKind, request: RequestId) -> Self {
+        NodeSpec {
+            kind,
+            request,
+            src: None,
+            dst: None,
+            len: 0,
+            src_len: 0,
+            tile: 0,
+        }
+    }
+}
+
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A graph under construction.
+#[derive(Debug)]
+pub struct GraphBuilder {
+    pub(super) id: u64,
+    pub(super) requests: Vec<RequestInfo>,
+    pub(super) resources: Vec<Resource>,
+    pub(super) files: HashMap<PathBuf, ResourceId>,
+    /// Open-file sources by the address of their `Arc<File>`.
+    pub(super) open_files: HashMap<usize, ResourceId>,
+    pub(super) kind: Vec<NodeKind>,
+    pub(super) request: Vec<RequestId>,
+    pub(super) src: Vec<Span>,
+    pub(super) dst: Vec<Span>,
+    pub(super) len: Vec<u64>,
+    pub(super) src_len: Vec<u64>,
+    pub(super) tile: Vec<u32>,
+    pub(super) edges: Vec<(NodeId, NodeId, EdgeKind)>,
+    /// Per node: whether lowering added it.
+    pub(super) lowered: Vec<bool>,
+    pub(crate) reservations: Vec<Reservation>,
+}
+
+impl Default for GraphBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GraphBuilder {
+    /// An empty graph with a fresh id.
+    pub fn new() -> Self {
+        GraphBuilder {
+            id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+            requests: Vec::new(),
+            resources: Vec::new(),
+            files: HashMap::new(),
+            lowered: Vec::new(),
+            open_files: HashMap::new(),
+            kind: Vec::new(),
+            request: Vec::new(),
+            src: Vec::new(),
+            dst: Vec::new(),
+            len: Vec::new(),
+            src_len: Vec::new(),
+            tile: Vec::new(),
+            edges: Vec::new(),
+            reservations: Vec::new(),
+        }
+    }
+
+    /// The graph's id (unique in this process); batches and observers use it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Adds a request; nodes name it.
+    pub fn add_request(&mut self, info: RequestInfo) -> RequestId {
+        self.requests.push(info);
+        RequestId(self.requests.len() as u32 - 1)
+    }
+
+    /// How many requests the graph has.
+    pub fn request_count(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// How many nodes the graph has.
+    pub fn node_count(&self) -> usize {
+        self.kind.len()
+    }
+
+    /// Reserves room for `nodes` more nodes and `edges` more edges.
+    pub fn reserve(&mut self, nodes: usize, edges: usize) {
+        self.kind.reserve(nodes);
+        self.request.reserve(nodes);
+        self.src.reserve(nodes);
+        self.dst.reserve(nodes);
+        self.len.reserve(nodes);
+        self.src_len.reserve(nodes);
+        self.tile.reserve(nodes);
+        self.lowered.reserve(nodes);
+        self.edges.reserve(edges);
+    }
+
+    /// A file source; the same path, or the same open file (`Arc`), in one batch is one
+    /// resource, opened once.
+    pub fn add_file(&mut self, source: FileSource) -> ResourceId {
+        if let FileSource::Path(path) = &source {
+            if let Some(&id) = self.files.get(path) {
+                return id;
+            }
+            let id = self.push_resource(Resource::File(Box::new(FileSlot {
+                shared_path: Some(Arc::from(path.as_path())),
+                source: source.clone(),
+                opened: OnceLock::new(),
+                direct: OnceLock::new(),
+            })));
+            self.files.insert(path.clone(), id);
+            return id;
+        }
+        // The same open file (one `Arc`) is one resource too: its direct-I/O descriptor and its
+        // ring registration are made once per batch, not once per request. The resource holds a
+        // clone, so the address cannot be reused by another file while the builder lives.
+        let FileSource::Open(file) = &source else {
+            unreachable!("paths returned above")
+        };
+        let key = Arc::as_ptr(file) as usize;
+        if let Some(&id) = self.open_files.get(&key) {
+            return id;
+        }
+        let id = self.push_resource(Resource::File(Box::new(FileSlot {
+            shared_path: None,
+            source,
+            opened: OnceLock::new(),
+            direct: OnceLock::new(),
+        })));
+        self.open_files.insert(key, id);
+        id
+    }
+
+    /// What resource `id` is, if it exists.
+    pub fn resource_kind(&self, id: ResourceId) -> Option<ResourceKind> {
+        self.resources.get(id.index()).map(Resource::kind)
+    }
+
+    /// A memory source.
+    pub fn add_memory(&mut self, bytes: Arc<[u8]>) -> ResourceId {
+        self.push_resource(Resource::Memory(bytes))
+    }
+
+    pub(crate) fn add_host(&mut self, raw: RawBytes, reservation: Reservation) -> ResourceId {
+        self.reservations.push(reservation);
+        self.push_resource(Resource::Host(raw))
+    }
+
+    pub(crate) fn add_scratch(&mut self, len: u64) -> Result<ResourceId> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= isize::MAX as usize - 4096)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the compressed stream is larger than memory"))?;
+        Ok(self.push_resource(Resource::Scratch(Scratch::new(len))))
+    }
+
+    fn push_resource(&mut self, resource: Resource) -> ResourceId {
+        self.resources.push(resource);
+        ResourceId(self.resources.len() as u32 - 1)
+    }
+
+    /// Adds a node.
+    pub fn add_node(&mut self, spec: NodeSpec) -> NodeId {
+        self.push_node(spec, false)
+    }
+
+    /// Adds a node that lowering made: only these may touch a request's scratch or be its
+    /// `Acquire`/`Release`, because lowering is what orders every scratch user between the two.
+    pub(crate) fn add_lowered_node(&mut self, spec: NodeSpec) -> NodeId {
+        self.push_node(spec, true)
+    }
+
+    fn push_node(&mut self, spec: NodeSpec, lowered: bool) -> NodeId {
+        self.lowered.push(lowered);
+        self.kind.push(spec.kind);
+        self.request.push(spec.request);
+        self.src.push(spec.src.unwrap_or(NO_SPAN));
+        self.dst.push(spec.dst.unwrap_or(NO_SPAN));
+        self.len.push(spec.len);
+        self.src_len.push(spec.src_len);
+        self.tile.push(spec.tile);
+        NodeId(self.kind.len() as u32 - 1)
+    }
+
+    /// Makes `to` wait for `from`.
+    pub fn add_edge(&mut self, from: NodeId, to: NodeId, kind: EdgeKind) {
+        self.edges.push((from, to, kind));
+    }
+
+}

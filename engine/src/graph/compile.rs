@@ -1,0 +1,305 @@
+//! Compiling a graph: validation (ids, acyclicity, predecessor counts, spans inside their
+//! resources, what each node may read and write, disjoint destinations), pending counts,
+//! successor lists, per-request sinks, and the freeze into arena columns.
+
+use super::builder::GraphBuilder;
+use super::compiled::{Columns, CompiledGraph};
+use super::resource::{Resource, ResourceKind};
+use crate::arena::Arena;
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::{StateWord, MAX_PREDECESSORS};
+use crate::vocabulary::{span_opt, EdgeKind, NodeId, NodeKind, ResourceId, Span};
+
+impl GraphBuilder {
+    /// Validates the graph and freezes it for execution. Refuses dangling ids, cycles, nodes
+    /// with too many predecessors, spans outside their resource, sources a node kind cannot read
+    /// from, and two nodes writing the same bytes.
+    pub fn compile(self) -> Result<CompiledGraph> {
+        let n = self.kind.len();
+        if n >= u32::MAX as usize {
+            return Err(invalid("a batch graph holds at most 2^32 - 1 nodes"));
+        }
+        self.check_nodes()?;
+
+        // In-degrees, and successors as compressed sparse rows.
+        let mut preds = vec![0u32; n];
+        let mut succ_offsets = vec![0u32; n + 1];
+        for &(from, to, _) in &self.edges {
+            if from.index() >= n || to.index() >= n {
+                return Err(invalid(format!(
+                    "edge {from:?} -> {to:?} names a node that does not exist"
+                )));
+            }
+            if from == to {
+                return Err(invalid(format!("node {} depends on itself", from.0)));
+            }
+            preds[to.index()] += 1;
+            if preds[to.index()] > MAX_PREDECESSORS {
+                return Err(invalid(format!(
+                    "node {} has more than {MAX_PREDECESSORS} predecessors",
+                    to.0
+                )));
+            }
+            succ_offsets[from.index() + 1] += 1;
+        }
+        for i in 0..n {
+            succ_offsets[i + 1] += succ_offsets[i];
+        }
+        let mut fill = succ_offsets.clone();
+        let mut succ = vec![NodeId(0); self.edges.len()];
+        let mut succ_kind = vec![EdgeKind::Cpu; self.edges.len()];
+        for &(from, to, kind) in &self.edges {
+            let at = &mut fill[from.index()];
+            succ[*at as usize] = to;
+            succ_kind[*at as usize] = kind;
+            *at += 1;
+        }
+        check_acyclic(&preds, &succ_offsets, &succ)?;
+
+        // Per request: its nodes (CSR) and how many of them are sinks.
+        let r = self.requests.len();
+        let mut req_offsets = vec![0u32; r + 1];
+        for &req in &self.request {
+            if req.index() >= r {
+                return Err(invalid(format!("a node names request {} that does not exist", req.0)));
+            }
+            req_offsets[req.index() + 1] += 1;
+        }
+        for i in 0..r {
+            if req_offsets[i + 1] == 0 {
+                return Err(invalid(format!("request {i} has no nodes")));
+            }
+            req_offsets[i + 1] += req_offsets[i];
+        }
+        // A request sink has no successor in its own request. Every node of a request reaches
+        // one of its sinks through the request's own edges, so the request has finished (no node
+        // of it will touch its destination again) exactly when all its sinks have.
+        let mut req_fill = req_offsets.clone();
+        let mut req_nodes = vec![NodeId(0); n];
+        let mut req_sinks = vec![0u32; r];
+        let mut is_sink = vec![false; n];
+        for (i, &req) in self.request.iter().enumerate() {
+            let at = &mut req_fill[req.index()];
+            req_nodes[*at as usize] = NodeId(i as u32);
+            *at += 1;
+            let own = &succ[succ_offsets[i] as usize..succ_offsets[i + 1] as usize];
+            if own.iter().all(|s| self.request[s.index()] != req) {
+                is_sink[i] = true;
+                req_sinks[req.index()] += 1;
+            }
+        }
+
+        let roots: Vec<NodeId> = (0..n as u32).filter(|&i| preds[i as usize] == 0).map(NodeId).collect();
+
+        let arena = Arena::new();
+        let columns = Columns {
+            kind: arena.copy_slice(&self.kind),
+            request: arena.copy_slice(&self.request),
+            src: arena.copy_slice(&self.src),
+            dst: arena.copy_slice(&self.dst),
+            len: arena.copy_slice(&self.len),
+            src_len: arena.copy_slice(&self.src_len),
+            tile: arena.copy_slice(&self.tile),
+            preds: arena.copy_slice(&preds),
+            state: arena.fill_with(n, |i| StateWord::new(preds[i])),
+            succ_offsets: arena.copy_slice(&succ_offsets),
+            succ: arena.copy_slice(&succ),
+            succ_kind: arena.copy_slice(&succ_kind),
+            req_offsets: arena.copy_slice(&req_offsets),
+            req_nodes: arena.copy_slice(&req_nodes),
+            is_sink: arena.copy_slice(&is_sink),
+            roots: arena.copy_slice(&roots),
+        };
+        Ok(CompiledGraph {
+            id: self.id,
+            columns,
+            arena,
+            requests: self.requests.into_boxed_slice(),
+            req_sinks: req_sinks.into_boxed_slice(),
+            resources: self.resources.into_boxed_slice(),
+            reservations: self.reservations,
+        })
+    }
+
+    fn check_nodes(&self) -> Result<()> {
+        let mut writes: Vec<(ResourceId, u64, u64, usize)> = Vec::new();
+        for i in 0..self.kind.len() {
+            let (kind, len) = (self.kind[i], self.len[i]);
+            let names_scratch = [self.src[i], self.dst[i]]
+                .into_iter()
+                .filter_map(span_opt)
+                .any(|span| matches!(self.resources.get(span.resource.index()), Some(Resource::Scratch(_))));
+            if (names_scratch || matches!(kind, NodeKind::Acquire | NodeKind::Release)) && !self.lowered[i] {
+                return Err(invalid(format!(
+                    "{kind} node {i} touches a request's scratch or holds it; only lowering makes such nodes"
+                )));
+            }
+            if let Some(src) = span_opt(self.src[i]) {
+                let resource = self.resource(src, i)?;
+                if matches!(resource.kind(), ResourceKind::Host) {
+                    return Err(invalid(format!("{kind} node {i} reads from a host destination")));
+                }
+                // File lengths are only known when read; memory and scratch are checked here.
+                if let Some(limit) = resource.len() {
+                    if src.offset.checked_add(self.src_len[i]).is_none_or(|end| end > limit) {
+                        return Err(invalid(format!("{kind} node {i} reads past the end of its source")));
+                    }
+                }
+            }
+            if let Some(dst) = span_opt(self.dst[i]) {
+                let resource = self.resource(dst, i)?;
+                if matches!(resource.kind(), ResourceKind::File | ResourceKind::Memory) {
+                    return Err(invalid(format!("{kind} node {i} writes into a source")));
+                }
+                let end = dst.offset.checked_add(len);
+                let limit = resource.len().unwrap_or(0);
+                if end.is_none_or(|end| end > limit) {
+                    return Err(Error::new(
+                        ErrorKind::DestinationTooSmall,
+                        format!("{kind} node {i} writes past the end of its destination"),
+                    ));
+                }
+                if len > 0 {
+                    writes.push((dst.resource, dst.offset, dst.offset + len, i));
+                }
+            }
+        }
+        writes.sort_unstable();
+        for pair in writes.windows(2) {
+            let ((ra, _, end_a, a), (rb, start_b, _, b)) = (pair[0], pair[1]);
+            if ra == rb && start_b < end_a {
+                return Err(Error::new(
+                    ErrorKind::OverlappingDestinations,
+                    format!("nodes {a} and {b} write overlapping bytes of resource {}", ra.0),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resource(&self, span: Span, node: usize) -> Result<&Resource> {
+        self.resources.get(span.resource.index()).ok_or_else(|| {
+            invalid(format!(
+                "node {node} names resource {} that does not exist",
+                span.resource.0
+            ))
+        })
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidRequest, message)
+}
+
+/// Kahn's algorithm: a graph is acyclic iff repeatedly removing in-degree-zero nodes removes all.
+fn check_acyclic(preds: &[u32], succ_offsets: &[u32], succ: &[NodeId]) -> Result<()> {
+    let mut remaining = preds.to_vec();
+    let mut ready: Vec<u32> = (0..preds.len() as u32).filter(|&i| preds[i as usize] == 0).collect();
+    let mut removed = 0usize;
+    while let Some(node) = ready.pop() {
+        removed += 1;
+        let range = succ_offsets[node as usize] as usize..succ_offsets[node as usize + 1] as usize;
+        for next in &succ[range] {
+            remaining[next.index()] -= 1;
+            if remaining[next.index()] == 0 {
+                ready.push(next.0);
+            }
+        }
+    }
+    if removed == preds.len() {
+        return Ok(());
+    }
+    let stuck = remaining.iter().position(|&r| r > 0).unwrap_or(0);
+    Err(invalid(format!("the graph has a cycle through node {stuck}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::graph::{NodeSpec, RequestInfo};
+    use crate::vocabulary::RequestId;
+
+    fn spec(request: RequestId) -> NodeSpec {
+        NodeSpec::bare(NodeKind::Copy, request)
+    }
+
+    #[test]
+    fn pending_counts_are_in_degrees() {
+        let mut g = GraphBuilder::new();
+        let r = g.add_request(RequestInfo::default());
+        let [a, b, c, d] = [0; 4].map(|_| g.add_node(spec(r)));
+        g.add_edge(a, b, EdgeKind::Cpu);
+        g.add_edge(a, c, EdgeKind::Cpu);
+        g.add_edge(b, d, EdgeKind::Cpu);
+        g.add_edge(c, d, EdgeKind::Gpu);
+        let g = g.compile().unwrap();
+        let pending: Vec<u32> = g.nodes().map(|n| n.state.pending()).collect();
+        assert_eq!(pending, [0, 1, 1, 2]);
+        assert_eq!(g.roots(), &[a]);
+        assert_eq!(g.sinks(r), 1);
+        assert_eq!(g.edges().count(), 4);
+        assert_eq!(g.successors(a), &[b, c]);
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let mut g = GraphBuilder::new();
+        let r = g.add_request(RequestInfo::default());
+        let [a, b, c] = [0; 3].map(|_| g.add_node(spec(r)));
+        g.add_edge(a, b, EdgeKind::Cpu);
+        g.add_edge(b, c, EdgeKind::Cpu);
+        g.add_edge(c, b, EdgeKind::Cpu);
+        let err = g.compile().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+        assert!(err.message().contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn dangling_edges_and_empty_requests_are_refused() {
+        let mut g = GraphBuilder::new();
+        let r = g.add_request(RequestInfo::default());
+        let a = g.add_node(spec(r));
+        g.add_edge(a, NodeId(9), EdgeKind::Cpu);
+        assert!(g.compile().unwrap_err().message().contains("does not exist"));
+
+        let mut g = GraphBuilder::new();
+        g.add_request(RequestInfo::default());
+        assert!(g.compile().unwrap_err().message().contains("no nodes"));
+    }
+
+    #[test]
+    fn overlapping_node_writes_are_refused() {
+        let mut g = GraphBuilder::new();
+        let r = g.add_request(RequestInfo::default());
+        let scratch = g.add_scratch(16).unwrap();
+        for offset in [0, 7] {
+            g.add_lowered_node(NodeSpec {
+                dst: Some(Span {
+                    resource: scratch,
+                    offset,
+                }),
+                len: 8,
+                ..spec(r)
+            });
+        }
+        assert_eq!(g.compile().unwrap_err().kind(), ErrorKind::OverlappingDestinations);
+    }
+
+    #[test]
+    fn writes_into_sources_are_refused() {
+        let mut g = GraphBuilder::new();
+        let r = g.add_request(RequestInfo::default());
+        let memory = g.add_memory(Arc::from(vec![0u8; 4]));
+        g.add_node(NodeSpec {
+            dst: Some(Span {
+                resource: memory,
+                offset: 0,
+            }),
+            len: 4,
+            ..spec(r)
+        });
+        assert!(g.compile().unwrap_err().message().contains("writes into a source"));
+    }
+}

@@ -1,0 +1,137 @@
+//! The engine's vocabulary: what a node is (its kind), how nodes depend on each other (edge
+//! kinds), the typed ids of nodes, requests and resources, and spans of bytes. A leaf module:
+//! it imports nothing from the rest of the crate, so every other module can name these words
+//! without reaching into the graph, the executor or the stages.
+
+use std::fmt;
+
+/// What a node does. The engine names kinds; `dsr-stages` implements them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum NodeKind {
+    /// File bytes into memory (a destination, or staging for a later stage).
+    Read,
+    /// GDeflate tiles decoded on the CPU.
+    DecompressCpu,
+    /// Host staging copied into a GPU buffer.
+    Upload,
+    /// GDeflate tiles decoded by a compute shader.
+    DecompressGpu,
+    /// Bytes moved from one place to another (memory sources, GPU-to-GPU).
+    Copy,
+    /// A status or fence entry: completes when everything before it has.
+    Barrier,
+    /// Takes a request's scratch (its `src` span) from the executor's budget; waits, deferred,
+    /// while the budget is used up.
+    Acquire,
+    /// Hands a request's scratch back. Runs even when its request failed or was cancelled.
+    Release,
+}
+
+impl NodeKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [NodeKind; 8] = [
+        NodeKind::Read,
+        NodeKind::DecompressCpu,
+        NodeKind::Upload,
+        NodeKind::DecompressGpu,
+        NodeKind::Copy,
+        NodeKind::Barrier,
+        NodeKind::Acquire,
+        NodeKind::Release,
+    ];
+    /// How many kinds there are.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Whether the executor runs this kind itself (`executor/builtin.rs`): no stage implements it,
+    /// and an executor builder refuses a stage for it.
+    pub fn is_builtin(self) -> bool {
+        matches!(self, NodeKind::Barrier | NodeKind::Acquire | NodeKind::Release)
+    }
+
+    /// The kind's index, for per-kind tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short lowercase name, as used in messages, DOT and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::Read => "read",
+            NodeKind::DecompressCpu => "decompress-cpu",
+            NodeKind::Upload => "upload",
+            NodeKind::DecompressGpu => "decompress-gpu",
+            NodeKind::Copy => "copy",
+            NodeKind::Barrier => "barrier",
+            NodeKind::Acquire => "acquire",
+            NodeKind::Release => "release",
+        }
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a successor depends on its predecessor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EdgeKind {
+    /// The successor runs once the predecessor has completed on the CPU.
+    Cpu,
+    /// The successor may be submitted once the predecessor is submitted; the GPU waits on a
+    /// timeline value. Until the GPU stages exist the executor treats it as a CPU edge.
+    Gpu,
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub(crate) u32);
+
+        impl $name {
+            /// The index this id stands for.
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+            /// The id of index `index` (ids are dense indices in their graph).
+            pub fn from_index(index: usize) -> Self {
+                $name(index as u32)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A node of one batch graph.
+    NodeId
+);
+id_type!(
+    /// A request of one batch (its enqueue order).
+    RequestId
+);
+id_type!(
+    /// A resource (file, memory, destination, scratch) of one batch graph.
+    ResourceId
+);
+
+/// A place bytes come from or go to: a resource and an offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The resource.
+    pub resource: ResourceId,
+    /// Byte offset in the resource.
+    pub offset: u64,
+}
+
+pub(crate) const NO_RESOURCE: ResourceId = ResourceId(u32::MAX);
+pub(crate) const NO_SPAN: Span = Span {
+    resource: NO_RESOURCE,
+    offset: 0,
+};
+
+pub(crate) fn span_opt(span: Span) -> Option<Span> {
+    (span.resource != NO_RESOURCE).then_some(span)
+}
