@@ -108,10 +108,10 @@ impl<'a> Cursor<'a> {
 impl Archive {
     /// Opens and validates the archive at `path`.
     pub fn open(path: &Path) -> Result<Archive> {
-        let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open the archive").with_path(path))?;
+        let file = File::open(path).map_err(|e| Error::from_io(e, "cannot open the archive").with_path(path))?;
         let file_len = file
             .metadata()
-            .map_err(|e| Error::from_io(&e, "cannot stat the archive").with_path(path))?
+            .map_err(|e| Error::from_io(e, "cannot stat the archive").with_path(path))?
             .len();
         let mut header = [0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut header, 0)
@@ -143,7 +143,7 @@ impl Archive {
         let toc_len = usize::try_from(toc_len).map_err(|_| corrupt(path, "the table of contents is too large"))?;
         let mut toc = vec![0u8; toc_len];
         file.read_exact_at(&mut toc, toc_offset)
-            .map_err(|e| Error::from_io(&e, "cannot read the table of contents").with_path(path))?;
+            .map_err(|e| Error::from_io(e, "cannot read the table of contents").with_path(path))?;
         if xxhash_rust::xxh3::xxh3_64(&toc) != toc_hash {
             return Err(corrupt(path, "the table of contents does not match its hash"));
         }

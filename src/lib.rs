@@ -45,7 +45,7 @@ pub fn executor(config: ExecutorConfig) -> Result<Executor> {
 /// An executor with the stock stages and the read backend `io` asks for; says which it chose.
 pub fn executor_with_io(config: ExecutorConfig, io: IoConfig) -> Result<(Executor, IoInfo)> {
     let (builder, info) = dsr_stages::install_stages(Executor::builder().config(config), io)
-        .map_err(|err| Error::from_io(&err, "cannot set up io_uring"))?;
+        .map_err(|err| Error::from_io(err, "cannot set up io_uring"))?;
     Ok((builder.build()?, info))
 }
 
@@ -60,5 +60,5 @@ pub fn file_len(path: impl AsRef<Path>) -> Result<u64> {
     let path = path.as_ref();
     std::fs::metadata(path)
         .map(|m| m.len())
-        .map_err(|err| Error::from_io(&err, "cannot stat the file").with_path(path))
+        .map_err(|err| Error::from_io(err, "cannot stat the file").with_path(path))
 }

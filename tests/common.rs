@@ -112,6 +112,7 @@ pub fn gated_executor(workers: usize, gate: &Arc<Gate>) -> Executor {
 #[derive(Debug, Default)]
 pub struct Counting {
     pub started: Mutex<HashMap<(u64, NodeId), usize>>,
+    pub deferred: Mutex<HashMap<(u64, NodeId), usize>>,
     pub finished: Mutex<HashMap<(u64, NodeId), (usize, NodeEnd)>>,
 }
 
@@ -124,11 +125,19 @@ impl Observer for Counting {
             .entry((event.batch, event.node))
             .or_default() += 1;
     }
-    fn node_finished(&self, event: &NodeEvent, end: NodeEnd) {
+    fn node_deferred(&self, event: &NodeEvent) {
+        *self
+            .deferred
+            .lock()
+            .unwrap()
+            .entry((event.batch, event.node))
+            .or_default() += 1;
+    }
+    fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
         let mut finished = self.finished.lock().unwrap();
-        let entry = finished.entry((event.batch, event.node)).or_insert((0, end));
+        let entry = finished.entry((event.batch, event.node)).or_insert((0, end.clone()));
         entry.0 += 1;
-        entry.1 = end;
+        entry.1 = end.clone();
     }
 }
 

@@ -122,8 +122,8 @@ fn a_failed_decode_fails_its_request_with_the_stage_named() {
             (NodeKind::Acquire, true, false),
             (NodeKind::Read, true, false),
             (NodeKind::DecompressCpu, false, true),
-            // Skipped (neither done nor failed), but it ran: the scratch went back.
-            (NodeKind::Release, false, false),
+            // A failure never tombstones a release: it ran, and the scratch went back.
+            (NodeKind::Release, true, false),
         ]
     );
     assert_eq!(executor.scratch().in_use, 0, "a failed request hands its scratch back");
@@ -143,8 +143,22 @@ fn a_failed_read_skips_its_successors_and_reports_failed_not_cancelled() {
         panic!("expected a failure, got {:?}", report.requests[0].status);
     };
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    let decode = batch.graph().nodes().last().unwrap();
-    assert!(decode.state.skipped(), "the decode must not run after its read failed");
+    let decodes: Vec<_> = batch
+        .graph()
+        .nodes()
+        .filter(|n| n.kind == NodeKind::DecompressCpu)
+        .collect();
+    assert!(!decodes.is_empty());
+    assert!(
+        decodes.iter().all(|n| n.state.skipped()),
+        "the decode must not run after its read failed"
+    );
+    let release = batch.graph().nodes().last().unwrap();
+    assert_eq!(release.kind, NodeKind::Release);
+    assert!(
+        release.state.is_done(),
+        "the release runs whatever became of its request"
+    );
 }
 
 /// Succeeds, or fails after a delay, by request tag: 1 = fail slowly, 2 = fail at once.
@@ -341,6 +355,147 @@ fn a_dropped_pending_node_fails_as_abandoned_instead_of_hanging() {
     assert_eq!(report.requests[1].status, RequestStatus::Done);
 }
 
+/// A completion source that holds deferred nodes until a cancellation sweeps them, and can be
+/// told to panic in its next poll (dropping what it holds).
+#[derive(Debug, Default)]
+struct Held {
+    pending: Mutex<Vec<PendingNode>>,
+    panic_in_poll: std::sync::atomic::AtomicBool,
+}
+
+impl Reactor for Held {
+    fn poll(&self, _completer: &mut Completer<'_>) -> usize {
+        if self.panic_in_poll.swap(false, Ordering::SeqCst) {
+            let lost = std::mem::take(&mut *self.pending.lock().unwrap());
+            panic!("a reactor bug, holding {} nodes", lost.len());
+        }
+        0
+    }
+    fn in_flight(&self) -> bool {
+        !self.pending.lock().unwrap().is_empty()
+    }
+    fn sweep(&self) {
+        let cancelled: Vec<PendingNode> = {
+            let mut pending = self.pending.lock().unwrap();
+            let (cancelled, kept) = pending.drain(..).partition(PendingNode::is_tombstoned);
+            *pending = kept;
+            cancelled
+        };
+        // Outside the lock, as every completion source must.
+        for node in cancelled {
+            node.cancel();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Hold(Arc<Held>);
+
+impl Stage for Hold {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let (pending, outcome) = node.defer();
+        self.0.pending.lock().unwrap().push(pending);
+        outcome
+    }
+}
+
+fn held_executor(workers: usize, held: &Arc<Held>, observer: Arc<dyn dsr::engine::Observer>) -> dsr::Executor {
+    dsr::Executor::builder()
+        .workers(workers)
+        .stage(NodeKind::Copy, Arc::new(Hold(held.clone())))
+        .reactor(held.clone())
+        .observer(observer)
+        .build()
+        .unwrap()
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_cancel_sweeps_deferred_nodes_and_observers_tell_cut_short_from_skipped() {
+    let held = Arc::new(Held::default());
+    let counting = Arc::new(Counting::default());
+    let executor = held_executor(2, &held, counting.clone());
+    let mut batch = executor.batch();
+    let chain = chain_graph(batch.graph_mut(), 3, 0);
+    let batch = executor.submit(batch).unwrap();
+    wait_until("the first node is deferred", || held.in_flight());
+
+    let ticket = batch.cancel();
+    assert!(ticket.wait_timeout(PATIENCE), "the sweep completed the held node");
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    assert_eq!(report.requests[0].status, RequestStatus::Cancelled);
+    assert!(!held.in_flight());
+
+    let key = |n: NodeId| (batch.id(), n);
+    let deferred = counting.deferred.lock().unwrap();
+    let finished = counting.finished.lock().unwrap();
+    assert_eq!(
+        deferred.get(&key(chain[0])),
+        Some(&1),
+        "the first node was deferred once"
+    );
+    assert_eq!(
+        finished[&key(chain[0])],
+        (1, NodeEnd::Cancelled),
+        "cut short after submission"
+    );
+    for &node in &chain[1..] {
+        assert_eq!(finished[&key(node)], (1, NodeEnd::Skipped), "skipped before it started");
+        assert!(!deferred.contains_key(&key(node)));
+    }
+    assert!(
+        counting.started.lock().unwrap().len() == 1,
+        "only the first node started"
+    );
+}
+
+#[test]
+fn regression_a_panicking_reactor_fails_its_nodes_and_the_worker_survives() {
+    let held = Arc::new(Held::default());
+    let counting = Arc::new(Counting::default());
+    // One worker: if the panic took it down, nothing would run the second batch.
+    let executor = held_executor(1, &held, counting);
+    let mut batch = executor.batch();
+    chain_graph(batch.graph_mut(), 2, 0);
+    let batch = executor.submit(batch).unwrap();
+    wait_until("the first node is deferred", || held.in_flight());
+    held.panic_in_poll.store(true, Ordering::SeqCst);
+
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("{:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::Abandoned, "{err}");
+
+    // The worker is still there: a two-node chain defers, is cancelled and drains again.
+    let mut batch = executor.batch();
+    chain_graph(batch.graph_mut(), 2, 0);
+    let batch = executor.submit(batch).unwrap();
+    wait_until("the next batch's first node is deferred", || held.in_flight());
+    assert!(batch.cancel().wait_timeout(PATIENCE));
+    assert_eq!(batch.wait_timeout(PATIENCE).expect("drains").cancelled(), 1);
+}
+
+#[test]
+fn a_stage_for_a_built_in_kind_is_refused() {
+    for kind in [NodeKind::Barrier, NodeKind::Acquire, NodeKind::Release] {
+        let err = dsr::Executor::builder()
+            .workers(1)
+            .stage(kind, Arc::new(Noop::default()))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+        assert!(err.to_string().contains(kind.name()), "{err}");
+    }
+}
+
 /// Records the order requests ran in.
 #[derive(Debug)]
 struct Order {
@@ -413,7 +568,13 @@ fn metrics_and_observers_see_every_node() {
     assert_eq!(read.latency.count, 3);
     assert!(read.latency.p50 > Duration::ZERO && read.latency.p999 >= read.latency.p50);
     counting.assert_each_finished_once(batch.id(), 3);
-    let ends: Vec<NodeEnd> = counting.finished.lock().unwrap().values().map(|e| e.1).collect();
+    let ends: Vec<NodeEnd> = counting
+        .finished
+        .lock()
+        .unwrap()
+        .values()
+        .map(|e| e.1.clone())
+        .collect();
     assert!(ends.iter().all(|e| *e == NodeEnd::Done { bytes: 1 << 20 }));
     executor.reset_metrics();
     assert!(executor.metrics().stages.is_empty());

@@ -103,9 +103,9 @@ impl Progress {
 
 impl Observer for Progress {
     fn node_started(&self, _event: &NodeEvent) {}
-    fn node_finished(&self, _event: &NodeEvent, end: NodeEnd) {
+    fn node_finished(&self, _event: &NodeEvent, end: &NodeEnd) {
         if let NodeEnd::Done { bytes } = end {
-            self.bar.inc(bytes);
+            self.bar.inc(*bytes);
         }
     }
 }
@@ -120,7 +120,12 @@ impl Observer for Observers {
             o.node_started(event);
         }
     }
-    fn node_finished(&self, event: &NodeEvent, end: NodeEnd) {
+    fn node_deferred(&self, event: &NodeEvent) {
+        for o in &self.0 {
+            o.node_deferred(event);
+        }
+    }
+    fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
         for o in &self.0 {
             o.node_finished(event, end);
         }

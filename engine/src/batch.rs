@@ -10,10 +10,10 @@ use std::{io, mem};
 
 use crate::buffer::Reservation;
 use crate::error::{Error, Result};
+use crate::executor::Sources;
 use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
 use crate::lower::{lower, LoweringConfig};
 use crate::request::Request;
-use crate::scratch::ScratchPool;
 
 /// Called once, on a worker thread, when a batch retires. Keep it short.
 pub type CompletionCallback = Box<dyn FnOnce(&BatchReport) + Send>;
@@ -152,9 +152,10 @@ impl BatchReport {
 }
 
 // Request flags.
-const CANCEL_REQUESTED: u32 = 1;
-const SKIPPED: u32 = 2;
-const FINISHED: u32 = 4;
+/// Some node of the request was skipped or cut short by a cancellation.
+const CANCELLED: u32 = 1;
+/// Every sink of the request has finished: nothing of it will touch its destination again.
+const FINISHED: u32 = 2;
 
 #[derive(Debug)]
 pub(crate) struct RequestState {
@@ -185,12 +186,12 @@ pub(crate) struct BatchShared {
     completed: Condvar,
     /// Callers blocked in a cancellation acknowledgement; finishing requests notify only then.
     ack_waiters: AtomicUsize,
-    /// The executor's scratch pool, swept when requests of this batch are cancelled.
-    scratch: Arc<ScratchPool>,
+    /// The queues deferred nodes wait in, swept when requests of this batch are cancelled.
+    sources: Arc<Sources>,
 }
 
 impl BatchShared {
-    pub fn new(mut compiled: CompiledBatch, scratch: Arc<ScratchPool>) -> Self {
+    pub fn new(mut compiled: CompiledBatch, sources: Arc<Sources>) -> Self {
         let graph = &compiled.graph;
         let requests = (0..graph.requests().len() as u32)
             .map(|r| RequestState {
@@ -213,7 +214,7 @@ impl BatchShared {
             }),
             completed: Condvar::new(),
             ack_waiters: AtomicUsize::new(0),
-            scratch,
+            sources,
             graph: compiled.graph,
         }
     }
@@ -226,28 +227,32 @@ impl BatchShared {
         self.requests.is_empty()
     }
 
-    /// Lets requests of this batch that wait for scratch and were cancelled leave the queue.
-    pub fn sweep_scratch(&self) {
-        self.scratch.sweep();
+    /// Lets nodes of this batch's cancelled requests out of the queues they wait in.
+    pub fn sweep(&self) {
+        self.sources.sweep();
     }
 
-    /// Tombstones every node of `request` that has not started, and marks it cancelled.
+    /// Cancels `request`: tombstones every node of it that has not started. The request reports
+    /// Cancelled once a tombstoned node has been skipped (or cut short); if every node had
+    /// already run, it reports as it ended.
     pub fn cancel_request(&self, request: RequestId) {
-        self.requests[request.index()]
-            .flags
-            .fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
         self.tombstone(request);
     }
 
+    /// Tombstones the nodes of `request`, but for those that must run whatever became of it.
     fn tombstone(&self, request: RequestId) {
         for &node in self.graph.request_nodes(request) {
-            self.graph.state(node).tombstone();
+            if !self.graph.kind(node).survives_tombstones() {
+                self.graph.state(node).tombstone();
+            }
         }
     }
 
     /// Records `error` (if it is the request's first) and stops the rest of the request.
-    pub fn fail(&self, request: RequestId, error: Error) {
-        let _ = self.requests[request.index()].error.set(error.for_request(request.0));
+    pub fn fail(&self, request: RequestId, error: &Error) {
+        self.requests[request.index()]
+            .error
+            .get_or_init(|| error.clone().for_request(request.0));
         self.tombstone(request);
     }
 
@@ -257,10 +262,11 @@ impl BatchShared {
         }
     }
 
-    pub fn mark_skipped(&self, request: RequestId) {
+    /// A node of `request` was skipped or cut short by a cancellation.
+    pub fn mark_cancelled(&self, request: RequestId) {
         self.requests[request.index()]
             .flags
-            .fetch_or(SKIPPED, Ordering::Relaxed);
+            .fetch_or(CANCELLED, Ordering::Relaxed);
     }
 
     /// A request sink finished. Returns whether the whole batch has now finished; the caller
@@ -296,7 +302,7 @@ impl BatchShared {
                 let flags = state.flags.load(Ordering::Acquire);
                 let status = match state.error.get() {
                     Some(err) => RequestStatus::Failed(err.clone()),
-                    None if flags & SKIPPED != 0 => RequestStatus::Cancelled,
+                    None if flags & CANCELLED != 0 => RequestStatus::Cancelled,
                     None => RequestStatus::Done,
                 };
                 RequestReport {
@@ -462,7 +468,7 @@ impl Batch {
         for &r in &requests {
             self.inner.cancel_request(r);
         }
-        self.inner.sweep_scratch();
+        self.inner.sweep();
         CancelTicket {
             requests: requests.into_iter().map(|r| (self.inner.clone(), r)).collect(),
         }
@@ -474,7 +480,7 @@ impl Batch {
             return CancelTicket { requests: Vec::new() };
         }
         self.inner.cancel_request(request);
-        self.inner.sweep_scratch();
+        self.inner.sweep();
         CancelTicket {
             requests: vec![(self.inner.clone(), request)],
         }

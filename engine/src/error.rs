@@ -1,9 +1,12 @@
-//! The public error type: a kind the caller can match, and the context a person needs to act on
-//! it (stage, path, offset, tile, errno).
+//! The public error type: a kind the caller can match, the context a person needs to act on it
+//! (stage, path, offset, tile, errno), and the underlying cause as [`std::error::Error::source`]
+//! (the `io::Error`, the codec's typed reason), so a binding (the C ABI) can map it to a code of
+//! its own without parsing text.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::vocabulary::NodeKind;
 
@@ -25,6 +28,8 @@ pub enum ErrorKind {
     UnexpectedEof,
     /// Any other I/O error; `errno` says which.
     Io,
+    /// Memory for the request (scratch, a buffer) could not be allocated.
+    OutOfMemory,
     /// The data is corrupt (bad compressed stream, hash mismatch).
     Corrupt,
     /// The runtime lacks what the request needs (a codec, a device feature).
@@ -37,8 +42,11 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// What an [`Error`] keeps of the error it came from.
+type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// A failure, with the context to find its cause.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -48,7 +56,25 @@ pub struct Error {
     tile: Option<u32>,
     errno: Option<i32>,
     request: Option<u32>,
+    /// Shared, so an error stays cheap to clone into every report that names it.
+    source: Option<Cause>,
 }
+
+/// Errors are equal when everything they say is: kind, message, context, and their causes'
+/// messages (a cause has no equality of its own).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        fn said(e: &Error) -> impl PartialEq + '_ {
+            (
+                e.kind, &e.message, e.stage, &e.path, e.offset, e.tile, e.errno, e.request,
+            )
+        }
+        said(self) == said(other)
+            && self.source.as_ref().map(ToString::to_string) == other.source.as_ref().map(ToString::to_string)
+    }
+}
+
+impl Eq for Error {}
 
 impl Error {
     /// An error of `kind` with a message that should say what to do.
@@ -62,20 +88,28 @@ impl Error {
             tile: None,
             errno: None,
             request: None,
+            source: None,
         }
     }
 
-    /// An I/O error, classified by its errno.
-    pub fn from_io(err: &io::Error, action: &str) -> Self {
+    /// An I/O error, classified by its errno and kept as the [`source`](std::error::Error::source).
+    pub fn from_io(err: io::Error, action: &str) -> Self {
         let kind = match err.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             io::ErrorKind::UnexpectedEof => ErrorKind::UnexpectedEof,
+            io::ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
             _ => ErrorKind::Io,
         };
         let mut error = Error::new(kind, format!("{action}: {err}"));
         error.errno = err.raw_os_error();
-        error
+        error.with_source(err)
+    }
+
+    /// Keeps `cause` as the error's [`source`](std::error::Error::source) (unless it has one).
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source.get_or_insert_with(|| Arc::new(cause));
+        self
     }
 
     /// Names the stage that failed.
@@ -172,7 +206,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -184,7 +224,7 @@ mod tests {
     #[test]
     fn display_carries_every_context_field() {
         let io = io::Error::from_raw_os_error(libc::ENOENT);
-        let err = Error::from_io(&io, "cannot open the source file")
+        let err = Error::from_io(io, "cannot open the source file")
             .at_stage(NodeKind::Read)
             .with_path(Path::new("/assets/a.bin"))
             .at_offset(4096)
@@ -199,6 +239,21 @@ mod tests {
         assert!(text.contains("file /assets/a.bin"), "{text}");
         assert!(text.contains("offset 4096"), "{text}");
         assert!(text.contains("errno 2"), "{text}");
+    }
+
+    #[test]
+    fn the_cause_is_kept_as_the_source() {
+        use std::error::Error as _;
+        let err = Error::from_io(io::Error::from_raw_os_error(libc::EIO), "read failed");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .expect("an io::Error source");
+        assert_eq!(io.raw_os_error(), Some(libc::EIO));
+        assert_eq!(err.clone(), err, "clones share the cause");
+        assert!(Error::new(ErrorKind::Corrupt, "x").source().is_none());
+        let oom = Error::from_io(io::Error::from(io::ErrorKind::OutOfMemory), "cannot map");
+        assert_eq!(oom.kind(), ErrorKind::OutOfMemory);
     }
 
     #[test]

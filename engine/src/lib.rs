@@ -5,7 +5,8 @@
 //! in a per-batch arena, and **run** by a work-stealing executor. This crate knows stage *kinds*
 //! and the [`Stage`] trait, never an implementation: `dsr-stages` hands the stages (and the
 //! completion sources, as [`Reactor`]s) to the executor when it is built. No io_uring, no Vulkan
-//! here: everything is pure and testable with loom and miri.
+//! here. The only system calls are for memory (`mmap` for large destinations and scratch) and
+//! the eventfds batches signal; the state word and the parking protocol are checked with loom.
 //!
 //! The design choice that shapes it: a node is a row, and its whole life is one atomic state
 //! word (`state.rs`). Releasing a successor is one `fetch_sub`; cancelling is setting a
@@ -13,12 +14,22 @@
 //! drains and every request reports exactly once.
 //!
 //! Modules, in the order data flows through them:
+//! - `vocabulary.rs`: node kinds, edge kinds, ids, spans: the words every other module uses (a
+//!   leaf: it imports nothing of the crate);
 //! - [`request`]: what a caller asks for; [`buffer`]: host memory it lands in;
-//! - [`lower`]: requests → nodes; [`graph`]: the builder and the compiled graph (`arena.rs`);
-//! - [`executor`]: workers, deques, injectors, parking (`sleep.rs`); [`state`]: the state word;
-//! - [`stage`] and [`reactor`]: the seams to the stages and the completion sources;
+//! - [`lower`]: requests → nodes; [`graph`]: the builder, compile, and the compiled graph in its
+//!   arena (`arena.rs`);
+//! - [`executor`]: workers, deques, injectors, parking, built-in nodes, the completion protocol;
+//!   [`state`]: the node state word;
+//! - [`stage`] and [`reactor`]: the seams to the stages and the completion sources; [`outcome`]:
+//!   how a node's work comes out and how it ended;
+//! - [`scratch`]: the scratch budget; [`wait`]: the queue nodes wait in for any budget;
 //! - [`batch`]: waiting, callbacks, eventfds, reports, cancellation tickets;
 //! - [`metrics`] and [`observer`]: what introspection reads; [`error`]: what failures carry.
+//!
+//! What you may touch: stages and completion sources see only [`NodeRef`], [`PendingNode`],
+//! [`Completer`] and [`WaitQueue`]; everything that owns the batch (state words, the live set,
+//! the arena) stays inside `executor` and `batch`.
 
 #![warn(missing_docs)]
 
@@ -32,14 +43,15 @@ pub mod lower;
 mod memory;
 pub mod metrics;
 pub mod observer;
+pub mod outcome;
 pub mod reactor;
 pub mod request;
 pub mod scratch;
-mod sleep;
 pub mod stage;
 pub mod state;
 mod sync;
 mod vocabulary;
+pub mod wait;
 
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
 pub use buffer::HostBuffer;
@@ -51,9 +63,11 @@ pub use graph::{
 };
 pub use lower::LoweringConfig;
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
-pub use observer::{NodeEnd, NodeEvent, Observer};
+pub use observer::{NodeEvent, Observer};
+pub use outcome::{NodeEnd, Outcome};
 pub use reactor::{Completer, Reactor};
 pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
 pub use scratch::ScratchStats;
-pub use stage::{Input, NodeRef, Outcome, PendingNode, Stage};
+pub use stage::{Input, NodeRef, PendingNode, Stage};
 pub use state::NodeState;
+pub use wait::{WaitQueue, Waiter};

@@ -1,24 +1,17 @@
-//! The observer hook: node start and end events for whoever wants to watch a run (the CLI's
-//! progress bar, graph-viz's run recorder). The engine never formats output itself.
+//! The observer hook: node events for whoever watches a run (the CLI's progress bar,
+//! graph-viz's run recorder, traces). The engine never formats output itself.
+//!
+//! A node that runs is `started`, then either `finished` by its stage, or `deferred` to a
+//! completion source (io_uring, the scratch budget, a GPU timeline) and `finished` when that
+//! source completes it. A node tombstoned before it started is only `finished`, with
+//! [`NodeEnd::Skipped`]; a deferred node whose request was cancelled ends
+//! [`NodeEnd::Cancelled`].
 
 use std::fmt;
 use std::time::Instant;
 
+use crate::outcome::NodeEnd;
 use crate::vocabulary::{NodeId, NodeKind, RequestId};
-
-/// How a node ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeEnd {
-    /// It produced `bytes`.
-    Done {
-        /// Bytes produced.
-        bytes: u64,
-    },
-    /// It failed.
-    Failed,
-    /// It was tombstoned before it started and skipped its work.
-    Skipped,
-}
 
 /// One node event.
 #[derive(Clone, Copy, Debug)]
@@ -31,18 +24,22 @@ pub struct NodeEvent {
     pub kind: NodeKind,
     /// Its request.
     pub request: RequestId,
-    /// The worker that ran it (`None` when a completion source finished it off a worker).
+    /// The worker it happened on (`None` when a completion source finished the node off a
+    /// worker, or a caller's cancellation did).
     pub worker: Option<usize>,
     /// When it happened.
     pub at: Instant,
 }
 
-/// Watches node starts and ends. Called on worker threads: keep it cheap.
+/// Watches node events. Called on worker threads (and on the threads completion sources
+/// complete from): keep it cheap, and do not panic.
 pub trait Observer: Send + Sync + fmt::Debug {
     /// A node is about to run its stage.
     fn node_started(&self, event: &NodeEvent);
-    /// A node finished (or was skipped).
-    fn node_finished(&self, event: &NodeEvent, end: NodeEnd);
+    /// A node's stage handed its work to a completion source; it finishes later, off this call.
+    fn node_deferred(&self, _event: &NodeEvent) {}
+    /// A node ended (see [`NodeEnd`]).
+    fn node_finished(&self, event: &NodeEvent, end: &NodeEnd);
     /// A batch retired: every request reported.
     fn batch_retired(&self, _batch: u64) {}
 }

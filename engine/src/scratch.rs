@@ -3,7 +3,7 @@
 //! executor.
 //!
 //! Lowering sizes a request's scratch but allocates nothing. The request's `Acquire` node takes
-//! a block from the [`ScratchPool`] when it runs, or waits in the pool's queue (deferred, not
+//! a block from the `ScratchPool` when it runs, or waits in the pool's queue (deferred, not
 //! holding a worker) while the budget is used up; its `Release` node, which runs whether the
 //! request succeeded, failed or was cancelled, hands the block back and lets the next waiters
 //! in. So however many compressed requests are queued, the memory held for them stays within
@@ -15,9 +15,10 @@
 //! and allocates nothing. Blocks in use plus blocks cached never exceed the budget; the oldest
 //! cached blocks are unmapped first when a new class needs room.
 //!
-//! Waiters are served first come, first served (a large request at the head is not overtaken
-//! forever by small ones). A waiter whose request is cancelled leaves the queue at once: every
-//! cancellation entry point sweeps it (`ScratchPool::sweep`).
+//! Waiters sit in a [`WaitQueue`] (`crate::wait`): served first come, first served (a large
+//! request at the head is not overtaken forever by small ones), and a waiter whose request is
+//! cancelled leaves the queue at once, since every cancellation entry point sweeps it
+//! (`ScratchPool::sweep`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,6 +30,7 @@ use crate::buffer::RawBytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::memory::PAGE;
 use crate::stage::PendingNode;
+use crate::wait::{WaitQueue, Waiter};
 
 /// What the pool holds and has held (see [`crate::Executor::scratch`]). Sizes are of blocks,
 /// each a request's compressed size rounded up to its class ([`block_size`]).
@@ -66,10 +68,9 @@ pub fn block_size(len: usize) -> usize {
 pub(crate) enum Acquired {
     /// The bytes are allocated; the node is done.
     Now,
-    /// The node waits in the queue; the pool completes it.
-    Queued,
-    /// The node's request was cancelled before it could queue: skip it.
-    Skipped,
+    /// The node is deferred: it waits in the queue, or its request was cancelled as it was
+    /// about to; the pool has it and completes it.
+    Deferred,
 }
 
 /// Zeroed-at-birth, page-aligned memory of one size class.
@@ -94,24 +95,36 @@ impl Drop for Block {
     }
 }
 
-struct Waiter {
-    node: PendingNode,
-    scratch: NonNull<Scratch>,
-}
+/// The scratch a waiting `Acquire` node asks for.
+struct Wanted(NonNull<Scratch>);
 
-// SAFETY: the scratch pointer is to a resource of the waiting node's batch, which stays alive
-// while the node is unfinished (the pending node is that guarantee); `Scratch` is `Sync`.
-unsafe impl Send for Waiter {}
+// SAFETY: the scratch is a resource of the waiting node's batch, which stays alive while the
+// node is unfinished (its pending node in the same waiter is that guarantee); `Scratch` is `Sync`.
+unsafe impl Send for Wanted {}
+
+impl Wanted {
+    fn scratch(&self) -> &Scratch {
+        // SAFETY: see the `Send` impl: the waiter's node is unfinished while this is queued or
+        // being admitted, which keeps the batch, and so this resource of it, alive.
+        unsafe { self.0.as_ref() }
+    }
+}
 
 #[derive(Default)]
 struct PoolState {
+    budget: Budget,
+    waiters: WaitQueue<Wanted>,
+}
+
+/// The bytes held and cached against the budget.
+#[derive(Default)]
+struct Budget {
     stats: ScratchStats,
-    waiters: VecDeque<Waiter>,
     /// Released blocks, oldest first.
     cache: VecDeque<Block>,
 }
 
-impl PoolState {
+impl Budget {
     /// Whether a block of `size` may be held now: within the budget, or alone.
     fn admits(&self, size: usize) -> bool {
         self.stats.in_use == 0 || self.stats.in_use + size as u64 <= self.stats.budget
@@ -153,9 +166,12 @@ impl ScratchPool {
     pub fn new(budget: u64) -> Arc<Self> {
         Arc::new(ScratchPool {
             state: Mutex::new(PoolState {
-                stats: ScratchStats {
-                    budget,
-                    ..ScratchStats::default()
+                budget: Budget {
+                    stats: ScratchStats {
+                        budget,
+                        ..ScratchStats::default()
+                    },
+                    ..Budget::default()
                 },
                 ..PoolState::default()
             }),
@@ -165,8 +181,9 @@ impl ScratchPool {
     pub fn stats(&self) -> ScratchStats {
         let state = self.lock();
         ScratchStats {
+            waits: state.waiters.waits(),
             waiting: state.waiters.len(),
-            ..state.stats
+            ..state.budget.stats
         }
     }
 
@@ -175,7 +192,7 @@ impl ScratchPool {
     }
 
     /// Takes a block for `scratch` for the `Acquire` node running now. Returns
-    /// [`Acquired::Now`] with the block installed, or [`Acquired::Queued`] after handing the
+    /// [`Acquired::Now`] with the block installed, or [`Acquired::Deferred`] after handing the
     /// node (made by `defer`) to the queue, which completes it when bytes come back, or cancels
     /// it if its request is cancelled first.
     ///
@@ -183,28 +200,21 @@ impl ScratchPool {
     pub fn acquire(self: &Arc<Self>, scratch: &Scratch, defer: impl FnOnce() -> PendingNode) -> Result<Acquired> {
         let size = scratch.block_size();
         let mut state = self.lock();
-        if state.waiters.is_empty() && state.admits(size) {
+        if state.waiters.is_empty() && state.budget.admits(size) {
             let mut evicted = Vec::new();
-            let cached = state.admit(size, &mut evicted);
+            let cached = state.budget.admit(size, &mut evicted);
             drop(state);
             drop(evicted);
             self.install(scratch, cached)?;
             return Ok(Acquired::Now);
         }
-        let node = defer();
-        // Checked under the lock: a cancellation tombstones before it sweeps under this lock,
-        // so either its tombstone is visible here or its sweep will find the node queued.
-        if node.is_tombstoned() {
-            // Handed back undone: the caller completes it as skipped.
-            let _ = node.take();
-            return Ok(Acquired::Skipped);
+        let refused = state.waiters.push(defer(), Wanted(NonNull::from(scratch)));
+        drop(state);
+        if let Err(waiter) = refused {
+            // Cancelled as it was about to wait: it ends here, outside the lock.
+            waiter.node.cancel();
         }
-        state.stats.waits += 1;
-        state.waiters.push_back(Waiter {
-            node,
-            scratch: NonNull::from(scratch),
-        });
-        Ok(Acquired::Queued)
+        Ok(Acquired::Deferred)
     }
 
     /// Gives `scratch` its block: `cached`, or a new one. On failure the block's bytes go back
@@ -216,8 +226,8 @@ impl ScratchPool {
             None => {
                 self.give_back(None, size);
                 return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("cannot allocate {size} bytes of scratch"),
+                    ErrorKind::OutOfMemory,
+                    format!("cannot allocate {size} bytes of scratch; lower the scratch budget or the request's size"),
                 ));
             }
         };
@@ -231,17 +241,18 @@ impl ScratchPool {
         let mut evicted = Vec::new();
         let (admitted, cancelled) = {
             let mut state = self.lock();
-            state.stats.in_use -= size as u64;
+            let budget = &mut state.budget;
+            budget.stats.in_use -= size as u64;
             if let Some(block) = block {
                 // An over-budget block is not worth keeping: it would hold the whole budget.
-                if (size as u64) <= state.stats.budget {
-                    state.stats.cached += size as u64;
-                    state.cache.push_back(block);
+                if (size as u64) <= budget.stats.budget {
+                    budget.stats.cached += size as u64;
+                    budget.cache.push_back(block);
                 } else {
                     evicted.push(block);
                 }
             }
-            state.admit_waiters(&mut evicted)
+            state.admit_waiters(&mut evicted, Vec::new())
         };
         drop(evicted);
         self.finish(admitted, cancelled);
@@ -253,11 +264,9 @@ impl ScratchPool {
         let mut evicted = Vec::new();
         let (admitted, cancelled) = {
             let mut state = self.lock();
-            let (gone, kept) = state.waiters.drain(..).partition(|w| w.node.is_tombstoned());
-            state.waiters = kept;
-            let (admitted, mut cancelled) = state.admit_waiters(&mut evicted);
-            cancelled.extend(gone);
-            (admitted, cancelled)
+            let mut cancelled = Vec::new();
+            state.waiters.sweep(&mut cancelled);
+            state.admit_waiters(&mut evicted, cancelled)
         };
         drop(evicted);
         self.finish(admitted, cancelled);
@@ -267,14 +276,11 @@ impl ScratchPool {
     /// installs every admitted waiter's block, then completes them, and cancels the cancelled.
     /// Installing first means a completion that panics cannot strand a counted block: the rest
     /// of the waiters then drop as abandoned, and their `Release` nodes give the blocks back.
-    fn finish(self: &Arc<Self>, admitted: Vec<(Waiter, Option<Block>)>, cancelled: Vec<Waiter>) {
-        let results: Vec<(Waiter, Result<u64>)> = admitted
+    fn finish(self: &Arc<Self>, admitted: Vec<(Waiter<Wanted>, Option<Block>)>, cancelled: Vec<Waiter<Wanted>>) {
+        let results: Vec<(Waiter<Wanted>, Result<u64>)> = admitted
             .into_iter()
             .map(|(waiter, cached)| {
-                // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
-                // scratch resource of it) alive until it is completed below.
-                let scratch = unsafe { waiter.scratch.as_ref() };
-                let result = self.install(scratch, cached).map(|()| 0);
+                let result = self.install(waiter.item.scratch(), cached).map(|()| 0);
                 (waiter, result)
             })
             .collect();
@@ -289,24 +295,27 @@ impl ScratchPool {
 
 impl PoolState {
     /// Takes the waiters that now fit off the front of the queue, in order, each with its
-    /// cached block if there is one; cancelled ones on the way are taken off to be cancelled.
+    /// cached block if there is one; cancelled ones met on the way join `cancelled`.
     #[allow(clippy::type_complexity)]
-    fn admit_waiters(&mut self, evicted: &mut Vec<Block>) -> (Vec<(Waiter, Option<Block>)>, Vec<Waiter>) {
-        let (mut admitted, mut cancelled) = (Vec::new(), Vec::new());
-        while let Some(front) = self.waiters.front() {
-            if front.node.is_tombstoned() {
-                cancelled.push(self.waiters.pop_front().expect("front exists"));
-                continue;
-            }
-            // SAFETY: a queued waiter's node is unfinished, which keeps its batch (and this
-            // scratch resource of it) alive.
-            let need = unsafe { front.scratch.as_ref() }.block_size();
-            if !self.admits(need) {
-                break;
-            }
-            let cached = self.admit(need, evicted);
-            admitted.push((self.waiters.pop_front().expect("front exists"), cached));
-        }
+    fn admit_waiters(
+        &mut self,
+        evicted: &mut Vec<Block>,
+        mut cancelled: Vec<Waiter<Wanted>>,
+    ) -> (Vec<(Waiter<Wanted>, Option<Block>)>, Vec<Waiter<Wanted>>) {
+        let mut admitted = Vec::new();
+        let budget = &mut self.budget;
+        self.waiters.admit(
+            |waiter| {
+                let need = waiter.item.scratch().block_size();
+                if !budget.admits(need) {
+                    return Err(waiter);
+                }
+                let cached = budget.admit(need, evicted);
+                admitted.push((waiter, cached));
+                Ok(())
+            },
+            &mut cancelled,
+        );
         (admitted, cancelled)
     }
 }
@@ -403,9 +412,9 @@ mod tests {
     fn held(pool: &Arc<ScratchPool>, len: usize) -> Scratch {
         let scratch = Scratch::new(len);
         let mut state = pool.lock();
-        assert!(state.admits(scratch.block_size()));
+        assert!(state.budget.admits(scratch.block_size()));
         let mut evicted = Vec::new();
-        let cached = state.admit(scratch.block_size(), &mut evicted);
+        let cached = state.budget.admit(scratch.block_size(), &mut evicted);
         drop(state);
         pool.install(&scratch, cached).unwrap();
         scratch

@@ -1,32 +1,26 @@
 //! The seam between the engine and the stages: the [`Stage`] trait, the [`NodeRef`] a stage
 //! runs against, and [`PendingNode`] for work a completion source finishes later.
+//!
+//! What a stage may touch: its node's input ([`NodeRef::input`]) and, once, its destination
+//! ([`NodeRef::destination`]); nothing else of the batch. A stage runs on a worker and must not
+//! block for long: slow work goes to a completion source through [`NodeRef::defer`], which hands
+//! back a [`PendingNode`] the source finishes later, from any thread. Where that happens decides
+//! where the node's successors run: finished inside a reactor's poll (through a
+//! [`crate::Completer`]), they run inline there, on the polling worker; finished anywhere else,
+//! they go to the injectors. Either way a source must not hold a lock of its own while it
+//! finishes a node, since the successors it releases may come straight back to it.
 
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::executor::{Finished, Shared, Task};
-use crate::graph::{CompiledGraph, FileSlot, NodeId, NodeKind, RequestId, RequestInfo, Resource};
-
-/// What running a node came to.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The work is done; `bytes` were produced.
-    Done {
-        /// Bytes produced at the node's destination.
-        bytes: u64,
-    },
-    /// The work failed; the request fails with this error.
-    Failed(Error),
-    /// The stage handed the node to a completion source through [`NodeRef::defer`]; it completes
-    /// when that source calls [`PendingNode::complete`].
-    Pending(Deferred),
-}
-
-/// Proof that a node was deferred: only [`NodeRef::defer`] makes one.
-#[derive(Debug)]
-pub struct Deferred(());
+use crate::executor::{complete_pending, Shared, Task, WorkerCtx};
+use crate::graph::{CompiledGraph, FileSlot, RequestInfo, Resource};
+use crate::outcome::{Deferred, NodeEnd, Outcome};
+use crate::state::TOMBSTONE;
+use crate::vocabulary::{NodeId, NodeKind, RequestId};
 
 /// One stage implementation: the work of one node kind.
 pub trait Stage: Send + Sync + fmt::Debug {
@@ -58,7 +52,8 @@ pub enum Input<'a> {
 pub struct NodeRef<'a> {
     pub(crate) graph: &'a CompiledGraph,
     pub(crate) task: Task,
-    pub(crate) shared: &'a Arc<Shared>,
+    /// The worker running the node.
+    pub(crate) worker: &'a WorkerCtx,
     pub(crate) destination_taken: bool,
     /// Set by `defer`, so the executor knows a completion source owns the node even if the stage
     /// panics afterwards.
@@ -170,7 +165,8 @@ impl<'a> NodeRef<'a> {
     /// the source later calls [`PendingNode::complete`]. The node's buffers stay valid until then.
     pub fn defer(self) -> (PendingNode, Outcome) {
         self.deferred.set(true);
-        (PendingNode::new(self.task, self.shared), Outcome::Pending(Deferred(())))
+        let pending = PendingNode::new(self.task, &self.worker.shared, Some(self.worker.index));
+        (pending, Outcome::Pending(Deferred(())))
     }
 }
 
@@ -181,7 +177,7 @@ pub struct PendingNode {
     task: Option<Task>,
     shared: Arc<Shared>,
     /// When the stage handed it over, if metrics are kept: its latency runs from here.
-    started: Option<std::time::Instant>,
+    started: Option<Instant>,
 }
 
 // SAFETY: a `Task` is a pointer to a batch the executor keeps alive while the node is pending,
@@ -197,28 +193,36 @@ impl fmt::Debug for PendingNode {
 }
 
 impl PendingNode {
-    pub(crate) fn new(task: Task, shared: &Arc<Shared>) -> Self {
+    /// The node of `task`, handed over by a stage on `worker` (or by a built-in node): the
+    /// observer hears that it was deferred.
+    pub(crate) fn new(task: Task, shared: &Arc<Shared>, worker: Option<usize>) -> Self {
+        shared.observe(task, worker, |o, event| o.node_deferred(event));
         PendingNode {
             task: Some(task),
             shared: shared.clone(),
             // The clock only feeds the latency histograms; skip it when they are off.
-            started: shared.collects_metrics().then(std::time::Instant::now),
+            started: shared.collects_metrics().then(Instant::now),
         }
     }
 
     /// Completes the node with `bytes` produced, or with an error. Successors it releases go to
-    /// the injector, or to `completer`'s worker when called from a reactor poll.
-    pub fn complete(mut self, result: Result<u64, Error>) {
-        if let Some(task) = self.task.take() {
-            crate::executor::complete_pending(&self.shared, task, result.into(), self.started, None);
-        }
+    /// the injectors; from inside a reactor's poll, finish it through the [`crate::Completer`]
+    /// instead, so they run on the polling worker.
+    pub fn complete(self, result: Result<u64, Error>) {
+        self.finish(result.into());
     }
 
-    /// Completes the node as skipped: its request was cancelled and the operation was cut short
-    /// (an io_uring read answered `ECANCELED`). The request reports Cancelled, not failed.
-    pub fn cancel(mut self) {
+    /// Completes the node as cancelled: its request was cancelled and the operation was cut
+    /// short (an io_uring read answered `ECANCELED`, a wait for a budget was abandoned). The
+    /// request reports Cancelled, not failed.
+    pub fn cancel(self) {
+        self.finish(NodeEnd::Cancelled);
+    }
+
+    /// Completes the node with `end`.
+    pub fn finish(mut self, end: NodeEnd) {
         if let Some(task) = self.task.take() {
-            crate::executor::complete_pending(&self.shared, task, Finished::Cancelled, self.started, None);
+            complete_pending(&self.shared, task, end, self.started, None);
         }
     }
 
@@ -228,11 +232,11 @@ impl PendingNode {
         self.task.is_some_and(|task| {
             // SAFETY: a pending node is unfinished, which keeps its batch alive.
             let batch = unsafe { task.batch() };
-            batch.graph.state(task.node).load().has(crate::state::TOMBSTONE)
+            batch.graph.state(task.node).load().has(TOMBSTONE)
         })
     }
 
-    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, Option<std::time::Instant>) {
+    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, Option<Instant>) {
         let task = self.task.take().expect("a pending node is taken once");
         (task, self.shared.clone(), self.started)
     }
@@ -245,7 +249,7 @@ impl Drop for PendingNode {
                 ErrorKind::Abandoned,
                 "the completion source dropped this operation without completing it",
             );
-            crate::executor::complete_pending(&self.shared, task, Finished::Failed(error), self.started, None);
+            complete_pending(&self.shared, task, NodeEnd::Failed(error), self.started, None);
         }
     }
 }

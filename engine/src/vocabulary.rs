@@ -49,6 +49,12 @@ impl NodeKind {
         matches!(self, NodeKind::Barrier | NodeKind::Acquire | NodeKind::Release)
     }
 
+    /// Whether a cancellation or failure of its request leaves this node alone: a `Release` hands
+    /// back what its request holds, so it must run whatever became of the request.
+    pub fn survives_tombstones(self) -> bool {
+        self == NodeKind::Release
+    }
+
     /// The kind's index, for per-kind tables.
     pub fn index(self) -> usize {
         self as usize

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use dsr_engine::{NodeEnd, NodeEvent, NodeId, Observer};
 
 /// What the recorder saw of one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRun {
     /// When its stage started (none if it was skipped or completed off a worker).
     pub started: Option<Instant>,
+    /// When its stage handed the work to a completion source (io_uring, a budget's queue), if
+    /// it did.
+    pub deferred: Option<Instant>,
     /// When it finished.
     pub finished: Instant,
     /// How it ended.
@@ -31,7 +34,14 @@ impl NodeRun {
 #[derive(Debug, Default)]
 pub struct RunRecorder {
     runs: Mutex<HashMap<(u64, NodeId), NodeRun>>,
-    starts: Mutex<HashMap<(u64, NodeId), Instant>>,
+    starts: Mutex<HashMap<(u64, NodeId), Running>>,
+}
+
+/// A node between its start and its end.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    started: Instant,
+    deferred: Option<Instant>,
 }
 
 impl RunRecorder {
@@ -46,7 +56,7 @@ impl RunRecorder {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(batch, node))
-            .copied()
+            .cloned()
     }
 
     /// How many node ends were recorded.
@@ -62,14 +72,28 @@ impl RunRecorder {
 
 impl Observer for RunRecorder {
     fn node_started(&self, event: &NodeEvent) {
-        self.starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((event.batch, event.node), event.at);
+        self.starts.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            (event.batch, event.node),
+            Running {
+                started: event.at,
+                deferred: None,
+            },
+        );
     }
 
-    fn node_finished(&self, event: &NodeEvent, end: NodeEnd) {
-        let started = self
+    fn node_deferred(&self, event: &NodeEvent) {
+        if let Some(start) = self
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&(event.batch, event.node))
+        {
+            start.deferred = Some(event.at);
+        }
+    }
+
+    fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
+        let start = self
             .starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -77,9 +101,10 @@ impl Observer for RunRecorder {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).insert(
             (event.batch, event.node),
             NodeRun {
-                started,
+                started: start.map(|s| s.started),
+                deferred: start.and_then(|s| s.deferred),
                 finished: event.at,
-                end,
+                end: end.clone(),
                 worker: event.worker,
             },
         );

@@ -39,10 +39,12 @@ impl Stage for DecompressCpuStage {
         };
         let corrupt = |err: dsr_gdeflate::Error| {
             let error = Error::new(ErrorKind::Corrupt, format!("{err}; the asset is damaged, repack it"));
-            match err.tile {
+            let error = match err.tile {
                 Some(tile) => error.at_tile(tile),
                 None => error,
-            }
+            };
+            // The codec's typed reason stays reachable as the source, for bindings that map it.
+            error.with_source(err)
         };
         let stream = match TileStream::parse(stream) {
             Ok(stream) => stream,

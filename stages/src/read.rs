@@ -46,7 +46,7 @@ impl Stage for PreadStage {
         debug_assert_eq!(dst.len() as u64, len);
         let result = match fault {
             Some(Fault::Eio) if !dst.is_empty() => {
-                Err(Error::from_io(&io::Error::from_raw_os_error(libc::EIO), "read failed")
+                Err(Error::from_io(io::Error::from_raw_os_error(libc::EIO), "read failed")
                     .at_stage(NodeKind::Read)
                     .at_offset(offset))
             }
@@ -67,7 +67,7 @@ impl Stage for PreadStage {
 /// Opens a source file for reading; errors name the path.
 pub fn open_source(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|err| {
-        Error::from_io(&err, "cannot open the source file")
+        Error::from_io(err, "cannot open the source file")
             .with_path(path)
             .at_stage(NodeKind::Read)
     })
@@ -99,7 +99,7 @@ fn read_exact_at_in(file: &File, dst: &mut [u8], offset: u64, step: usize) -> Re
             }
             Ok(n) => done += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(Error::from_io(&err, "read failed").at_offset(at)),
+            Err(err) => return Err(Error::from_io(err, "read failed").at_offset(at)),
         }
     }
     Ok(())

@@ -120,7 +120,7 @@ pub fn run_dsr(path: &Path, mode: Mode, offsets: &[u64], dest: &HostBuffer) -> d
         IoPolicy::Buffered
     };
     let file = std::sync::Arc::new(
-        std::fs::File::open(path).map_err(|e| dsr::Error::from_io(&e, "cannot open the file").with_path(path))?,
+        std::fs::File::open(path).map_err(|e| dsr::Error::from_io(e, "cannot open the file").with_path(path))?,
     );
     let mut batch = executor.batch();
     for (i, &offset) in offsets.iter().enumerate() {

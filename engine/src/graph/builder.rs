@@ -245,5 +245,4 @@ impl GraphBuilder {
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, kind: EdgeKind) {
         self.edges.push((from, to, kind));
     }
-
 }

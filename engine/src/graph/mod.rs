@@ -21,8 +21,8 @@ mod compile;
 mod compiled;
 mod resource;
 
+pub use crate::vocabulary::{EdgeKind, NodeId, NodeKind, RequestId, ResourceId, Span};
 pub use builder::{GraphBuilder, NodeSpec, RequestInfo};
 pub use compiled::{CompiledGraph, NodeView};
 pub(crate) use resource::Resource;
 pub use resource::{FileSlot, FileSource, ResourceKind};
-pub use crate::vocabulary::{EdgeKind, NodeId, NodeKind, RequestId, ResourceId, Span};

@@ -13,7 +13,7 @@ use super::staging::STAGING_ALIGN;
 /// Opens a source file for buffered reads; errors name the path.
 pub fn open_buffered(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|err| {
-        Error::from_io(&err, "cannot open the source file")
+        Error::from_io(err, "cannot open the source file")
             .with_path(path)
             .at_stage(NodeKind::Read)
     })
@@ -32,7 +32,7 @@ pub fn open_direct(source: &FileSource) -> Result<File, Error> {
         .open(&path)
         .map_err(|err| {
             let error = Error::from_io(
-                &err,
+                err,
                 "cannot open the file for direct I/O (does its file system support O_DIRECT?)",
             )
             .at_stage(NodeKind::Read);

@@ -399,7 +399,7 @@ impl Ring {
             Ending::Cancelled
         } else if res < 0 {
             let at = op.offset + op.done as u64;
-            let mut error = Error::from_io(&std::io::Error::from_raw_os_error(-res), "read failed")
+            let mut error = Error::from_io(std::io::Error::from_raw_os_error(-res), "read failed")
                 .at_stage(NodeKind::Read)
                 .at_offset(at);
             if let Some(path) = &op.path {
