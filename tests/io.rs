@@ -327,6 +327,94 @@ fn cancelling_an_in_flight_read_cancels_it_in_the_kernel() {
     assert_eq!(ring.in_flight_ops(), 0);
 }
 
+/// A FIFO whose reads never complete on their own (its write end is held open, unwritten).
+fn never_readable_fifo(dir: &std::path::Path) -> (std::path::PathBuf, std::fs::File) {
+    let fifo = dir.join("never.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    (fifo, writer)
+}
+
+/// Waits until `reads` reads are in the ring and have been submitted.
+fn wait_in_kernel(ring: &dsr::stages::io::Ring, reads: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ring.in_flight_ops() < reads || ring.stats().sqes.load(Ordering::Relaxed) < reads as u64 {
+        assert!(std::time::Instant::now() < deadline, "the reads never reached the ring");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Idle workers submit what is queued when they poll.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(ring.stats().submits.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn draining_the_ring_cancels_and_reaps_every_read_before_it_returns() {
+    if !io_uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (fifo, _writer) = never_readable_fifo(dir.path());
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    let dest = HostBuffer::new(3 * 4096);
+    let mut batch = executor.batch();
+    for i in 0..3 {
+        batch
+            .push(Request::file(&fifo, 0, 4096, &dest, i * 4096).io(IoPolicy::Buffered))
+            .unwrap();
+    }
+    let batch = executor.submit(batch).unwrap();
+    wait_in_kernel(&ring, 3);
+
+    // What the executor's shutdown calls: nothing was cancelled, yet every read ends.
+    dsr::engine::Reactor::drain(&*ring);
+    assert_eq!(
+        ring.in_flight_ops(),
+        0,
+        "drain returns only once every completion is reaped"
+    );
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    assert_eq!(report.cancelled(), 3, "{report:?}");
+    assert_eq!(ring.staging().free_slots(), ring.staging().slots());
+}
+
+#[test]
+fn regression_dropping_the_executor_with_a_read_in_the_kernel_returns() {
+    if !io_uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (fifo, _writer) = never_readable_fifo(dir.path());
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    let dest = HostBuffer::new(4096);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(&fifo, 0, 4096, &dest, 0).io(IoPolicy::Buffered))
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    wait_in_kernel(&ring, 1);
+
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(executor);
+        let _ = done.send(());
+    });
+    dropped
+        .recv_timeout(PATIENCE)
+        .expect("the executor's drop cancels the read and returns");
+    assert_eq!(ring.in_flight_ops(), 0);
+    assert_eq!(batch.wait_timeout(PATIENCE).expect("reported").cancelled(), 1);
+    drop(batch);
+    assert_eq!(
+        Arc::strong_count(&ring),
+        1,
+        "no read keeps the ring alive past the executor"
+    );
+}
+
 #[test]
 fn delayed_completions_keep_their_staging_until_they_arrive() {
     if !io_uring_available() {

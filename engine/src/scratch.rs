@@ -308,11 +308,11 @@ impl PoolState {
             |waiter| {
                 let need = waiter.item.scratch().block_size();
                 if !budget.admits(need) {
-                    return Err(waiter);
+                    return Some(waiter);
                 }
                 let cached = budget.admit(need, evicted);
                 admitted.push((waiter, cached));
-                Ok(())
+                None
             },
             &mut cancelled,
         );

@@ -90,16 +90,16 @@ impl<T> WaitQueue<T> {
         Ok(())
     }
 
-    /// Admits waiters in arrival order: `admit` takes the front waiter, or hands it back (`Err`)
-    /// when the budget has no room for it yet, which ends the admission. Tombstoned waiters met
-    /// on the way are moved to `cancelled` instead.
-    pub fn admit(&mut self, mut admit: impl FnMut(Waiter<T>) -> Result<(), Waiter<T>>, cancelled: &mut Vec<Waiter<T>>) {
+    /// Admits waiters in arrival order: `admit` takes the front waiter, or hands it back
+    /// (`Some`) when the budget has no room for it yet, which ends the admission. Tombstoned
+    /// waiters met on the way are moved to `cancelled` instead.
+    pub fn admit(&mut self, mut admit: impl FnMut(Waiter<T>) -> Option<Waiter<T>>, cancelled: &mut Vec<Waiter<T>>) {
         while let Some(waiter) = self.waiters.pop_front() {
             if waiter.node.is_tombstoned() {
                 cancelled.push(waiter);
                 continue;
             }
-            if let Err(waiter) = admit(waiter) {
+            if let Some(waiter) = admit(waiter) {
                 self.waiters.push_front(waiter);
                 return;
             }

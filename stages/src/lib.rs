@@ -1,11 +1,10 @@
 //! # dsr-stages: the stages of dsr's job graph
 //!
 //! One stage = one file implementing `dsr_engine::Stage` for one node kind:
-//! - [`io`]: file bytes into memory through io_uring: a shared ring (registered staging buffers
-//!   and files, batched submission, short reads resubmitted, cancellation), direct I/O where it
-//!   works, and a fixed staging budget with back-pressure;
-//! - [`read`]: the same with positioned reads (short reads and `EINTR` handled), the fallback
-//!   where io_uring is missing;
+//! - [`io`]: file bytes into memory, through io_uring (a shared ring with registered staging
+//!   buffers and files, batched submission, short reads resubmitted, cancellation in the kernel,
+//!   direct I/O where it works, a fixed staging budget with back-pressure), or through positioned
+//!   reads, the fallback where io_uring is missing (`io::pread`);
 //! - [`copy`]: memory sources into their destination.
 //! - [`decompress_cpu`]: GDeflate on the CPU, one node per group of tiles, each writing straight
 //!   into its slice of the destination and verifying tile hashes when the request has them.
@@ -31,7 +30,6 @@
 pub mod copy;
 pub mod decompress_cpu;
 pub mod io;
-pub mod read;
 
 use std::sync::Arc;
 
@@ -39,7 +37,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind};
 
 pub use copy::CopyStage;
 pub use decompress_cpu::{tile_hash, DecompressCpuStage};
-pub use read::PreadStage;
+pub use io::PreadStage;
 
 /// Adds every CPU stage to `builder`, with positioned reads.
 pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {

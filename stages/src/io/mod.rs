@@ -1,15 +1,24 @@
-//! File reads: io_uring when the kernel allows it, positioned reads otherwise.
+//! File reads: io_uring when the kernel allows it, positioned reads otherwise. Both read stages
+//! live here, with what they drive:
 //!
-//! - [`ring`]: the io_uring driver and reactor; [`staging`]: its fixed-buffer budget;
-//! - [`uring_read`]: the read stage on the ring; the positioned-read stage is `crate::read`;
+//! - [`uring_read`]: the read stage on the ring; [`pread`]: the read stage on positioned reads;
+//! - [`ring`]: the io_uring driver and reactor (submission, reaping, short reads, cancellation,
+//!   teardown), with its rooms beside it: `op.rs` (the record of one read and where the kernel
+//!   writes), `files.rs` (the registered-file table), [`config`] (its knobs and what the kernel
+//!   allowed), [`staging`] (its fixed-buffer budget);
 //! - [`open`]: buffered and direct opens, and the direct-I/O probe;
-//! - [`faults`]: the fault plan tests inject through either stage.
+//! - [`faults`]: the fault plan tests inject through either stage, and how it rewrites the ring's
+//!   completions.
 //!
 //! [`install_io`] probes at start-up, installs the read stage of the backend in use (and the
 //! ring as a reactor), and says which it chose and why in an [`IoInfo`].
 
+pub mod config;
 pub mod faults;
+mod files;
+mod op;
 pub mod open;
+pub mod pread;
 pub mod ring;
 pub mod staging;
 pub mod uring_read;
@@ -18,8 +27,10 @@ use std::sync::Arc;
 
 use dsr_engine::{ExecutorBuilder, NodeKind};
 
+pub use config::{RingConfig, RingFeatures};
 pub use faults::{Fault, FaultPlan};
-pub use ring::{Ring, RingConfig, RingFeatures, RingStats};
+pub use pread::PreadStage;
+pub use ring::{Ring, RingStats};
 
 /// Which read backend to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +67,7 @@ pub struct IoInfo {
 /// Installs the read stage of the chosen backend (the ring as a reactor too) on `builder`.
 pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result<(ExecutorBuilder, IoInfo)> {
     let pread = |builder: ExecutorBuilder, reason: Option<String>| {
-        let stage = crate::PreadStage::with_faults(config.ring.faults.clone());
+        let stage = PreadStage::with_faults(config.ring.faults.clone());
         (
             builder.stage(NodeKind::Read, Arc::new(stage)),
             IoInfo {

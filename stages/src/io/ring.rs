@@ -1,28 +1,31 @@
 //! The io_uring driver: one ring shared by the workers, and the engine's reactor for it.
 //!
-//! Workers running read nodes queue operations here and return at once; submission is batched
-//! (one `io_uring_enter` carries every SQE queued since the last one, submitted when a batch fills
-//! or when a worker runs out of ready nodes and polls). Completions are reaped by idle workers
-//! through [`Reactor::poll`]; one idle worker at a time blocks in `io_uring_enter` until
-//! completions arrive ([`Reactor::wait`]).
+//! Workers running read nodes hand an [`Op`] (`op.rs`) here and return at once; submission is
+//! batched (one `io_uring_enter` carries every SQE queued since the last one, submitted when a
+//! batch fills or when a worker runs out of ready nodes and polls). Completions are reaped by
+//! idle workers through [`Reactor::poll`]; one idle worker at a time blocks in `io_uring_enter`
+//! until completions arrive ([`Reactor::wait`]). Reads that find no staging slot or no queue
+//! room wait in the engine's [`WaitQueue`], in order.
 //!
 //! Ownership of memory the kernel writes: an operation owns its target (the destination range,
 //! kept alive and exclusive by the engine until the node completes, or a staging slot) from
 //! submission until its completion is reaped, whatever the completion says: success, error or
-//! cancellation. Slots go back to the pool only then.
+//! cancellation. Slots go back to the pool only then. Teardown keeps that promise explicitly:
+//! [`Reactor::drain`] (the executor's shutdown) cancels every read in flight and reaps every
+//! completion before it returns, and a ring is only dropped with no read left.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::os::fd::RawFd;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dsr_engine::{Completer, Error, ErrorKind, NodeKind, PendingNode, Reactor};
+use dsr_engine::{Completer, Error, ErrorKind, NodeEnd, NodeKind, PendingNode, Reactor, WaitQueue, Waiter};
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::faults::{Fault, FaultPlan};
+use super::config::{RingConfig, RingFeatures};
+use super::faults::Rewritten;
+use super::files::FileTable;
+use super::op::{Op, Target};
 use super::staging::{StagingPool, STAGING_ALIGN};
 
 /// User data of cancel requests (their own completions are ignored).
@@ -31,33 +34,6 @@ const CANCEL_TAG: u64 = 1 << 63;
 const FILE_SLOTS: u32 = 256;
 /// Buffered reads at least this large are queued to io_uring's workers (`IOSQE_ASYNC`).
 const ASYNC_BUFFERED: usize = 256 << 10;
-
-/// Knobs of the ring.
-#[derive(Clone, Debug)]
-pub struct RingConfig {
-    /// Submission queue entries; also the most reads in flight at once.
-    pub queue_depth: u32,
-    /// Submit as soon as this many SQEs are queued (otherwise when a worker polls).
-    pub submit_batch: usize,
-    /// Staging budget in bytes (direct reads into unaligned destinations).
-    pub staging_budget: usize,
-    /// Bytes per staging slot: at least the largest read plus alignment slack.
-    pub staging_slot: usize,
-    /// Injected faults, for tests.
-    pub faults: Option<Arc<FaultPlan>>,
-}
-
-impl Default for RingConfig {
-    fn default() -> Self {
-        RingConfig {
-            queue_depth: 128,
-            submit_batch: 32,
-            staging_budget: 64 << 20,
-            staging_slot: (1 << 20) + 2 * STAGING_ALIGN,
-            faults: None,
-        }
-    }
-}
 
 /// Counters of what the ring did, for `dsr info`, benchmarks and tests.
 #[derive(Debug, Default)]
@@ -84,73 +60,19 @@ pub struct RingStats {
     pub waited: AtomicU64,
 }
 
-/// Where a read's bytes go when they arrive.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Staged {
-    /// Bytes of the slot before the wanted range (the aligned read starts earlier).
-    pub skip: usize,
-    /// The wanted range's destination.
-    pub dst: *mut u8,
-    pub dst_len: usize,
-}
-
-/// One read in flight (or waiting to start).
-pub(crate) struct Op {
-    pub node: PendingNode,
-    pub fd: RawFd,
-    /// A buffered descriptor to finish a direct read whose short read ended unaligned.
-    pub fallback_fd: Option<RawFd>,
-    /// File offset of the first byte of `buf`.
-    pub offset: u64,
-    /// Where the kernel writes: the destination, or (staged) set when a slot is taken.
-    pub buf: *mut u8,
-    pub len: usize,
-    /// Bytes that must arrive for the node to be done (staged direct reads may stop short of
-    /// `len` at the end of the file).
-    pub needed: usize,
-    pub done: usize,
-    pub staged: Option<Staged>,
-    pub slot: Option<u16>,
-    pub direct: bool,
-    pub path: Option<Arc<Path>>,
-    /// Index in the registered-file table, while registered.
-    pub file_slot: Option<u32>,
-    pub cancel_sent: bool,
-    pub delayed: bool,
-}
-
-// SAFETY: an `Op`'s raw pointers point at memory the operation owns exclusively until it
-// completes (a destination range the engine reserved for this node, or a staging slot it holds),
-// so moving the op between threads moves that ownership with it.
-unsafe impl Send for Op {}
-
-impl fmt::Debug for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Op")
-            .field("fd", &self.fd)
-            .field("offset", &self.offset)
-            .field("len", &self.len)
-            .field("done", &self.done)
-            .field("direct", &self.direct)
-            .field("slot", &self.slot)
-            .finish()
-    }
-}
-
-/// Registered files: fd → table slot, with the number of reads using each.
-#[derive(Debug, Default)]
-struct FileTable {
-    enabled: bool,
-    entries: Vec<(RawFd, u32, usize)>,
-    free: Vec<u32>,
+/// A read the kernel has: its node and its record.
+struct InFlight {
+    node: PendingNode,
+    op: Op,
 }
 
 struct Inner {
     ring: IoUring,
-    ops: Vec<Option<Op>>,
+    /// Reads in flight, by the id their SQEs carry as user data.
+    ops: Vec<Option<InFlight>>,
     free_ids: Vec<u32>,
     /// Back-pressure: reads waiting for a staging slot or queue room, in arrival order.
-    waiting: VecDeque<Op>,
+    waiting: WaitQueue<Op>,
     /// Completions held back by injected delays: (due, op id, result).
     delayed: Vec<(Instant, u32, i32)>,
     unsubmitted: usize,
@@ -160,35 +82,19 @@ struct Inner {
     reaped: Vec<(u64, i32)>,
 }
 
-/// How an operation ended, to report after the ring's lock is released.
-enum Ending {
-    Done(u64),
-    Failed(Error),
-    Cancelled,
-}
+/// Nodes whose reads ended under the lock, completed once it is released.
+type Ended = Vec<(PendingNode, NodeEnd)>;
 
 /// The io_uring driver. Field order is drop order: the ring (which holds registrations of the
 /// staging memory) before the pool.
 pub struct Ring {
     inner: Mutex<Inner>,
     staging: StagingPool,
+    /// Reads accepted and not yet completed (waiting or submitted).
     in_flight: AtomicUsize,
     config: RingConfig,
     stats: RingStats,
     features: RingFeatures,
-}
-
-/// What the ring could set up.
-#[derive(Clone, Debug, Default)]
-pub struct RingFeatures {
-    /// Staging slots are registered as fixed buffers.
-    pub fixed_buffers: bool,
-    /// A sparse registered-file table exists.
-    pub registered_files: bool,
-    /// The kernel supports IORING_OP_ASYNC_CANCEL.
-    pub async_cancel: bool,
-    /// Submission-queue polling (not used: it spends a core spinning).
-    pub sqpoll: bool,
 }
 
 impl fmt::Debug for Ring {
@@ -222,16 +128,12 @@ impl Ring {
                 ring,
                 ops: Vec::new(),
                 free_ids: Vec::new(),
-                waiting: VecDeque::new(),
+                waiting: WaitQueue::new(),
                 delayed: Vec::new(),
                 unsubmitted: 0,
                 submitted: 0,
                 reaped: Vec::with_capacity(config.queue_depth as usize),
-                files: FileTable {
-                    enabled: features.registered_files,
-                    entries: Vec::new(),
-                    free: (0..FILE_SLOTS).rev().collect(),
-                },
+                files: FileTable::new(features.registered_files, FILE_SLOTS),
             }),
             staging,
             in_flight: AtomicUsize::new(0),
@@ -266,43 +168,51 @@ impl Ring {
         self.staging.slot_size()
     }
 
-    /// Accepts a read: starts it now if a slot and queue room are free, else queues it.
-    pub(crate) fn start(&self, op: Op) {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts `node`'s read: starts it now if a slot and queue room are free, else queues it.
+    pub(crate) fn start(&self, node: PendingNode, op: Op) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut inner = self.lock();
-        if inner.waiting.is_empty() {
-            if let Some(op) = self.try_begin(&mut inner, op) {
-                self.stats.waited.fetch_add(1, Ordering::Relaxed);
-                inner.waiting.push_back(op);
-            }
+        let mut refused = None;
+        let waiter = Waiter { node, item: op };
+        let blocked = if inner.waiting.is_empty() {
+            self.try_begin(&mut inner, waiter)
         } else {
+            Some(waiter)
+        };
+        if let Some(waiter) = blocked {
             self.stats.waited.fetch_add(1, Ordering::Relaxed);
-            inner.waiting.push_back(op);
+            refused = inner.waiting.push(waiter.node, waiter.item).err();
         }
         if inner.unsubmitted >= self.config.submit_batch {
             self.submit(&mut inner);
         }
+        drop(inner);
+        if let Some(waiter) = refused {
+            // Cancelled as it was about to wait: it never reached the kernel.
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            waiter.node.cancel();
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes what `op` needs (queue room, a staging slot) and queues its SQE; gives `op` back
-    /// if something is missing.
-    fn try_begin(&self, inner: &mut Inner, mut op: Op) -> Option<Op> {
+    /// Takes what the read needs (queue room, a staging slot) and queues its SQE; hands the
+    /// read back if something is missing.
+    fn try_begin(&self, inner: &mut Inner, mut waiter: Waiter<Op>) -> Option<Waiter<Op>> {
         if inner.submitted >= self.config.queue_depth as usize {
-            return Some(op);
+            return Some(waiter);
         }
-        if op.staged.is_some() && op.slot.is_none() {
-            let Some(slot) = self.staging.try_acquire() else {
-                return Some(op);
+        let op = &mut waiter.item;
+        if let Target::Staged { slot: slot @ None, .. } = &mut op.target {
+            let Some(taken) = self.staging.try_acquire() else {
+                return Some(waiter);
             };
-            op.slot = Some(slot);
-            op.buf = self.staging.slot_ptr(slot);
+            *slot = Some(taken);
         }
-        if inner.files.enabled && op.file_slot.is_none() {
-            op.file_slot = register_file(inner, op.fd);
+        if op.file_slot.is_none() {
+            op.file_slot = inner.files.register(&inner.ring, op.fd);
         }
         let id = match inner.free_ids.pop() {
             Some(id) => id,
@@ -311,7 +221,10 @@ impl Ring {
                 inner.ops.len() as u32 - 1
             }
         };
-        inner.ops[id as usize] = Some(op);
+        inner.ops[id as usize] = Some(InFlight {
+            node: waiter.node,
+            op: waiter.item,
+        });
         inner.submitted += 1;
         self.push_read(inner, id);
         None
@@ -319,12 +232,14 @@ impl Ring {
 
     /// Queues the SQE for the rest of op `id`.
     fn push_read(&self, inner: &mut Inner, id: u32) {
-        let op = inner.ops[id as usize].as_ref().expect("a live op");
+        let op = &inner.ops[id as usize].as_ref().expect("a live op").op;
+        let start = op.buf(&self.staging).expect("a read in flight has its target");
         // SAFETY: `done < len` for an op with bytes left, so the pointer stays inside its target.
-        let buf = unsafe { op.buf.add(op.done) };
+        let buf = unsafe { start.add(op.done) };
         let len = (op.len - op.done) as u32;
         let offset = op.offset + op.done as u64;
-        let entry = match (op.file_slot, op.slot.filter(|_| self.features.fixed_buffers)) {
+        let fixed_slot = op.slot().filter(|_| self.features.fixed_buffers);
+        let entry = match (op.file_slot, fixed_slot) {
             (Some(file), Some(slot)) => opcode::ReadFixed::new(types::Fixed(file), buf, len, slot)
                 .offset(offset)
                 .build(),
@@ -365,59 +280,46 @@ impl Ring {
         }
         loop {
             match inner.ring.submit() {
-                Ok(_) => break,
-                Err(err)
-                    if matches!(
-                        err.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                    ) =>
-                {
-                    // Interrupted, or the completion queue is full: reap what is there first.
-                    if err.raw_os_error() != Some(libc::EINTR) {
-                        break;
-                    }
-                }
-                Err(_) => break,
+                // Interrupted: try again. A full completion queue (EBUSY, EAGAIN) is reaped by
+                // the next poll, which submits again.
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
+                _ => break,
             }
         }
         inner.unsubmitted = 0;
         self.stats.submits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Handles one read completion with result `res`; returns the node to complete if the read
-    /// is over.
-    fn complete_read(&self, inner: &mut Inner, id: u32, res: i32, ended: &mut Vec<(PendingNode, Ending)>) {
-        let Some(op) = inner.ops[id as usize].as_mut() else {
+    /// Handles one read completion with result `res`: resubmits the rest of a short read, or
+    /// ends the read into `ended`.
+    fn complete_read(&self, inner: &mut Inner, id: u32, res: i32, ended: &mut Ended) {
+        let Some(InFlight { op, .. }) = inner.ops[id as usize].as_mut() else {
             return;
         };
-        let ending = if res == -libc::EINTR || res == -libc::EAGAIN {
+        let located = |error: Error, at: u64| {
+            let error = error.at_stage(NodeKind::Read).at_offset(at);
+            match &op.path {
+                Some(path) => error.with_path(path),
+                None => error,
+            }
+        };
+        let end = if res == -libc::EINTR || res == -libc::EAGAIN {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.push_read(inner, id);
             return;
         } else if res == -libc::ECANCELED {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            Ending::Cancelled
+            NodeEnd::Cancelled
         } else if res < 0 {
-            let at = op.offset + op.done as u64;
-            let mut error = Error::from_io(std::io::Error::from_raw_os_error(-res), "read failed")
-                .at_stage(NodeKind::Read)
-                .at_offset(at);
-            if let Some(path) = &op.path {
-                error = error.with_path(path);
-            }
-            Ending::Failed(error)
+            let error = Error::from_io(std::io::Error::from_raw_os_error(-res), "read failed");
+            NodeEnd::Failed(located(error, op.offset + op.done as u64))
         } else if res == 0 && op.done < op.needed {
             let at = op.offset + op.done as u64;
-            let mut error = Error::new(
+            let error = Error::new(
                 ErrorKind::UnexpectedEof,
                 format!("the range runs past the end of the file, which ends at byte {at}; read a shorter range"),
-            )
-            .at_stage(NodeKind::Read)
-            .at_offset(at);
-            if let Some(path) = &op.path {
-                error = error.with_path(path);
-            }
-            Ending::Failed(error)
+            );
+            NodeEnd::Failed(located(error, at))
         } else {
             op.done += res as usize;
             if op.done < op.needed {
@@ -429,149 +331,132 @@ impl Ring {
                         op.fd = fd;
                         op.direct = false;
                         if let Some(slot) = op.file_slot.take() {
-                            release_file(&mut inner.files, &inner.ring, slot);
+                            inner.files.release(&inner.ring, slot);
                         }
                     }
                 }
                 self.push_read(inner, id);
                 return;
             }
-            let bytes = match op.staged {
-                Some(staged) => {
+            let bytes = match op.target {
+                Target::Staged {
+                    slot: Some(slot),
+                    skip,
+                    dst,
+                    dst_len,
+                } => {
                     // SAFETY: (1) the slot holds `done >= skip + dst_len` bytes the kernel wrote
                     // and has finished with (its CQE is this one); (2) `dst` is the node's
                     // destination range, exclusive to this op until the node completes; (3) a
                     // slot and a destination never overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(op.buf.add(staged.skip), staged.dst, staged.dst_len) };
-                    staged.dst_len as u64
+                    unsafe { std::ptr::copy_nonoverlapping(self.staging.slot_ptr(slot).add(skip), dst, dst_len) };
+                    dst_len as u64
                 }
-                None => op.needed as u64,
+                Target::Staged { slot: None, .. } => unreachable!("a read in flight has its slot"),
+                Target::Destination { .. } => op.needed as u64,
             };
-            Ending::Done(bytes)
+            NodeEnd::Done { bytes }
         };
-        let op = inner.ops[id as usize].take().expect("a live op");
+        let InFlight { node, op } = inner.ops[id as usize].take().expect("a live op");
         inner.free_ids.push(id);
         inner.submitted -= 1;
-        if let Some(slot) = op.slot {
+        if let Some(slot) = op.slot() {
             // The CQE is in: the kernel is done with the slot, whatever the result.
             self.staging.release(slot);
         }
         if let Some(slot) = op.file_slot {
-            release_file(&mut inner.files, &inner.ring, slot);
+            inner.files.release(&inner.ring, slot);
         }
-        ended.push((op.node, ending));
+        ended.push((node, end));
     }
 
     /// Starts waiting reads while there is room; waiting reads whose request was cancelled end
-    /// at once.
-    fn start_waiting(&self, inner: &mut Inner, ended: &mut Vec<(PendingNode, Ending)>) {
-        while let Some(op) = inner.waiting.pop_front() {
-            if op.node.is_tombstoned() {
-                ended.push((op.node, Ending::Cancelled));
-                continue;
+    /// on the way.
+    fn start_waiting(&self, inner: &mut Inner, ended: &mut Ended) {
+        let mut cancelled = Vec::new();
+        let mut waiting = std::mem::take(&mut inner.waiting);
+        waiting.admit(|waiter| self.try_begin(inner, waiter), &mut cancelled);
+        inner.waiting = waiting;
+        ended.extend(cancelled.into_iter().map(|w| (w.node, NodeEnd::Cancelled)));
+    }
+
+    /// Asks the kernel to cancel every read in flight whose request was tombstoned (with
+    /// `all`, every read): their buffers stay owned until their own completions arrive.
+    fn cancel_in_flight(&self, inner: &mut Inner, all: bool) {
+        if !self.features.async_cancel {
+            return;
+        }
+        let mut cancels = Vec::new();
+        for (id, read) in inner.ops.iter_mut().enumerate() {
+            if let Some(InFlight { node, op }) = read {
+                if !op.cancel_sent && (all || node.is_tombstoned()) {
+                    op.cancel_sent = true;
+                    cancels.push(id as u64);
+                }
             }
-            if let Some(op) = self.try_begin(inner, op) {
-                inner.waiting.push_front(op);
-                break;
-            }
+        }
+        for id in cancels {
+            self.push(inner, opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG | id));
+            self.stats.cancels_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn poll_inner(&self, ended: &mut Vec<(PendingNode, Ending)>) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        self.submit(inner);
+    /// Reaps the completions the kernel has posted (and injected delays that are due) and
+    /// handles each.
+    fn reap(&self, inner: &mut Inner, ended: &mut Ended) {
         let mut reaped = std::mem::take(&mut inner.reaped);
         reaped.clear();
         reaped.extend(inner.ring.completion().map(|c| (c.user_data(), c.result())));
-        // Only fault injection delays completions: read the clock only then.
-        let now = if inner.delayed.is_empty() && self.config.faults.is_none() {
-            None
-        } else {
-            Some(Instant::now())
-        };
-        if let Some(now) = now {
+        if !inner.delayed.is_empty() {
+            let now = Instant::now();
             inner.delayed.retain(|&(due, id, res)| {
-                if due <= now {
+                let keep = due > now;
+                if !keep {
                     reaped.push((id as u64, res));
-                    false
-                } else {
-                    true
                 }
+                keep
             });
         }
         for &(user_data, res) in &reaped {
-            let mut res = res;
             if user_data & CANCEL_TAG != 0 {
                 continue;
             }
             let id = user_data as u32;
-            if let Some(op) = inner.ops.get_mut(id as usize).and_then(Option::as_mut) {
-                match self
-                    .config
-                    .faults
-                    .as_ref()
-                    .and_then(|f| f.fault_for(op.path.as_deref()))
-                {
-                    Some(Fault::Eio) if res >= 0 => res = -libc::EIO,
-                    Some(Fault::Short(max)) if res > max.max(1) as i32 => res = max.max(1) as i32,
-                    Some(Fault::Delay(delay)) if !op.delayed => {
-                        op.delayed = true;
-                        inner.delayed.push((now.unwrap_or_else(Instant::now) + delay, id, res));
+            let mut res = res;
+            if let (Some(faults), Some(Some(read))) = (&self.config.faults, inner.ops.get_mut(id as usize)) {
+                match faults.rewrite(read.op.path.as_deref(), res, read.op.delayed) {
+                    Rewritten::Now(rewritten) => res = rewritten,
+                    Rewritten::Later(due) => {
+                        read.op.delayed = true;
+                        inner.delayed.push((due, id, res));
                         continue;
                     }
-                    _ => {}
                 }
             }
             self.complete_read(inner, id, res, ended);
         }
-        // Tombstoned reads in flight: ask the kernel to cancel them (their buffers stay owned
-        // until their own completion arrives).
-        if self.features.async_cancel {
-            let mut cancels = Vec::new();
-            for (id, op) in inner.ops.iter_mut().enumerate() {
-                if let Some(op) = op {
-                    if !op.cancel_sent && op.node.is_tombstoned() {
-                        op.cancel_sent = true;
-                        cancels.push(id as u64);
-                    }
-                }
-            }
-            for id in cancels {
-                self.push(inner, opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG | id));
-                self.stats.cancels_sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         inner.reaped = reaped;
+    }
+
+    fn poll_inner(&self, ended: &mut Ended) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        self.submit(inner);
+        self.reap(inner, ended);
+        // A failure elsewhere in a request tombstones its reads without a sweep: catch them here.
+        self.cancel_in_flight(inner, false);
         self.start_waiting(inner, ended);
         self.submit(inner);
     }
-}
 
-fn register_file(inner: &mut Inner, fd: RawFd) -> Option<u32> {
-    if let Some(entry) = inner.files.entries.iter_mut().find(|e| e.0 == fd) {
-        entry.2 += 1;
-        return Some(entry.1);
-    }
-    let slot = inner.files.free.pop()?;
-    if inner.ring.submitter().register_files_update(slot, &[fd]).is_err() {
-        inner.files.free.push(slot);
-        return None;
-    }
-    inner.files.entries.push((fd, slot, 1));
-    Some(slot)
-}
-
-/// Drops a read's use of a registered file; the last user unregisters it, so a closed and
-/// reused descriptor number can never reach a stale registration.
-fn release_file(files: &mut FileTable, ring: &IoUring, slot: u32) {
-    if let Some(at) = files.entries.iter().position(|e| e.1 == slot) {
-        files.entries[at].2 -= 1;
-        if files.entries[at].2 == 0 {
-            files.entries.swap_remove(at);
-            let _ = ring.submitter().register_files_update(slot, &[-1]);
-            files.free.push(slot);
+    /// Completes nodes whose reads ended, outside the lock, through `finish`.
+    fn finish_all(&self, ended: Ended, mut finish: impl FnMut(PendingNode, NodeEnd)) -> usize {
+        let n = ended.len();
+        for (node, end) in ended {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            finish(node, end);
         }
+        n
     }
 }
 
@@ -582,17 +467,8 @@ impl Reactor for Ring {
         }
         let mut ended = Vec::new();
         self.poll_inner(&mut ended);
-        let n = ended.len();
         // Complete outside the lock: completing runs successors, which may start more reads.
-        for (node, ending) in ended {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            match ending {
-                Ending::Done(bytes) => completer.complete(node, Ok(bytes)),
-                Ending::Failed(err) => completer.complete(node, Err(err)),
-                Ending::Cancelled => completer.cancel(node),
-            }
-        }
-        n
+        self.finish_all(ended, |node, end| completer.finish(node, end))
     }
 
     fn in_flight(&self) -> bool {
@@ -615,5 +491,64 @@ impl Reactor for Ring {
             let _ = inner.ring.submitter().submit_with_args(want, &args);
             inner.unsubmitted = 0;
         }
+    }
+
+    fn sweep(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut cancelled = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.waiting.sweep(&mut cancelled);
+            self.cancel_in_flight(&mut inner, false);
+            self.submit(&mut inner);
+        }
+        let ended = cancelled.into_iter().map(|w| (w.node, NodeEnd::Cancelled)).collect();
+        self.finish_all(ended, PendingNode::finish);
+    }
+
+    fn drain(&self) {
+        let mut ended = Vec::new();
+        {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            // Waiting reads never reached the kernel: they end now.
+            ended.extend(inner.waiting.drain().map(|w| (w.node, NodeEnd::Cancelled)));
+            // Reads in flight are asked to stop, and every completion is reaped: until then the
+            // kernel may still write into their targets.
+            self.cancel_in_flight(inner, true);
+            while inner.submitted > 0 {
+                self.submit(inner);
+                // Held-back completions are due now.
+                for (due, ..) in &mut inner.delayed {
+                    *due = Instant::now();
+                }
+                if inner.ring.completion().is_empty() && inner.delayed.is_empty() {
+                    let ts = types::Timespec::new().nsec(10_000_000);
+                    let _ = inner
+                        .ring
+                        .submitter()
+                        .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+                }
+                self.reap(inner, &mut ended);
+                self.cancel_in_flight(inner, true);
+            }
+        }
+        self.finish_all(ended, PendingNode::finish);
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // A read in flight holds its node, which holds the executor, which holds this ring: a
+        // ring is only dropped once the executor's shutdown drained it. Drain again anyway, so
+        // the staging pool (dropped next) can never be freed under a read the kernel still has.
+        self.drain();
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            inner.submitted == 0 && inner.waiting.is_empty() && inner.ops.iter().all(Option::is_none),
+            "the io_uring ring was dropped with reads in flight"
+        );
     }
 }

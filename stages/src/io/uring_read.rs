@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
+use super::op::{Op, Target};
 use super::open::{open_buffered, open_direct};
-use super::ring::{Op, Ring, Staged};
+use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
 
 /// Reads a node's file range through io_uring.
@@ -56,48 +57,53 @@ impl Stage for UringReadStage {
         let start = offset / ALIGN * ALIGN;
         let end = (offset + len).div_ceil(ALIGN) * ALIGN;
         let staged_fits = (end - start) as usize <= self.ring.staging_capacity();
-        let (fd, is_direct, buf, read_len, needed, staged) = match direct {
-            Some(fd) if aligned => (fd, true, dst, dst_len, dst_len, None),
+        let (fd, is_direct, offset, target, read_len, needed) = match direct {
+            Some(fd) if aligned => (fd, true, offset, Target::Destination { ptr: dst }, dst_len, dst_len),
             Some(fd) if staged_fits => {
                 let skip = (offset - start) as usize;
-                let staged = Staged { skip, dst, dst_len };
-                (
-                    fd,
-                    true,
-                    std::ptr::null_mut(),
-                    (end - start) as usize,
-                    skip + dst_len,
-                    Some(staged),
-                )
+                let target = Target::Staged {
+                    slot: None,
+                    skip,
+                    dst,
+                    dst_len,
+                };
+                (fd, true, start, target, (end - start) as usize, skip + dst_len)
             }
             // Too large for a slot (or no direct I/O here): through the page cache.
-            _ => (buffered, false, dst, dst_len, dst_len, None),
+            _ => (
+                buffered,
+                false,
+                offset,
+                Target::Destination { ptr: dst },
+                dst_len,
+                dst_len,
+            ),
         };
         let stats = self.ring.stats();
-        let counter = match (is_direct, staged.is_some()) {
-            (true, true) => &stats.staged,
-            (true, false) => &stats.direct_landed,
-            _ => &stats.buffered,
+        let counter = match (is_direct, &target) {
+            (true, Target::Staged { .. }) => &stats.staged,
+            (true, Target::Destination { .. }) => &stats.direct_landed,
+            (false, _) => &stats.buffered,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (pending, outcome) = node.defer();
-        self.ring.start(Op {
-            node: pending,
-            fd,
-            fallback_fd: is_direct.then_some(buffered),
-            offset: if staged.is_some() { start } else { offset },
-            buf,
-            len: read_len,
-            needed,
-            done: 0,
-            staged,
-            slot: None,
-            direct: is_direct,
-            path,
-            file_slot: None,
-            cancel_sent: false,
-            delayed: false,
-        });
+        self.ring.start(
+            pending,
+            Op {
+                fd,
+                fallback_fd: is_direct.then_some(buffered),
+                offset,
+                target,
+                len: read_len,
+                needed,
+                done: 0,
+                direct: is_direct,
+                path,
+                file_slot: None,
+                cancel_sent: false,
+                delayed: false,
+            },
+        );
         outcome
     }
 }

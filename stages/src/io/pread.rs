@@ -6,12 +6,12 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, NodeKind, NodeRef, Outcome, Stage};
 
-use crate::io::{Fault, FaultPlan};
+use super::faults::{Fault, FaultPlan};
+use super::open::open_buffered;
 
 /// Reads a node's file range straight into its destination with `pread`.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +35,7 @@ impl Stage for PreadStage {
             Some(path) => err.with_path(path),
             None => err,
         };
-        let opened = match file.get_or_open(open_source) {
+        let opened = match file.get_or_open(open_buffered) {
             Ok(opened) => opened,
             Err(err) => return Outcome::Failed(located(err)),
         };
@@ -62,15 +62,6 @@ impl Stage for PreadStage {
             Err(err) => Outcome::Failed(located(err)),
         }
     }
-}
-
-/// Opens a source file for reading; errors name the path.
-pub fn open_source(path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|err| {
-        Error::from_io(err, "cannot open the source file")
-            .with_path(path)
-            .at_stage(NodeKind::Read)
-    })
 }
 
 /// Fills `dst` from `file` at `offset`, resuming after short reads and `EINTR`. Running out of
@@ -132,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_its_path() {
-        let err = open_source(Path::new("/nonexistent/dsr/asset.bin")).unwrap_err();
+        let err = open_buffered(std::path::Path::new("/nonexistent/dsr/asset.bin")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(err.errno(), Some(libc::ENOENT));
         assert!(err.to_string().contains("/nonexistent/dsr/asset.bin"), "{err}");

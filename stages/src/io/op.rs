@@ -1,0 +1,80 @@
+//! The record of one read on the ring: which file, which range, where the kernel writes, and how
+//! far it has got. The read stage fills one in; the ring owns it from then until its node
+//! completes.
+
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::staging::StagingPool;
+
+/// Where the kernel's bytes go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Target {
+    /// Straight into the node's destination range.
+    Destination {
+        /// Start of the range.
+        ptr: *mut u8,
+    },
+    /// Into a staging slot (an aligned read around an unaligned range); the wanted bytes are
+    /// copied to the destination when the read completes.
+    Staged {
+        /// The slot, once the read has one (it waits for one when none is free).
+        slot: Option<u16>,
+        /// Bytes of the slot before the wanted range (the aligned read starts earlier).
+        skip: usize,
+        /// The wanted range's destination.
+        dst: *mut u8,
+        dst_len: usize,
+    },
+}
+
+/// One read, waiting to start or in flight.
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub fd: RawFd,
+    /// A buffered descriptor to finish a direct read whose short read ended unaligned.
+    pub fallback_fd: Option<RawFd>,
+    /// File offset of the first byte the kernel writes.
+    pub offset: u64,
+    pub target: Target,
+    /// Bytes asked of the kernel.
+    pub len: usize,
+    /// Bytes that must arrive for the node to be done (staged direct reads may stop short of
+    /// `len` at the end of the file).
+    pub needed: usize,
+    /// Bytes arrived so far.
+    pub done: usize,
+    pub direct: bool,
+    /// The file's path, for errors and fault rules.
+    pub path: Option<Arc<Path>>,
+    /// Index in the registered-file table, while registered.
+    pub file_slot: Option<u32>,
+    /// Whether an ASYNC_CANCEL was sent for it.
+    pub cancel_sent: bool,
+    /// Whether an injected delay has held its completion back already.
+    pub delayed: bool,
+}
+
+// SAFETY: an `Op`'s pointers point at memory the operation owns exclusively until its node
+// completes (a destination range the engine reserved for this node, or a staging slot it holds),
+// so moving the op between threads moves that ownership with it.
+unsafe impl Send for Op {}
+
+impl Op {
+    /// Where the kernel writes the op's first byte; `None` for a staged op without its slot yet.
+    pub fn buf(&self, staging: &StagingPool) -> Option<*mut u8> {
+        match self.target {
+            Target::Destination { ptr } => Some(ptr),
+            Target::Staged { slot, .. } => slot.map(|slot| staging.slot_ptr(slot)),
+        }
+    }
+
+    /// The staging slot it holds, if any.
+    pub fn slot(&self) -> Option<u16> {
+        match self.target {
+            Target::Staged { slot, .. } => slot,
+            Target::Destination { .. } => None,
+        }
+    }
+}
