@@ -1,6 +1,6 @@
 //! The io_uring driver: one ring shared by the workers, and the engine's reactor for it.
 //!
-//! Workers running read nodes hand an [`Op`] (`op.rs`) here and return at once; submission is
+//! Workers running read nodes hand an `Op` (`op.rs`) here and return at once; submission is
 //! batched (one `io_uring_enter` carries every SQE queued since the last one, submitted when a
 //! batch fills or when a worker runs out of ready nodes and polls). Completions are reaped by
 //! idle workers through [`Reactor::poll`]; one idle worker at a time blocks in `io_uring_enter`
