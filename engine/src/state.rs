@@ -6,11 +6,16 @@
 //!  31        30       29     28       27      26                                  0
 //! +---------+--------+------+--------+-------+------------------------------------+
 //! |TOMBSTONE| FAILED | DONE |RUNNING | READY |   pending predecessors (27 bits)    |
+//! |         |        |      | = RAN  |       |                                    |
 //! +---------+--------+------+--------+-------+------------------------------------+
 //! ```
 //!
+//! Bit 28 means RUNNING while DONE is clear, and RAN once DONE is set: `finish` keeps it, so a
+//! finished word still tells a node whose work ran (a tombstone that came too late) from one that
+//! was skipped (`start` clears the bit again when it finds the tombstone first).
+//!
 //! The count cannot overflow into the flags: it only ever decreases from its initial value, and
-//! `Graph::compile` refuses a node with more than [`MAX_PREDECESSORS`] predecessors. Every
+//! `GraphBuilder::compile` refuses a node with more than [`MAX_PREDECESSORS`] predecessors. Every
 //! release decrements it exactly once per incoming edge, so it cannot underflow either (checked
 //! by a `debug_assert!`).
 //!
