@@ -46,8 +46,16 @@ pub enum ErrorKind {
 type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// A failure, with the context to find its cause.
+///
+/// One pointer wide: a node's outcome and every `Result` on the hot path carry it, and failures
+/// are rare, so the context lives behind a box.
 #[derive(Clone, Debug)]
-pub struct Error {
+pub struct Error(Box<Context>);
+
+const _: () = assert!(std::mem::size_of::<Error>() == std::mem::size_of::<usize>());
+
+#[derive(Clone, Debug)]
+struct Context {
     kind: ErrorKind,
     message: String,
     stage: Option<NodeKind>,
@@ -65,12 +73,13 @@ pub struct Error {
 impl PartialEq for Error {
     fn eq(&self, other: &Self) -> bool {
         fn said(e: &Error) -> impl PartialEq + '_ {
+            let c = &e.0;
             (
-                e.kind, &e.message, e.stage, &e.path, e.offset, e.tile, e.errno, e.request,
+                c.kind, &c.message, c.stage, &c.path, c.offset, c.tile, c.errno, c.request,
             )
         }
         said(self) == said(other)
-            && self.source.as_ref().map(ToString::to_string) == other.source.as_ref().map(ToString::to_string)
+            && self.0.source.as_ref().map(ToString::to_string) == other.0.source.as_ref().map(ToString::to_string)
     }
 }
 
@@ -79,7 +88,7 @@ impl Eq for Error {}
 impl Error {
     /// An error of `kind` with a message that should say what to do.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Context {
             kind,
             message: message.into(),
             stage: None,
@@ -89,7 +98,7 @@ impl Error {
             errno: None,
             request: None,
             source: None,
-        }
+        }))
     }
 
     /// An I/O error, classified by its errno and kept as the [`source`](std::error::Error::source).
@@ -102,101 +111,101 @@ impl Error {
             _ => ErrorKind::Io,
         };
         let mut error = Error::new(kind, format!("{action}: {err}"));
-        error.errno = err.raw_os_error();
+        error.0.errno = err.raw_os_error();
         error.with_source(err)
     }
 
     /// Keeps `cause` as the error's [`source`](std::error::Error::source) (unless it has one).
     pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source.get_or_insert_with(|| Arc::new(cause));
+        self.0.source.get_or_insert_with(|| Arc::new(cause));
         self
     }
 
     /// Names the stage that failed.
     pub fn at_stage(mut self, stage: NodeKind) -> Self {
-        self.stage.get_or_insert(stage);
+        self.0.stage.get_or_insert(stage);
         self
     }
     /// Names the file involved.
     pub fn with_path(mut self, path: &Path) -> Self {
-        self.path.get_or_insert_with(|| path.to_owned());
+        self.0.path.get_or_insert_with(|| path.to_owned());
         self
     }
     /// Names the byte offset (in the source) where it failed.
     pub fn at_offset(mut self, offset: u64) -> Self {
-        self.offset.get_or_insert(offset);
+        self.0.offset.get_or_insert(offset);
         self
     }
     /// Names the compressed tile that failed.
     pub fn at_tile(mut self, tile: u32) -> Self {
-        self.tile.get_or_insert(tile);
+        self.0.tile.get_or_insert(tile);
         self
     }
     /// Records the OS error number.
     pub fn with_errno(mut self, errno: i32) -> Self {
-        self.errno.get_or_insert(errno);
+        self.0.errno.get_or_insert(errno);
         self
     }
     /// Names the request (its index in its batch).
     pub fn for_request(mut self, request: u32) -> Self {
-        self.request.get_or_insert(request);
+        self.0.request.get_or_insert(request);
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
     /// The human-readable cause, without the context fields.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
     /// The stage that failed, if a stage did.
     pub fn stage(&self) -> Option<NodeKind> {
-        self.stage
+        self.0.stage
     }
     /// The file involved, if any.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
     /// The source byte offset, if known.
     pub fn offset(&self) -> Option<u64> {
-        self.offset
+        self.0.offset
     }
     /// The compressed tile, if known.
     pub fn tile(&self) -> Option<u32> {
-        self.tile
+        self.0.tile
     }
     /// The OS error number, if the OS reported one.
     pub fn errno(&self) -> Option<i32> {
-        self.errno
+        self.0.errno
     }
     /// The request's index in its batch, if known.
     pub fn request(&self) -> Option<u32> {
-        self.request
+        self.0.request
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(request) = self.request {
+        if let Some(request) = self.0.request {
             write!(f, "request {request}: ")?;
         }
-        if let Some(stage) = self.stage {
+        if let Some(stage) = self.0.stage {
             write!(f, "{stage} stage: ")?;
         }
-        f.write_str(&self.message)?;
+        f.write_str(&self.0.message)?;
         let mut context = Vec::new();
-        if let Some(path) = &self.path {
+        if let Some(path) = &self.0.path {
             context.push(format!("file {}", path.display()));
         }
-        if let Some(offset) = self.offset {
+        if let Some(offset) = self.0.offset {
             context.push(format!("offset {offset}"));
         }
-        if let Some(tile) = self.tile {
+        if let Some(tile) = self.0.tile {
             context.push(format!("tile {tile}"));
         }
-        if let Some(errno) = self.errno {
+        if let Some(errno) = self.0.errno {
             context.push(format!("errno {errno}"));
         }
         if !context.is_empty() {
@@ -208,7 +217,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|cause| cause as &(dyn std::error::Error + 'static))
     }

@@ -161,9 +161,13 @@ pub fn plan_dot(graph: &CompiledGraph) -> String {
     write_graph(graph, &title, |_| None)
 }
 
-/// The graph after (or during) a run: green done, red failed, grey cancelled (skipped), yellow
-/// running, white not started; with durations and bytes from `recorder` when given.
+/// The graph after (or during) a run: green done, red failed, grey skipped or cut short by a
+/// cancellation, yellow running, white not started; with durations and bytes from `recorder`
+/// when given. The state word cannot tell a deferred node that its completion source cut short
+/// from one that finished (both ran), so the recorder's [`NodeEnd`](dsr_engine::NodeEnd) decides
+/// where there is one.
 pub fn run_dot(graph: &CompiledGraph, recorder: Option<&RunRecorder>) -> String {
+    use dsr_engine::NodeEnd;
     let title = format!(
         "dsr batch {}: {} requests, {} nodes (run)",
         graph.id(),
@@ -172,32 +176,24 @@ pub fn run_dot(graph: &CompiledGraph, recorder: Option<&RunRecorder>) -> String 
     );
     write_graph(graph, &title, |node| {
         let state = node.state;
-        let fill = if state.is_failed() {
-            "#f4a6a6"
-        } else if state.skipped() {
-            "#c8c8c8"
-        } else if state.is_done() {
-            "#a6dba0"
-        } else if state.has(dsr_engine::state::RUNNING) {
-            "#fff2a8"
-        } else {
-            "white"
-        };
-        let verdict = if state.is_failed() {
-            "failed"
-        } else if state.skipped() {
-            "cancelled"
-        } else if state.is_done() {
-            "done"
-        } else {
-            "not finished"
+        let run = recorder.and_then(|r| r.get(graph.id(), node.id));
+        let (fill, verdict) = match run.as_ref().map(|run| &run.end) {
+            Some(NodeEnd::Failed(_)) => ("#f4a6a6", "failed"),
+            Some(NodeEnd::Skipped) => ("#c8c8c8", "skipped"),
+            Some(NodeEnd::Cancelled) => ("#c8c8c8", "cut short"),
+            Some(NodeEnd::Done { .. }) => ("#a6dba0", "done"),
+            None if state.is_failed() => ("#f4a6a6", "failed"),
+            None if state.skipped() => ("#c8c8c8", "skipped"),
+            None if state.is_done() => ("#a6dba0", "done"),
+            None if state.has(dsr_engine::state::RUNNING) => ("#fff2a8", "running"),
+            None => ("white", "not finished"),
         };
         let mut extra = format!("\n{verdict}");
-        if let Some(run) = recorder.and_then(|r| r.get(graph.id(), node.id)) {
+        if let Some(run) = run {
             if let Some(d) = run.duration() {
                 let _ = write!(extra, " in {}", human_duration(d));
             }
-            if let dsr_engine::NodeEnd::Done { bytes } = run.end {
+            if let NodeEnd::Done { bytes } = run.end {
                 let _ = write!(extra, ", {}", human_bytes(bytes));
             }
             if let Some(worker) = run.worker {
