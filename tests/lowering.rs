@@ -55,11 +55,11 @@ fn gdeflate_file_reads_into_staging_then_decodes_into_the_destination() {
             Read,
             DecompressCpu,
             DecompressCpu,
-            Release,
-            Barrier
+            Barrier,
+            Release
         ]
     );
-    let barrier = graph.nodes().last().unwrap();
+    let barrier = graph.nodes().find(|n| n.kind == Barrier).unwrap();
     assert_eq!(barrier.state.pending(), 4, "the barrier waits for every read");
     let decodes: Vec<_> = graph.nodes().filter(|n| n.kind == DecompressCpu).collect();
     for (g, decode) in decodes.iter().enumerate() {
@@ -212,5 +212,134 @@ fn hand_built_nodes_cannot_touch_or_hold_a_requests_scratch() {
         let err = batch.compile().unwrap_err();
         assert_eq!(err.kind(), dsr::ErrorKind::InvalidRequest);
         assert!(err.message().contains("only lowering"), "{err}");
+    }
+}
+
+/// A GPU buffer as the engine sees it: a length and an opaque handle.
+fn device(len: u64) -> dsr::engine::DeviceBuffer {
+    dsr::engine::DeviceBuffer::new(len, ())
+}
+
+#[test]
+fn file_to_gpu_reads_into_scratch_and_uploads_each_piece_as_it_lands() {
+    let gpu = device(4 << 20);
+    let mut batch = builder(1 << 20);
+    batch
+        .push(Request::file_to_device("/assets/t", 0, (2 << 20) + 5, &gpu, 4096))
+        .unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    use NodeKind::{Acquire, Read, Release, Upload};
+    let kinds: Vec<_> = graph.nodes().map(|n| n.kind).collect();
+    assert_eq!(kinds, [Acquire, Read, Read, Read, Upload, Upload, Upload, Release]);
+    let reads: Vec<_> = graph.nodes().filter(|n| n.kind == Read).collect();
+    let uploads: Vec<_> = graph.nodes().filter(|n| n.kind == Upload).collect();
+    for (read, upload) in reads.iter().zip(&uploads) {
+        assert_eq!(
+            graph.resource_kind(read.dst.unwrap().resource),
+            Some(ResourceKind::Scratch)
+        );
+        assert_eq!(
+            upload.src.unwrap(),
+            read.dst.unwrap(),
+            "each upload copies what its read wrote"
+        );
+        assert_eq!(upload.len, read.len);
+        assert_eq!(
+            graph.resource_kind(upload.dst.unwrap().resource),
+            Some(ResourceKind::Device)
+        );
+        assert_eq!(upload.dst.unwrap().offset, 4096 + read.src.unwrap().offset);
+        assert!(graph.edges().any(|(from, to, _)| from == read.id && to == upload.id));
+        assert_eq!(upload.state.pending(), 1, "an upload waits for its own read only");
+    }
+    let release = graph.nodes().last().unwrap();
+    assert_eq!(release.state.pending(), 3, "the scratch goes back after every upload");
+}
+
+#[test]
+fn memory_and_compressed_sources_reach_the_gpu_through_uploads() {
+    let gpu = device(1 << 20);
+    let bytes: Arc<[u8]> = Arc::from(vec![7u8; 3000]);
+    let mut batch = builder(1 << 20);
+    batch
+        .push(Request::memory_to_device(bytes.clone(), 0, 3000, &gpu, 0))
+        .unwrap();
+    batch
+        .push(
+            Request::memory(bytes, 0, 100, &HostBuffer::new(0), 0)
+                .gdeflate(70_000)
+                .on_device(&gpu, 8192),
+        )
+        .unwrap();
+    batch
+        .push(Request::file_to_device("/assets/c", 0, 500, &gpu, 200_000).gdeflate(100))
+        .unwrap();
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    let by_request = |r: usize| -> Vec<NodeKind> {
+        graph
+            .request_nodes(dsr::RequestId::from_index(r))
+            .iter()
+            .map(|&n| graph.node(n).kind)
+            .collect()
+    };
+    use NodeKind::{Acquire, DecompressCpu, Read, Release, Upload};
+    assert_eq!(by_request(0), [Upload], "memory needs no scratch");
+    assert_eq!(by_request(1), [Acquire, DecompressCpu, Upload, Release]);
+    assert_eq!(by_request(2), [Acquire, Read, DecompressCpu, Upload, Release]);
+    let decode = graph
+        .nodes()
+        .find(|n| n.kind == DecompressCpu && n.request.index() == 2)
+        .unwrap();
+    assert_eq!(
+        graph.resource_kind(decode.dst.unwrap().resource),
+        Some(ResourceKind::Scratch)
+    );
+    assert_eq!(
+        decode.dst.unwrap().offset,
+        500,
+        "decoded bytes sit after the compressed ones"
+    );
+}
+
+#[test]
+fn gpu_destinations_are_reserved_and_only_gpu_stages_write_them() {
+    let gpu = device(1000);
+    let mut batch = builder(1 << 20);
+    let err = batch
+        .push(Request::file_to_device("/assets/t", 0, 600, &gpu, 500))
+        .unwrap_err();
+    assert_eq!(err.kind(), dsr::ErrorKind::DestinationTooSmall);
+    batch
+        .push(Request::file_to_device("/assets/t", 0, 600, &gpu, 0))
+        .unwrap();
+    let err = batch
+        .push(Request::file_to_device("/assets/u", 0, 10, &gpu, 599))
+        .unwrap_err();
+    assert_eq!(err.kind(), dsr::ErrorKind::OverlappingDestinations);
+
+    // A hand-built node of a CPU kind cannot write the GPU buffer, nor read it.
+    use dsr::engine::{NodeSpec, ResourceId, Span};
+    for (src, dst, kind) in [(false, true, NodeKind::DecompressCpu), (true, false, NodeKind::Read)] {
+        let mut batch = builder(1 << 20);
+        let r = batch.graph_mut().add_request(dsr::engine::RequestInfo::default());
+        batch
+            .push(Request::memory_to_device(Arc::from(vec![1u8; 8]), 0, 8, &device(8), 0))
+            .unwrap();
+        let gpu_span = Span {
+            resource: ResourceId::from_index(0),
+            offset: 0,
+        };
+        batch.graph_mut().add_node(NodeSpec {
+            src: src.then_some(gpu_span),
+            dst: dst.then_some(gpu_span),
+            len: 4,
+            src_len: 4,
+            ..NodeSpec::bare(kind, r)
+        });
+        let err = batch.compile().unwrap_err();
+        assert_eq!(err.kind(), dsr::ErrorKind::InvalidRequest);
+        assert!(err.message().contains("GPU buffer"), "{err}");
     }
 }

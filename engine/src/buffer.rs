@@ -1,13 +1,18 @@
-//! Host memory that requests write into, and the reservations that keep two in-flight requests
-//! from writing the same bytes.
+//! Destinations requests write into (host memory, and GPU buffers as opaque handles), and the
+//! reservations that keep two in-flight requests from writing the same bytes.
 //!
 //! A [`HostBuffer`] is a shared handle to one page-aligned allocation. Requests carry a clone of
 //! it and a *reservation* of the byte range they write; a reservation that overlaps another live
 //! one is refused when the request is pushed, so concurrent writes are disjoint by construction.
 //! The engine drops its clones and reservations when the batch retires, after which
 //! [`HostBuffer::as_slice`] (which needs the only handle) hands the bytes back to the caller.
+//!
+//! A [`DeviceBuffer`] is the same for a buffer in GPU memory, which the engine never touches: it
+//! knows the length and keeps the reservations; the handle inside belongs to the GPU stages
+//! (`dsr-gpu`), which downcast it. The engine names no Vulkan type.
 
 use std::alloc::Layout;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -28,10 +33,7 @@ pub struct HostBuffer {
 struct HostAlloc {
     ptr: NonNull<u8>,
     len: usize,
-    /// Live, non-empty reservations by start: (end, owner). They never overlap, so the only one
-    /// a new range can overlap is the last that starts before the new range ends: checking and
-    /// releasing are O(log n) however many requests share the buffer.
-    reservations: Mutex<BTreeMap<u64, (u64, ReservationOwner)>>,
+    reservations: Ranges,
 }
 
 // SAFETY: `HostAlloc` owns its allocation like a `Box<[u8]>` does; the bytes are only reached
@@ -68,7 +70,7 @@ impl HostBuffer {
             alloc: Arc::new(HostAlloc {
                 ptr,
                 len,
-                reservations: Mutex::new(BTreeMap::new()),
+                reservations: Ranges::default(),
             }),
         }
     }
@@ -118,41 +120,16 @@ impl HostBuffer {
 
     /// Reserves `range` for writing by `owner`, refusing overlap with any live reservation.
     pub(crate) fn reserve(&self, owner: ReservationOwner, range: Range<u64>) -> Result<Reservation> {
-        let end_ok = range.end <= self.alloc.len as u64;
-        if !end_ok {
-            return Err(Error::new(
-                ErrorKind::DestinationTooSmall,
-                format!(
-                    "the destination holds {} bytes but the request writes bytes {}..{}; \
-                     give a larger buffer or a smaller range",
-                    self.alloc.len, range.start, range.end
-                ),
-            ));
-        }
-        if range.start < range.end {
-            let mut live = self.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((&start, &(end, other))) = live.range(..range.end).next_back() {
-                if end > range.start {
-                    return Err(Error::new(
-                        ErrorKind::OverlappingDestinations,
-                        format!(
-                            "destination bytes {}..{} overlap bytes {start}..{end} that {other} writes; \
-                             requests in flight must write disjoint ranges",
-                            range.start, range.end
-                        ),
-                    ));
-                }
-            }
-            live.insert(range.start, (range.end, owner));
-        }
+        self.alloc
+            .reservations
+            .reserve(self.alloc.len as u64, owner, range.clone())?;
         Ok(Reservation {
-            buffer: self.clone(),
+            target: Reserved::Host(self.clone()),
             owner,
             range,
         })
     }
 
-    /// A raw view of the allocation, for the engine's resource table.
     pub(crate) fn raw(&self) -> RawBytes {
         RawBytes {
             ptr: self.alloc.ptr,
@@ -185,28 +162,148 @@ impl fmt::Display for ReservationOwner {
 }
 
 /// A live claim on a destination range; dropping it releases the range (and the handle).
+/// The byte ranges of one destination that requests in flight write: live, non-empty
+/// reservations by start, with their end and owner. They never overlap, so the only one a new
+/// range can overlap is the last that starts before the new range ends: checking and releasing
+/// are O(log n) however many requests share the buffer.
+#[derive(Debug, Default)]
+struct Ranges(Mutex<BTreeMap<u64, (u64, ReservationOwner)>>);
+
+impl Ranges {
+    /// Records `owner`'s write of `range` in a destination of `len` bytes, unless it runs past
+    /// the end or overlaps a live reservation.
+    fn reserve(&self, len: u64, owner: ReservationOwner, range: Range<u64>) -> Result<()> {
+        if range.end > len {
+            return Err(Error::new(
+                ErrorKind::DestinationTooSmall,
+                format!(
+                    "the destination holds {len} bytes but the request writes bytes {}..{}; \
+                     give a larger buffer or a smaller range",
+                    range.start, range.end
+                ),
+            ));
+        }
+        if range.start < range.end {
+            let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((&start, &(end, other))) = live.range(..range.end).next_back() {
+                if end > range.start {
+                    return Err(Error::new(
+                        ErrorKind::OverlappingDestinations,
+                        format!(
+                            "destination bytes {}..{} overlap bytes {start}..{end} that {other} writes; \
+                             requests in flight must write disjoint ranges",
+                            range.start, range.end
+                        ),
+                    ));
+                }
+            }
+            live.insert(range.start, (range.end, owner));
+        }
+        Ok(())
+    }
+
+    fn release(&self, owner: ReservationOwner, range: &Range<u64>) {
+        if range.start < range.end {
+            let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if live.get(&range.start).is_some_and(|&(_, o)| o == owner) {
+                live.remove(&range.start);
+            }
+        }
+    }
+}
+
+/// What a reservation keeps alive until its batch retires.
+#[derive(Debug)]
+enum Reserved {
+    Host(HostBuffer),
+    Device(DeviceBuffer),
+}
+
+/// One request's claim on a destination range; dropping it (when the batch retires) ends it.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    buffer: HostBuffer,
+    target: Reserved,
     owner: ReservationOwner,
     range: Range<u64>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.range.start < self.range.end {
-            let mut live = self.buffer.alloc.reservations.lock().unwrap_or_else(|p| p.into_inner());
-            if live
-                .get(&self.range.start)
-                .is_some_and(|&(_, owner)| owner == self.owner)
-            {
-                live.remove(&self.range.start);
-            }
-        }
+        let ranges = match &self.target {
+            Reserved::Host(buffer) => &buffer.alloc.reservations,
+            Reserved::Device(buffer) => &buffer.inner.reservations,
+        };
+        ranges.release(self.owner, &self.range);
     }
 }
 
-/// A pointer and length into memory kept alive elsewhere (a reservation, or a request's scratch).
+/// A buffer in GPU memory as the engine knows it: a length, the reservations of requests in
+/// flight, and a handle only the GPU stages read ([`DeviceBuffer::handle`]). Cloning shares it;
+/// whatever the handle owns (the Vulkan buffer and its memory) is released when the last clone
+/// goes, which a batch writing into it delays until the batch retires.
+#[derive(Clone)]
+pub struct DeviceBuffer {
+    inner: Arc<DeviceInner>,
+}
+
+struct DeviceInner {
+    len: u64,
+    handle: Box<dyn Any + Send + Sync>,
+    reservations: Ranges,
+}
+
+impl DeviceBuffer {
+    /// A device buffer of `len` bytes whose GPU side is `handle` (for `dsr-gpu`: the Vulkan
+    /// buffer, and its memory when dsr allocated it).
+    pub fn new(len: u64, handle: impl Any + Send + Sync) -> Self {
+        DeviceBuffer {
+            inner: Arc::new(DeviceInner {
+                len,
+                handle: Box::new(handle),
+                reservations: Ranges::default(),
+            }),
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.inner.len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// The GPU side, for the stages that own its type to downcast.
+    pub fn handle(&self) -> &(dyn Any + Send + Sync) {
+        &*self.inner.handle
+    }
+
+    /// Whether two handles are the same buffer.
+    pub fn same_buffer(&self, other: &DeviceBuffer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn reserve(&self, owner: ReservationOwner, range: Range<u64>) -> Result<Reservation> {
+        self.inner.reservations.reserve(self.inner.len, owner, range.clone())?;
+        Ok(Reservation {
+            target: Reserved::Device(self.clone()),
+            owner,
+            range,
+        })
+    }
+}
+
+impl fmt::Debug for DeviceBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("len", &self.inner.len)
+            .field("handles", &Arc::strong_count(&self.inner))
+            .finish()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawBytes {
     pub ptr: NonNull<u8>,

@@ -54,7 +54,7 @@ mod vocabulary;
 pub mod wait;
 
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
-pub use buffer::HostBuffer;
+pub use buffer::{DeviceBuffer, HostBuffer};
 pub use error::{Error, ErrorKind, Result};
 pub use executor::{Executor, ExecutorBuilder, ExecutorConfig};
 pub use graph::{
@@ -68,6 +68,6 @@ pub use outcome::{NodeEnd, Outcome};
 pub use reactor::{Completer, Reactor};
 pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
 pub use scratch::ScratchStats;
-pub use stage::{Input, NodeRef, PendingNode, Stage};
+pub use stage::{DeviceRange, Input, NodeRef, PendingNode, Stage};
 pub use state::NodeState;
 pub use wait::{WaitQueue, Waiter};

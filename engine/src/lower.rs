@@ -6,6 +6,10 @@
 //! | file, GDeflate → host         | `Acquire` → `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups → `Release` |
 //! | memory, uncompressed → host   | `Copy`                                            |
 //! | memory, GDeflate → host       | `DecompressCpu` × groups, from the caller's bytes |
+//! | file, uncompressed → GPU      | `Acquire` → `Read` × chunks into scratch, each → its `Upload` → `Release` |
+//! | file, GDeflate → GPU          | `Acquire` → `Read` × chunks → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
+//! | memory, uncompressed → GPU    | `Upload` × chunks, from the caller's bytes        |
+//! | memory, GDeflate → GPU        | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
 //!
 //! Splitting large reads into chunks lets several workers copy one asset at once and bounds the
 //! bytes one node holds. Decoding splits at tile-group boundaries (every tile but the last is
@@ -13,7 +17,10 @@
 //! writing straight into its slice of the destination. A barrier joins the reads to the groups
 //! so the graph has R + G edges rather than R × G. The scratch between reads and decodes is
 //! sized here but held only from `Acquire` to `Release`, within the executor's scratch budget
-//! (`crate::scratch`).
+//! (`crate::scratch`). A GPU destination is reached through `Upload` nodes from host memory
+//! (scratch, or the caller's bytes), each following the node that filled its piece, so pieces
+//! go to the GPU while later ones are still being read or decoded. (GDeflate decoding on the GPU
+//! comes with the GPU decoder; until then compressed assets take this CPU route.)
 
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
@@ -98,26 +105,53 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         _ => {}
     }
 
-    let Destination::Host {
-        buffer,
-        offset: dst_offset,
-    } = &request.destination;
-    let dst_end = dst_offset.checked_add(out_len).ok_or_else(|| {
+    let (dst_offset, dst_len) = match &request.destination {
+        Destination::Host { offset, .. } | Destination::Device { offset, .. } => (*offset, out_len),
+    };
+    let dst_end = dst_offset.checked_add(dst_len).ok_or_else(|| {
         Error::new(
             ErrorKind::DestinationTooSmall,
             "the destination range overflows a 64-bit offset",
         )
     })?;
+    let on_device = matches!(request.destination, Destination::Device { .. });
+    // Scratch: compressed file bytes between reads and decodes, and (for a GPU destination) the
+    // bytes uploads copy from, after the compressed ones. Sized before anything is added, so a
+    // refusal leaves the graph as it was.
+    let src_len = request.source.len();
+    let scratch_len = match (&request.source, request.compression, on_device) {
+        (Source::File { .. }, Compression::None, false) | (Source::Memory { .. }, Compression::None, _) => None,
+        (Source::File { .. }, Compression::None, true) => Some(src_len),
+        (Source::File { .. }, Compression::GDeflate { .. }, false) => Some(src_len),
+        (Source::File { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(src_len + uncompressed_len),
+        (Source::Memory { .. }, Compression::GDeflate { .. }, false) => None,
+        (Source::Memory { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(uncompressed_len),
+    };
     let owner = ReservationOwner {
         batch: graph.id(),
         request: graph.request_count() as u32,
     };
-    let reservation = buffer.reserve(owner, *dst_offset..dst_end)?;
-    let host = graph.add_host(buffer.raw(), reservation);
-    let dst = Span {
-        resource: host,
-        offset: *dst_offset,
+    let dst = match &request.destination {
+        Destination::Host { buffer, .. } => {
+            let reservation = buffer.reserve(owner, dst_offset..dst_end)?;
+            graph.add_host(buffer.raw(), reservation)
+        }
+        Destination::Device { buffer, .. } => {
+            let reservation = buffer.reserve(owner, dst_offset..dst_end)?;
+            graph.add_device(buffer.clone(), reservation)
+        }
     };
+    let dst = Span {
+        resource: dst,
+        offset: dst_offset,
+    };
+    // Resources in a fixed order (destination, source, scratch), all before the request: a
+    // refusal here leaves at worst resources no node uses.
+    let (source, memory) = match request.source {
+        Source::File { file, offset, len } => (Some((graph.add_file(file), offset, len)), None),
+        Source::Memory { bytes, offset, len } => (None, Some((graph.add_memory(bytes), offset, len))),
+    };
+    let scratch = scratch_len.map(|len| graph.add_scratch(len)).transpose()?;
 
     let id = graph.add_request(RequestInfo {
         name: request.name,
@@ -127,55 +161,131 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         tile_hashes: request.verify,
         io: request.io,
     });
+    // A request that holds scratch takes it first and hands it back last.
+    let hold_spec = |resource, kind| NodeSpec {
+        src: Some(Span { resource, offset: 0 }),
+        src_len: scratch_len.unwrap_or(0),
+        ..NodeSpec::bare(kind, id)
+    };
+    let hold = scratch.map(|resource| {
+        let acquire = graph.add_lowered_node(hold_spec(resource, NodeKind::Acquire));
+        (Span { resource, offset: 0 }, acquire)
+    });
 
-    match (request.source, request.compression) {
-        (Source::File { file, offset, len }, Compression::None) => {
-            let file = graph.add_file(file);
-            add_reads(graph, config, id, Span { resource: file, offset }, dst, len);
+    // The nodes that produce the output, and, for each, the node whose end lets it go on.
+    let sinks: Vec<NodeId> = match (source, memory, request.compression, hold) {
+        (Some((file, offset, len)), _, Compression::None, None) => {
+            add_reads(graph, config, id, Span { resource: file, offset }, dst, len)
         }
-        (Source::File { file, offset, len }, Compression::GDeflate { uncompressed_len }) => {
-            let file = graph.add_file(file);
-            let scratch = graph.add_scratch(len)?;
-            let staged = Span {
-                resource: scratch,
-                offset: 0,
-            };
-            let hold = |kind| NodeSpec {
-                src: Some(staged),
-                src_len: len,
-                ..NodeSpec::bare(kind, id)
-            };
-            let acquire = graph.add_lowered_node(hold(NodeKind::Acquire));
+        (Some((file, offset, len)), _, Compression::None, Some((staged, acquire))) => {
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
-            let decodes = add_decodes(graph, config, id, staged, len, dst, uncompressed_len);
-            let release = graph.add_lowered_node(hold(NodeKind::Release));
             join(graph, id, &[acquire], &reads);
-            join(graph, id, &reads, &decodes);
-            join(graph, id, &decodes, &[release]);
+            chase(graph, id, &reads, staged, dst, len, config.read_chunk)
         }
-        (Source::Memory { bytes, offset, len }, compression) => {
-            let memory = graph.add_memory(bytes);
+        (Some((file, offset, len)), _, Compression::GDeflate { uncompressed_len }, Some((staged, acquire))) => {
+            let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
+            join(graph, id, &[acquire], &reads);
+            let decoded = Span { offset: len, ..staged };
+            let decode_dst = if on_device { decoded } else { dst };
+            let decodes = add_decodes(graph, config, id, staged, len, decode_dst, uncompressed_len);
+            join(graph, id, &reads, &decodes);
+            if on_device {
+                let group = config.decode_group_tiles.max(1) as u64 * TILE_BYTES;
+                chase(graph, id, &decodes, decoded, dst, uncompressed_len, group)
+            } else {
+                decodes
+            }
+        }
+        (_, Some((memory, offset, len)), Compression::None, None) => {
             let src = Span {
                 resource: memory,
                 offset,
             };
-            match compression {
-                Compression::None => {
-                    graph.add_lowered_node(NodeSpec {
-                        src: Some(src),
-                        dst: Some(dst),
-                        len,
-                        src_len: len,
-                        ..NodeSpec::bare(NodeKind::Copy, id)
-                    });
-                }
-                Compression::GDeflate { uncompressed_len } => {
-                    add_decodes(graph, config, id, src, len, dst, uncompressed_len);
+            if on_device {
+                add_uploads(graph, id, src, dst, len, config.read_chunk)
+            } else {
+                vec![graph.add_lowered_node(NodeSpec {
+                    src: Some(src),
+                    dst: Some(dst),
+                    len,
+                    src_len: len,
+                    ..NodeSpec::bare(NodeKind::Copy, id)
+                })]
+            }
+        }
+        (_, Some((memory, offset, len)), Compression::GDeflate { uncompressed_len }, hold) => {
+            let src = Span {
+                resource: memory,
+                offset,
+            };
+            match hold {
+                None => add_decodes(graph, config, id, src, len, dst, uncompressed_len),
+                Some((decoded, acquire)) => {
+                    let decodes = add_decodes(graph, config, id, src, len, decoded, uncompressed_len);
+                    join(graph, id, &[acquire], &decodes);
+                    let group = config.decode_group_tiles.max(1) as u64 * TILE_BYTES;
+                    chase(graph, id, &decodes, decoded, dst, uncompressed_len, group)
                 }
             }
         }
+        (_, _, _, hold) => unreachable!("scratch is sized above for every shape (held: {})", hold.is_some()),
+    };
+    if let Some((held, _)) = hold {
+        let release = graph.add_lowered_node(hold_spec(held.resource, NodeKind::Release));
+        join(graph, id, &sinks, &[release]);
     }
     Ok(id)
+}
+
+/// Uploads of `len` bytes from `src` (host memory: scratch or a caller's bytes) into `dst` (a
+/// GPU buffer), in pieces of `chunk` bytes.
+fn add_uploads(
+    graph: &mut GraphBuilder,
+    request: RequestId,
+    src: Span,
+    dst: Span,
+    len: u64,
+    chunk: u64,
+) -> Vec<NodeId> {
+    let chunk = chunk.max(1);
+    (0..len.div_ceil(chunk).max(1))
+        .map(|i| {
+            let at = i * chunk;
+            let this = chunk.min(len - at.min(len));
+            graph.add_lowered_node(NodeSpec {
+                src: Some(Span {
+                    offset: src.offset + at,
+                    ..src
+                }),
+                dst: Some(Span {
+                    offset: dst.offset + at,
+                    ..dst
+                }),
+                len: this,
+                src_len: this,
+                ..NodeSpec::bare(NodeKind::Upload, request)
+            })
+        })
+        .collect()
+}
+
+/// Uploads that follow `producers` (which wrote `len` bytes at `src` in pieces of `chunk`, in
+/// order) piece by piece: each piece goes to the GPU as soon as it is in memory.
+fn chase(
+    graph: &mut GraphBuilder,
+    request: RequestId,
+    producers: &[NodeId],
+    src: Span,
+    dst: Span,
+    len: u64,
+    chunk: u64,
+) -> Vec<NodeId> {
+    let uploads = add_uploads(graph, request, src, dst, len, chunk);
+    debug_assert_eq!(uploads.len(), producers.len(), "one upload per piece");
+    for (&producer, &upload) in producers.iter().zip(&uploads) {
+        graph.add_edge(producer, upload, EdgeKind::Cpu);
+    }
+    uploads
 }
 
 /// `DecompressCpu` nodes for groups of `decode_group_tiles` tiles of a stream at `src` (all of

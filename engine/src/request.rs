@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::buffer::HostBuffer;
+use crate::buffer::{DeviceBuffer, HostBuffer};
 use crate::graph::FileSource;
 
 /// Scheduling priority of a request. Ready roots of higher-priority requests are taken first.
@@ -107,6 +107,13 @@ pub enum Destination {
         /// First byte written.
         offset: u64,
     },
+    /// A buffer in GPU memory, from `offset`: the bytes reach it through an `Upload` node.
+    Device {
+        /// The buffer.
+        buffer: DeviceBuffer,
+        /// First byte written.
+        offset: u64,
+    },
 }
 
 /// One request: read `source`, decode it per `compression`, land it in `destination`.
@@ -161,6 +168,32 @@ impl Request {
     /// Copies `bytes[offset..offset + len]` into `buffer` at `dst_offset`.
     pub fn memory(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
         Self::new(Source::Memory { bytes, offset, len }, buffer, dst_offset)
+    }
+
+    /// Reads `len` bytes at `offset` of the file at `path` into the GPU buffer `buffer` at
+    /// `dst_offset`.
+    pub fn file_to_device(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        len: u64,
+        buffer: &DeviceBuffer,
+        dst_offset: u64,
+    ) -> Self {
+        Self::file(path, offset, len, &HostBuffer::new(0), 0).on_device(buffer, dst_offset)
+    }
+
+    /// Copies `bytes[offset..offset + len]` into the GPU buffer `buffer` at `dst_offset`.
+    pub fn memory_to_device(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &DeviceBuffer, dst_offset: u64) -> Self {
+        Self::memory(bytes, offset, len, &HostBuffer::new(0), 0).on_device(buffer, dst_offset)
+    }
+
+    /// Lands the request in the GPU buffer `buffer` at `offset` instead of where it was going.
+    pub fn on_device(mut self, buffer: &DeviceBuffer, offset: u64) -> Self {
+        self.destination = Destination::Device {
+            buffer: buffer.clone(),
+            offset,
+        };
+        self
     }
 
     fn new(source: Source, buffer: &HostBuffer, offset: u64) -> Self {

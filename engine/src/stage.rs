@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::buffer::DeviceBuffer;
 use crate::error::{Error, ErrorKind};
 use crate::executor::{complete_pending, Shared, Task, WorkerCtx};
 use crate::graph::{CompiledGraph, FileSlot, RequestInfo, Resource};
@@ -46,6 +47,17 @@ pub enum Input<'a> {
     /// The node has no input (or its scratch is not held: a hand-built graph that reads
     /// scratch outside its request's `Acquire`/`Release` pair).
     None,
+}
+
+/// A range of a GPU buffer a node writes.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRange<'a> {
+    /// The buffer.
+    pub buffer: &'a DeviceBuffer,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
 }
 
 /// The node a stage is running: what it is, where its bytes come from and go to.
@@ -129,7 +141,9 @@ impl<'a> NodeRef<'a> {
                     std::slice::from_raw_parts(raw.ptr.as_ptr().add(src.offset as usize), len as usize)
                 })
             }
-            Resource::Host(_) => unreachable!("compile refuses nodes that read a host destination"),
+            Resource::Host(_) | Resource::Device(_) => {
+                unreachable!("compile refuses nodes that read a destination, but for GPU copies")
+            }
         }
     }
 
@@ -145,6 +159,8 @@ impl<'a> NodeRef<'a> {
             Resource::Host(raw) => *raw,
             // Not held: a graph whose scratch user does not follow its `Acquire`.
             Resource::Scratch(scratch) => scratch.bytes()?,
+            // GPU memory is reached through `device_destination`.
+            Resource::Device(_) => return None,
             Resource::File(_) | Resource::Memory(_) => {
                 unreachable!("compile refuses nodes that write into a source")
             }
@@ -159,6 +175,22 @@ impl<'a> NodeRef<'a> {
         // runs (host bytes are never read by stages; scratch readers are successors);
         // (5) `destination_taken` makes this the only borrow this run hands out.
         Some(unsafe { std::slice::from_raw_parts_mut(raw.ptr.as_ptr().add(dst.offset as usize), len) })
+    }
+
+    /// The GPU buffer range the node writes, if its destination is one: the buffer (whose
+    /// handle the GPU stages downcast), the first byte, and the length. `compile` checked the
+    /// range lies inside the buffer, and the request's reservation keeps any other request in
+    /// flight off it.
+    pub fn device_destination(&self) -> Option<DeviceRange<'a>> {
+        let dst = self.graph.dst(self.task.node)?;
+        match self.graph.resource(dst.resource) {
+            Resource::Device(buffer) => Some(DeviceRange {
+                buffer,
+                offset: dst.offset,
+                len: self.len(),
+            }),
+            _ => None,
+        }
     }
 
     /// Hands the node to a completion source: the stage returns the [`Outcome`] this gives, and

@@ -76,6 +76,7 @@ fn node_label(graph: &CompiledGraph, node: &NodeView) -> String {
             Some(ResourceKind::File) => "file",
             Some(ResourceKind::Memory) => "memory",
             Some(ResourceKind::Scratch) => "scratch",
+            Some(ResourceKind::Device) => "gpu",
             Some(ResourceKind::Host) | None => "?",
         };
         let _ = write!(label, "\n{from} @{} +{}", src.offset, human_bytes(node.src_len));
@@ -83,6 +84,7 @@ fn node_label(graph: &CompiledGraph, node: &NodeView) -> String {
     if let Some(dst) = node.dst {
         let to = match graph.resource_kind(dst.resource) {
             Some(ResourceKind::Host) => "host",
+            Some(ResourceKind::Device) => "gpu",
             Some(ResourceKind::Scratch) => "scratch",
             _ => "?",
         };

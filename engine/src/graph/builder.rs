@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::resource::{FileSlot, FileSource, Resource, ResourceKind};
-use crate::buffer::{RawBytes, Reservation};
+use crate::buffer::{DeviceBuffer, RawBytes, Reservation};
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::Priority;
 use crate::scratch::Scratch;
@@ -203,6 +203,11 @@ impl GraphBuilder {
     pub(crate) fn add_host(&mut self, raw: RawBytes, reservation: Reservation) -> ResourceId {
         self.reservations.push(reservation);
         self.push_resource(Resource::Host(raw))
+    }
+
+    pub(crate) fn add_device(&mut self, buffer: DeviceBuffer, reservation: Reservation) -> ResourceId {
+        self.reservations.push(reservation);
+        self.push_resource(Resource::Device(buffer))
     }
 
     pub(crate) fn add_scratch(&mut self, len: u64) -> Result<ResourceId> {

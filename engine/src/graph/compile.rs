@@ -136,8 +136,15 @@ impl GraphBuilder {
             }
             if let Some(src) = span_opt(self.src[i]) {
                 let resource = self.resource(src, i)?;
-                if matches!(resource.kind(), ResourceKind::Host) {
-                    return Err(invalid(format!("{kind} node {i} reads from a host destination")));
+                match resource.kind() {
+                    ResourceKind::Host => {
+                        return Err(invalid(format!("{kind} node {i} reads from a host destination")));
+                    }
+                    // Only a GPU copy can read GPU memory.
+                    ResourceKind::Device if kind != NodeKind::Copy => {
+                        return Err(invalid(format!("{kind} node {i} reads from a GPU buffer")));
+                    }
+                    _ => {}
                 }
                 // File lengths are only known when read; memory and scratch are checked here.
                 if let Some(limit) = resource.len() {
@@ -150,6 +157,17 @@ impl GraphBuilder {
                 let resource = self.resource(dst, i)?;
                 if matches!(resource.kind(), ResourceKind::File | ResourceKind::Memory) {
                     return Err(invalid(format!("{kind} node {i} writes into a source")));
+                }
+                // GPU memory is written by the GPU stages alone, and they write nothing else.
+                let gpu_writer = matches!(kind, NodeKind::Upload | NodeKind::DecompressGpu | NodeKind::Copy);
+                if resource.kind() == ResourceKind::Device && !gpu_writer {
+                    return Err(invalid(format!("a {kind} node (node {i}) cannot write a GPU buffer")));
+                }
+                if resource.kind() != ResourceKind::Device && matches!(kind, NodeKind::Upload | NodeKind::DecompressGpu)
+                {
+                    return Err(invalid(format!(
+                        "a {kind} node (node {i}) writes a GPU buffer, not host memory"
+                    )));
                 }
                 let end = dst.offset.checked_add(len);
                 let limit = resource.len().unwrap_or(0);

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::buffer::RawBytes;
+use crate::buffer::{DeviceBuffer, RawBytes};
 use crate::error::Result;
 use crate::scratch::Scratch;
 /// Where a file source comes from.
@@ -79,6 +79,8 @@ pub enum ResourceKind {
     Memory,
     /// A caller's host destination.
     Host,
+    /// A GPU buffer destination.
+    Device,
     /// Batch-owned intermediate bytes.
     Scratch,
 }
@@ -89,6 +91,8 @@ pub(crate) enum Resource {
     Memory(Arc<[u8]>),
     /// Kept alive by the batch's reservations until it retires.
     Host(RawBytes),
+    /// Kept alive, like a host destination, by the batch's reservation.
+    Device(DeviceBuffer),
     Scratch(Scratch),
 }
 
@@ -98,6 +102,7 @@ impl Resource {
             Resource::File(_) => ResourceKind::File,
             Resource::Memory(_) => ResourceKind::Memory,
             Resource::Host(_) => ResourceKind::Host,
+            Resource::Device(_) => ResourceKind::Device,
             Resource::Scratch(_) => ResourceKind::Scratch,
         }
     }
@@ -108,6 +113,7 @@ impl Resource {
             Resource::File(_) => None,
             Resource::Memory(bytes) => Some(bytes.len() as u64),
             Resource::Host(raw) => Some(raw.len as u64),
+            Resource::Device(buffer) => Some(buffer.len()),
             Resource::Scratch(scratch) => Some(scratch.len() as u64),
         }
     }
@@ -119,6 +125,7 @@ impl fmt::Debug for Resource {
             Resource::File(slot) => f.debug_tuple("File").field(&slot.source).finish(),
             Resource::Memory(bytes) => write!(f, "Memory({} bytes)", bytes.len()),
             Resource::Host(raw) => write!(f, "Host({} bytes)", raw.len),
+            Resource::Device(buffer) => write!(f, "Device({} bytes)", buffer.len()),
             Resource::Scratch(s) => write!(f, "Scratch({} bytes)", s.len()),
         }
     }
