@@ -446,8 +446,8 @@ mod tests {
                 DecompressCpu,
                 DecompressCpu,
                 DecompressCpu,
-                Release,
-                Barrier
+                Barrier,
+                Release
             ]
         );
         let decodes: Vec<_> = g.nodes().filter(|n| n.kind == DecompressCpu).collect();
