@@ -19,22 +19,23 @@
 //! ```
 //!
 //! Crates: [`engine`] (requests, graph, executor), [`stages`] (read, copy, decompress),
-//! [`viz`] (DOT pictures of batch graphs).
+//! [`gpu`] (Vulkan: GPU buffers, uploads), [`viz`] (DOT pictures of batch graphs).
 
 pub mod archive;
 
 use std::path::Path;
 
 pub use dsr_engine as engine;
+pub use dsr_gpu as gpu;
 pub use dsr_graph_viz as viz;
 pub use dsr_stages as stages;
 
 pub use dsr_stages::io::{Backend, IoConfig, IoInfo};
 
 pub use dsr_engine::{
-    Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, Error, ErrorKind, Executor,
-    ExecutorBuilder, ExecutorConfig, HostBuffer, IoPolicy, LoweringConfig, MetricsSnapshot, NodeKind, Priority,
-    Request, RequestId, RequestReport, RequestStatus, Result,
+    Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DeviceBuffer, Error, ErrorKind,
+    Executor, ExecutorBuilder, ExecutorConfig, HostBuffer, IoPolicy, LoweringConfig, MetricsSnapshot, NodeKind,
+    Priority, Request, RequestId, RequestReport, RequestStatus, Result,
 };
 
 /// An executor with the stock stages, reading through io_uring where the kernel allows it.
@@ -47,6 +48,21 @@ pub fn executor_with_io(config: ExecutorConfig, io: IoConfig) -> Result<(Executo
     let (builder, info) = dsr_stages::install_stages(Executor::builder().config(config), io)
         .map_err(|err| Error::from_io(err, "cannot set up io_uring"))?;
     Ok((builder.build()?, info))
+}
+
+/// An executor with the stock stages (reads as `io` asks) and the GPU stages on `gpu`, whose
+/// staging budget `staging` shapes; says which read backend it chose, and hands back the
+/// uploader (its statistics, and the timeline a renderer can wait on).
+pub fn executor_with_gpu(
+    config: ExecutorConfig,
+    io: IoConfig,
+    gpu: &std::sync::Arc<dsr_gpu::GpuContext>,
+    staging: dsr_gpu::StagingConfig,
+) -> Result<(Executor, IoInfo, std::sync::Arc<dsr_gpu::Uploader>)> {
+    let (builder, info) = dsr_stages::install_stages(Executor::builder().config(config), io)
+        .map_err(|err| Error::from_io(err, "cannot set up io_uring"))?;
+    let (builder, uploader) = dsr_gpu::install_gpu(builder, gpu, staging)?;
+    Ok((builder.build()?, info, uploader))
 }
 
 /// A builder with the stock CPU stages and positioned reads, for callers that replace stages or

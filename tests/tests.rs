@@ -7,6 +7,7 @@
 //! - `gdeflate`: compressed assets decoded in tile groups on every worker, verified by hash;
 //! - `io`: io_uring and the positioned-read fallback: policies, EOF, scale, back-pressure,
 //!   cancellation in the kernel, injected faults;
+//! - `gpu`: GPU buffer destinations on a real Vulkan device, with the validation layer;
 //! - `viz`: DOT of plans and runs, rendered by Graphviz.
 //!
 //! The `dsr` command's own tests are in `cli/tests/`.
@@ -18,6 +19,7 @@ mod cancellation;
 mod execution;
 mod files;
 mod gdeflate;
+mod gpu;
 mod io;
 mod lowering;
 mod viz;

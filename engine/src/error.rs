@@ -28,8 +28,11 @@ pub enum ErrorKind {
     UnexpectedEof,
     /// Any other I/O error; `errno` says which.
     Io,
-    /// Memory for the request (scratch, a buffer) could not be allocated.
+    /// Memory for the request (scratch, a buffer, GPU memory) could not be allocated.
     OutOfMemory,
+    /// The GPU failed the work: the device was lost, or a Vulkan call failed. The error's
+    /// source is the `VkResult` (`ash::vk::Result`); host requests are unaffected.
+    Device,
     /// The data is corrupt (bad compressed stream, hash mismatch).
     Corrupt,
     /// The runtime lacks what the request needs (a codec, a device feature).

@@ -1,0 +1,294 @@
+//! GPU buffers as request destinations: ones dsr allocates in device-local memory
+//! ([`allocate_buffer`]), and callers' own `VkBuffer`s ([`external_buffer`]), both handed to the
+//! engine as a [`DeviceBuffer`] whose handle is a [`GpuBuffer`]. And reading a buffer back to
+//! the host ([`read_back`]), for `--verify` and the tests.
+
+use std::sync::Arc;
+
+use ash::vk;
+use dsr_engine::{DeviceBuffer, Error, ErrorKind, Result};
+use vk_mem::Alloc;
+
+use crate::context::{vk_error, GpuContext};
+
+/// The GPU side of a [`DeviceBuffer`]: the Vulkan buffer, the context it belongs to, and its
+/// memory when dsr allocated it (freed with the last handle; a caller's buffer is never
+/// destroyed).
+pub struct GpuBuffer {
+    context: Arc<GpuContext>,
+    buffer: vk::Buffer,
+    /// dsr's allocation; `None` for a caller's buffer.
+    allocation: Option<vk_mem::Allocation>,
+}
+
+// SAFETY: a Vulkan buffer handle may be used from any thread; the allocation is only touched by
+// `Drop`, which has `&mut`.
+unsafe impl Send for GpuBuffer {}
+// SAFETY: as above: shared access only reads the handle.
+unsafe impl Sync for GpuBuffer {}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBuffer")
+            .field("buffer", &self.buffer)
+            .field("owned", &self.allocation.is_some())
+            .finish()
+    }
+}
+
+impl GpuBuffer {
+    /// The Vulkan buffer.
+    pub fn raw(&self) -> vk::Buffer {
+        self.buffer
+    }
+
+    /// The context it belongs to.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.context
+    }
+
+    /// The GPU side of `buffer`, if it is a buffer of `context`'s device.
+    pub(crate) fn of<'a>(buffer: &'a DeviceBuffer, context: &GpuContext) -> Result<&'a GpuBuffer> {
+        let gpu = buffer
+            .handle()
+            .downcast_ref::<GpuBuffer>()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the destination is not a dsr GPU buffer"))?;
+        if !std::ptr::eq(&*gpu.context, context) {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                "the destination buffer belongs to another GPU context than the executor's",
+            ));
+        }
+        Ok(gpu)
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(mut allocation) = self.allocation.take() {
+            // SAFETY: made together by `allocate_buffer` with this allocator; a batch writing
+            // into the buffer holds a handle until its GPU work is complete, so no work uses it.
+            unsafe { self.context.allocator().destroy_buffer(self.buffer, &mut allocation) };
+        }
+    }
+}
+
+/// The usages dsr's own buffers get: copy targets and sources (uploads, GPU copies, read-back)
+/// and storage (the GPU decoder).
+const USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
+    vk::BufferUsageFlags::TRANSFER_DST.as_raw()
+        | vk::BufferUsageFlags::TRANSFER_SRC.as_raw()
+        | vk::BufferUsageFlags::STORAGE_BUFFER.as_raw(),
+);
+
+/// A device-local buffer of `len` bytes, allocated by dsr.
+pub fn allocate_buffer(context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuffer> {
+    if len == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "a GPU buffer needs at least one byte",
+        ));
+    }
+    let info = vk::BufferCreateInfo::default()
+        .size(len)
+        .usage(USAGE)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE);
+    let alloc = vk_mem::AllocationCreateInfo {
+        usage: vk_mem::MemoryUsage::AutoPreferDevice,
+        ..Default::default()
+    };
+    // SAFETY: the create infos are valid; the buffer and allocation are destroyed together in
+    // `GpuBuffer::drop`, with the allocator that made them.
+    let (buffer, allocation) = unsafe { context.allocator().create_buffer(&info, &alloc) }
+        .map_err(|r| vk_error(r, &format!("cannot allocate a {len}-byte GPU buffer")))?;
+    Ok(DeviceBuffer::new(
+        len,
+        GpuBuffer {
+            context: context.clone(),
+            buffer,
+            allocation: Some(allocation),
+        },
+    ))
+}
+
+/// A caller's `VkBuffer` of `len` bytes as a destination. dsr never destroys it.
+///
+/// # Safety
+/// `buffer` must be a buffer of `context`'s device, at least `len` bytes, created with
+/// `TRANSFER_DST` usage (and exclusive to the transfer queue family or concurrent), and stay
+/// valid until every batch writing into it has completed and the returned handle is dropped.
+pub unsafe fn external_buffer(context: &Arc<GpuContext>, buffer: vk::Buffer, len: u64) -> DeviceBuffer {
+    DeviceBuffer::new(
+        len,
+        GpuBuffer {
+            context: context.clone(),
+            buffer,
+            allocation: None,
+        },
+    )
+}
+
+/// A host-visible buffer, mapped, for moving bytes between the host and the GPU.
+pub(crate) struct HostVisible {
+    pub buffer: vk::Buffer,
+    allocation: vk_mem::Allocation,
+    pub ptr: *mut u8,
+    pub len: u64,
+}
+
+impl HostVisible {
+    /// `len` bytes the host writes sequentially (staging) or reads back (`readable`).
+    pub fn new(context: &GpuContext, len: u64, readable: bool) -> Result<Self> {
+        let info = vk::BufferCreateInfo::default()
+            .size(len.max(1))
+            .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        let access = if readable {
+            vk_mem::AllocationCreateFlags::HOST_ACCESS_RANDOM
+        } else {
+            vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE
+        };
+        let alloc = vk_mem::AllocationCreateInfo {
+            usage: vk_mem::MemoryUsage::AutoPreferHost,
+            flags: access | vk_mem::AllocationCreateFlags::MAPPED,
+            required_flags: vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
+            ..Default::default()
+        };
+        // SAFETY: valid create infos; destroyed in `destroy` with the same allocator.
+        let (buffer, allocation) = unsafe { context.allocator().create_buffer(&info, &alloc) }
+            .map_err(|r| vk_error(r, &format!("cannot allocate {len} bytes of host-visible GPU memory")))?;
+        let ptr = context
+            .allocator()
+            .get_allocation_info(&allocation)
+            .mapped_data
+            .cast::<u8>();
+        if ptr.is_null() {
+            let mut allocation = allocation;
+            // SAFETY: just made, unused.
+            unsafe { context.allocator().destroy_buffer(buffer, &mut allocation) };
+            return Err(Error::new(
+                ErrorKind::Device,
+                "host-visible GPU memory could not be mapped",
+            ));
+        }
+        Ok(HostVisible {
+            buffer,
+            allocation,
+            ptr,
+            len,
+        })
+    }
+
+    /// Frees it.
+    ///
+    /// # Safety
+    /// No GPU work may use the buffer any more, and `context` must be the one that made it.
+    pub unsafe fn destroy(mut self, context: &GpuContext) {
+        // SAFETY: by the caller's premise.
+        unsafe { context.allocator().destroy_buffer(self.buffer, &mut self.allocation) };
+    }
+}
+
+/// Copies `len` bytes at `offset` of `buffer` (a GPU buffer of `context`) back to the host and
+/// waits for the copy. Read back only bytes that are final: after the batches writing them have
+/// completed. The copy starts behind a barrier over everything submitted to the transfer queue
+/// before it, so the uploads' writes are visible to it.
+pub fn read_back(context: &Arc<GpuContext>, buffer: &DeviceBuffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let end = offset.checked_add(len).filter(|&end| end <= buffer.len());
+    if end.is_none() {
+        return Err(Error::new(
+            ErrorKind::DestinationTooSmall,
+            format!(
+                "bytes {offset}+{len} run past the end of the {}-byte GPU buffer",
+                buffer.len()
+            ),
+        ));
+    }
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let source = GpuBuffer::of(buffer, context)?;
+    let host = HostVisible::new(context, len, true)?;
+    let result = one_shot_copy(context, source.raw(), offset, host.buffer, 0, len).map(|()| {
+        // SAFETY: the copy has completed (the fence was waited on), the memory is coherent and
+        // mapped, and `len` bytes of it exist.
+        unsafe { std::slice::from_raw_parts(host.ptr, len as usize) }.to_vec()
+    });
+    // SAFETY: the copy is complete (or was never submitted), so nothing uses the buffer.
+    unsafe { host.destroy(context) };
+    result
+}
+
+/// Records one copy into a fresh command buffer, submits it to the transfer queue and waits.
+pub(crate) fn one_shot_copy(
+    context: &GpuContext,
+    src: vk::Buffer,
+    src_offset: u64,
+    dst: vk::Buffer,
+    dst_offset: u64,
+    len: u64,
+) -> Result<()> {
+    let device = context.device();
+    let queue = context.transfer_queue();
+    let pool_info = vk::CommandPoolCreateInfo::default()
+        .queue_family_index(queue.family)
+        .flags(vk::CommandPoolCreateFlags::TRANSIENT);
+    // SAFETY: (1) the pool, command buffer and fence are made, used and destroyed here, by this
+    // thread alone; (2) the fence is waited on before they are destroyed, so the GPU is done
+    // with them; (3) the buffers are valid for the call (the caller holds them).
+    unsafe {
+        let pool = device
+            .create_command_pool(&pool_info, None)
+            .map_err(|r| vk_error(r, "cannot create a command pool"))?;
+        let result = (|| {
+            let alloc = vk::CommandBufferAllocateInfo::default()
+                .command_pool(pool)
+                .level(vk::CommandBufferLevel::PRIMARY)
+                .command_buffer_count(1);
+            let cb = device
+                .allocate_command_buffers(&alloc)
+                .map_err(|r| vk_error(r, "cannot allocate a command buffer"))?[0];
+            let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+            device
+                .begin_command_buffer(cb, &begin)
+                .map_err(|r| vk_error(r, "cannot record a command buffer"))?;
+            // Earlier submissions to this queue (uploads) wrote what this copy reads.
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::MEMORY_WRITE)
+                .dst_access_mask(vk::AccessFlags::TRANSFER_READ);
+            device.cmd_pipeline_barrier(
+                cb,
+                vk::PipelineStageFlags::ALL_COMMANDS,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            let region = vk::BufferCopy {
+                src_offset,
+                dst_offset,
+                size: len,
+            };
+            device.cmd_copy_buffer(cb, src, dst, &[region]);
+            device
+                .end_command_buffer(cb)
+                .map_err(|r| vk_error(r, "cannot record a command buffer"))?;
+            let fence = device
+                .create_fence(&vk::FenceCreateInfo::default(), None)
+                .map_err(|r| vk_error(r, "cannot create a fence"))?;
+            let cbs = [cb];
+            let submit = vk::SubmitInfo::default().command_buffers(&cbs);
+            let submitted = context.submit(queue, &[submit], fence);
+            let waited = submitted.and_then(|()| {
+                device
+                    .wait_for_fences(&[fence], true, u64::MAX)
+                    .map_err(|r| context.check(r, "the GPU copy did not finish"))
+            });
+            device.destroy_fence(fence, None);
+            waited
+        })();
+        device.destroy_command_pool(pool, None);
+        result
+    }
+}

@@ -1,0 +1,450 @@
+//! GPU destinations on a real Vulkan device (lavapipe in CI, with `DSR_REQUIRE_VULKAN=1` so a
+//! missing device fails instead of skipping): byte-exact uploads read back, scale, the staging
+//! budget under load, cancel storms with GPU work in flight, a caller's own device, ranges out
+//! of bounds, and an injected device loss. Every test runs with the validation layer and fails
+//! on any message it sends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dsr::gpu::{GpuConfig, GpuContext, StagingConfig, Uploader};
+use dsr::{DeviceBuffer, ErrorKind, ExecutorConfig, IoConfig, Request, RequestStatus};
+
+use crate::common::*;
+
+/// A validating context on the default device, or `None` (with the reason on stderr) when no
+/// Vulkan device is here, unless `DSR_REQUIRE_VULKAN=1` makes that a failure.
+fn context() -> Option<Arc<GpuContext>> {
+    let config = GpuConfig {
+        validation: true,
+        ..GpuConfig::default()
+    };
+    match GpuContext::new(&config) {
+        Ok(context) => Some(context),
+        Err(err) if std::env::var("DSR_REQUIRE_VULKAN").as_deref() == Ok("1") => {
+            panic!("DSR_REQUIRE_VULKAN=1 but no validating Vulkan device: {err}")
+        }
+        Err(err) => {
+            eprintln!(
+                "skipped: no validating Vulkan device ({err}); install mesa-vulkan-drivers and vulkan-validationlayers"
+            );
+            None
+        }
+    }
+}
+
+/// Fails the test on any message the validation layer sent.
+fn assert_valid(context: &GpuContext) {
+    let messages = context.validation_messages();
+    assert!(messages.is_empty(), "validation messages:\n{}", messages.join("\n"));
+}
+
+fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfig) -> (dsr::Executor, Arc<Uploader>) {
+    let config = ExecutorConfig {
+        workers,
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, uploader) =
+        dsr::executor_with_gpu(config, IoConfig::default(), context, staging).expect("a GPU executor starts");
+    (executor, uploader)
+}
+
+fn read_back(context: &Arc<GpuContext>, buffer: &DeviceBuffer, offset: u64, len: u64) -> Vec<u8> {
+    dsr::gpu::read_back(context, buffer, offset, len).expect("read back")
+}
+
+#[test]
+fn files_land_byte_exact_in_gpu_buffers_at_every_size_and_offset() {
+    let Some(context) = context() else { return };
+    let data = pattern((3 << 20) + 777, 41);
+    let file = temp_file(&data);
+    let (executor, uploader) = gpu_executor(&context, 2, StagingConfig::default());
+    let gpu = dsr::gpu::allocate_buffer(&context, 16 << 20).unwrap();
+    // (file offset, length, buffer offset): unaligned everywhere, across slot and chunk edges.
+    let cases: &[(u64, u64, u64)] = &[
+        (0, 1, 0),
+        (1, 4095, 5),
+        (4096, 4096, 8192),
+        (13, (1 << 20) + 3, 20_000),
+        (777, 3 << 20, (5 << 20) + 1),
+        (0, 0, 9 << 20),
+    ];
+    let mut batch = executor.batch();
+    for &(offset, len, at) in cases {
+        batch
+            .push(Request::file_to_device(file.path(), offset, len, &gpu, at))
+            .unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    for &(offset, len, at) in cases {
+        let got = read_back(&context, &gpu, at, len);
+        assert!(
+            got == data[offset as usize..(offset + len) as usize],
+            "file bytes {offset}+{len} at GPU offset {at}"
+        );
+    }
+    assert!(uploader.stats().submits.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        uploader.free_slots(),
+        uploader.staging_shape().0,
+        "all staging came back"
+    );
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn memory_and_compressed_assets_reach_the_gpu() {
+    let Some(context) = context() else { return };
+    let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+    let plain = pattern(200_001, 3);
+    let text: Vec<u8> = (0..300_000u32)
+        .map(|i| b"dsr streams assets "[(i % 19) as usize])
+        .collect();
+    let packed = dsr_gdeflate::compress(&text, dsr_gdeflate::Level::DEFAULT).unwrap();
+    let packed_file = temp_file(&packed);
+    let gpu = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(
+            Arc::from(plain.clone()),
+            0,
+            plain.len() as u64,
+            &gpu,
+            3,
+        ))
+        .unwrap();
+    batch
+        .push(
+            Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, 300_000)
+                .gdeflate(text.len() as u64),
+        )
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    assert!(read_back(&context, &gpu, 3, plain.len() as u64) == plain);
+    assert!(read_back(&context, &gpu, 300_000, text.len() as u64) == text);
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn stress_thousands_of_uploads_in_one_batch_within_a_small_staging_budget() {
+    let Some(context) = context() else { return };
+    // Eight 64 KiB slots for 3000 requests: most wait for staging.
+    let staging = StagingConfig {
+        budget: 8 << 16,
+        slot: 1 << 16,
+    };
+    let (executor, uploader) = gpu_executor(&context, 2, staging);
+    let data = pattern(3000 * 700, 9);
+    let file = temp_file(&data);
+    let gpu = dsr::gpu::allocate_buffer(&context, data.len() as u64).unwrap();
+    let source: Arc<[u8]> = Arc::from(data.clone());
+    let mut batch = executor.batch();
+    for i in 0..3000u64 {
+        let (at, len) = (i * 700, 700);
+        let request = if i % 2 == 0 {
+            Request::file_to_device(file.path(), at, len, &gpu, at)
+        } else {
+            Request::memory_to_device(source.clone(), at, len, &gpu, at)
+        };
+        batch.push(request).unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{:?}", report.first_failure());
+    assert!(read_back(&context, &gpu, 0, data.len() as u64) == data);
+    let stats = uploader.stats();
+    let peak = stats.peak_slots.load(Ordering::Relaxed);
+    assert!(peak <= 8, "staging held {peak} slots of a budget of 8");
+    assert!(
+        stats.waited.load(Ordering::Relaxed) > 0,
+        "the budget applied back-pressure"
+    );
+    assert!(
+        stats.submits.load(Ordering::Relaxed) < 3000,
+        "copies are batched into fewer submissions than requests"
+    );
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn stress_cancel_storms_with_gpu_work_in_flight_report_each_request_once() {
+    let Some(context) = context() else { return };
+    let counting = Arc::new(Counting::default());
+    let staging = StagingConfig {
+        budget: 4 << 16,
+        slot: 1 << 16,
+    };
+    let config = ExecutorConfig {
+        workers: 2,
+        observer: Some(counting.clone()),
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, uploader) = dsr::executor_with_gpu(config, IoConfig::default(), &context, staging).unwrap();
+    let data: Arc<[u8]> = Arc::from(pattern(1 << 20, 5));
+    let file = temp_file(&data);
+    let gpu = dsr::gpu::allocate_buffer(&context, 64 << 20).unwrap();
+    let mut rng = fastrand::Rng::with_seed(77);
+    let mut cancelled = 0;
+    for round in 0..20u64 {
+        let mut batch = executor.batch();
+        for i in 0..40u64 {
+            let at = ((round * 40 + i) % 64) << 20;
+            let len = rng.u64(1..(200 << 10));
+            let request = if i % 3 == 0 {
+                Request::memory_to_device(data.clone(), 0, len, &gpu, at)
+            } else {
+                Request::file_to_device(file.path(), 0, len, &gpu, at)
+            };
+            batch.push(request.tag(i % 4)).unwrap();
+        }
+        let batch = executor.submit(batch).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(rng.u64(0..3000)));
+        let ticket = executor.cancel(rng.u64(0..4), 3);
+        assert!(
+            ticket.wait_timeout(PATIENCE),
+            "round {round}: the cancellation is acknowledged"
+        );
+        let report = batch.wait_timeout(PATIENCE).expect("drains");
+        assert_eq!(report.requests.len(), 40);
+        assert!(report.first_failure().is_none(), "{:?}", report.first_failure());
+        counting.assert_each_finished_once(batch.id(), batch.graph().node_count());
+        cancelled += report.cancelled();
+    }
+    assert!(cancelled > 0, "the storm cancelled work");
+    drop(executor);
+    assert_eq!(
+        uploader.free_slots(),
+        uploader.staging_shape().0,
+        "every slot came back, none early: the GPU finished before each was freed"
+    );
+    assert_valid(&context);
+}
+
+#[test]
+fn the_validation_layer_is_listening() {
+    let Some(context) = context() else { return };
+    use ash::vk;
+    // A zero-sized buffer is invalid usage: the layer must say so, or the other tests' silence
+    // proves nothing.
+    let info = vk::BufferCreateInfo::default()
+        .size(0)
+        .usage(vk::BufferUsageFlags::TRANSFER_DST);
+    // SAFETY: deliberately invalid parameters for the layer to catch; whatever the driver makes
+    // is destroyed at once.
+    unsafe {
+        if let Ok(buffer) = context.device().create_buffer(&info, None) {
+            context.device().destroy_buffer(buffer, None);
+        }
+    }
+    let messages = context.validation_messages();
+    assert!(
+        messages.iter().any(|m| m.contains("size")),
+        "the layer reported nothing: {messages:?}"
+    );
+}
+
+#[test]
+fn a_destination_out_of_range_is_refused_before_any_gpu_work() {
+    let Some(context) = context() else { return };
+    let (executor, uploader) = gpu_executor(&context, 1, StagingConfig::default());
+    let gpu = dsr::gpu::allocate_buffer(&context, 1000).unwrap();
+    let mut batch = executor.batch();
+    let err = batch
+        .push(Request::memory_to_device(Arc::from(vec![1u8; 600]), 0, 600, &gpu, 500))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DestinationTooSmall, "{err}");
+    let err = dsr::gpu::read_back(&context, &gpu, 900, 200).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DestinationTooSmall, "{err}");
+    assert_eq!(uploader.stats().submits.load(Ordering::Relaxed), 0);
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn an_injected_device_loss_fails_only_the_gpu_requests() {
+    let Some(context) = context() else { return };
+    let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+    let gpu = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let host = dsr::HostBuffer::new(1 << 20);
+    let bytes: Arc<[u8]> = Arc::from(pattern(4096, 1));
+    context.inject_device_loss();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(bytes.clone(), 0, 4096, &gpu, 0))
+        .unwrap();
+    batch.push(Request::memory(bytes.clone(), 0, 4096, &host, 0)).unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("the GPU request must fail: {:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::Device, "{err}");
+    assert!(err.to_string().contains("ERROR_DEVICE_LOST"), "{err}");
+    assert_eq!(report.requests[1].status, RequestStatus::Done, "host requests go on");
+    assert!(context.is_lost());
+    // Later GPU requests fail at once; host ones still run.
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(bytes.clone(), 0, 4096, &gpu, 8192))
+        .unwrap();
+    batch.push(Request::memory(bytes, 0, 4096, &host, 8192)).unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(matches!(&report.requests[0].status, RequestStatus::Failed(e) if e.kind() == ErrorKind::Device));
+    assert_eq!(report.requests[1].status, RequestStatus::Done);
+}
+
+/// A device the test makes itself with ash, as a renderer (or Proton) would.
+struct CallersDevice {
+    _entry: ash::Entry,
+    instance: ash::Instance,
+    physical_device: ash::vk::PhysicalDevice,
+    device: ash::Device,
+    family: u32,
+    queue: ash::vk::Queue,
+}
+
+impl CallersDevice {
+    fn new() -> Self {
+        use ash::vk;
+        // SAFETY: the test makes and destroys these objects in order, on one thread.
+        unsafe {
+            let entry = ash::Entry::load().expect("a Vulkan loader");
+            let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
+            let instance = entry
+                .create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None)
+                .unwrap();
+            let physical_device = instance.enumerate_physical_devices().unwrap()[0];
+            let family = instance
+                .get_physical_device_queue_family_properties(physical_device)
+                .iter()
+                .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
+                .unwrap() as u32;
+            let priorities = [1.0];
+            let queues = [vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(family)
+                .queue_priorities(&priorities)];
+            let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+            let create = vk::DeviceCreateInfo::default()
+                .queue_create_infos(&queues)
+                .push_next(&mut v12);
+            let device = instance.create_device(physical_device, &create, None).unwrap();
+            let queue = device.get_device_queue(family, 0);
+            CallersDevice {
+                _entry: entry,
+                instance,
+                physical_device,
+                device,
+                family,
+                queue,
+            }
+        }
+    }
+
+    /// Fills a buffer on the GPU and waits: proof the device still works.
+    fn still_works(&self) {
+        use ash::vk;
+        // SAFETY: objects made and destroyed here, after the fence says the GPU is done.
+        unsafe {
+            let d = &self.device;
+            let buffer = d
+                .create_buffer(
+                    &vk::BufferCreateInfo::default()
+                        .size(256)
+                        .usage(vk::BufferUsageFlags::TRANSFER_DST),
+                    None,
+                )
+                .unwrap();
+            let req = d.get_buffer_memory_requirements(buffer);
+            let memory = d
+                .allocate_memory(
+                    &vk::MemoryAllocateInfo::default()
+                        .allocation_size(req.size)
+                        .memory_type_index(req.memory_type_bits.trailing_zeros()),
+                    None,
+                )
+                .unwrap();
+            d.bind_buffer_memory(buffer, memory, 0).unwrap();
+            let pool = d
+                .create_command_pool(
+                    &vk::CommandPoolCreateInfo::default().queue_family_index(self.family),
+                    None,
+                )
+                .unwrap();
+            let cb = d
+                .allocate_command_buffers(
+                    &vk::CommandBufferAllocateInfo::default()
+                        .command_pool(pool)
+                        .command_buffer_count(1),
+                )
+                .unwrap()[0];
+            d.begin_command_buffer(cb, &vk::CommandBufferBeginInfo::default())
+                .unwrap();
+            d.cmd_fill_buffer(cb, buffer, 0, 256, 7);
+            d.end_command_buffer(cb).unwrap();
+            let fence = d.create_fence(&vk::FenceCreateInfo::default(), None).unwrap();
+            let cbs = [cb];
+            d.queue_submit(self.queue, &[vk::SubmitInfo::default().command_buffers(&cbs)], fence)
+                .unwrap();
+            d.wait_for_fences(&[fence], true, u64::MAX).unwrap();
+            d.destroy_fence(fence, None);
+            d.destroy_command_pool(pool, None);
+            d.destroy_buffer(buffer, None);
+            d.free_memory(memory, None);
+        }
+    }
+}
+
+impl Drop for CallersDevice {
+    fn drop(&mut self) {
+        // SAFETY: the test's own objects, idle, destroyed once in order.
+        unsafe {
+            self.device.destroy_device(None);
+            self.instance.destroy_instance(None);
+        }
+    }
+}
+
+#[test]
+fn a_callers_device_is_used_and_left_usable() {
+    // Checks for a device the same way the other tests do, then makes the caller's own.
+    let Some(probe) = context() else { return };
+    drop(probe);
+    let callers = CallersDevice::new();
+    let queue = dsr::gpu::QueueRef {
+        queue: callers.queue,
+        family: callers.family,
+    };
+    let external = dsr::gpu::ExternalDevice {
+        instance: callers.instance.handle(),
+        physical_device: callers.physical_device,
+        device: callers.device.handle(),
+        transfer: queue,
+        compute: queue,
+        queue_lock: Arc::default(),
+    };
+    {
+        // SAFETY: the handles outlive the context (dropped at the end of this block), the
+        // device has timeline semaphores, and nothing else submits to the queue meanwhile.
+        let context = unsafe { GpuContext::from_external(external) }.unwrap();
+        assert!(!context.info().owned);
+        let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+        let gpu = dsr::gpu::allocate_buffer(&context, 1 << 16).unwrap();
+        let bytes: Arc<[u8]> = Arc::from(pattern(1 << 16, 2));
+        let mut batch = executor.batch();
+        batch
+            .push(Request::memory_to_device(bytes.clone(), 0, 1 << 16, &gpu, 0))
+            .unwrap();
+        assert!(executor
+            .submit(batch)
+            .unwrap()
+            .wait_timeout(PATIENCE)
+            .expect("drains")
+            .all_done());
+        assert!(read_back(&context, &gpu, 0, 1 << 16) == *bytes);
+    }
+    // dsr destroyed only what it made: the caller's device still runs work.
+    callers.still_works();
+}
