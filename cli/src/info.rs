@@ -1,4 +1,5 @@
-//! `dsr info`: the I/O backend in use and what it can do.
+//! `dsr info`: the I/O backend in use and what it can do, and the Vulkan device GPU destinations
+//! would use.
 
 use std::path::PathBuf;
 
@@ -50,6 +51,25 @@ pub fn run(args: InfoArgs) -> CliResult {
             "sqpoll": f.sqpoll,
         })
     });
+    let gpu = dsr::gpu::GpuContext::new(&dsr::gpu::GpuConfig::from_env());
+    let vulkan = gpu.as_ref().ok().map(|context| {
+        let info = context.info();
+        json!({
+            "device": info.name,
+            "type": info.kind,
+            "driver": info.driver,
+            "api_version": info.api_version,
+            "queue_families": info.queue_families.iter().map(|(flags, count)| json!({"flags": flags, "queues": count})).collect::<Vec<_>>(),
+            "transfer_family": info.transfer_family,
+            "compute_family": info.compute_family,
+            "subgroup_size": info.subgroup_size,
+            "external_memory_host": info.external_memory_host,
+            "memory_decompression": info.memory_decompression,
+            // Reads land in host scratch and are copied into host-visible staging; importing
+            // scratch with VK_EXT_external_memory_host is not done yet.
+            "staging": "host-visible copy",
+        })
+    });
     let doc = json!({
         "backend": super::backend_name(&io),
         "reason": io.reason,
@@ -57,6 +77,8 @@ pub fn run(args: InfoArgs) -> CliResult {
         "workers": executor.workers(),
         "io_uring": ring,
         "direct_io": direct,
+        "vulkan": vulkan,
+        "vulkan_error": gpu.as_ref().err().map(ToString::to_string),
     });
     if args.json {
         println!("{doc}");
@@ -79,6 +101,27 @@ pub fn run(args: InfoArgs) -> CliResult {
         println!("  SQPOLL: {} (not used: it spends a core polling)", f.sqpoll);
     }
     println!("workers: {}", executor.workers());
+    match &gpu {
+        Ok(context) => {
+            let info = context.info();
+            println!(
+                "vulkan: {} ({}), {}, Vulkan {}",
+                info.name, info.kind, info.driver, info.api_version
+            );
+            println!(
+                "  queues: transfer family {}, compute family {} of {:?}",
+                info.transfer_family, info.compute_family, info.queue_families
+            );
+            println!(
+                "  subgroup size {}; external memory host: {}; memory decompression: {}",
+                info.subgroup_size,
+                info.external_memory_host,
+                info.memory_decompression.as_deref().unwrap_or("no")
+            );
+            println!("  staging: host-visible copy");
+        }
+        Err(err) => println!("vulkan: none ({err})"),
+    }
     for d in &direct {
         println!(
             "direct I/O in {}: {} ({})",

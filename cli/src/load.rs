@@ -1,4 +1,5 @@
-//! `dsr load FILE... [--range OFFSET:LEN]`: files into host memory through the engine.
+//! `dsr load FILE... [--range OFFSET:LEN] [--dest host|gpu] [--verify]`: files (or an archive's
+//! assets) into host memory or a GPU buffer through the engine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use dsr::engine::{LatencySummary, Observer};
+use dsr::gpu::GpuContext;
 use dsr::viz::RunRecorder;
-use dsr::{Batch, BatchReport, HostBuffer, Request, RequestStatus};
+use dsr::{Batch, BatchReport, DeviceBuffer, HostBuffer, Request, RequestStatus};
 use serde_json::json;
 
 use super::output::{self, Observers, Progress};
@@ -32,11 +34,89 @@ pub struct LoadArgs {
     /// Load this many times into the same memory; report every run and the median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Where the bytes land: host memory, or a device-local buffer on the GPU (`DSR_VK_DEVICE`
+    /// picks the device by index or name).
+    #[arg(long, value_enum, default_value_t = Dest::Host)]
+    dest: Dest,
+    /// After loading, check every byte: plain files against the file, archive assets against
+    /// their tile hashes (reading GPU buffers back first).
+    #[arg(long)]
+    verify: bool,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// `--dest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Dest {
+    Host,
+    Gpu,
+}
+
+/// The memory a load lands in.
+enum Landing {
+    Host(HostBuffer),
+    Gpu {
+        context: Arc<GpuContext>,
+        buffer: DeviceBuffer,
+    },
+}
+
+impl Landing {
+    /// `total` bytes where `engine` puts them.
+    fn new(engine: &Engine, total: u64) -> Result<Landing, CliError> {
+        match &engine.gpu {
+            None => {
+                let len = usize::try_from(total).map_err(|_| {
+                    CliError::failed(format!("{total} bytes do not fit in this machine's address space"))
+                })?;
+                Ok(Landing::Host(HostBuffer::prefault(len)))
+            }
+            Some(context) => Ok(Landing::Gpu {
+                buffer: dsr::gpu::allocate_buffer(context, total.max(1))?,
+                context: context.clone(),
+            }),
+        }
+    }
+
+    /// `request`, which lands in a host buffer at `slot`, redirected here.
+    fn place(&self, request: Request, slot: u64) -> Request {
+        match self {
+            Landing::Host(_) => request,
+            Landing::Gpu { buffer, .. } => request.on_device(buffer, slot),
+        }
+    }
+
+    /// The host buffer requests are made against (a placeholder for the GPU).
+    fn host(&self) -> HostBuffer {
+        match self {
+            Landing::Host(buffer) => buffer.clone(),
+            Landing::Gpu { .. } => HostBuffer::new(0),
+        }
+    }
+
+    /// `len` bytes at `at`, as they landed.
+    fn bytes(&mut self, at: u64, len: u64) -> Result<Vec<u8>, CliError> {
+        match self {
+            Landing::Host(buffer) => {
+                let bytes = buffer
+                    .as_slice()
+                    .ok_or_else(|| CliError::failed("the destination is still in use"))?;
+                Ok(bytes[at as usize..(at + len) as usize].to_vec())
+            }
+            Landing::Gpu { context, buffer } => Ok(dsr::gpu::read_back(context, buffer, at, len)?),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Landing::Host(_) => "host",
+            Landing::Gpu { .. } => "gpu",
+        }
+    }
 }
 
 /// Where each file lands in the one destination buffer: page-aligned slots.
@@ -65,25 +145,34 @@ impl Layout {
         self.files.iter().map(|(_, _, len)| len).sum()
     }
 
-    pub fn destination(&self) -> Result<HostBuffer, CliError> {
-        let len = usize::try_from(self.total).map_err(|_| {
-            CliError::failed(format!(
-                "{} bytes do not fit in this machine's address space",
-                self.total
-            ))
-        })?;
-        Ok(HostBuffer::prefault(len))
-    }
-
-    pub fn submit(&self, executor: &dsr::Executor, dest: &HostBuffer, io: dsr::IoPolicy) -> Result<Batch, CliError> {
+    fn submit(&self, executor: &dsr::Executor, landing: &Landing, io: dsr::IoPolicy) -> Result<Batch, CliError> {
+        let host = landing.host();
         let mut batch = executor.batch();
         for ((path, offset, len), slot) in self.files.iter().zip(&self.slots) {
-            let request = Request::file(path.clone(), *offset, *len, dest, *slot)
+            let request = Request::file(path.clone(), *offset, *len, &host, *slot)
                 .name(path.display().to_string())
                 .io(io);
-            batch.push(request)?;
+            batch.push(landing.place(request, *slot))?;
         }
         Ok(executor.submit(batch)?)
+    }
+
+    /// Compares what landed with the files.
+    fn verify(&self, landing: &mut Landing) -> Result<(), CliError> {
+        use std::os::unix::fs::FileExt;
+        for ((path, offset, len), slot) in self.files.iter().zip(&self.slots) {
+            let mut want = vec![0u8; *len as usize];
+            std::fs::File::open(path)
+                .and_then(|f| f.read_exact_at(&mut want, *offset))
+                .map_err(|e| CliError::failed(format!("cannot read {} to verify it: {e}", path.display())))?;
+            if landing.bytes(*slot, *len)? != want {
+                return Err(CliError::failed(format!(
+                    "verification failed: the bytes that landed for {} differ from the file",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +192,8 @@ pub fn failures(report: &BatchReport) -> Vec<String> {
 struct Engine {
     executor: dsr::Executor,
     io: dsr::IoInfo,
+    /// The GPU context, for `--dest gpu`.
+    gpu: Option<Arc<GpuContext>>,
     progress: Arc<Progress>,
     recorder: Option<Arc<RunRecorder>>,
 }
@@ -116,10 +207,25 @@ fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
     }
     let mut config = args.engine.config();
     config.observer = Some(Arc::new(Observers(observers)));
-    let (executor, io) = args.engine.executor(config)?;
+    let (executor, io, gpu) = match args.dest {
+        Dest::Host => {
+            let (executor, io) = args.engine.executor(config)?;
+            (executor, io, None)
+        }
+        Dest::Gpu => {
+            let context = GpuContext::new(&dsr::gpu::GpuConfig::from_env())?;
+            let io = dsr::IoConfig {
+                backend: args.engine.io_backend.into(),
+                ..dsr::IoConfig::default()
+            };
+            let (executor, io, _) = dsr::executor_with_gpu(config, io, &context, dsr::gpu::StagingConfig::default())?;
+            (executor, io, Some(context))
+        }
+    };
     Ok(Engine {
         executor,
         io,
+        gpu,
         progress,
         recorder,
     })
@@ -242,20 +348,41 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
 }
 
 pub fn run(args: LoadArgs) -> CliResult {
-    if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
-        return run_archive(args);
+    let gpu = std::cell::OnceCell::new();
+    let result = if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
+        run_archive(args, &gpu)
+    } else {
+        run_files(args, &gpu)
+    };
+    // With DSR_VK_VALIDATION=1, anything the validation layer said is a failure.
+    if let Some(context) = gpu.get().filter(|c: &&Arc<GpuContext>| c.validating()) {
+        let messages = context.validation_messages();
+        if !messages.is_empty() {
+            return Err(CliError::failed(format!(
+                "the Vulkan validation layer reported:\n{}",
+                messages.join("\n")
+            )));
+        }
     }
+    result
+}
+
+fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliResult {
     let layout = Layout::new(resolve_files(&args.files, args.range)?);
-    let dest = layout.destination()?;
     let engine = engine(&args, layout.bytes())?;
+    if let Some(context) = &engine.gpu {
+        let _ = gpu.set(context.clone());
+    }
+    let mut landing = Landing::new(&engine, layout.total)?;
     let policy = args.engine.policy();
     let loaded = repeat(&args, &engine, layout.bytes(), |executor| {
-        layout.submit(executor, &dest, policy)
+        layout.submit(executor, &landing, policy)
     })?;
     let header = format!(
-        "loaded {} in {} file(s) with {} worker(s), {} reads ({:?} I/O)",
+        "loaded {} in {} file(s) into {} memory with {} worker(s), {} reads ({:?} I/O)",
         dsr::viz::dot::human_bytes(layout.bytes()),
         layout.files.len(),
+        landing.name(),
         engine.executor.workers(),
         super::backend_name(&engine.io),
         args.engine.io
@@ -263,12 +390,22 @@ pub fn run(args: LoadArgs) -> CliResult {
     let doc = json!({
         "files": layout.files.len(),
         "io": format!("{:?}", args.engine.io).to_lowercase(),
+        "dest": landing.name(),
+        "verified": args.verify,
     });
-    report(&args, &engine, loaded, header, doc)
+    let done = loaded.report.all_done();
+    report(&args, &engine, loaded, header, doc)?;
+    if args.verify && done {
+        layout.verify(&mut landing)?;
+        if !args.json {
+            println!("verified: every byte matches the files");
+        }
+    }
+    Ok(())
 }
 
 /// `dsr load ARCHIVE [NAME...]`: assets decoded on every worker, tile hashes verified.
-fn run_archive(args: LoadArgs) -> CliResult {
+fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliResult {
     if args.range.is_some() {
         return Err(CliError::usage("--range applies to plain files, not to archives"));
     }
@@ -300,22 +437,25 @@ fn run_archive(args: LoadArgs) -> CliResult {
     }
     let bytes: u64 = assets.iter().map(|a| a.len).sum();
     let stored: u64 = assets.iter().map(|a| a.stored_len).sum();
-    let dest = dsr::HostBuffer::prefault(
-        usize::try_from(total).map_err(|_| CliError::failed("the assets do not fit in this machine's memory"))?,
-    );
     let engine = engine(&args, bytes)?;
+    if let Some(context) = &engine.gpu {
+        let _ = gpu.set(context.clone());
+    }
+    let mut landing = Landing::new(&engine, total)?;
     let policy = args.engine.policy();
+    let host = landing.host();
     let loaded = repeat(&args, &engine, bytes, |executor| {
         let mut batch = executor.batch();
-        for request in dsr::archive::requests(&archive, &assets, &dest, &slots, !args.no_verify) {
-            batch.push(request.io(policy))?;
+        for (request, &slot) in dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify).zip(&slots) {
+            batch.push(landing.place(request.io(policy), slot))?;
         }
         Ok(executor.submit(batch)?)
     })?;
     let header = format!(
-        "loaded {} asset(s) from {}: {} decoded from {} read, {} worker(s), {} reads, tile hashes {}",
+        "loaded {} asset(s) from {} into {} memory: {} decoded from {} read, {} worker(s), {} reads, tile hashes {}",
         assets.len(),
         path.display(),
+        landing.name(),
         dsr::viz::dot::human_bytes(bytes),
         dsr::viz::dot::human_bytes(stored),
         engine.executor.workers(),
@@ -326,7 +466,30 @@ fn run_archive(args: LoadArgs) -> CliResult {
         "archive": path,
         "assets": assets.len(),
         "stored_bytes": stored,
-        "verified": !args.no_verify,
+        "dest": landing.name(),
+        "verified": !args.no_verify || args.verify,
     });
-    report(&args, &engine, loaded, header, doc)
+    let done = loaded.report.all_done();
+    report(&args, &engine, loaded, header, doc)?;
+    drop(host);
+    if args.verify && done {
+        // Every tile against its hash, as it sits in the destination.
+        for (asset, &slot) in assets.iter().zip(&slots) {
+            let bytes = landing.bytes(slot, asset.len)?;
+            let intact = bytes
+                .chunks(dsr_gdeflate::TILE_SIZE)
+                .zip(asset.tile_hashes.iter())
+                .all(|(tile, &hash)| dsr::stages::tile_hash(tile) == hash);
+            if !intact {
+                return Err(CliError::failed(format!(
+                    "verification failed: asset {:?} differs from its tile hashes where it landed",
+                    asset.name
+                )));
+            }
+        }
+        if !args.json {
+            println!("verified: every tile matches its hash");
+        }
+    }
+    Ok(())
 }

@@ -22,6 +22,8 @@ fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
 fn dsr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dsr"))
         .args(args)
+        // GPU work runs under the validation layer, and the command fails on any message.
+        .env("DSR_VK_VALIDATION", "1")
         .output()
         .expect("dsr runs")
 }
@@ -304,4 +306,91 @@ fn load_reports_its_backend_and_takes_io_policies() {
             assert_eq!(doc["backend"], if backend == "pread" { "pread" } else { "io_uring" });
         }
     }
+}
+
+/// Whether a Vulkan device is here (per `dsr info`); with `DSR_REQUIRE_VULKAN=1` its absence
+/// fails the test instead.
+fn vulkan_here(info: &serde_json::Value) -> bool {
+    if !info["vulkan"].is_null() {
+        return true;
+    }
+    assert!(
+        std::env::var("DSR_REQUIRE_VULKAN").as_deref() != Ok("1"),
+        "DSR_REQUIRE_VULKAN=1 but dsr info found no Vulkan device: {}",
+        info["vulkan_error"]
+    );
+    eprintln!("skipped: no Vulkan device ({})", info["vulkan_error"]);
+    false
+}
+
+#[test]
+fn info_describes_the_vulkan_device() {
+    let info = json(&dsr(&["info", "--json"]));
+    if !vulkan_here(&info) {
+        return;
+    }
+    let vulkan = &info["vulkan"];
+    for key in [
+        "device",
+        "driver",
+        "api_version",
+        "queue_families",
+        "subgroup_size",
+        "external_memory_host",
+    ] {
+        assert!(!vulkan[key].is_null(), "{key} missing: {vulkan}");
+    }
+    assert!(vulkan["subgroup_size"].as_u64().unwrap() >= 1);
+    assert!(
+        vulkan.get("memory_decompression").is_some(),
+        "null when absent, but present: {vulkan}"
+    );
+}
+
+#[test]
+fn load_lands_files_and_archives_in_gpu_memory_and_verifies_them() {
+    if !vulkan_here(&json(&dsr(&["info", "--json"]))) {
+        return;
+    }
+    let a = temp_file(&pattern(3_000_001, 1));
+    let b = temp_file(&pattern(4097, 2));
+    let doc = json(&dsr(&[
+        "load",
+        a.path().to_str().unwrap(),
+        b.path().to_str().unwrap(),
+        "--dest",
+        "gpu",
+        "--verify",
+        "--json",
+    ]));
+    assert_eq!(doc["dest"], "gpu", "{doc}");
+    assert_eq!(doc["verified"], true);
+    assert_eq!(doc["bytes"], 3_000_001 + 4097);
+    assert!(doc["failures"].as_array().unwrap().is_empty(), "{doc}");
+    assert!(
+        doc["stages"].as_array().unwrap().iter().any(|s| s["stage"] == "upload"),
+        "the bytes went through upload nodes: {doc}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pak = dir.path().join("gpu.dsrpak");
+    let out = dsr(&[
+        "pack",
+        a.path().to_str().unwrap(),
+        "-o",
+        pak.to_str().unwrap(),
+        "--level",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = json(&dsr(&[
+        "load",
+        pak.to_str().unwrap(),
+        "--dest",
+        "gpu",
+        "--verify",
+        "--json",
+    ]));
+    assert_eq!(doc["dest"], "gpu", "{doc}");
+    assert!(doc["failures"].as_array().unwrap().is_empty(), "{doc}");
 }

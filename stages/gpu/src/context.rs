@@ -31,6 +31,17 @@ pub struct GpuConfig {
     pub validation: bool,
 }
 
+impl GpuConfig {
+    /// The configuration the environment asks for: `DSR_VK_DEVICE` picks the device,
+    /// `DSR_VK_VALIDATION=1` turns the validation layer on.
+    pub fn from_env() -> Self {
+        GpuConfig {
+            device: std::env::var("DSR_VK_DEVICE").ok(),
+            validation: std::env::var("DSR_VK_VALIDATION").as_deref() == Ok("1"),
+        }
+    }
+}
+
 /// A queue dsr submits to, with its family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueRef {
