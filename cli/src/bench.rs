@@ -26,6 +26,30 @@ enum Bench {
     /// File reads, dsr against fio with the same settings in the same run: warm page cache and
     /// O_DIRECT, 1 MiB sequential and 64 KiB random at depth 32.
     Read(ReadArgs),
+    /// Host memory and files into GPU buffers: dsr's upload path against a bare vkCmdCopyBuffer
+    /// loop (same staging, same regions), and a warm file end to end against a naive
+    /// pread-copy-wait loop, at 64 KiB, 1 MiB and 16 MiB regions.
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+struct UploadArgs {
+    /// The file for the end-to-end case (default: a generated one of --size-mib in the
+    /// temporary directory).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Bytes per run, in MiB.
+    #[arg(long, default_value_t = 256)]
+    size_mib: u64,
+    /// Region sizes (suffixes K, M, G accepted).
+    #[arg(long, value_delimiter = ',', default_value = "64K,1M,16M", value_parser = super::parse_size)]
+    regions: Vec<u64>,
+    /// Alternating runs per side; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +133,70 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::DecodeCpu(args) => run_decode(args),
         Bench::EncodeCpu(args) => run_encode(args),
         Bench::Read(args) => run_read(args),
+        Bench::Upload(args) => run_upload(args),
     }
+}
+
+fn run_upload(args: UploadArgs) -> CliResult {
+    use dsr_cli::harness::upload;
+    let context = dsr::gpu::GpuContext::new(&dsr::gpu::GpuConfig::from_env())?;
+    let total = args.size_mib.max(1) << 20;
+    let generated;
+    let file = match &args.file {
+        Some(file) => file.clone(),
+        None => {
+            generated = tempfile::NamedTempFile::new()
+                .map_err(|e| CliError::failed(format!("cannot create a temporary file: {e}")))?;
+            let chunk: Vec<u8> = (0..1u32 << 20)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect();
+            let mut out = std::io::BufWriter::new(generated.as_file());
+            for _ in 0..args.size_mib.max(1) {
+                std::io::Write::write_all(&mut out, &chunk)
+                    .map_err(|e| CliError::failed(format!("cannot write the temporary file: {e}")))?;
+            }
+            drop(out);
+            generated.path().to_path_buf()
+        }
+    };
+    let mut cases = Vec::new();
+    for &region in &args.regions {
+        for case in [
+            upload::upload_vs_bare(&context, total, region.max(4096), args.runs)?,
+            upload::file_vs_naive(&context, &file, region.max(4096), args.runs)?,
+        ] {
+            if !args.json {
+                let (peer, name) = match (case.bare_copy_gbps, case.naive_gbps) {
+                    (Some(bare), _) => (bare, "bare vkCmdCopyBuffer"),
+                    (_, Some(naive)) => (naive, "naive loop"),
+                    _ => (f64::NAN, "?"),
+                };
+                println!(
+                    "{:<7} regions {:>9}   dsr {:>7.2} GB/s   {name} {:>7.2} GB/s   ({:.2}x)",
+                    case.case,
+                    dsr::viz::dot::human_bytes(case.region_bytes),
+                    case.dsr_gbps,
+                    peer,
+                    case.ratio
+                );
+            }
+            cases.push(case);
+        }
+    }
+    if args.json {
+        let info = context.info();
+        let doc = json!({
+            "bench": "upload",
+            "device": info.name,
+            "driver": info.driver,
+            "bytes": total,
+            "runs": args.runs,
+            "staging_bytes": upload::STAGING,
+            "cases": cases,
+        });
+        println!("{doc}");
+    }
+    Ok(())
 }
 
 fn run_exec(args: ExecArgs) -> CliResult {

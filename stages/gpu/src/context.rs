@@ -500,7 +500,12 @@ impl GpuContext {
 
     /// Submits to `queue` under the queue lock (shared with the caller's renderer for a device
     /// handed over). A loss is recorded, and injected losses (tests) are reported here.
-    pub(crate) fn submit(&self, queue: QueueRef, submits: &[vk::SubmitInfo<'_>], fence: vk::Fence) -> Result<()> {
+    ///
+    /// # Safety
+    /// `queue` must be one of this context's queues, and the submit infos must describe valid
+    /// work of this device whose resources stay alive until it completes (`vkQueueSubmit`'s
+    /// rules); `fence`, if not null, must be unsignalled and not in use.
+    pub unsafe fn submit(&self, queue: QueueRef, submits: &[vk::SubmitInfo<'_>], fence: vk::Fence) -> Result<()> {
         if self.is_lost() {
             return Err(self.lost_error());
         }
@@ -508,8 +513,7 @@ impl GpuContext {
             return Err(self.check(vk::Result::ERROR_DEVICE_LOST, "cannot submit GPU work"));
         }
         let _guard = self.queue_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: the queue belongs to this device and its use is synchronised by the lock;
-        // the submit infos and what they point to live across the call.
+        // SAFETY: by the caller's premises, and the queue's use is synchronised by the lock.
         unsafe { self.device.queue_submit(queue.queue, submits, fence) }
             .map_err(|r| self.check(r, "cannot submit GPU work"))
     }

@@ -370,10 +370,13 @@ impl Uploader {
             .command_buffers(&cbs)
             .signal_semaphores(&semaphores)
             .push_next(&mut timeline);
-        if let Err(err) = self
-            .context
-            .submit(self.context.transfer_queue(), &[submit], vk::Fence::null())
-        {
+        // SAFETY: the command buffer copies from this uploader's staging into destinations kept
+        // alive until the submission completes (their batches hold them); no fence.
+        let submitted = unsafe {
+            self.context
+                .submit(self.context.transfer_queue(), &[submit], vk::Fence::null())
+        };
+        if let Err(err) = submitted {
             // Never submitted: the command buffer can be reused.
             state.spare.push(cb);
             return Err(err);
