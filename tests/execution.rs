@@ -483,6 +483,133 @@ fn regression_a_panicking_reactor_fails_its_nodes_and_the_worker_survives() {
     assert_eq!(batch.wait_timeout(PATIENCE).expect("drains").cancelled(), 1);
 }
 
+/// A completion source that never completes on its own, and whose `wait` records whether it
+/// was called while another source had completions coming: it stands for io_uring with a slow
+/// read in flight, whose `io_uring_enter` would not wake for a GPU completion.
+#[derive(Debug)]
+struct Stubborn {
+    pending: Mutex<Vec<PendingNode>>,
+    other: Arc<Prompt>,
+    waits_while_other_busy: AtomicUsize,
+    ready: dsr::engine::EventFd,
+}
+
+impl Reactor for Stubborn {
+    fn poll(&self, _completer: &mut Completer<'_>) -> usize {
+        self.ready.drain();
+        0
+    }
+    fn in_flight(&self) -> bool {
+        !self.pending.lock().unwrap().is_empty()
+    }
+    fn wait(&self, timeout: Duration) {
+        if self.other.in_flight() {
+            self.waits_while_other_busy.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(timeout);
+    }
+    fn arm(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.ready.raw())
+    }
+}
+
+/// A completion source that finishes its nodes from a thread of its own, 2 ms later, and
+/// signals its eventfd.
+#[derive(Debug)]
+struct Prompt {
+    done: Mutex<Vec<PendingNode>>,
+    outstanding: AtomicUsize,
+    ready: dsr::engine::EventFd,
+}
+
+impl Reactor for Prompt {
+    fn poll(&self, completer: &mut Completer<'_>) -> usize {
+        self.ready.drain();
+        let done = std::mem::take(&mut *self.done.lock().unwrap());
+        let n = done.len();
+        for node in done {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            completer.complete(node, Ok(0));
+        }
+        n
+    }
+    fn in_flight(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst) > 0
+    }
+    fn arm(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.ready.raw())
+    }
+}
+
+/// Tag 1 defers to the stubborn source, anything else to the prompt one.
+#[derive(Debug)]
+struct Split(Arc<Stubborn>, Arc<Prompt>);
+
+impl Stage for Split {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let stubborn = node.request_info().tag == 1;
+        let (pending, outcome) = node.defer();
+        if stubborn {
+            self.0.pending.lock().unwrap().push(pending);
+        } else {
+            let prompt = self.1.clone();
+            prompt.outstanding.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                prompt.done.lock().unwrap().push(pending);
+                prompt.ready.signal();
+            });
+        }
+        outcome
+    }
+}
+
+#[test]
+fn regression_a_waiting_worker_waits_on_every_busy_source_at_once() {
+    let prompt = Arc::new(Prompt {
+        done: Mutex::default(),
+        outstanding: AtomicUsize::new(0),
+        ready: dsr::engine::EventFd::new().unwrap(),
+    });
+    let stubborn = Arc::new(Stubborn {
+        pending: Mutex::default(),
+        other: prompt.clone(),
+        waits_while_other_busy: AtomicUsize::new(0),
+        ready: dsr::engine::EventFd::new().unwrap(),
+    });
+    // One worker, and the stubborn source first in line: blocking in its `wait` while the
+    // prompt source has completions coming is the bug.
+    let executor = dsr::Executor::builder()
+        .workers(1)
+        .stage(NodeKind::Copy, Arc::new(Split(stubborn.clone(), prompt.clone())))
+        .reactor(stubborn.clone())
+        .reactor(prompt.clone())
+        .build()
+        .unwrap();
+    let mut slow = executor.batch();
+    chain_graph(slow.graph_mut(), 1, 1);
+    let slow = executor.submit(slow).unwrap();
+    wait_until("the slow node is deferred", || stubborn.in_flight());
+    let mut quick = executor.batch();
+    chain_graph(quick.graph_mut(), 20, 2);
+    let report = executor
+        .submit(quick)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("the prompt source's chain completes while the other source is busy");
+    let waits_while_other_busy = stubborn.waits_while_other_busy.load(Ordering::SeqCst);
+    // Release the stubborn source before asserting, so a failure cannot hang the teardown.
+    for node in stubborn.pending.lock().unwrap().drain(..) {
+        node.complete(Ok(0));
+    }
+    assert!(slow.wait_timeout(PATIENCE).expect("drains").all_done());
+    assert!(report.all_done());
+    assert_eq!(
+        waits_while_other_busy, 0,
+        "the worker blocked in one source's wait while another had completions coming"
+    );
+}
+
 #[test]
 fn a_stage_for_a_built_in_kind_is_refused() {
     for kind in [NodeKind::Barrier, NodeKind::Acquire, NodeKind::Release] {

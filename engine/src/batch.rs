@@ -2,7 +2,7 @@
 //! caller holds (`Batch`) to wait, poll an eventfd, cancel, and read the report.
 
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::{io, mem};
 
 use crate::buffer::Reservation;
 use crate::error::{Error, Result};
+use crate::eventfd::EventFd;
 use crate::executor::Sources;
 use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
 use crate::lower::{lower, LoweringConfig};
@@ -172,7 +173,7 @@ pub(crate) struct RequestState {
 struct CompletionState {
     report: Option<Arc<BatchReport>>,
     callback: Option<CompletionCallback>,
-    eventfd: Option<OwnedFd>,
+    eventfd: Option<EventFd>,
 }
 
 /// The state of a submitted batch, shared by the workers and the caller's [`Batch`].
@@ -327,7 +328,7 @@ impl BatchShared {
             let mut completion = self.completion.lock().unwrap_or_else(|p| p.into_inner());
             completion.report = Some(report.clone());
             if let Some(fd) = &completion.eventfd {
-                signal_eventfd(fd);
+                fd.signal();
             }
             completion.callback.take()
         };
@@ -369,13 +370,6 @@ impl BatchShared {
         self.ack_waiters.fetch_sub(1, Ordering::SeqCst);
         finished
     }
-}
-
-fn signal_eventfd(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. A failure (counter overflow
-    // after 2^64 - 2 signals) leaves it readable, which is all a poller needs.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
 /// A submitted batch: wait for it, poll its eventfd, cancel it, read its report and graph.
@@ -440,23 +434,13 @@ impl Batch {
     pub fn eventfd(&self) -> io::Result<BorrowedFd<'_>> {
         let mut completion = self.inner.completion.lock().unwrap_or_else(|p| p.into_inner());
         if completion.eventfd.is_none() {
-            // SAFETY: plain syscall; the result is checked before use.
-            let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `raw` is a fresh descriptor nobody else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let fd = EventFd::new()?;
             if completion.report.is_some() {
-                signal_eventfd(&fd);
+                fd.signal();
             }
             completion.eventfd = Some(fd);
         }
-        let raw = completion
-            .eventfd
-            .as_ref()
-            .map(|fd| fd.as_raw_fd())
-            .expect("created above");
+        let raw = completion.eventfd.as_ref().map(EventFd::raw).expect("created above");
         // SAFETY: the descriptor is owned by the batch state, never replaced or closed once set,
         // and that state outlives `&self`.
         Ok(unsafe { BorrowedFd::borrow_raw(raw) })

@@ -37,6 +37,7 @@ mod arena;
 pub mod batch;
 pub mod buffer;
 pub mod error;
+pub mod eventfd;
 pub mod executor;
 pub mod graph;
 pub mod lower;
@@ -56,6 +57,7 @@ pub mod wait;
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
 pub use buffer::{DeviceBuffer, HostBuffer};
 pub use error::{Error, ErrorKind, Result};
+pub use eventfd::EventFd;
 pub use executor::{Executor, ExecutorBuilder, ExecutorConfig};
 pub use graph::{
     CompiledGraph, EdgeKind, FileSlot, FileSource, GraphBuilder, NodeId, NodeKind, NodeSpec, NodeView, RequestId,

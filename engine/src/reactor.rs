@@ -33,6 +33,15 @@ pub trait Reactor: Send + Sync + fmt::Debug {
         std::thread::sleep(timeout);
     }
 
+    /// For a worker about to wait on several busy sources at once: submit what is queued, and
+    /// return a descriptor that becomes readable when a completion is pollable (an eventfd the
+    /// source signals). `poll` must consume the readiness (read the eventfd) *before* it reaps,
+    /// so a completion that lands in between leaves the descriptor readable. `None`, the
+    /// default, makes the worker fall back to one source's `wait`.
+    fn arm(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Requests were cancelled (their nodes tombstoned): let nodes that wait in this source's
     /// queues and belong to them go now, and cut short what can be cut short, rather than at the
     /// next poll. Called from the cancelling thread; complete nodes outside any lock (see the

@@ -7,11 +7,12 @@
 //! 3. the injectors, highest priority first: roots of newly submitted batches;
 //! 4. the reactors: completions of I/O and GPU work release nodes, and the successors they
 //!    release run inline, inside the poll, on this worker;
-//! 5. with operations in flight, one worker blocks in the first busy reactor's `wait` (for the
-//!    io_uring ring, `io_uring_enter` until a completion or `reactor_wait` passes) and the others
-//!    sleep on the parking condvar with the same timeout: spinning would only burn the CPU the
-//!    I/O is meant to save. A second busy reactor is looked at when the wait returns, so its
-//!    completions can sit up to `reactor_wait` behind the first's;
+//! 5. with operations in flight, one worker blocks until a completion arrives or `reactor_wait`
+//!    passes, and the others sleep on the parking condvar with the same timeout: spinning would
+//!    only burn the CPU the I/O is meant to save. With one busy reactor the worker blocks in its
+//!    `wait` (for the io_uring ring, `io_uring_enter`); with several, in `poll(2)` on the
+//!    descriptor each offers (`Reactor::arm`: the ring's eventfd, the GPU timeline thread's),
+//!    so it wakes for whichever completes first;
 //! 6. otherwise spin a little, then park: a wake-up costs tens of microseconds, so parking is the
 //!    last resort and producers only wake a worker when one is parked (`sleep.rs`).
 //!
@@ -30,7 +31,7 @@ use super::complete::complete;
 use super::{builtin, Shared, Task};
 use crate::error::{Error, ErrorKind};
 use crate::outcome::{NodeEnd, Outcome};
-use crate::reactor::Completer;
+use crate::reactor::{Completer, Reactor};
 use crate::request::Priority;
 use crate::stage::NodeRef;
 use crate::state::Start;
@@ -82,7 +83,7 @@ impl WorkerCtx {
                 // arrive; the others sleep until work is pushed (or take over the waiting).
                 idle_rounds = 0;
                 if !shared.reactor_waiter.swap(true, Ordering::AcqRel) {
-                    let waited = panic::catch_unwind(AssertUnwindSafe(|| reactor.wait(shared.reactor_wait)));
+                    let waited = panic::catch_unwind(AssertUnwindSafe(|| self.wait_for_completions(&**reactor)));
                     shared.reactor_waiter.store(false, Ordering::Release);
                     if waited.is_err() {
                         // Nothing was handed over in a wait; sleep as the other workers do so a
@@ -108,6 +109,37 @@ impl WorkerCtx {
             idle_rounds = 0;
             shared.sleep.sleep(|| shared.has_work(), None);
         }
+    }
+
+    /// Blocks until a busy reactor has completions, or `reactor_wait` passes. One busy source is
+    /// waited on its own way (`Reactor::wait`: for the ring, one `io_uring_enter` that submits
+    /// and sleeps); with several, on all their descriptors at once, so a GPU completion never
+    /// sits behind `io_uring_enter`. A busy source without a descriptor falls back to the first's
+    /// own wait.
+    fn wait_for_completions(&self, first: &dyn Reactor) {
+        let shared = &*self.shared;
+        let busy: Vec<&Arc<dyn Reactor>> = shared.sources.reactors.iter().filter(|r| r.in_flight()).collect();
+        if busy.len() < 2 {
+            return first.wait(shared.reactor_wait);
+        }
+        let armed: Option<Vec<libc::pollfd>> = busy
+            .iter()
+            .map(|r| {
+                r.arm().map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+            })
+            .collect();
+        let Some(mut fds) = armed else {
+            return first.wait(shared.reactor_wait);
+        };
+        let timeout_ms = shared.reactor_wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd entries; the descriptors belong to
+        // the reactors, which outlive this call (the executor holds them). A failed or
+        // interrupted poll only ends the wait early.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     }
 
     /// Local deque, then the other workers', then the injectors by priority.

@@ -13,17 +13,23 @@
 //!
 //! A lost device (a submission or a wait reports `VK_ERROR_DEVICE_LOST`) fails every upload in
 //! flight and every later one with an error carrying the `VkResult`; host requests go on.
+//!
+//! For a worker that waits on the ring and the GPU at once, a timeline thread blocks in
+//! `vkWaitSemaphores` for the oldest value in flight and signals an eventfd when the GPU reaches
+//! it ([`Reactor::arm`]), so GPU completions never sit behind `io_uring_enter`.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ash::vk;
 use dsr_engine::{
-    Completer, Error, ErrorKind, Input, NodeEnd, NodeRef, Outcome, PendingNode, Reactor, Result, Stage, WaitQueue,
+    Completer, Error, ErrorKind, EventFd, Input, NodeEnd, NodeRef, Outcome, PendingNode, Reactor, Result, Stage,
+    WaitQueue,
 };
 
 use crate::buffer::{GpuBuffer, HostVisible};
@@ -106,6 +112,65 @@ struct State {
     spare: Vec<vk::CommandBuffer>,
 }
 
+/// What the timeline thread waits for, and how it is told to stop.
+#[derive(Default)]
+struct Watch {
+    state: Mutex<WatchState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// The timeline value to wait for: the oldest submission's, until it is signalled.
+    want: Option<u64>,
+    shutdown: bool,
+}
+
+impl Watch {
+    fn set(&self, want: Option<u64>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).want = want;
+        self.changed.notify_one();
+    }
+}
+
+/// The timeline thread: waits on the GPU for `watch`'s value and signals `ready` when reached.
+/// It holds the context (so the device outlives it) but not the uploader, which joins it
+/// before destroying the semaphore.
+fn watch_timeline(context: Arc<GpuContext>, timeline: vk::Semaphore, watch: Arc<Watch>, ready: Arc<EventFd>) {
+    loop {
+        let value = {
+            let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if state.shutdown {
+                    return;
+                }
+                if let Some(value) = state.want {
+                    break value;
+                }
+                state = watch.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let semaphores = [timeline];
+        let values = [value];
+        let info = vk::SemaphoreWaitInfo::default().semaphores(&semaphores).values(&values);
+        // SAFETY: the semaphore lives until the uploader has joined this thread; the wait is
+        // bounded, so a shutdown is seen within 50 ms.
+        match unsafe { context.device().wait_semaphores(&info, 50_000_000) } {
+            Err(vk::Result::TIMEOUT) => {}
+            result => {
+                if let Err(r) = result {
+                    context.check(r, "cannot wait for the upload timeline");
+                }
+                ready.signal();
+                let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.want == Some(value) {
+                    state.want = None;
+                }
+            }
+        }
+    }
+}
+
 /// The staging budget, the uploads in it, and the timeline that says when the GPU is done.
 /// Shared by the [`UploadStage`] and the executor (as a reactor).
 pub struct Uploader {
@@ -119,6 +184,11 @@ pub struct Uploader {
     /// Upload nodes accepted and not completed.
     in_flight: AtomicUsize,
     stats: UploadStats,
+    /// Signalled by the timeline thread when the GPU reaches the oldest value in flight.
+    ready: Arc<EventFd>,
+    watch: Arc<Watch>,
+    /// The timeline thread; joined in `Drop` before the semaphore goes.
+    watcher: Option<JoinHandle<()>>,
 }
 
 // SAFETY: the staging memory's pointer is only written through slots a single piece holds (the
@@ -177,7 +247,41 @@ impl Uploader {
                 return Err(vk_error(r, "cannot create the upload timeline"));
             }
         };
+        let ready = match EventFd::new() {
+            Ok(fd) => Arc::new(fd),
+            Err(err) => {
+                // SAFETY: unused, made above.
+                unsafe {
+                    device.destroy_command_pool(pool, None);
+                    device.destroy_semaphore(timeline, None);
+                    staging.destroy(context);
+                }
+                return Err(Error::from_io(err, "cannot create the upload timeline's eventfd"));
+            }
+        };
+        let watch = Arc::new(Watch::default());
+        let watcher = {
+            let (context, watch, ready) = (context.clone(), watch.clone(), ready.clone());
+            std::thread::Builder::new()
+                .name("dsr-gpu-timeline".into())
+                .spawn(move || watch_timeline(context, timeline, watch, ready))
+        };
+        let watcher = match watcher {
+            Ok(handle) => handle,
+            Err(err) => {
+                // SAFETY: unused, made above; no thread runs.
+                unsafe {
+                    device.destroy_command_pool(pool, None);
+                    device.destroy_semaphore(timeline, None);
+                    staging.destroy(context);
+                }
+                return Err(Error::from_io(err, "cannot start the upload timeline thread"));
+            }
+        };
         Ok(Arc::new(Uploader {
+            ready,
+            watch,
+            watcher: Some(watcher),
             context: context.clone(),
             staging: ManuallyDrop::new(staging),
             slot,
@@ -297,6 +401,7 @@ impl Uploader {
         match self.record_and_submit(state, &mut staged) {
             Ok(submission) => {
                 state.submitted.push_back(submission);
+                self.watch.set(state.submitted.front().map(|s| s.value));
                 Vec::new()
             }
             Err(err) => {
@@ -464,6 +569,7 @@ impl Uploader {
         state.waiting = waiting;
         ended.extend(cancelled.into_iter().map(|w| (w.node, NodeEnd::Cancelled)));
         ended.extend(self.submit(state));
+        self.watch.set(state.submitted.front().map(|s| s.value));
         admitted
     }
 
@@ -478,6 +584,9 @@ impl Uploader {
     }
 
     fn poll_with(&self, mut finish: impl FnMut(PendingNode, NodeEnd)) -> usize {
+        // Consume the readiness before reading the timeline: a value reached after the read
+        // leaves the eventfd readable for the next wait.
+        self.ready.drain();
         let mut ended = Vec::new();
         let admitted = {
             let mut state = self.lock();
@@ -528,6 +637,23 @@ impl Reactor for Uploader {
                 self.context.check(r, "cannot wait for the upload timeline");
             }
         }
+    }
+
+    fn arm(&self) -> Option<std::os::fd::RawFd> {
+        let failed = {
+            let mut state = self.lock();
+            let failed = self.submit(&mut state);
+            if state.submitted.is_empty() && !state.staged.is_empty() {
+                // Nothing reached the GPU to wait for: let the worker come back at once.
+                self.ready.signal();
+            }
+            failed
+        };
+        if !failed.is_empty() {
+            self.ready.signal();
+            self.finish_all(failed, |node, end| node.finish(end));
+        }
+        Some(self.ready.raw())
     }
 
     fn sweep(&self) {
@@ -589,10 +715,19 @@ impl Drop for Uploader {
             state.submitted.is_empty() && state.staged.is_empty() && state.waiting.is_empty(),
             "the uploader was dropped with uploads in flight"
         );
+        {
+            let mut watch = self.watch.state.lock().unwrap_or_else(|p| p.into_inner());
+            watch.shutdown = true;
+        }
+        self.watch.changed.notify_one();
+        if let Some(watcher) = self.watcher.take() {
+            // It ends within one bounded wait; a panic there changes nothing we free below.
+            let _ = watcher.join();
+        }
         let device = self.context.device();
-        // SAFETY: `drain` waited for every submission (or the device is lost), so the GPU uses
-        // neither the command buffers, the semaphore nor the staging memory; each is destroyed
-        // once, here.
+        // SAFETY: `drain` waited for every submission (or the device is lost), and the timeline
+        // thread has stopped, so nothing uses the command buffers, the semaphore or the staging
+        // memory; each is destroyed once, here.
         unsafe {
             device.destroy_command_pool(state.pool, None);
             device.destroy_semaphore(self.timeline, None);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dsr_engine::{Completer, Error, ErrorKind, NodeEnd, NodeKind, PendingNode, Reactor, WaitQueue, Waiter};
+use dsr_engine::{Completer, Error, ErrorKind, EventFd, NodeEnd, NodeKind, PendingNode, Reactor, WaitQueue, Waiter};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::{RingConfig, RingFeatures};
@@ -90,6 +90,9 @@ type Ended = Vec<(PendingNode, NodeEnd)>;
 pub struct Ring {
     inner: Mutex<Inner>,
     staging: StagingPool,
+    /// Signalled by the kernel for every completion posted, for a worker waiting on this ring
+    /// and other sources at once (`Reactor::arm`); `None` where it could not be registered.
+    ready: Option<EventFd>,
     /// Reads accepted and not yet completed (waiting or submitted).
     in_flight: AtomicUsize,
     config: RingConfig,
@@ -123,7 +126,11 @@ impl Ring {
                 && probe.is_supported(opcode::AsyncCancel::CODE),
             sqpoll: false,
         };
+        let ready = EventFd::new()
+            .ok()
+            .filter(|fd| ring.submitter().register_eventfd(fd.raw()).is_ok());
         Ok(Arc::new(Ring {
+            ready,
             inner: Mutex::new(Inner {
                 ring,
                 ops: Vec::new(),
@@ -439,6 +446,11 @@ impl Ring {
     }
 
     fn poll_inner(&self, ended: &mut Ended) {
+        // Consume the readiness before reaping: a completion posted after the reap leaves the
+        // eventfd readable for the next wait.
+        if let Some(ready) = &self.ready {
+            ready.drain();
+        }
         let mut inner = self.lock();
         let inner = &mut *inner;
         self.submit(inner);
@@ -491,6 +503,17 @@ impl Reactor for Ring {
             let _ = inner.ring.submitter().submit_with_args(want, &args);
             inner.unsubmitted = 0;
         }
+    }
+
+    fn arm(&self) -> Option<std::os::fd::RawFd> {
+        let ready = self.ready.as_ref()?;
+        let mut inner = self.lock();
+        self.submit(&mut inner);
+        if !inner.ring.completion().is_empty() || !inner.delayed.is_empty() {
+            // Already something to reap, or an injected delay to time: do not sleep on it.
+            ready.signal();
+        }
+        Some(ready.raw())
     }
 
     fn sweep(&self) {
