@@ -202,6 +202,18 @@ fn executor(context: &Arc<GpuContext>, region: u64) -> Result<dsr::Executor> {
     Ok(executor)
 }
 
+/// Runs `request` alone through `executor`: the time from submission to its report.
+fn timed(executor: &dsr::Executor, request: Request) -> Result<Duration> {
+    let start = Instant::now();
+    let mut batch = executor.batch();
+    batch.push(request)?;
+    let report = executor.submit(batch)?.wait();
+    match report.first_failure() {
+        Some((_, err)) => Err(err.clone()),
+        None => Ok(start.elapsed()),
+    }
+}
+
 fn raw(buffer: &DeviceBuffer) -> vk::Buffer {
     buffer
         .handle()
@@ -220,14 +232,10 @@ pub fn upload_vs_bare(context: &Arc<GpuContext>, total: u64, region: u64, runs: 
     let per_submit = (STAGING.max(region) / region).max(1);
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
-        let start = Instant::now();
-        let mut batch = executor.batch();
-        batch.push(Request::memory_to_device(source.clone(), 0, total, &dest, 0))?;
-        let report = executor.submit(batch)?.wait();
-        if let Some((_, err)) = report.first_failure() {
-            return Err(err.clone());
-        }
-        ours.push(start.elapsed());
+        ours.push(timed(
+            &executor,
+            Request::memory_to_device(source.clone(), 0, total, &dest, 0),
+        )?);
 
         let start = Instant::now();
         let mut at = 0;
@@ -277,14 +285,8 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
     let submitter = Submitter::new(context)?;
     let (mut ours, mut naive) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
-        let start = Instant::now();
-        let mut batch = executor.batch();
-        batch.push(Request::file_to_device(path, 0, total, &dest, 0).io(dsr::IoPolicy::Buffered))?;
-        let report = executor.submit(batch)?.wait();
-        if let Some((_, err)) = report.first_failure() {
-            return Err(err.clone());
-        }
-        ours.push(start.elapsed());
+        let request = Request::file_to_device(path, 0, total, &dest, 0).io(dsr::IoPolicy::Buffered);
+        ours.push(timed(&executor, request)?);
 
         let start = Instant::now();
         let mut at = 0;

@@ -10,7 +10,8 @@
 //!   messages recorded (`validation.rs`) and device loss tracked;
 //! - [`buffer`]: device-local buffers dsr allocates, callers' buffers, and read-back;
 //! - [`upload`]: the staging budget, batched copies, the timeline semaphore that says when the
-//!   GPU is done, and the `Upload` stage.
+//!   GPU is done, and the `Upload` stage; `timeline.rs`: the thread that turns the timeline into
+//!   an eventfd for workers waiting on several sources; [`stage`]: the `Upload` stage itself.
 //!
 //! The design choice that shapes it: the GPU is a completion source like the io_uring ring. A
 //! stage hands its node to the [`Uploader`], which submits many nodes' copies at once and
@@ -20,6 +21,8 @@
 
 pub mod buffer;
 pub mod context;
+pub mod stage;
+mod timeline;
 pub mod upload;
 mod validation;
 
@@ -29,7 +32,8 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
 pub use buffer::{allocate_buffer, external_buffer, read_back, GpuBuffer};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
-pub use upload::{StagingConfig, UploadStage, UploadStats, Uploader};
+pub use stage::UploadStage;
+pub use upload::{StagingConfig, UploadStats, Uploader};
 
 /// Adds the `Upload` stage and its reactor, on `context`, to `builder`; returns the uploader too
 /// (its statistics, and the timeline a renderer can wait on).

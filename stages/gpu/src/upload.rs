@@ -22,18 +22,16 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ash::vk;
-use dsr_engine::{
-    Completer, Error, ErrorKind, EventFd, Input, NodeEnd, NodeRef, Outcome, PendingNode, Reactor, Result, Stage,
-    WaitQueue,
-};
+use dsr_engine::{Completer, Error, EventFd, NodeEnd, PendingNode, Reactor, Result, WaitQueue};
 
-use crate::buffer::{GpuBuffer, HostVisible};
+use crate::buffer::HostVisible;
 use crate::context::{vk_error, GpuContext};
+use crate::timeline::{watch_timeline, Watch};
 
 /// Submit at once, rather than at the next poll, when this many bytes are staged.
 const SUBMIT_BYTES: u64 = 16 << 20;
@@ -72,12 +70,12 @@ pub struct UploadStats {
 }
 
 /// One upload's bytes and where they go.
-struct Piece {
+pub(crate) struct Piece {
     /// The bytes: the node's input, valid until the node completes.
-    src: *const u8,
-    len: u64,
-    dst: vk::Buffer,
-    dst_offset: u64,
+    pub src: *const u8,
+    pub len: u64,
+    pub dst: vk::Buffer,
+    pub dst_offset: u64,
 }
 
 // SAFETY: `src` points at bytes the engine keeps alive and unchanged until the piece's node
@@ -112,73 +110,14 @@ struct State {
     spare: Vec<vk::CommandBuffer>,
 }
 
-/// What the timeline thread waits for, and how it is told to stop.
-#[derive(Default)]
-struct Watch {
-    state: Mutex<WatchState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct WatchState {
-    /// The timeline value to wait for: the oldest submission's, until it is signalled.
-    want: Option<u64>,
-    shutdown: bool,
-}
-
-impl Watch {
-    fn set(&self, want: Option<u64>) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).want = want;
-        self.changed.notify_one();
-    }
-}
-
-/// The timeline thread: waits on the GPU for `watch`'s value and signals `ready` when reached.
-/// It holds the context (so the device outlives it) but not the uploader, which joins it
-/// before destroying the semaphore.
-fn watch_timeline(context: Arc<GpuContext>, timeline: vk::Semaphore, watch: Arc<Watch>, ready: Arc<EventFd>) {
-    loop {
-        let value = {
-            let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if state.shutdown {
-                    return;
-                }
-                if let Some(value) = state.want {
-                    break value;
-                }
-                state = watch.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let semaphores = [timeline];
-        let values = [value];
-        let info = vk::SemaphoreWaitInfo::default().semaphores(&semaphores).values(&values);
-        // SAFETY: the semaphore lives until the uploader has joined this thread; the wait is
-        // bounded, so a shutdown is seen within 50 ms.
-        match unsafe { context.device().wait_semaphores(&info, 50_000_000) } {
-            Err(vk::Result::TIMEOUT) => {}
-            result => {
-                if let Err(r) = result {
-                    context.check(r, "cannot wait for the upload timeline");
-                }
-                ready.signal();
-                let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
-                if state.want == Some(value) {
-                    state.want = None;
-                }
-            }
-        }
-    }
-}
-
 /// The staging budget, the uploads in it, and the timeline that says when the GPU is done.
-/// Shared by the [`UploadStage`] and the executor (as a reactor).
+/// Shared by the [`UploadStage`](crate::UploadStage) and the executor (as a reactor).
 pub struct Uploader {
-    context: Arc<GpuContext>,
+    pub(crate) context: Arc<GpuContext>,
     /// Destroyed in `Drop`, once the GPU is done with it.
     staging: ManuallyDrop<HostVisible>,
-    slot: u64,
-    slots: usize,
+    pub(crate) slot: u64,
+    pub(crate) slots: usize,
     timeline: vk::Semaphore,
     state: Mutex<State>,
     /// Upload nodes accepted and not completed.
@@ -327,12 +266,12 @@ impl Uploader {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn slots_for(&self, len: u64) -> usize {
+    pub(crate) fn slots_for(&self, len: u64) -> usize {
         len.div_ceil(self.slot) as usize
     }
 
     /// Accepts an upload: stages it now if slots are free, else queues it.
-    fn start(&self, node: PendingNode, piece: Piece) {
+    pub(crate) fn start(&self, node: PendingNode, piece: Piece) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let need = self.slots_for(piece.len);
         let mut state = self.lock();
@@ -733,67 +672,5 @@ impl Drop for Uploader {
             device.destroy_semaphore(self.timeline, None);
             ManuallyDrop::take(&mut self.staging).destroy(&self.context);
         }
-    }
-}
-
-/// The `Upload` stage: a node's bytes into its GPU buffer range, through the [`Uploader`].
-#[derive(Debug)]
-pub struct UploadStage {
-    uploader: Arc<Uploader>,
-}
-
-impl UploadStage {
-    /// A stage feeding `uploader` (which must also be the executor's reactor).
-    pub fn new(uploader: Arc<Uploader>) -> Self {
-        UploadStage { uploader }
-    }
-}
-
-impl Stage for UploadStage {
-    fn run(&self, node: NodeRef<'_>) -> Outcome {
-        let Input::Bytes(bytes) = node.input() else {
-            return Outcome::Failed(Error::new(
-                ErrorKind::InvalidRequest,
-                "an upload node needs its bytes in host memory",
-            ));
-        };
-        let Some(dst) = node.device_destination() else {
-            return Outcome::Failed(Error::new(
-                ErrorKind::InvalidRequest,
-                "an upload node needs a GPU destination",
-            ));
-        };
-        let uploader = &self.uploader;
-        let gpu = match GpuBuffer::of(dst.buffer, &uploader.context) {
-            Ok(gpu) => gpu,
-            Err(err) => return Outcome::Failed(err),
-        };
-        if uploader.context.is_lost() {
-            return Outcome::Failed(uploader.context.lost_error());
-        }
-        debug_assert_eq!(bytes.len() as u64, dst.len);
-        if dst.len == 0 {
-            return Outcome::Done { bytes: 0 };
-        }
-        if uploader.slots_for(dst.len) > uploader.slots {
-            return Outcome::Failed(Error::new(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "an upload piece of {} bytes needs more staging than the whole budget ({} bytes); \
-                     raise the staging budget or lower the read chunk",
-                    dst.len,
-                    uploader.slots as u64 * uploader.slot
-                ),
-            ));
-        }
-        let piece = Piece {
-            src: bytes.as_ptr(),
-            len: dst.len,
-            dst: gpu.raw(),
-            dst_offset: dst.offset,
-        };
-        let (pending, outcome) = node.defer();
-        uploader.start(pending, piece);
-        outcome
     }
 }
