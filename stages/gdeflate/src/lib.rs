@@ -7,7 +7,9 @@
 //! `shared/gdeflate/FORMAT.md` describes it; this crate is written from that description.
 //!
 //! - [`decode`]: the tile decoder. Every read and write is bounds-checked, it consumes every
-//!   input word, and corrupt input returns an [`Error`] naming the tile and the reason.
+//!   input word, and corrupt input returns an [`Error`] naming the tile and the reason. Its
+//!   rooms: the lanes and their one refill, table entries, stored blocks, the Huffman loops
+//!   (fast, vector, careful) and match copies.
 //! - [`encode`]: the tile encoder, levels 0 (stored) to 12; every input encodes. Its rooms:
 //!   the match finder, the block writer, and [`encode::lanes`], the lane writer (also at its
 //!   old path, [`lanes`]).
