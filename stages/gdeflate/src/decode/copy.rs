@@ -4,6 +4,8 @@
 //! `copy_match`). A copy may touch only its match's bytes: later literals may already sit past
 //! it.
 
+use crate::error::Reason;
+
 /// Bits of an output position in a pending match (`Lanes::pending`): `run_fast` checks the
 /// position against the end once per round, so within a round it may pass the end by up to 32
 /// lengths (under 2^22 in all). The packed words:
@@ -35,8 +37,13 @@ pub(super) fn fields(copy: u64) -> (usize, usize, usize) {
 /// writes. That is safe: a copy changes only its match's bytes, and no later copy's 16 bytes
 /// include an earlier match's bytes (destinations ascend, and each lies past the match before
 /// it), so the bytes a copy writes back unchanged are the same whether read before or after.
+///
+/// A copy whose distance reaches before the tile (past its destination) is not run: the flush
+/// stops there with `DistanceTooFar`, the copies before it done. This is the branch-free round's
+/// check of its distances: in the flush it costs a comparison per copy, where the round spent
+/// one per lane visit and a register on the fault flag.
 #[inline(never)]
-pub(super) fn flush(out: &mut [u8], queue: &[u64]) {
+pub(super) fn flush(out: &mut [u8], queue: &[u64]) -> Result<(), Reason> {
     let bytes_at = |out: &[u8], copy: Option<&u64>| {
         let dst = fields(*copy?).0;
         let bytes = out.get(dst..dst + 16)?;
@@ -47,6 +54,9 @@ pub(super) fn flush(out: &mut [u8], queue: &[u64]) {
         let to = next;
         next = bytes_at(out, queue.get(i + 1));
         let (dst, distance, len) = fields(copy);
+        if distance > dst {
+            return Err(Reason::DistanceTooFar);
+        }
         match to {
             Some(to) if len <= 16 && distance >= len => {
                 let src = dst - distance;
@@ -57,6 +67,7 @@ pub(super) fn flush(out: &mut [u8], queue: &[u64]) {
             _ => copy_match(out, dst, distance, len),
         }
     }
+    Ok(())
 }
 
 /// Per match length up to 16, the mask of a 16-byte group's bytes that the match covers.
@@ -167,8 +178,28 @@ mod tests {
                 let len = rng.usize(3..=9);
                 (len, rng.usize(len..=dst.min(60)))
             });
-            flush(&mut out, &queue);
+            assert_eq!(flush(&mut out, &queue), Ok(()));
             assert_eq!(out, expected);
         }
+    }
+
+    #[test]
+    fn a_flush_stops_at_a_distance_before_the_tile() {
+        // The third copy reaches one byte before the tile: the two before it run, it and the
+        // ones after it do not, and nothing panics (the tests check overflow).
+        let mut rng = fastrand::Rng::with_seed(12);
+        let (mut out, mut queue, _) = queued_copies(&mut rng, 256, 40..200, |rng, dst| {
+            let len = rng.usize(3..=9);
+            (len, rng.usize(len..=dst.min(60)))
+        });
+        let (dst, _, len) = fields(queue[2]);
+        queue[2] = (len as u64) << (DST_BITS + 20) | (dst as u64) << 20 | (dst + 1) as u64;
+        let mut expected = out.clone();
+        for &copy in &queue[..2] {
+            let (at, distance, len) = fields(copy);
+            copy_match(&mut expected, at, distance, len);
+        }
+        assert_eq!(flush(&mut out, &queue), Err(Reason::DistanceTooFar));
+        assert_eq!(out, expected);
     }
 }

@@ -6,7 +6,7 @@
 
 #[cfg(all(target_arch = "x86_64", feature = "simd"))]
 use super::avx512;
-use super::copy::{flush, DST_BITS, DST_MASK};
+use super::copy::{flush, DST_BITS};
 use super::entry::{element, LITERAL, STOP};
 use super::lanes::{refill, Lanes, Stream, Window, Words};
 use crate::error::Reason;
@@ -251,14 +251,15 @@ impl Lanes<'_> {
     ) -> Option<Result<usize, Reason>> {
         let end = out.len();
         let mut queued = 0usize;
-        // Faults are collected and acted on before the queue runs: a distance reaching before
-        // the tile, and the position passing the end (positions stay below 2^22 meanwhile: at
-        // most `end` plus 32 lengths).
-        let mut too_far = false;
-        let check = |too_far: bool, pos: usize| {
-            if too_far {
-                Err(Reason::DistanceTooFar)
-            } else if pos > end {
+        // The round's faults: a distance reaching before the tile, which the flush finds as it
+        // runs the queue (every distance a lane owed is queued beside its destination), and the
+        // position passing the end (positions stay below 2^22 meanwhile: at most `end` plus 32
+        // lengths), checked after it. The flush may run first: the copies in the queue are the
+        // previous round's matches, whose lengths that round checked against the end. A round
+        // with both faults reports the distance, as when both were checked before the copies.
+        let finish = |out: &mut [u8], queue: &[u64], pos: usize| {
+            flush(out, queue)?;
+            if pos > end {
                 Err(Reason::OutputOverflow)
             } else {
                 Ok(())
@@ -272,16 +273,14 @@ impl Lanes<'_> {
                 // (length << 22 | destination) of the match whose distance this lane owes, or 0.
                 let pending = self.pending[lane];
                 let owes = pending >> DST_BITS != 0;
-                let dst = (pending & DST_MASK) as u32;
                 let (from_litlen, from_dist) = table.lookup_both(b);
                 let entry = if owes { from_dist } else { from_litlen };
                 // Stop before an end of block, a bad symbol or a pattern that is no code: the
                 // careful loop decodes this element again from the same state.
                 if entry & STOP != 0 {
-                    if let Err(reason) = check(too_far, *pos) {
+                    if let Err(reason) = finish(out, &queue[..queued], *pos) {
                         return Some(Err(reason));
                     }
-                    flush(out, &queue[..queued]);
                     return Some(Ok(lane));
                 }
                 let (value, bits, taken) = element(entry, b);
@@ -296,7 +295,6 @@ impl Lanes<'_> {
                 } else {
                     0
                 };
-                too_far |= owes & (value > dst);
                 if let Some(byte) = out.get_mut(*pos) {
                     *byte = value as u8;
                 }
@@ -323,10 +321,9 @@ impl Lanes<'_> {
                 visit!(@one lane);
             }
         }
-        if let Err(reason) = check(too_far, *pos) {
+        if let Err(reason) = finish(out, &queue[..queued], *pos) {
             return Some(Err(reason));
         }
-        flush(out, &queue[..queued]);
         None
     }
 }
