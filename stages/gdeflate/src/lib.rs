@@ -7,11 +7,15 @@
 //! `shared/gdeflate/FORMAT.md` describes it; this crate is written from that description.
 //!
 //! - [`decode`]: the tile decoder. Every read and write is bounds-checked, it consumes every
-//!   input word, and corrupt input returns an [`Error`] naming the tile and the reason.
-//! - [`encode`]: the tile encoder, levels 0 (stored) to 12; every input encodes.
+//!   input word, and corrupt input returns an [`Error`] naming the tile and the reason. Its
+//!   rooms: the lanes and their one refill, table entries, stored blocks, the Huffman loops
+//!   (fast, vector, careful) and match copies.
+//! - [`encode`]: the tile encoder, levels 0 (stored) to 12; every input encodes. Its rooms:
+//!   the match finder, the block writer, and [`encode::lanes`], the lane writer (also at its
+//!   old path, [`lanes`]).
 //! - [`tilestream`]: DirectStorage's TileStream container around the tiles.
-//! - `huffman`, `tables`, `lanes`: canonical codes, the Deflate64-flavoured tables, and the
-//!   encoder's word-slot bookkeeping.
+//! - `huffman`, `tables`: canonical codes and the Deflate64-flavoured tables, shared by both
+//!   sides.
 //!
 //! Safe Rust throughout: the crate is `#![forbid(unsafe_code)]` in every build. With the `simd`
 //! feature (on by default) CPUs with AVX-512 run a vector data loop (`decode/avx512.rs`),
@@ -29,12 +33,11 @@ pub mod decode;
 pub mod encode;
 mod error;
 mod huffman;
-pub mod lanes;
 pub mod tables;
 pub mod tilestream;
 
 pub use decode::Decoder;
-pub use encode::{Encoder, Level};
+pub use encode::{lanes, Encoder, Level};
 pub use error::{Error, Reason};
 pub use tables::TILE_SIZE;
 pub use tilestream::{compress, decompress, TileStream};

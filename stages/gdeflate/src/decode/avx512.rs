@@ -26,7 +26,9 @@ use std::arch::x86_64::__m512i;
 
 use pulp::x86::V4;
 
-use super::{copy_match, fields, BlockState, Window, DST_BITS, DST_MASK, STOP};
+use super::copy::{copy_match, fields, DST_BITS, DST_MASK};
+use super::entry::STOP;
+use super::lanes::{Lanes, Window};
 use crate::error::Reason;
 use crate::huffman::{PairTable, SUBTABLE};
 use crate::tables::LANES;
@@ -43,9 +45,10 @@ pub(super) fn token() -> Option<Token> {
 
 type V = __m512i;
 
-/// The lanes' state in registers: lane `8r + k` is element k of vector r.
+/// The lanes' state in registers: lane `8r + k` is element k of vector r. A copy of
+/// [`Lanes`]' arrays for the round's duration, loaded and stored at its ends.
 #[derive(Clone, Copy)]
-struct Lanes {
+struct Registers {
     bits: [V; 4],
     count: [V; 4],
     pending: [V; 4],
@@ -57,9 +60,9 @@ fn splat(s: Token, x: u64) -> V {
 }
 
 #[inline(always)]
-fn load(s: Token, state: &BlockState) -> Lanes {
+fn load(s: Token, state: &Lanes<'_>) -> Registers {
     let f = s.avx512f;
-    let mut lanes = Lanes {
+    let mut lanes = Registers {
         bits: [f._mm512_setzero_si512(); 4],
         count: [f._mm512_setzero_si512(); 4],
         pending: [f._mm512_setzero_si512(); 4],
@@ -76,7 +79,7 @@ fn load(s: Token, state: &BlockState) -> Lanes {
 }
 
 #[inline(always)]
-fn store(s: Token, lanes: &Lanes, state: &mut BlockState) {
+fn store(s: Token, lanes: &Registers, state: &mut Lanes<'_>) {
     let f = s.avx512f;
     for r in 0..4 {
         let bits: [u64; 8] = bytemuck::cast(lanes.bits[r]);
@@ -93,16 +96,16 @@ fn store(s: Token, lanes: &Lanes, state: &mut BlockState) {
 /// otherwise how the block goes on, as from `run_fast`.
 pub(super) fn run_fast(
     s: Token,
-    state: &mut BlockState,
-    src: &[u8],
+    state: &mut Lanes<'_>,
     table: &PairTable,
     out: &mut [u8],
+    pos: &mut usize,
 ) -> Option<Result<usize, Reason>> {
     // Compiled with the token's features enabled, where every intrinsic is one instruction;
     // everything the closure calls is inlined into it.
     s.vectorize(
         #[inline(always)]
-        || rounds(s, state, src, table, out),
+        || rounds(s, state, table, out, pos),
     )
 }
 
@@ -110,18 +113,19 @@ pub(super) fn run_fast(
 #[inline(always)]
 fn rounds(
     s: Token,
-    state: &mut BlockState,
-    src: &[u8],
+    state: &mut Lanes<'_>,
     table: &PairTable,
     out: &mut [u8],
+    pos_io: &mut usize,
 ) -> Option<Result<usize, Reason>> {
     let (f, dq) = (s.avx512f, s.avx512dq);
     let entries = table.entries();
     let cap = entries.len() - 1;
     let end = out.len();
     let zero = f._mm512_setzero_si512();
-    let mut pos = state.pos;
-    let mut cursor = state.cursor;
+    let src = state.words.src;
+    let mut pos = *pos_io;
+    let mut cursor = state.words.cursor;
     let mut lanes = load(s, state);
     let mut queue = [0u64; LANES + 8];
     let outcome = loop {
@@ -196,7 +200,7 @@ fn rounds(
             store(s, &lanes, state);
             let mut words = Window::at(src, cursor).expect("the window fits");
             let mut scalar_queue = [0u64; LANES];
-            let step = state.round::<false>(table, out, &mut pos, &mut scalar_queue, |need| words.next(need));
+            let step = state.round::<false>(table, out, &mut pos, &mut scalar_queue, &mut words);
             cursor += words.taken;
             if let Some(outcome) = step {
                 break Some(outcome);
@@ -205,7 +209,10 @@ fn rounds(
             continue;
         }
 
-        // Refills: lane by lane in order, the next word to each lane left under 32 bits.
+        // Refills: lane by lane in order, the next word to each lane left under 32 bits. The
+        // scalar refill (`lanes::refill`) one lane at a time would serialise the round on the
+        // word cursor; this is the same refill for eight lanes at once (`vpexpandq` hands the
+        // next words to the lanes that need one, in lane order), so it stays its own code.
         let mut words = 0usize;
         for r in 0..4 {
             let need = f._mm512_cmplt_epu64_mask(count[r], splat(s, 32));
@@ -247,15 +254,15 @@ fn rounds(
     if outcome.is_none() {
         store(s, &lanes, state);
     }
-    state.pos = pos;
-    state.cursor = cursor;
+    *pos_io = pos;
+    state.words.cursor = cursor;
     outcome
 }
 
 /// Follows the subtable pointers among `entry` (the lanes in `sub`): the pointer's position
 /// plus the bits after the primary index, masked to the subtable's size.
 #[inline(always)]
-fn subtables(s: Token, entries: &[u64], lanes: &Lanes, owes: &[u8; 4], entry: [V; 4], mut sub: u32) -> [V; 4] {
+fn subtables(s: Token, entries: &[u64], lanes: &Registers, owes: &[u8; 4], entry: [V; 4], mut sub: u32) -> [V; 4] {
     let f = s.avx512f;
     let cap = entries.len() - 1;
     let mut index = [0u64; LANES];
@@ -289,7 +296,7 @@ fn subtables(s: Token, entries: &[u64], lanes: &Lanes, owes: &[u8; 4], entry: [V
     entry
 }
 
-/// Runs queued copies in order (see `super::flush` for the packing). A match of up to 32 bytes
+/// Runs queued copies in order (see `copy.rs` for the packing). A match of up to 32 bytes
 /// that does not overlap its source is a 32-byte load of the source blended into the
 /// destination's 32 bytes, which writes back the bytes past the match unchanged. LLVM turns
 /// the load, blend and store into one masked store, so no copy reads its destination (a read
@@ -315,7 +322,7 @@ fn flush(s: Token, out: &mut [u8], queue: &[u64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::queued_copies;
+    use crate::decode::copy::queued_copies;
 
     /// Matches of 3–40 bytes (the longest past the blended copies' 32) at distances from 1
     /// (overlapping their source) to 60, packed within a few bytes of each other, some ending at

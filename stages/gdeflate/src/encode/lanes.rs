@@ -1,6 +1,7 @@
-//! The encoder's side of the lanes: bits are written per lane, and a new 32-bit word is reserved
-//! for a lane exactly where the decoder would refill it, so the words land in the decoder's
-//! refill order (FORMAT.md §2.7).
+//! The encoder's lane writer: bits are written per lane, and a new 32-bit word is reserved for
+//! a lane exactly where the decoder would refill it, so the words land in the decoder's refill
+//! order (FORMAT.md §2.7). `block.rs` drives it; the refill rule here must stay the decoder's
+//! (`decode/lanes.rs`). Public (also as `dsr_gdeflate::lanes`) so tests can write tiles by hand.
 
 use crate::tables::LANES;
 
