@@ -4,7 +4,7 @@
 //! tiles, and each tile's bits are spread over 32 interleaved lanes that a GPU wave (or a CPU
 //! loop) reads round-robin, with matches deferred by one visit. It is the compression format of
 //! DirectStorage, nvCOMP and the Vulkan memory-decompression extensions.
-//! `shared/gdeflate/FORMAT.md` describes it; this crate is written from that description.
+//! `docs/gdeflate-format.md` describes it; this crate is written from that description.
 //!
 //! - [`decode`]: the tile decoder. Every read and write is bounds-checked, it consumes every
 //!   input word, and corrupt input returns an [`Error`] naming the tile and the reason. Its
