@@ -349,24 +349,40 @@ fn wait_in_kernel(ring: &dsr::stages::io::Ring, reads: usize) {
     assert!(ring.stats().submits.load(Ordering::Relaxed) > 0);
 }
 
-#[test]
-fn draining_the_ring_cancels_and_reaps_every_read_before_it_returns() {
-    if !io_uring_available() {
-        return;
-    }
+/// What keeps a FIFO's reads pending: its directory and its open write end.
+struct HeldFifo {
+    _dir: tempfile::TempDir,
+    _writer: std::fs::File,
+}
+
+/// An io_uring executor with `reads` buffered reads of a never-readable FIFO in the kernel.
+fn reads_stuck_in_the_kernel(reads: u64) -> (dsr::Executor, Arc<dsr::stages::io::Ring>, dsr::Batch, HeldFifo) {
     let dir = tempfile::tempdir().unwrap();
-    let (fifo, _writer) = never_readable_fifo(dir.path());
+    let (fifo, writer) = never_readable_fifo(dir.path());
     let (executor, info) = engine(Backend::IoUring, RingConfig::default());
     let ring = info.ring.expect("io_uring");
-    let dest = HostBuffer::new(3 * 4096);
+    let dest = HostBuffer::new(reads as usize * 4096);
     let mut batch = executor.batch();
-    for i in 0..3 {
+    for i in 0..reads {
         batch
             .push(Request::file(&fifo, 0, 4096, &dest, i * 4096).io(IoPolicy::Buffered))
             .unwrap();
     }
     let batch = executor.submit(batch).unwrap();
-    wait_in_kernel(&ring, 3);
+    wait_in_kernel(&ring, reads as usize);
+    let held = HeldFifo {
+        _dir: dir,
+        _writer: writer,
+    };
+    (executor, ring, batch, held)
+}
+
+#[test]
+fn draining_the_ring_cancels_and_reaps_every_read_before_it_returns() {
+    if !io_uring_available() {
+        return;
+    }
+    let (_executor, ring, batch, _fifo) = reads_stuck_in_the_kernel(3);
 
     // What the executor's shutdown calls: nothing was cancelled, yet every read ends.
     dsr::engine::Reactor::drain(&*ring);
@@ -385,17 +401,7 @@ fn regression_dropping_the_executor_with_a_read_in_the_kernel_returns() {
     if !io_uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (fifo, _writer) = never_readable_fifo(dir.path());
-    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
-    let ring = info.ring.expect("io_uring");
-    let dest = HostBuffer::new(4096);
-    let mut batch = executor.batch();
-    batch
-        .push(Request::file(&fifo, 0, 4096, &dest, 0).io(IoPolicy::Buffered))
-        .unwrap();
-    let batch = executor.submit(batch).unwrap();
-    wait_in_kernel(&ring, 1);
+    let (executor, ring, batch, _fifo) = reads_stuck_in_the_kernel(1);
 
     let (done, dropped) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -247,6 +247,21 @@ fn add_uploads(
     len: u64,
     chunk: u64,
 ) -> Vec<NodeId> {
+    add_pieces(graph, NodeKind::Upload, request, src, dst, len, chunk)
+}
+
+/// Nodes of `kind` moving `len` bytes from `src` to `dst` in pieces of at most `chunk`, in order.
+/// A zero-length move is still one node, so (for a read) a missing file is reported rather than
+/// silently "read".
+fn add_pieces(
+    graph: &mut GraphBuilder,
+    kind: NodeKind,
+    request: RequestId,
+    src: Span,
+    dst: Span,
+    len: u64,
+    chunk: u64,
+) -> Vec<NodeId> {
     let chunk = chunk.max(1);
     (0..len.div_ceil(chunk).max(1))
         .map(|i| {
@@ -263,7 +278,7 @@ fn add_uploads(
                 }),
                 len: this,
                 src_len: this,
-                ..NodeSpec::bare(NodeKind::Upload, request)
+                ..NodeSpec::bare(kind, request)
             })
         })
         .collect()
@@ -339,8 +354,7 @@ fn join(graph: &mut GraphBuilder, request: RequestId, before: &[NodeId], after: 
     }
 }
 
-/// `Read` nodes covering `len` bytes from `src` to `dst`, at most `read_chunk` each. A zero-length
-/// read is still one node, so a missing file is reported rather than silently "read".
+/// `Read` nodes covering `len` bytes from `src` to `dst`, at most `read_chunk` each.
 fn add_reads(
     graph: &mut GraphBuilder,
     config: &LoweringConfig,
@@ -349,31 +363,7 @@ fn add_reads(
     dst: Span,
     len: u64,
 ) -> Vec<NodeId> {
-    let chunk = config.read_chunk.max(1);
-    let mut reads = Vec::with_capacity(len.div_ceil(chunk).max(1) as usize);
-    let mut done = 0;
-    loop {
-        let this = (len - done).min(chunk);
-        reads.push(graph.add_lowered_node(NodeSpec {
-            kind: NodeKind::Read,
-            request,
-            src: Some(Span {
-                offset: src.offset + done,
-                ..src
-            }),
-            dst: Some(Span {
-                offset: dst.offset + done,
-                ..dst
-            }),
-            len: this,
-            src_len: this,
-            tile: 0,
-        }));
-        done += this;
-        if done >= len {
-            return reads;
-        }
-    }
+    add_pieces(graph, NodeKind::Read, request, src, dst, len, config.read_chunk)
 }
 
 #[cfg(test)]
