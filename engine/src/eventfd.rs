@@ -2,7 +2,7 @@
 //! sources offer waiting workers (`Reactor::arm`).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An eventfd, non-blocking and close-on-exec.
 #[derive(Debug)]
@@ -38,12 +38,6 @@ impl EventFd {
     /// The descriptor, to poll.
     pub fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
-    }
-
-    /// The descriptor, borrowed.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: owned by `self`, open for as long as the borrow.
-        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
     }
 }
 

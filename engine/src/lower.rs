@@ -202,7 +202,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 offset,
             };
             if on_device {
-                add_uploads(graph, id, src, dst, len, config.read_chunk)
+                add_pieces(graph, NodeKind::Upload, id, src, dst, len, config.read_chunk)
             } else {
                 vec![graph.add_lowered_node(NodeSpec {
                     src: Some(src),
@@ -235,19 +235,6 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         join(graph, id, &sinks, &[release]);
     }
     Ok(id)
-}
-
-/// Uploads of `len` bytes from `src` (host memory: scratch or a caller's bytes) into `dst` (a
-/// GPU buffer), in pieces of `chunk` bytes.
-fn add_uploads(
-    graph: &mut GraphBuilder,
-    request: RequestId,
-    src: Span,
-    dst: Span,
-    len: u64,
-    chunk: u64,
-) -> Vec<NodeId> {
-    add_pieces(graph, NodeKind::Upload, request, src, dst, len, chunk)
 }
 
 /// Nodes of `kind` moving `len` bytes from `src` to `dst` in pieces of at most `chunk`, in order.
@@ -295,7 +282,7 @@ fn chase(
     len: u64,
     chunk: u64,
 ) -> Vec<NodeId> {
-    let uploads = add_uploads(graph, request, src, dst, len, chunk);
+    let uploads = add_pieces(graph, NodeKind::Upload, request, src, dst, len, chunk);
     debug_assert_eq!(uploads.len(), producers.len(), "one upload per piece");
     for (&producer, &upload) in producers.iter().zip(&uploads) {
         graph.add_edge(producer, upload, EdgeKind::Cpu);

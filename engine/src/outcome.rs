@@ -50,13 +50,6 @@ pub enum NodeEnd {
     Cancelled,
 }
 
-impl NodeEnd {
-    /// Whether no work of the node completed because of a cancellation (skipped or cut short).
-    pub fn is_cancellation(&self) -> bool {
-        matches!(self, NodeEnd::Skipped | NodeEnd::Cancelled)
-    }
-}
-
 impl From<Result<u64, Error>> for NodeEnd {
     fn from(result: Result<u64, Error>) -> Self {
         match result {
