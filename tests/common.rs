@@ -114,6 +114,8 @@ pub struct Counting {
     pub started: Mutex<HashMap<(u64, NodeId), usize>>,
     pub deferred: Mutex<HashMap<(u64, NodeId), usize>>,
     pub finished: Mutex<HashMap<(u64, NodeId), (usize, NodeEnd)>>,
+    /// The timeline value each node was submitted with, and how often.
+    pub submitted: Mutex<HashMap<(u64, NodeId), (usize, u64)>>,
 }
 
 impl Observer for Counting {
@@ -132,6 +134,11 @@ impl Observer for Counting {
             .unwrap()
             .entry((event.batch, event.node))
             .or_default() += 1;
+    }
+    fn node_submitted(&self, event: &NodeEvent, value: u64) {
+        let mut submitted = self.submitted.lock().unwrap();
+        let entry = submitted.entry((event.batch, event.node)).or_insert((0, value));
+        entry.0 += 1;
     }
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
         let mut finished = self.finished.lock().unwrap();
@@ -204,4 +211,13 @@ pub fn observed_executor(observer: Arc<dyn Observer>) -> Executor {
         .observer(observer)
         .build()
         .expect("executor starts")
+}
+
+/// Polls `done` every millisecond until it holds; fails the test after [`PATIENCE`].
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }

@@ -409,14 +409,6 @@ fn held_executor(workers: usize, held: &Arc<Held>, observer: Arc<dyn dsr::engine
         .unwrap()
 }
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn a_cancel_sweeps_deferred_nodes_and_observers_tell_cut_short_from_skipped() {
     let held = Arc::new(Held::default());

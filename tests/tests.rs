@@ -8,6 +8,7 @@
 //! - `io`: io_uring and the positioned-read fallback: policies, EOF, scale, back-pressure,
 //!   cancellation in the kernel, injected faults;
 //! - `gpu`: GPU buffer destinations on a real Vulkan device, with the validation layer;
+//! - `gpu_edges`: GPU edges in the engine, against a scripted timeline (no GPU needed);
 //! - `viz`: DOT of plans and runs, rendered by Graphviz.
 //!
 //! The `dsr` command's own tests are in `cli/tests/`.
@@ -20,6 +21,7 @@ mod execution;
 mod files;
 mod gdeflate;
 mod gpu;
+mod gpu_edges;
 mod io;
 mod lowering;
 mod viz;

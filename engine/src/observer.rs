@@ -5,7 +5,8 @@
 //! completion source (io_uring, the scratch budget, a GPU timeline) and `finished` when that
 //! source completes it. A node tombstoned before it started is only `finished`, with
 //! [`NodeEnd::Skipped`]; a deferred node whose request was cancelled ends
-//! [`NodeEnd::Cancelled`].
+//! [`NodeEnd::Cancelled`]. A deferred GPU node is also `submitted`, between the two, when its
+//! work reaches a GPU queue.
 
 use std::fmt;
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub trait Observer: Send + Sync + fmt::Debug {
     fn node_started(&self, event: &NodeEvent);
     /// A node's stage handed its work to a completion source; it finishes later, off this call.
     fn node_deferred(&self, _event: &NodeEvent) {}
+    /// A deferred node's GPU work was submitted; the GPU is done with it when its timeline
+    /// reaches `value`. Its successors behind GPU edges are released now.
+    fn node_submitted(&self, _event: &NodeEvent, _value: u64) {}
     /// A node ended (see [`NodeEnd`]).
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd);
     /// A batch retired: every request reported.

@@ -80,7 +80,7 @@ impl Completer<'_> {
 
     /// Completes `node` with `end`.
     pub fn finish(&mut self, node: PendingNode, end: NodeEnd) {
-        let (task, shared, started) = node.take();
-        complete_pending(&shared, task, end, started, Some(self.worker));
+        let (task, shared, started, gpu_released) = node.take();
+        complete_pending(&shared, task, end, started, gpu_released, Some(self.worker));
     }
 }

@@ -193,6 +193,14 @@ impl<'a> NodeRef<'a> {
         }
     }
 
+    /// The timeline values this node's GPU work must wait for on the GPU: those its predecessors
+    /// behind GPU edges were submitted with ([`PendingNode::submitted`]). Empty for a node with
+    /// no GPU predecessor, or whose GPU predecessors never reached the GPU (they completed
+    /// without it, so nothing is left to wait for).
+    pub fn gpu_waits(&self) -> impl Iterator<Item = u64> + 'a {
+        self.graph.gpu_waits(self.task.node)
+    }
+
     /// Hands the node to a completion source: the stage returns the [`Outcome`] this gives, and
     /// the source later calls [`PendingNode::complete`]. The node's buffers stay valid until then.
     pub fn defer(self) -> (PendingNode, Outcome) {
@@ -210,6 +218,8 @@ pub struct PendingNode {
     shared: Arc<Shared>,
     /// When the stage handed it over, if metrics are kept: its latency runs from here.
     started: Option<Instant>,
+    /// Whether [`PendingNode::submitted`] released the successors behind GPU edges.
+    gpu_released: bool,
 }
 
 // SAFETY: a `Task` is a pointer to a batch the executor keeps alive while the node is pending,
@@ -234,7 +244,41 @@ impl PendingNode {
             shared: shared.clone(),
             // The clock only feeds the latency histograms; skip it when they are off.
             started: shared.collects_metrics().then(Instant::now),
+            gpu_released: false,
         }
+    }
+
+    /// Marks the node's GPU work as submitted: the GPU is done with it when the completion
+    /// source's timeline reaches `value` (non-zero). Its successors behind GPU edges are released
+    /// now, to be submitted with `value` among their [`NodeRef::gpu_waits`]; those behind CPU
+    /// edges wait for [`PendingNode::complete`] as before. Once per node; later calls do nothing.
+    ///
+    /// Released successors go to the injectors and nothing runs inline, so a source may call this
+    /// under its own lock, right after its `vkQueueSubmit`.
+    pub fn submitted(&mut self, value: u64) {
+        debug_assert!(value != 0, "timeline value 0 means not submitted");
+        let Some(task) = self.task else { return };
+        if self.gpu_released || value == 0 {
+            return;
+        }
+        self.gpu_released = true;
+        // SAFETY: a pending node is unfinished, which keeps its batch alive; and the batch cannot
+        // retire while this node is unfinished, whatever its released successors do (a node is
+        // a request sink, or reaches one, through CPU edges alone: see `compile`).
+        let graph = &unsafe { task.batch() }.graph;
+        graph.set_submitted(task.node, value);
+        self.shared
+            .observe(task, None, |o, event| o.node_submitted(event, value));
+        for &successor in graph.split_successors(task.node).0 {
+            if graph.state(successor).release() {
+                self.shared.inject(task.sibling(successor));
+            }
+        }
+    }
+
+    /// Whether [`PendingNode::submitted`] was called.
+    pub fn is_submitted(&self) -> bool {
+        self.gpu_released
     }
 
     /// Completes the node with `bytes` produced, or with an error. Successors it releases go to
@@ -254,7 +298,7 @@ impl PendingNode {
     /// Completes the node with `end`.
     pub fn finish(mut self, end: NodeEnd) {
         if let Some(task) = self.task.take() {
-            complete_pending(&self.shared, task, end, self.started, None);
+            complete_pending(&self.shared, task, end, self.started, self.gpu_released, None);
         }
     }
 
@@ -268,9 +312,9 @@ impl PendingNode {
         })
     }
 
-    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, Option<Instant>) {
+    pub(crate) fn take(mut self) -> (Task, Arc<Shared>, Option<Instant>, bool) {
         let task = self.task.take().expect("a pending node is taken once");
-        (task, self.shared.clone(), self.started)
+        (task, self.shared.clone(), self.started, self.gpu_released)
     }
 }
 
@@ -281,7 +325,14 @@ impl Drop for PendingNode {
                 ErrorKind::Abandoned,
                 "the completion source dropped this operation without completing it",
             );
-            complete_pending(&self.shared, task, NodeEnd::Failed(error), self.started, None);
+            complete_pending(
+                &self.shared,
+                task,
+                NodeEnd::Failed(error),
+                self.started,
+                self.gpu_released,
+                None,
+            );
         }
     }
 }

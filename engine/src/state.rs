@@ -355,6 +355,35 @@ mod loom_models {
         });
     }
 
+    /// A GPU edge: one predecessor stores the timeline value it was submitted with, then
+    /// releases the successor at its submission; a CPU predecessor releases it at completion.
+    /// Whichever release comes last, the successor's owner sees the value to wait on (the
+    /// `CompiledGraph::set_submitted` / `gpu_waits` pair is this store and load).
+    #[test]
+    fn a_submitted_value_reaches_the_gpu_successor() {
+        loom::model(|| {
+            let word = Arc::new(StateWord::new(2));
+            let value = Arc::new(crate::sync::AtomicU64::new(0));
+            let owner = |word: &StateWord, value: &crate::sync::AtomicU64| {
+                if word.release() {
+                    assert_eq!(word.start(), Start::Run);
+                    assert_eq!(value.load(Ordering::Acquire), 7);
+                    word.finish(false);
+                }
+            };
+            let gpu = {
+                let (word, value) = (word.clone(), value.clone());
+                thread::spawn(move || {
+                    value.store(7, Ordering::Release);
+                    owner(&word, &value);
+                })
+            };
+            owner(&word, &value);
+            gpu.join().unwrap();
+            assert!(word.load().is_done());
+        });
+    }
+
     /// Bytes a predecessor wrote (plain memory, not atomics: loom's causality checker fails the
     /// model if the owner's read is not ordered after both writes) are visible to the node's
     /// owner, whichever predecessor finishes last.

@@ -55,6 +55,12 @@ impl NodeKind {
         self == NodeKind::Release
     }
 
+    /// Whether the kind's work may run on the GPU, so that it may stand at either end of a GPU
+    /// edge: uploads and GPU decoding always do, a copy when it reads or writes a GPU buffer.
+    pub fn may_run_on_gpu(self) -> bool {
+        matches!(self, NodeKind::Upload | NodeKind::DecompressGpu | NodeKind::Copy)
+    }
+
     /// The kind's index, for per-kind tables.
     pub fn index(self) -> usize {
         self as usize
@@ -82,13 +88,20 @@ impl fmt::Display for NodeKind {
 }
 
 /// How a successor depends on its predecessor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// A deferred GPU node has two moments: *submitted* (its work is on a GPU queue and will be done
+/// when a timeline reaches the value it carries) and *completed* (the timeline got there). A CPU
+/// edge releases its successor at the second, a GPU edge at the first: the successor is then
+/// submitted too, with its predecessors' values as GPU-side waits, so a chain of GPU nodes
+/// never waits for the CPU in between. Compile lists a node's GPU successors before its CPU
+/// ones, so each release is one slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EdgeKind {
-    /// The successor runs once the predecessor has completed on the CPU.
-    Cpu,
-    /// The successor may be submitted once the predecessor is submitted; the GPU waits on a
-    /// timeline value. Until the GPU stages exist the executor treats it as a CPU edge.
+    /// The successor may be submitted once the predecessor is; the GPU waits on the
+    /// predecessor's timeline value. Only between nodes whose work runs on the GPU.
     Gpu,
+    /// The successor runs once the predecessor has completed.
+    Cpu,
 }
 
 macro_rules! id_type {

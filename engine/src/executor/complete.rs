@@ -19,9 +19,10 @@ use super::{Shared, Task};
 use crate::outcome::NodeEnd;
 use crate::state::Start;
 
-/// Finishes a node: records its end, releases its successors, finishes its request and retires
-/// its batch when it was the last. Returns one released successor, already started, for the
-/// calling worker to run next. After the last release (or sink count) this function touches
+/// Finishes a node: records its end, releases its successors (those behind CPU edges only, when
+/// `gpu_released` says its submission already released the others), finishes its request and
+/// retires its batch when it was the last. Returns one released successor, already started, for
+/// the calling worker to run next. After the last release (or sink count) this function touches
 /// nothing of the batch, because another thread may retire it at any moment from then on.
 pub(super) fn complete(
     shared: &Shared,
@@ -29,6 +30,7 @@ pub(super) fn complete(
     task: Task,
     end: NodeEnd,
     started: Option<Instant>,
+    gpu_released: bool,
 ) -> Option<(Task, Start)> {
     // SAFETY: the node is unfinished until `finish` below, and the batch cannot retire before
     // this node's request sink count drops, which happens last.
@@ -60,7 +62,12 @@ pub(super) fn complete(
     let batch_id = batch.id();
     let mut next = None;
     let mut pushed = false;
-    for &successor in graph.successors(node) {
+    let successors = if gpu_released {
+        graph.split_successors(node).1
+    } else {
+        graph.successors(node)
+    };
+    for &successor in successors {
         let ready = task.sibling(successor);
         let state = graph.state(successor);
         if next.is_none() && worker.is_some() {
@@ -96,10 +103,11 @@ pub(crate) fn complete_pending(
     task: Task,
     end: NodeEnd,
     started: Option<Instant>,
+    gpu_released: bool,
     worker: Option<&WorkerCtx>,
 ) {
     // The latency of deferred work runs from the hand-off to now.
-    if let Some((next, start)) = complete(shared, worker, task, end, started) {
+    if let Some((next, start)) = complete(shared, worker, task, end, started, gpu_released) {
         if let Some(worker) = worker {
             worker.run_started(next, start);
         }

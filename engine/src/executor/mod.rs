@@ -68,7 +68,7 @@ impl Task {
     }
 
     /// The task of `node` in the same batch as this one.
-    fn sibling(self, node: NodeId) -> Task {
+    pub(crate) fn sibling(self, node: NodeId) -> Task {
         Task {
             batch: self.batch,
             node,
@@ -133,7 +133,7 @@ impl Shared {
     }
 
     /// Pushes a ready node from outside a worker.
-    fn inject(&self, task: Task) {
+    pub(crate) fn inject(&self, task: Task) {
         // SAFETY: the node is ready and unfinished.
         let batch = unsafe { task.batch() };
         let priority = batch.graph.request_info(batch.graph.request_of(task.node)).priority;

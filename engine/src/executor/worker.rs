@@ -211,7 +211,7 @@ impl WorkerCtx {
     fn execute(&self, task: Task, start: Start) -> Option<(Task, Start)> {
         let shared = &*self.shared;
         if start == Start::Skip {
-            return complete(shared, Some(self), task, NodeEnd::Skipped, None);
+            return complete(shared, Some(self), task, NodeEnd::Skipped, None, false);
         }
         // SAFETY: the task was ready and is now ours to run: it is unfinished.
         let kind = unsafe { task.batch() }.graph.kind(task.node);
@@ -223,7 +223,7 @@ impl WorkerCtx {
             self.run_stage(task)
         };
         match ran {
-            Ran::Ended(end) => complete(shared, Some(self), task, end, started),
+            Ran::Ended(end) => complete(shared, Some(self), task, end, started, false),
             Ran::Deferred => None,
         }
     }

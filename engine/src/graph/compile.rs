@@ -8,6 +8,7 @@ use super::resource::{Resource, ResourceKind};
 use crate::arena::Arena;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::{StateWord, MAX_PREDECESSORS};
+use crate::sync::AtomicU64;
 use crate::vocabulary::{span_opt, EdgeKind, NodeId, NodeKind, ResourceId, Span};
 
 impl GraphBuilder {
@@ -21,10 +22,12 @@ impl GraphBuilder {
         }
         self.check_nodes()?;
 
-        // In-degrees, and successors as compressed sparse rows.
+        // In-degrees, and successors as compressed sparse rows, each node's GPU successors first.
         let mut preds = vec![0u32; n];
         let mut succ_offsets = vec![0u32; n + 1];
-        for &(from, to, _) in &self.edges {
+        let mut gpu_succ = vec![0u32; n];
+        let mut gpu_preds = vec![0u32; n];
+        for &(from, to, kind) in &self.edges {
             if from.index() >= n || to.index() >= n {
                 return Err(invalid(format!(
                     "edge {from:?} -> {to:?} names a node that does not exist"
@@ -32,6 +35,21 @@ impl GraphBuilder {
             }
             if from == to {
                 return Err(invalid(format!("node {} depends on itself", from.0)));
+            }
+            if kind == EdgeKind::Gpu {
+                for end in [from, to] {
+                    if !self.runs_on_gpu(end.index()) {
+                        return Err(invalid(format!(
+                            "a GPU edge {} -> {} ends at node {}, a {} whose work does not run on the GPU",
+                            from.0,
+                            to.0,
+                            end.0,
+                            self.kind[end.index()]
+                        )));
+                    }
+                }
+                gpu_succ[from.index()] += 1;
+                gpu_preds[to.index()] += 1;
             }
             preds[to.index()] += 1;
             if preds[to.index()] > MAX_PREDECESSORS {
@@ -45,16 +63,39 @@ impl GraphBuilder {
         for i in 0..n {
             succ_offsets[i + 1] += succ_offsets[i];
         }
+        // Two passes, GPU edges then CPU edges; within a kind, successors keep the order they
+        // were added in.
         let mut fill = succ_offsets.clone();
         let mut succ = vec![NodeId(0); self.edges.len()];
         let mut succ_kind = vec![EdgeKind::Cpu; self.edges.len()];
-        for &(from, to, kind) in &self.edges {
-            let at = &mut fill[from.index()];
-            succ[*at as usize] = to;
-            succ_kind[*at as usize] = kind;
-            *at += 1;
+        for pass in [EdgeKind::Gpu, EdgeKind::Cpu] {
+            for &(from, to, kind) in self.edges.iter().filter(|e| e.2 == pass) {
+                let at = &mut fill[from.index()];
+                succ[*at as usize] = to;
+                succ_kind[*at as usize] = kind;
+                *at += 1;
+            }
         }
         check_acyclic(&preds, &succ_offsets, &succ)?;
+
+        // GPU predecessors (compressed sparse rows), whose timeline values a node waits on; and
+        // a slot per node for the value it is submitted with. Both empty without GPU edges.
+        let has_gpu_edges = gpu_succ.iter().any(|&g| g > 0);
+        let (gpu_pred_offsets, gpu_pred) = if has_gpu_edges {
+            let mut offsets = vec![0u32; n + 1];
+            for i in 0..n {
+                offsets[i + 1] = offsets[i] + gpu_preds[i];
+            }
+            let mut fill = offsets.clone();
+            let mut list = vec![NodeId(0); offsets[n] as usize];
+            for &(from, to, _) in self.edges.iter().filter(|e| e.2 == EdgeKind::Gpu) {
+                list[fill[to.index()] as usize] = from;
+                fill[to.index()] += 1;
+            }
+            (offsets, list)
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         // Per request: its nodes (CSR) and how many of them are sinks.
         let r = self.requests.len();
@@ -71,9 +112,12 @@ impl GraphBuilder {
             }
             req_offsets[i + 1] += req_offsets[i];
         }
-        // A request sink has no successor in its own request. Every node of a request reaches
-        // one of its sinks through the request's own edges, so the request has finished (no node
-        // of it will touch its destination again) exactly when all its sinks have.
+        // A request sink has no successor in its own request behind a CPU edge. A node finishes
+        // only after its CPU predecessors have (a GPU edge releases its successor earlier, at
+        // the predecessor's submission, so a successor may finish first), and every node of a
+        // request reaches one of its sinks through the request's own CPU edges; so the request
+        // has finished (no node of it will touch its destination again) exactly when all its
+        // sinks have.
         let mut req_fill = req_offsets.clone();
         let mut req_nodes = vec![NodeId(0); n];
         let mut req_sinks = vec![0u32; r];
@@ -82,8 +126,12 @@ impl GraphBuilder {
             let at = &mut req_fill[req.index()];
             req_nodes[*at as usize] = NodeId(i as u32);
             *at += 1;
-            let own = &succ[succ_offsets[i] as usize..succ_offsets[i + 1] as usize];
-            if own.iter().all(|s| self.request[s.index()] != req) {
+            let range = succ_offsets[i] as usize..succ_offsets[i + 1] as usize;
+            let own_cpu = succ[range.clone()]
+                .iter()
+                .zip(&succ_kind[range])
+                .any(|(s, &kind)| kind == EdgeKind::Cpu && self.request[s.index()] == req);
+            if !own_cpu {
                 is_sink[i] = true;
                 req_sinks[req.index()] += 1;
             }
@@ -105,6 +153,10 @@ impl GraphBuilder {
             succ_offsets: arena.copy_slice(&succ_offsets),
             succ: arena.copy_slice(&succ),
             succ_kind: arena.copy_slice(&succ_kind),
+            gpu_succ: arena.copy_slice(if has_gpu_edges { &gpu_succ } else { &[] }),
+            gpu_pred_offsets: arena.copy_slice(&gpu_pred_offsets),
+            gpu_pred: arena.copy_slice(&gpu_pred),
+            submitted: arena.fill_with(if has_gpu_edges { n } else { 0 }, |_| AtomicU64::new(0)),
             req_offsets: arena.copy_slice(&req_offsets),
             req_nodes: arena.copy_slice(&req_nodes),
             is_sink: arena.copy_slice(&is_sink),
@@ -118,6 +170,20 @@ impl GraphBuilder {
             req_sinks: req_sinks.into_boxed_slice(),
             resources: self.resources.into_boxed_slice(),
             reservations: self.reservations,
+        })
+    }
+
+    /// Whether node `i`'s work runs on the GPU: an upload or a GPU decode, or a copy that reads
+    /// or writes a GPU buffer.
+    fn runs_on_gpu(&self, i: usize) -> bool {
+        let kind = self.kind[i];
+        if kind != NodeKind::Copy {
+            return kind.may_run_on_gpu();
+        }
+        [self.src[i], self.dst[i]].into_iter().filter_map(span_opt).any(|span| {
+            self.resources
+                .get(span.resource.index())
+                .is_some_and(|r| r.kind() == ResourceKind::Device)
         })
     }
 
@@ -247,7 +313,8 @@ mod tests {
     fn pending_counts_are_in_degrees() {
         let mut g = GraphBuilder::new();
         let r = g.add_request(RequestInfo::default());
-        let [a, b, c, d] = [0; 4].map(|_| g.add_node(spec(r)));
+        let [a, b] = [0; 2].map(|_| g.add_node(spec(r)));
+        let [c, d] = [0; 2].map(|_| g.add_node(NodeSpec::bare(NodeKind::Upload, r)));
         g.add_edge(a, b, EdgeKind::Cpu);
         g.add_edge(a, c, EdgeKind::Cpu);
         g.add_edge(b, d, EdgeKind::Cpu);
@@ -256,9 +323,13 @@ mod tests {
         let pending: Vec<u32> = g.nodes().map(|n| n.state.pending()).collect();
         assert_eq!(pending, [0, 1, 1, 2]);
         assert_eq!(g.roots(), &[a]);
-        assert_eq!(g.sinks(r), 1);
+        assert_eq!(g.sinks(r), 2);
         assert_eq!(g.edges().count(), 4);
         assert_eq!(g.successors(a), &[b, c]);
+        assert_eq!(g.split_successors(c), (&[d][..], &[][..]));
+        // `c` reaches `d` only through a GPU edge, so it is a sink of its own: the request ends
+        // when both have.
+        assert!(g.is_request_sink(c) && g.is_request_sink(d));
     }
 
     #[test]

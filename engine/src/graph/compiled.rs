@@ -9,6 +9,7 @@ use super::resource::{FileSlot, Resource, ResourceKind};
 use crate::arena::{Arena, ArenaSlice};
 use crate::buffer::Reservation;
 use crate::state::{NodeState, StateWord};
+use crate::sync::{AtomicU64, Ordering};
 use crate::vocabulary::{span_opt, EdgeKind, NodeId, NodeKind, RequestId, ResourceId, Span};
 
 /// The frozen rows of a graph, as columns living in the batch's arena.
@@ -25,6 +26,16 @@ pub(super) struct Columns {
     pub(super) succ_offsets: ArenaSlice<u32>,
     pub(super) succ: ArenaSlice<NodeId>,
     pub(super) succ_kind: ArenaSlice<EdgeKind>,
+    /// How many of a node's successors (the first ones in its list) are behind GPU edges; empty
+    /// when the graph has no GPU edge.
+    pub(super) gpu_succ: ArenaSlice<u32>,
+    /// Each node's predecessors behind GPU edges, as compressed sparse rows; empty when the graph
+    /// has no GPU edge.
+    pub(super) gpu_pred_offsets: ArenaSlice<u32>,
+    pub(super) gpu_pred: ArenaSlice<NodeId>,
+    /// The timeline value each node was submitted with (0: not submitted); empty when the graph
+    /// has no GPU edge, since nothing would read it.
+    pub(super) submitted: ArenaSlice<AtomicU64>,
     pub(super) req_offsets: ArenaSlice<u32>,
     pub(super) req_nodes: ArenaSlice<NodeId>,
     pub(super) is_sink: ArenaSlice<bool>,
@@ -162,6 +173,38 @@ impl CompiledGraph {
     }
     pub(crate) fn successors(&self, node: NodeId) -> &[NodeId] {
         &self.columns.succ[self.succ_range(node.index())]
+    }
+    /// The successors behind GPU edges, released when the node is submitted, and those behind
+    /// CPU edges, released when it completes.
+    pub(crate) fn split_successors(&self, node: NodeId) -> (&[NodeId], &[NodeId]) {
+        let all = self.successors(node);
+        let gpu = self.columns.gpu_succ.get(node.index()).map_or(0, |&g| g as usize);
+        all.split_at(gpu)
+    }
+    /// Records the timeline value `node`'s GPU work was submitted with, for its GPU successors to
+    /// wait on. Release: a successor that sees its release sees the value.
+    pub(crate) fn set_submitted(&self, node: NodeId, value: u64) {
+        if let Some(slot) = self.columns.submitted.get(node.index()) {
+            slot.store(value, Ordering::Release);
+        }
+    }
+    /// The timeline values of `node`'s GPU predecessors that were submitted (a predecessor that
+    /// completed without reaching the GPU, or was skipped, has none).
+    pub(crate) fn gpu_waits(&self, node: NodeId) -> impl Iterator<Item = u64> + '_ {
+        let c = &self.columns;
+        let range = match c.gpu_pred_offsets.get(node.index()..node.index() + 2) {
+            Some(&[start, end]) => start as usize..end as usize,
+            _ => 0..0,
+        };
+        c.gpu_pred[range]
+            .iter()
+            .map(|p| c.submitted[p.index()].load(Ordering::Acquire))
+            .filter(|&value| value != 0)
+    }
+    /// The timeline value `node` was submitted with, if it was.
+    pub fn submitted_value(&self, node: NodeId) -> Option<u64> {
+        let value = self.columns.submitted.get(node.index())?.load(Ordering::Acquire);
+        (value != 0).then_some(value)
     }
     pub(crate) fn is_request_sink(&self, node: NodeId) -> bool {
         self.columns.is_sink[node.index()]
