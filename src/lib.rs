@@ -52,17 +52,17 @@ pub fn executor_with_io(config: ExecutorConfig, io: IoConfig) -> Result<(Executo
 
 /// An executor with the stock stages (reads as `io` asks) and the GPU stages on `gpu`, whose
 /// staging budget `staging` shapes; says which read backend it chose, and hands back the
-/// uploader (its statistics, and the timeline a renderer can wait on).
+/// GPU transfer queue (its statistics, and the timeline a renderer can wait on).
 pub fn executor_with_gpu(
     config: ExecutorConfig,
     io: IoConfig,
     gpu: &std::sync::Arc<dsr_gpu::GpuContext>,
     staging: dsr_gpu::StagingConfig,
-) -> Result<(Executor, IoInfo, std::sync::Arc<dsr_gpu::Uploader>)> {
+) -> Result<(Executor, IoInfo, std::sync::Arc<dsr_gpu::Transfers>)> {
     let (builder, info) = dsr_stages::install_stages(Executor::builder().config(config), io)
         .map_err(|err| Error::from_io(err, "cannot set up io_uring"))?;
-    let (builder, uploader) = dsr_gpu::install_gpu(builder, gpu, staging)?;
-    Ok((builder.build()?, info, uploader))
+    let (builder, transfers) = dsr_gpu::install_gpu(builder, gpu, staging)?;
+    Ok((builder.build()?, info, transfers))
 }
 
 /// A builder with the stock CPU stages and positioned reads, for callers that replace stages or

@@ -7,8 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use dsr::gpu::{GpuConfig, GpuContext, StagingConfig, Uploader};
-use dsr::{DeviceBuffer, ErrorKind, ExecutorConfig, IoConfig, Request, RequestStatus};
+use dsr::gpu::{GpuConfig, GpuContext, StagingConfig, Transfers};
+use dsr::{DeviceBuffer, ErrorKind, ExecutorConfig, HostBuffer, IoConfig, Request, RequestStatus};
 
 use crate::common::*;
 
@@ -39,18 +39,36 @@ fn assert_valid(context: &GpuContext) {
     assert!(messages.is_empty(), "validation messages:\n{}", messages.join("\n"));
 }
 
-fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfig) -> (dsr::Executor, Arc<Uploader>) {
+fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfig) -> (dsr::Executor, Arc<Transfers>) {
     let config = ExecutorConfig {
         workers,
         ..ExecutorConfig::default()
     };
-    let (executor, _, uploader) =
+    let (executor, _, transfers) =
         dsr::executor_with_gpu(config, IoConfig::default(), context, staging).expect("a GPU executor starts");
-    (executor, uploader)
+    (executor, transfers)
 }
 
-fn read_back(context: &Arc<GpuContext>, buffer: &DeviceBuffer, offset: u64, len: u64) -> Vec<u8> {
-    dsr::gpu::read_back(context, buffer, offset, len).expect("read back")
+/// Reads `len` bytes at `offset` of `buffer` back into host memory through the executor (a
+/// `Copy` node from the GPU buffer into a host destination).
+fn read_back(executor: &dsr::Executor, buffer: &DeviceBuffer, offset: u64, len: u64) -> Vec<u8> {
+    // Requests of 256 KiB: a read-back piece must fit the staging budget of the smallest test.
+    const PIECE: u64 = 256 << 10;
+    let mut host = HostBuffer::new(len as usize);
+    let mut batch = executor.batch();
+    for at in (0..len).step_by(PIECE as usize) {
+        let this = PIECE.min(len - at);
+        batch
+            .push(Request::device_to_host(buffer, offset + at, this, &host, at))
+            .expect("a read-back request");
+    }
+    let report = executor
+        .submit(batch)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("read-back drains");
+    assert!(report.all_done(), "read back: {report:?}");
+    host.as_slice().expect("the batch retired").to_vec()
 }
 
 #[test]
@@ -58,7 +76,7 @@ fn files_land_byte_exact_in_gpu_buffers_at_every_size_and_offset() {
     let Some(context) = context() else { return };
     let data = pattern((3 << 20) + 777, 41);
     let file = temp_file(&data);
-    let (executor, uploader) = gpu_executor(&context, 2, StagingConfig::default());
+    let (executor, transfers) = gpu_executor(&context, 2, StagingConfig::default());
     let gpu = dsr::gpu::allocate_buffer(&context, 16 << 20).unwrap();
     // (file offset, length, buffer offset): unaligned everywhere, across slot and chunk edges.
     let cases: &[(u64, u64, u64)] = &[
@@ -78,16 +96,16 @@ fn files_land_byte_exact_in_gpu_buffers_at_every_size_and_offset() {
     let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
     assert!(report.all_done(), "{report:?}");
     for &(offset, len, at) in cases {
-        let got = read_back(&context, &gpu, at, len);
+        let got = read_back(&executor, &gpu, at, len);
         assert!(
             got == data[offset as usize..(offset + len) as usize],
             "file bytes {offset}+{len} at GPU offset {at}"
         );
     }
-    assert!(uploader.stats().submits.load(Ordering::Relaxed) >= 1);
+    assert!(transfers.stats().submits.load(Ordering::Relaxed) >= 1);
     assert_eq!(
-        uploader.free_slots(),
-        uploader.staging_shape().0,
+        transfers.free_slots(),
+        transfers.staging_shape().0,
         "all staging came back"
     );
     drop(executor);
@@ -123,8 +141,109 @@ fn memory_and_compressed_assets_reach_the_gpu() {
         .unwrap();
     let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
     assert!(report.all_done(), "{report:?}");
-    assert!(read_back(&context, &gpu, 3, plain.len() as u64) == plain);
-    assert!(read_back(&context, &gpu, 300_000, text.len() as u64) == text);
+    assert!(read_back(&executor, &gpu, 3, plain.len() as u64) == plain);
+    assert!(read_back(&executor, &gpu, 300_000, text.len() as u64) == text);
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn gpu_copies_and_read_backs_land_byte_exact() {
+    let Some(context) = context() else { return };
+    let (executor, transfers) = gpu_executor(&context, 2, StagingConfig::default());
+    let data = pattern((2 << 20) + 4321, 17);
+    let a = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
+    let b = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(
+            Arc::from(data.clone()),
+            0,
+            data.len() as u64,
+            &a,
+            7,
+        ))
+        .unwrap();
+    assert!(executor
+        .submit(batch)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("drains")
+        .all_done());
+    // GPU to GPU: another buffer at an odd offset, and a disjoint range of the same buffer.
+    let mut batch = executor.batch();
+    batch
+        .push(Request::device_to_device(&a, 7, data.len() as u64, &b, 1001))
+        .unwrap();
+    batch.push(Request::device_to_device(&a, 7, 5000, &a, 3 << 20)).unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    assert!(read_back(&executor, &b, 1001, data.len() as u64) == data);
+    assert!(read_back(&executor, &a, 3 << 20, 5000) == data[..5000]);
+    assert!(read_back(&executor, &b, 1002, 1) == data[1..2], "a one-byte read-back");
+    let stats = transfers.stats();
+    assert_eq!(stats.copied.load(Ordering::Relaxed), data.len() as u64 + 5000);
+    assert_eq!(stats.read_back.load(Ordering::Relaxed), data.len() as u64 + 5001);
+    assert_eq!(
+        transfers.free_slots(),
+        transfers.staging_shape().0,
+        "all staging came back"
+    );
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn an_upload_copy_read_back_chain_waits_on_the_gpu_not_the_cpu() {
+    let Some(context) = context() else { return };
+    let counting = Arc::new(Counting::default());
+    let config = ExecutorConfig {
+        workers: 2,
+        observer: Some(counting.clone()),
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, transfers) =
+        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let a = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let b = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let chains = 16u64;
+    let len = 60_000u64;
+    let data = pattern((chains * len) as usize, 23);
+    let source: Arc<[u8]> = Arc::from(data.clone());
+    let mut host = HostBuffer::new(data.len());
+    let mut batch = executor.batch();
+    let mut links = Vec::new();
+    for i in 0..chains {
+        let at = i * len;
+        // Three requests, one node each, joined by GPU edges: upload → copy → read-back.
+        let first = batch.graph_mut().node_count();
+        batch
+            .push(Request::memory_to_device(source.clone(), at, len, &a, at))
+            .unwrap();
+        batch.push(Request::device_to_device(&a, at, len, &b, at)).unwrap();
+        batch.push(Request::device_to_host(&b, at, len, &host, at)).unwrap();
+        let [upload, copy, back] = [0, 1, 2].map(|k| dsr::engine::NodeId::from_index(first + k));
+        let graph = batch.graph_mut();
+        graph.add_edge(upload, copy, dsr::engine::EdgeKind::Gpu);
+        graph.add_edge(copy, back, dsr::engine::EdgeKind::Gpu);
+        links.push([upload, copy, back]);
+    }
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    assert!(host.as_slice().unwrap() == data, "the chain's bytes came back intact");
+    // Every link was submitted behind its predecessor's timeline value.
+    let submitted = counting.submitted.lock().unwrap();
+    for chain in &links {
+        let values: Vec<u64> = chain.iter().map(|&n| submitted[&(batch.id(), n)].1).collect();
+        assert!(values[0] < values[1] && values[1] < values[2], "{values:?}");
+    }
+    drop(submitted);
+    assert!(
+        transfers.stats().gpu_waits.load(Ordering::Relaxed) >= 2,
+        "submissions waited on the GPU for their predecessors"
+    );
+    counting.assert_each_finished_once(batch.id(), batch.graph().node_count());
     drop(executor);
     assert_valid(&context);
 }
@@ -137,7 +256,7 @@ fn stress_thousands_of_uploads_in_one_batch_within_a_small_staging_budget() {
         budget: 8 << 16,
         slot: 1 << 16,
     };
-    let (executor, uploader) = gpu_executor(&context, 2, staging);
+    let (executor, transfers) = gpu_executor(&context, 2, staging);
     let data = pattern(3000 * 700, 9);
     let file = temp_file(&data);
     let gpu = dsr::gpu::allocate_buffer(&context, data.len() as u64).unwrap();
@@ -154,8 +273,8 @@ fn stress_thousands_of_uploads_in_one_batch_within_a_small_staging_budget() {
     }
     let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
     assert!(report.all_done(), "{:?}", report.first_failure());
-    assert!(read_back(&context, &gpu, 0, data.len() as u64) == data);
-    let stats = uploader.stats();
+    assert!(read_back(&executor, &gpu, 0, data.len() as u64) == data);
+    let stats = transfers.stats();
     let peak = stats.peak_slots.load(Ordering::Relaxed);
     assert!(peak <= 8, "staging held {peak} slots of a budget of 8");
     assert!(
@@ -183,10 +302,11 @@ fn stress_cancel_storms_with_gpu_work_in_flight_report_each_request_once() {
         observer: Some(counting.clone()),
         ..ExecutorConfig::default()
     };
-    let (executor, _, uploader) = dsr::executor_with_gpu(config, IoConfig::default(), &context, staging).unwrap();
+    let (executor, _, transfers) = dsr::executor_with_gpu(config, IoConfig::default(), &context, staging).unwrap();
     let data: Arc<[u8]> = Arc::from(pattern(1 << 20, 5));
     let file = temp_file(&data);
     let gpu = dsr::gpu::allocate_buffer(&context, 64 << 20).unwrap();
+    let host = HostBuffer::new(40 * (200 << 10));
     let mut rng = fastrand::Rng::with_seed(77);
     let mut cancelled = 0;
     for round in 0..20u64 {
@@ -194,7 +314,11 @@ fn stress_cancel_storms_with_gpu_work_in_flight_report_each_request_once() {
         for i in 0..40u64 {
             let at = ((round * 40 + i) % 64) << 20;
             let len = rng.u64(1..(200 << 10));
-            let request = if i % 3 == 0 {
+            let request = if i % 5 == 4 {
+                // Read-backs hold staging while the GPU fills it: cancelled, they must not
+                // give it back early either.
+                Request::device_to_host(&gpu, at, len, &host, i * (200 << 10))
+            } else if i % 3 == 0 {
                 Request::memory_to_device(data.clone(), 0, len, &gpu, at)
             } else {
                 Request::file_to_device(file.path(), 0, len, &gpu, at)
@@ -217,8 +341,8 @@ fn stress_cancel_storms_with_gpu_work_in_flight_report_each_request_once() {
     assert!(cancelled > 0, "the storm cancelled work");
     drop(executor);
     assert_eq!(
-        uploader.free_slots(),
-        uploader.staging_shape().0,
+        transfers.free_slots(),
+        transfers.staging_shape().0,
         "every slot came back, none early: the GPU finished before each was freed"
     );
     assert_valid(&context);
@@ -250,16 +374,23 @@ fn the_validation_layer_is_listening() {
 #[test]
 fn a_destination_out_of_range_is_refused_before_any_gpu_work() {
     let Some(context) = context() else { return };
-    let (executor, uploader) = gpu_executor(&context, 1, StagingConfig::default());
+    let (executor, transfers) = gpu_executor(&context, 1, StagingConfig::default());
     let gpu = dsr::gpu::allocate_buffer(&context, 1000).unwrap();
     let mut batch = executor.batch();
     let err = batch
         .push(Request::memory_to_device(Arc::from(vec![1u8; 600]), 0, 600, &gpu, 500))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DestinationTooSmall, "{err}");
-    let err = dsr::gpu::read_back(&context, &gpu, 900, 200).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::DestinationTooSmall, "{err}");
-    assert_eq!(uploader.stats().submits.load(Ordering::Relaxed), 0);
+    let host = HostBuffer::new(200);
+    let err = batch
+        .push(Request::device_to_host(&gpu, 900, 200, &host, 0))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    let err = batch
+        .push(Request::device_to_device(&gpu, 0, 200, &gpu, 100))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OverlappingDestinations, "{err}");
+    assert_eq!(transfers.stats().submits.load(Ordering::Relaxed), 0);
     drop(executor);
     assert_valid(&context);
 }
@@ -443,7 +574,7 @@ fn a_callers_device_is_used_and_left_usable() {
             .wait_timeout(PATIENCE)
             .expect("drains")
             .all_done());
-        assert!(read_back(&context, &gpu, 0, 1 << 16) == *bytes);
+        assert!(read_back(&executor, &gpu, 0, 1 << 16) == *bytes);
     }
     // dsr destroyed only what it made: the caller's device still runs work.
     callers.still_works();

@@ -59,10 +59,7 @@ enum Dest {
 /// The memory a load lands in.
 enum Landing {
     Host(HostBuffer),
-    Gpu {
-        context: Arc<GpuContext>,
-        buffer: DeviceBuffer,
-    },
+    Gpu(DeviceBuffer),
 }
 
 impl Landing {
@@ -75,10 +72,7 @@ impl Landing {
                 })?;
                 Ok(Landing::Host(HostBuffer::prefault(len)))
             }
-            Some(context) => Ok(Landing::Gpu {
-                buffer: dsr::gpu::allocate_buffer(context, total.max(1))?,
-                context: context.clone(),
-            }),
+            Some(context) => Ok(Landing::Gpu(dsr::gpu::allocate_buffer(context, total.max(1))?)),
         }
     }
 
@@ -86,7 +80,7 @@ impl Landing {
     fn place(&self, request: Request, slot: u64) -> Request {
         match self {
             Landing::Host(_) => request,
-            Landing::Gpu { buffer, .. } => request.on_device(buffer, slot),
+            Landing::Gpu(buffer) => request.on_device(buffer, slot),
         }
     }
 
@@ -94,12 +88,13 @@ impl Landing {
     fn host(&self) -> HostBuffer {
         match self {
             Landing::Host(buffer) => buffer.clone(),
-            Landing::Gpu { .. } => HostBuffer::new(0),
+            Landing::Gpu(_) => HostBuffer::new(0),
         }
     }
 
-    /// `len` bytes at `at`, as they landed.
-    fn bytes(&mut self, at: u64, len: u64) -> Result<Vec<u8>, CliError> {
+    /// `len` bytes at `at`, as they landed; GPU bytes are read back through `executor` (a
+    /// `Copy` node into host memory).
+    fn bytes(&mut self, executor: &dsr::Executor, at: u64, len: u64) -> Result<Vec<u8>, CliError> {
         match self {
             Landing::Host(buffer) => {
                 let bytes = buffer
@@ -107,14 +102,26 @@ impl Landing {
                     .ok_or_else(|| CliError::failed("the destination is still in use"))?;
                 Ok(bytes[at as usize..(at + len) as usize].to_vec())
             }
-            Landing::Gpu { context, buffer } => Ok(dsr::gpu::read_back(context, buffer, at, len)?),
+            Landing::Gpu(buffer) => {
+                let mut host = HostBuffer::new(len as usize);
+                let mut batch = executor.batch();
+                batch.push(Request::device_to_host(buffer, at, len, &host, 0).name("read-back"))?;
+                let report = executor.submit(batch)?.wait();
+                if let Some((_, err)) = report.first_failure() {
+                    return Err(CliError::failed(format!("cannot read the GPU buffer back: {err}")));
+                }
+                let bytes = host
+                    .as_slice()
+                    .ok_or_else(|| CliError::failed("the read-back buffer is still in use"))?;
+                Ok(bytes.to_vec())
+            }
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Landing::Host(_) => "host",
-            Landing::Gpu { .. } => "gpu",
+            Landing::Gpu(_) => "gpu",
         }
     }
 }
@@ -158,14 +165,14 @@ impl Layout {
     }
 
     /// Compares what landed with the files.
-    fn verify(&self, landing: &mut Landing) -> Result<(), CliError> {
+    fn verify(&self, executor: &dsr::Executor, landing: &mut Landing) -> Result<(), CliError> {
         use std::os::unix::fs::FileExt;
         for ((path, offset, len), slot) in self.files.iter().zip(&self.slots) {
             let mut want = vec![0u8; *len as usize];
             std::fs::File::open(path)
                 .and_then(|f| f.read_exact_at(&mut want, *offset))
                 .map_err(|e| CliError::failed(format!("cannot read {} to verify it: {e}", path.display())))?;
-            if landing.bytes(*slot, *len)? != want {
+            if landing.bytes(executor, *slot, *len)? != want {
                 return Err(CliError::failed(format!(
                     "verification failed: the bytes that landed for {} differ from the file",
                     path.display()
@@ -396,7 +403,7 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
     let done = loaded.report.all_done();
     report(&args, &engine, loaded, header, doc)?;
     if args.verify && done {
-        layout.verify(&mut landing)?;
+        layout.verify(&engine.executor, &mut landing)?;
         if !args.json {
             println!("verified: every byte matches the files");
         }
@@ -475,7 +482,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     if args.verify && done {
         // Every tile against its hash, as it sits in the destination.
         for (asset, &slot) in assets.iter().zip(&slots) {
-            let bytes = landing.bytes(slot, asset.len)?;
+            let bytes = landing.bytes(&engine.executor, slot, asset.len)?;
             let intact = bytes
                 .chunks(dsr_gdeflate::TILE_SIZE)
                 .zip(asset.tile_hashes.iter())

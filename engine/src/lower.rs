@@ -10,6 +10,7 @@
 //! | file, GDeflate → GPU          | `Acquire` → `Read` × chunks → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
 //! | memory, uncompressed → GPU    | `Upload` × chunks, from the caller's bytes        |
 //! | memory, GDeflate → GPU        | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
+//! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
 //!
 //! Splitting large reads into chunks lets several workers copy one asset at once and bounds the
 //! bytes one node holds. Decoding splits at tile-group boundaries (every tile but the last is
@@ -24,7 +25,7 @@
 
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::{EdgeKind, GraphBuilder, NodeId, NodeKind, NodeSpec, RequestId, RequestInfo, Span};
+use crate::graph::{EdgeKind, GraphBuilder, NodeId, NodeKind, NodeSpec, RequestId, RequestInfo, ResourceKind, Span};
 use crate::request::{Compression, Destination, Request, Source};
 
 /// Knobs of lowering.
@@ -102,7 +103,38 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 ),
             ));
         }
+        Source::Device { buffer, offset, len } if offset.checked_add(*len).is_none_or(|end| end > buffer.len()) => {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "the GPU buffer range {offset}+{len} runs past the end of the {}-byte buffer",
+                    buffer.len()
+                ),
+            ));
+        }
+        Source::Device { .. } if request.compression != Compression::None => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "decoding GDeflate from a GPU buffer needs the GPU decoder, which this build does not have",
+            ));
+        }
         _ => {}
+    }
+    if let (
+        Source::Device { buffer, offset, len },
+        Destination::Device {
+            buffer: dst,
+            offset: at,
+        },
+    ) = (&request.source, &request.destination)
+    {
+        // One vkCmdCopyBuffer may not read and write the same bytes.
+        if buffer.same_as(dst) && *offset < at.saturating_add(*len) && *at < offset.saturating_add(*len) {
+            return Err(Error::new(
+                ErrorKind::OverlappingDestinations,
+                "a GPU copy within one buffer needs disjoint source and destination ranges",
+            ));
+        }
     }
 
     let (dst_offset, dst_len) = match &request.destination {
@@ -120,12 +152,14 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     // refusal leaves the graph as it was.
     let src_len = request.source.len();
     let scratch_len = match (&request.source, request.compression, on_device) {
-        (Source::File { .. }, Compression::None, false) | (Source::Memory { .. }, Compression::None, _) => None,
+        (Source::File { .. }, Compression::None, false)
+        | (Source::Memory { .. } | Source::Device { .. }, Compression::None, _) => None,
         (Source::File { .. }, Compression::None, true) => Some(src_len),
         (Source::File { .. }, Compression::GDeflate { .. }, false) => Some(src_len),
         (Source::File { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(src_len + uncompressed_len),
         (Source::Memory { .. }, Compression::GDeflate { .. }, false) => None,
         (Source::Memory { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(uncompressed_len),
+        (Source::Device { .. }, Compression::GDeflate { .. }, _) => unreachable!("refused above"),
     };
     let owner = ReservationOwner {
         batch: graph.id(),
@@ -150,6 +184,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     let (source, memory) = match request.source {
         Source::File { file, offset, len } => (Some((graph.add_file(file), offset, len)), None),
         Source::Memory { bytes, offset, len } => (None, Some((graph.add_memory(bytes), offset, len))),
+        Source::Device { buffer, offset, len } => (None, Some((graph.add_device_source(buffer), offset, len))),
     };
     let scratch = scratch_len.map(|len| graph.add_scratch(len)).transpose()?;
 
@@ -201,7 +236,11 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
                 resource: memory,
                 offset,
             };
-            if on_device {
+            let from_gpu = graph.resource_kind(memory) == Some(ResourceKind::Device);
+            if from_gpu {
+                // Pieces bound what one read-back holds of the staging budget.
+                add_pieces(graph, NodeKind::Copy, id, src, dst, len, config.read_chunk)
+            } else if on_device {
                 add_pieces(graph, NodeKind::Upload, id, src, dst, len, config.read_chunk)
             } else {
                 vec![graph.add_lowered_node(NodeSpec {

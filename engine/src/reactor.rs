@@ -68,6 +68,11 @@ impl fmt::Debug for Completer<'_> {
 }
 
 impl Completer<'_> {
+    /// The index of the polling worker (see [`crate::NodeRef::worker`]).
+    pub fn worker(&self) -> usize {
+        self.worker.index
+    }
+
     /// Completes `node` with the bytes it produced, or an error.
     pub fn complete(&mut self, node: PendingNode, result: Result<u64, Error>) {
         self.finish(node, result.into());

@@ -68,13 +68,23 @@ pub enum Source {
         /// Bytes to take.
         len: u64,
     },
+    /// A byte range of a GPU buffer: copied on the GPU into another GPU buffer, or read back
+    /// into host memory. Uncompressed only.
+    Device {
+        /// The buffer.
+        buffer: DeviceBuffer,
+        /// First byte.
+        offset: u64,
+        /// Bytes to take.
+        len: u64,
+    },
 }
 
 impl Source {
     /// How many source bytes the request consumes.
     pub fn len(&self) -> u64 {
         match self {
-            Source::File { len, .. } | Source::Memory { len, .. } => *len,
+            Source::File { len, .. } | Source::Memory { len, .. } | Source::Device { len, .. } => *len,
         }
     }
 
@@ -185,6 +195,25 @@ impl Request {
     /// Copies `bytes[offset..offset + len]` into the GPU buffer `buffer` at `dst_offset`.
     pub fn memory_to_device(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &DeviceBuffer, dst_offset: u64) -> Self {
         Self::memory(bytes, offset, len, &HostBuffer::new(0), 0).on_device(buffer, dst_offset)
+    }
+
+    /// Copies `len` bytes at `offset` of the GPU buffer `src` into the GPU buffer `dst` at
+    /// `dst_offset`, on the GPU.
+    pub fn device_to_device(src: &DeviceBuffer, offset: u64, len: u64, dst: &DeviceBuffer, dst_offset: u64) -> Self {
+        Self::device_to_host(src, offset, len, &HostBuffer::new(0), 0).on_device(dst, dst_offset)
+    }
+
+    /// Reads `len` bytes at `offset` of the GPU buffer `src` back into `buffer` at `dst_offset`.
+    pub fn device_to_host(src: &DeviceBuffer, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+        Self::new(
+            Source::Device {
+                buffer: src.clone(),
+                offset,
+                len,
+            },
+            buffer,
+            dst_offset,
+        )
     }
 
     /// Lands the request in the GPU buffer `buffer` at `offset` instead of where it was going.

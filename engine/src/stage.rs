@@ -112,6 +112,12 @@ impl<'a> NodeRef<'a> {
         self.len() == 0
     }
 
+    /// The index of the worker running the node, below the executor's worker count: the key
+    /// for per-worker state (a command pool, a decoder's tables).
+    pub fn worker(&self) -> usize {
+        self.worker.index
+    }
+
     /// The node's input.
     pub fn input(&self) -> Input<'a> {
         let Some(src) = self.graph.src(self.task.node) else {
@@ -141,9 +147,9 @@ impl<'a> NodeRef<'a> {
                     std::slice::from_raw_parts(raw.ptr.as_ptr().add(src.offset as usize), len as usize)
                 })
             }
-            Resource::Host(_) | Resource::Device(_) => {
-                unreachable!("compile refuses nodes that read a destination, but for GPU copies")
-            }
+            // GPU memory is reached through `device_source`.
+            Resource::Device(_) => Input::None,
+            Resource::Host(_) => unreachable!("compile refuses nodes that read a host destination"),
         }
     }
 
@@ -199,6 +205,20 @@ impl<'a> NodeRef<'a> {
     /// without it, so nothing is left to wait for).
     pub fn gpu_waits(&self) -> impl Iterator<Item = u64> + 'a {
         self.graph.gpu_waits(self.task.node)
+    }
+
+    /// The GPU buffer range the node reads, if its source is one (a GPU copy or read-back):
+    /// `compile` checked the range lies inside the buffer.
+    pub fn device_source(&self) -> Option<DeviceRange<'a>> {
+        let src = self.graph.src(self.task.node)?;
+        match self.graph.resource(src.resource) {
+            Resource::Device(buffer) => Some(DeviceRange {
+                buffer,
+                offset: src.offset,
+                len: self.graph.src_len(self.task.node),
+            }),
+            _ => None,
+        }
     }
 
     /// Hands the node to a completion source: the stage returns the [`Outcome`] this gives, and

@@ -118,6 +118,14 @@ impl ExecutorBuilder {
         }
         self
     }
+    /// The configuration so far (the worker count, for sources that keep per-worker state).
+    pub fn configured(&self) -> &ExecutorConfig {
+        &self.config
+    }
+    /// The stage set for `kind`, if any: for a stage that wraps it.
+    pub fn stage_for(&self, kind: NodeKind) -> Option<Arc<dyn Stage>> {
+        self.stages[kind.index()].clone()
+    }
     /// Adds a completion source.
     pub fn reactor(mut self, reactor: Arc<dyn Reactor>) -> Self {
         self.reactors.push(reactor);

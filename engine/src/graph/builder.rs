@@ -200,6 +200,12 @@ impl GraphBuilder {
         self.push_resource(Resource::Memory(bytes))
     }
 
+    /// Adds a GPU buffer that nodes read (a GPU copy's source); nothing is reserved, since
+    /// reading does not exclude other readers.
+    pub fn add_device_source(&mut self, buffer: DeviceBuffer) -> ResourceId {
+        self.push_resource(Resource::Device(buffer))
+    }
+
     pub(crate) fn add_host(&mut self, raw: RawBytes, reservation: Reservation) -> ResourceId {
         self.reservations.push(reservation);
         self.push_resource(Resource::Host(raw))

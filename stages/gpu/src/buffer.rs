@@ -1,7 +1,7 @@
 //! GPU buffers as request destinations: ones dsr allocates in device-local memory
 //! ([`allocate_buffer`]), and callers' own `VkBuffer`s ([`external_buffer`]), both handed to the
-//! engine as a [`DeviceBuffer`] whose handle is a [`GpuBuffer`]. And reading a buffer back to
-//! the host ([`read_back`]), for `--verify` and the tests.
+//! engine as a [`DeviceBuffer`] whose handle is a [`GpuBuffer`]; and the host-visible memory
+//! the transfer queue stages through.
 
 use std::sync::Arc;
 
@@ -137,20 +137,16 @@ pub(crate) struct HostVisible {
 }
 
 impl HostVisible {
-    /// `len` bytes the host writes sequentially (staging) or reads back (`readable`).
-    pub fn new(context: &GpuContext, len: u64, readable: bool) -> Result<Self> {
+    /// `len` bytes of staging. Uploads, the hot path, write it sequentially (it may be
+    /// write-combined memory); read-backs read it once per byte.
+    pub fn new(context: &GpuContext, len: u64) -> Result<Self> {
         let info = vk::BufferCreateInfo::default()
             .size(len.max(1))
             .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        let access = if readable {
-            vk_mem::AllocationCreateFlags::HOST_ACCESS_RANDOM
-        } else {
-            vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE
-        };
         let alloc = vk_mem::AllocationCreateInfo {
             usage: vk_mem::MemoryUsage::AutoPreferHost,
-            flags: access | vk_mem::AllocationCreateFlags::MAPPED,
+            flags: vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE | vk_mem::AllocationCreateFlags::MAPPED,
             required_flags: vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
             ..Default::default()
         };
@@ -186,109 +182,5 @@ impl HostVisible {
     pub unsafe fn destroy(mut self, context: &GpuContext) {
         // SAFETY: by the caller's premise.
         unsafe { context.allocator().destroy_buffer(self.buffer, &mut self.allocation) };
-    }
-}
-
-/// Copies `len` bytes at `offset` of `buffer` (a GPU buffer of `context`) back to the host and
-/// waits for the copy. Read back only bytes that are final: after the batches writing them have
-/// completed. The copy starts behind a barrier over everything submitted to the transfer queue
-/// before it, so the uploads' writes are visible to it.
-pub fn read_back(context: &Arc<GpuContext>, buffer: &DeviceBuffer, offset: u64, len: u64) -> Result<Vec<u8>> {
-    let end = offset.checked_add(len).filter(|&end| end <= buffer.len());
-    if end.is_none() {
-        return Err(Error::new(
-            ErrorKind::DestinationTooSmall,
-            format!(
-                "bytes {offset}+{len} run past the end of the {}-byte GPU buffer",
-                buffer.len()
-            ),
-        ));
-    }
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let source = GpuBuffer::of(buffer, context)?;
-    let host = HostVisible::new(context, len, true)?;
-    let result = one_shot_copy(context, source.raw(), offset, host.buffer, 0, len).map(|()| {
-        // SAFETY: the copy has completed (the fence was waited on), the memory is coherent and
-        // mapped, and `len` bytes of it exist.
-        unsafe { std::slice::from_raw_parts(host.ptr, len as usize) }.to_vec()
-    });
-    // SAFETY: the copy is complete (or was never submitted), so nothing uses the buffer.
-    unsafe { host.destroy(context) };
-    result
-}
-
-/// Records one copy into a fresh command buffer, submits it to the transfer queue and waits.
-pub(crate) fn one_shot_copy(
-    context: &GpuContext,
-    src: vk::Buffer,
-    src_offset: u64,
-    dst: vk::Buffer,
-    dst_offset: u64,
-    len: u64,
-) -> Result<()> {
-    let device = context.device();
-    let queue = context.transfer_queue();
-    let pool_info = vk::CommandPoolCreateInfo::default()
-        .queue_family_index(queue.family)
-        .flags(vk::CommandPoolCreateFlags::TRANSIENT);
-    // SAFETY: (1) the pool, command buffer and fence are made, used and destroyed here, by this
-    // thread alone; (2) the fence is waited on before they are destroyed, so the GPU is done
-    // with them; (3) the buffers are valid for the call (the caller holds them).
-    unsafe {
-        let pool = device
-            .create_command_pool(&pool_info, None)
-            .map_err(|r| vk_error(r, "cannot create a command pool"))?;
-        let result = (|| {
-            let alloc = vk::CommandBufferAllocateInfo::default()
-                .command_pool(pool)
-                .level(vk::CommandBufferLevel::PRIMARY)
-                .command_buffer_count(1);
-            let cb = device
-                .allocate_command_buffers(&alloc)
-                .map_err(|r| vk_error(r, "cannot allocate a command buffer"))?[0];
-            let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
-            device
-                .begin_command_buffer(cb, &begin)
-                .map_err(|r| vk_error(r, "cannot record a command buffer"))?;
-            // Earlier submissions to this queue (uploads) wrote what this copy reads.
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::MEMORY_WRITE)
-                .dst_access_mask(vk::AccessFlags::TRANSFER_READ);
-            device.cmd_pipeline_barrier(
-                cb,
-                vk::PipelineStageFlags::ALL_COMMANDS,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::DependencyFlags::empty(),
-                &[barrier],
-                &[],
-                &[],
-            );
-            let region = vk::BufferCopy {
-                src_offset,
-                dst_offset,
-                size: len,
-            };
-            device.cmd_copy_buffer(cb, src, dst, &[region]);
-            device
-                .end_command_buffer(cb)
-                .map_err(|r| vk_error(r, "cannot record a command buffer"))?;
-            let fence = device
-                .create_fence(&vk::FenceCreateInfo::default(), None)
-                .map_err(|r| vk_error(r, "cannot create a fence"))?;
-            let cbs = [cb];
-            let submit = vk::SubmitInfo::default().command_buffers(&cbs);
-            let submitted = context.submit(queue, &[submit], fence);
-            let waited = submitted.and_then(|()| {
-                device
-                    .wait_for_fences(&[fence], true, u64::MAX)
-                    .map_err(|r| context.check(r, "the GPU copy did not finish"))
-            });
-            device.destroy_fence(fence, None);
-            waited
-        })();
-        device.destroy_command_pool(pool, None);
-        result
     }
 }

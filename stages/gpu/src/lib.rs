@@ -8,43 +8,53 @@
 //! - [`context`]: the instance, device, queues and allocator, dsr's own ([`GpuContext::new`]) or
 //!   the caller's ([`GpuContext::from_external`], for Proton), with the validation layer's
 //!   messages recorded (`validation.rs`) and device loss tracked;
-//! - [`buffer`]: device-local buffers dsr allocates, callers' buffers, and read-back;
-//! - [`upload`]: the staging budget, batched copies, the timeline semaphore that says when the
-//!   GPU is done, and the `Upload` stage; `timeline.rs`: the thread that turns the timeline into
-//!   an eventfd for workers waiting on several sources; [`stage`]: the `Upload` stage itself.
+//! - [`buffer`]: device-local buffers dsr allocates, callers' buffers, host-visible staging;
+//! - [`transfer`]: the GPU transfer queue: the staging budget, batched copies (uploads, GPU
+//!   copies, read-backs) recorded on per-worker command pools, and the timeline semaphore that
+//!   says when the GPU is done and carries GPU edges; `timeline.rs`: the thread that turns the
+//!   timeline into an eventfd for workers waiting on several sources;
+//! - [`stage`]: the `Upload` stage and the GPU side of the `Copy` stage.
 //!
 //! The design choice that shapes it: the GPU is a completion source like the io_uring ring. A
-//! stage hands its node to the [`Uploader`], which submits many nodes' copies at once and
-//! completes them, from an idle worker's poll, when the timeline passes their value.
+//! stage hands its node to [`Transfers`], which submits many nodes' copies at once, marks them
+//! submitted (releasing the nodes behind GPU edges, which wait on the GPU), and completes them,
+//! from an idle worker's poll, when the timeline passes their value.
 //!
-//! [`install_gpu`] adds the stage and the reactor to an executor builder.
+//! [`install_gpu`] adds the stages and the reactor to an executor builder.
 
 pub mod buffer;
 pub mod context;
 pub mod stage;
 mod timeline;
-pub mod upload;
+pub mod transfer;
 mod validation;
 
 use std::sync::Arc;
 
 use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
-pub use buffer::{allocate_buffer, external_buffer, read_back, GpuBuffer};
+pub use buffer::{allocate_buffer, external_buffer, GpuBuffer};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
-pub use stage::UploadStage;
-pub use upload::{StagingConfig, UploadStats, Uploader};
+pub use stage::{GpuCopyStage, UploadStage};
+pub use transfer::{StagingConfig, TransferStats, Transfers};
 
-/// Adds the `Upload` stage and its reactor, on `context`, to `builder`; returns the uploader too
-/// (its statistics, and the timeline a renderer can wait on).
+/// Adds the `Upload` stage, the GPU side of the `Copy` stage (wrapping the host copy stage
+/// already set, if any) and their reactor, on `context`, to `builder`; returns the transfer
+/// queue too (its statistics, and the timeline a renderer can wait on). Call it after the host
+/// stages are set and the worker count is final: it keeps a command pool per worker.
 pub fn install_gpu(
     builder: ExecutorBuilder,
     context: &Arc<GpuContext>,
     staging: StagingConfig,
-) -> Result<(ExecutorBuilder, Arc<Uploader>)> {
-    let uploader = Uploader::new(context, staging)?;
+) -> Result<(ExecutorBuilder, Arc<Transfers>)> {
+    let transfers = Transfers::new(context, staging, builder.configured().workers)?;
+    let host_copy = builder.stage_for(NodeKind::Copy);
     let builder = builder
-        .stage(NodeKind::Upload, Arc::new(UploadStage::new(uploader.clone())))
-        .reactor(uploader.clone());
-    Ok((builder, uploader))
+        .stage(NodeKind::Upload, Arc::new(UploadStage::new(transfers.clone())))
+        .stage(
+            NodeKind::Copy,
+            Arc::new(GpuCopyStage::new(transfers.clone(), host_copy)),
+        )
+        .reactor(transfers.clone());
+    Ok((builder, transfers))
 }
