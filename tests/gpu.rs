@@ -579,3 +579,73 @@ fn a_callers_device_is_used_and_left_usable() {
     // dsr destroyed only what it made: the caller's device still runs work.
     callers.still_works();
 }
+
+/// The completion timeline's value now.
+fn reached(context: &GpuContext, semaphore: ash::vk::Semaphore) -> u64 {
+    // SAFETY: the semaphore belongs to a transfer queue alive in the caller.
+    unsafe { context.device().get_semaphore_counter_value(semaphore) }.expect("semaphore value")
+}
+
+#[test]
+fn batch_signals_reach_the_gpu_in_the_order_they_were_handed_out() {
+    let Some(context) = context() else { return };
+    let (executor, transfers) = gpu_executor(&context, 2, StagingConfig::default());
+    let gpu = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let bytes: Arc<[u8]> = Arc::from(pattern(1 << 16, 8));
+    // The first batch reads a FIFO nobody has written yet: it cannot retire until the test
+    // writes it. The second retires at once, but its value must wait for the first's.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("held.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+
+    let mut held = executor.batch();
+    held.push(Request::file_to_device(&fifo, 0, 4096, &gpu, 0).io(dsr::IoPolicy::Buffered))
+        .unwrap();
+    let first = transfers.signal_on_completion(&mut held);
+    let held = executor.submit(held).unwrap();
+    let mut quick = executor.batch();
+    quick
+        .push(Request::memory_to_device(
+            bytes.clone(),
+            0,
+            bytes.len() as u64,
+            &gpu,
+            8192,
+        ))
+        .unwrap();
+    let second = transfers.signal_on_completion(&mut quick);
+    assert_eq!(first.semaphore, second.semaphore);
+    assert!(second.value > first.value);
+    assert!(executor
+        .submit(quick)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("drains")
+        .all_done());
+    // A batch handed a value but dropped unsubmitted does not hold later ones up.
+    let mut dropped = executor.batch();
+    let third = transfers.signal_on_completion(&mut dropped);
+    drop(dropped);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        reached(&context, first.semaphore) < first.value,
+        "nothing is signalled while the first batch is out"
+    );
+
+    std::io::Write::write_all(&mut writer, &[7u8; 4096]).unwrap();
+    assert!(held.wait_timeout(PATIENCE).expect("drains").all_done());
+    let info_values = [third.value];
+    let semaphores = [third.semaphore];
+    let wait = ash::vk::SemaphoreWaitInfo::default()
+        .semaphores(&semaphores)
+        .values(&info_values);
+    // SAFETY: the semaphore is alive (the executor and its queue are); the wait is bounded.
+    unsafe { context.device().wait_semaphores(&wait, 10_000_000_000) }.expect("every value is reached");
+    assert_eq!(reached(&context, first.semaphore), third.value);
+    assert!(read_back(&executor, &gpu, 0, 4096) == [7u8; 4096]);
+    drop(executor);
+    assert_valid(&context);
+}

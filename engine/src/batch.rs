@@ -57,9 +57,16 @@ impl BatchBuilder {
         &mut self.graph
     }
 
-    /// Calls `callback` with the report when the batch retires.
+    /// Calls `callback` with the report when the batch retires. Several callbacks run in the
+    /// order they were added; a batch that is never submitted drops them uncalled.
     pub fn on_complete(&mut self, callback: impl FnOnce(&BatchReport) + Send + 'static) {
-        self.callback = Some(Box::new(callback));
+        self.callback = Some(match self.callback.take() {
+            None => Box::new(callback),
+            Some(earlier) => Box::new(move |report: &BatchReport| {
+                earlier(report);
+                callback(report);
+            }),
+        });
     }
 
     /// Validates the graph and freezes it.

@@ -36,7 +36,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
 pub use stage::{GpuCopyStage, UploadStage};
-pub use transfer::{StagingConfig, TransferStats, Transfers};
+pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
 
 /// Adds the `Upload` stage, the GPU side of the `Copy` stage (wrapping the host copy stage
 /// already set, if any) and their reactor, on `context`, to `builder`; returns the transfer

@@ -27,16 +27,16 @@
 //! A lost device (a submission or a wait reports `VK_ERROR_DEVICE_LOST`) fails every piece in
 //! flight and every later one with an error carrying the `VkResult`; host requests go on.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ash::vk;
-use dsr_engine::{Completer, Error, EventFd, NodeEnd, PendingNode, Reactor, Result, WaitQueue};
+use dsr_engine::{BatchBuilder, Completer, Error, EventFd, NodeEnd, PendingNode, Reactor, Result, WaitQueue};
 
 use crate::buffer::HostVisible;
 use crate::context::{vk_error, GpuContext};
@@ -175,7 +175,8 @@ struct Staged {
 /// A submitted command buffer and what completes when the timeline reaches `value`.
 struct Submission {
     value: u64,
-    cb: vk::CommandBuffer,
+    /// None for a submission of signals alone (a batch's completion).
+    cb: Option<vk::CommandBuffer>,
     /// The command pool (index into `Transfers::pools`) the buffer came from.
     pool: usize,
     pieces: Vec<Staged>,
@@ -189,6 +190,44 @@ struct State {
     submitted: VecDeque<Submission>,
     /// The value the next submission signals.
     next_value: u64,
+}
+
+/// The completion timeline's bookkeeping: values are handed out in order and signalled in
+/// order, so a value is reached only when its batch and every batch given a lower value retired.
+#[derive(Default)]
+struct Signals {
+    /// The last value handed out.
+    handed_out: u64,
+    /// Retired batches' values above `signalled`.
+    retired: BTreeSet<u64>,
+    /// The last value submitted for signalling.
+    signalled: u64,
+}
+
+/// Where a renderer waits for a batch (DirectStorage's `EnqueueSignal`): the value the semaphore
+/// reaches, on the GPU, once everything in the batch has landed (or failed, or was cancelled)
+/// and every batch given a lower value has too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSignal {
+    /// A timeline semaphore of the transfer queue's device, alive as long as the queue.
+    pub semaphore: vk::Semaphore,
+    /// The value to wait for.
+    pub value: u64,
+}
+
+/// A handed-out completion value: signalled when dropped, which the batch's completion callback
+/// does (or the batch, dropped unsubmitted, so later values are not held up).
+struct SignalOnDrop {
+    transfers: Weak<Transfers>,
+    value: u64,
+}
+
+impl Drop for SignalOnDrop {
+    fn drop(&mut self) {
+        if let Some(transfers) = self.transfers.upgrade() {
+            transfers.retire_signal(self.value);
+        }
+    }
 }
 
 /// A command pool and its idle command buffers: one per worker (and one for other threads), so
@@ -210,6 +249,9 @@ pub struct Transfers {
     state: Mutex<State>,
     /// Locked in the order state → pool, never the other way.
     pools: Box<[Mutex<Pool>]>,
+    /// Batch completion signals for renderers: a second timeline, and the values handed out.
+    completion: vk::Semaphore,
+    signals: Mutex<Signals>,
     /// Pieces accepted and not completed.
     in_flight: AtomicUsize,
     stats: TransferStats,
@@ -244,6 +286,7 @@ struct Parts<'a> {
     context: &'a GpuContext,
     staging: Option<HostVisible>,
     timeline: vk::Semaphore,
+    completion: vk::Semaphore,
     pools: Vec<vk::CommandPool>,
 }
 
@@ -256,6 +299,7 @@ impl Drop for Parts<'_> {
                 device.destroy_command_pool(pool, None);
             }
             device.destroy_semaphore(self.timeline, None);
+            device.destroy_semaphore(self.completion, None);
             if let Some(staging) = self.staging.take() {
                 staging.destroy(self.context);
             }
@@ -275,6 +319,7 @@ impl Transfers {
             context,
             staging: Some(HostVisible::new(context, slots as u64 * slot)?),
             timeline: vk::Semaphore::null(),
+            completion: vk::Semaphore::null(),
             pools: Vec::new(),
         };
         let staging = parts.staging.as_ref().expect("made above");
@@ -283,13 +328,15 @@ impl Transfers {
             // SAFETY: inside the mapping just made, which nothing else uses yet.
             unsafe { staging.ptr.add(page as usize).write_volatile(0) };
         }
-        let mut kind = vk::SemaphoreTypeCreateInfo::default()
-            .semaphore_type(vk::SemaphoreType::TIMELINE)
-            .initial_value(0);
-        // SAFETY: a valid create info; destroyed in `Drop` (or by `parts`).
-        parts.timeline =
-            unsafe { device.create_semaphore(&vk::SemaphoreCreateInfo::default().push_next(&mut kind), None) }
-                .map_err(|r| vk_error(r, "cannot create the transfer timeline"))?;
+        for semaphore in [&mut parts.timeline, &mut parts.completion] {
+            let mut kind = vk::SemaphoreTypeCreateInfo::default()
+                .semaphore_type(vk::SemaphoreType::TIMELINE)
+                .initial_value(0);
+            // SAFETY: a valid create info; destroyed in `Drop` (or by `parts`).
+            *semaphore =
+                unsafe { device.create_semaphore(&vk::SemaphoreCreateInfo::default().push_next(&mut kind), None) }
+                    .map_err(|r| vk_error(r, "cannot create a transfer timeline"))?;
+        }
         let pool_info = vk::CommandPoolCreateInfo::default()
             .queue_family_index(context.transfer_queue().family)
             .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
@@ -312,6 +359,7 @@ impl Transfers {
         };
         let staging = parts.staging.take().expect("made above");
         let timeline = std::mem::replace(&mut parts.timeline, vk::Semaphore::null());
+        let completion = std::mem::replace(&mut parts.completion, vk::Semaphore::null());
         let pools = std::mem::take(&mut parts.pools)
             .into_iter()
             .map(|pool| {
@@ -339,6 +387,8 @@ impl Transfers {
                 next_value: 1,
             }),
             pools,
+            completion,
+            signals: Mutex::new(Signals::default()),
             in_flight: AtomicUsize::new(0),
             stats: TransferStats::default(),
         }))
@@ -363,6 +413,72 @@ impl Transfers {
     /// a renderer that waits for it on the GPU sees every transfer submitted so far.
     pub fn timeline(&self) -> (vk::Semaphore, u64) {
         (self.timeline, self.lock().next_value - 1)
+    }
+
+    /// A point on the completion timeline that `batch` signals, on the GPU, when it retires
+    /// (DirectStorage's `EnqueueSignal`): a renderer waits for it before it touches what the
+    /// batch loaded. Values are handed out and reached in the order of these calls, whatever
+    /// order the batches retire in; a batch that fails or is cancelled still signals, and one
+    /// dropped without being submitted lets later values through.
+    pub fn signal_on_completion(self: &Arc<Self>, batch: &mut BatchBuilder) -> BatchSignal {
+        let value = {
+            let mut signals = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+            signals.handed_out += 1;
+            signals.handed_out
+        };
+        let guard = SignalOnDrop {
+            transfers: Arc::downgrade(self),
+            value,
+        };
+        batch.on_complete(move |_| drop(guard));
+        BatchSignal {
+            semaphore: self.completion,
+            value,
+        }
+    }
+
+    /// A batch given `value` retired: signal every value up to the first still outstanding,
+    /// with a submission of signals alone after everything submitted so far, so the transfers'
+    /// writes are available to whoever waits.
+    fn retire_signal(&self, value: u64) {
+        let mut signals = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+        signals.retired.insert(value);
+        let mut reach = signals.signalled;
+        while signals.retired.remove(&(reach + 1)) {
+            reach += 1;
+        }
+        if reach == signals.signalled {
+            return;
+        }
+        signals.signalled = reach;
+        // Under the signals lock (so reaches are submitted in order), then the state lock.
+        let mut state = self.lock();
+        let own = state.next_value;
+        let semaphores = [self.timeline, self.completion];
+        let values = [own, reach];
+        let mut timeline = vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&values);
+        let submit = vk::SubmitInfo::default()
+            .signal_semaphores(&semaphores)
+            .push_next(&mut timeline);
+        // SAFETY: no command buffers; both semaphores are this queue's and alive; `own` is the
+        // next transfer value (under the state lock) and `reach` exceeds every value signalled
+        // on the completion timeline before (under the signals lock).
+        let submitted = unsafe {
+            self.context
+                .submit(self.context.transfer_queue(), &[submit], vk::Fence::null())
+        };
+        // On an error the device is lost (or out of memory): requests fail anyway, and a
+        // renderer waiting on the device gets the loss from its own wait.
+        if submitted.is_ok() {
+            state.next_value += 1;
+            state.submitted.push_back(Submission {
+                value: own,
+                cb: None,
+                pool: 0,
+                pieces: Vec::new(),
+            });
+            self.watch.set(state.submitted.front().map(|s| s.value));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -488,7 +604,7 @@ impl Transfers {
         }
         state.submitted.push_back(Submission {
             value,
-            cb,
+            cb: Some(cb),
             pool,
             pieces,
         });
@@ -640,7 +756,9 @@ impl Transfers {
             };
             let submission = state.submitted.pop_front().expect("front exists");
             // The GPU is done with the command buffer and the slots (or will never run them).
-            self.pool(submission.pool).spare.push(submission.cb);
+            if let Some(cb) = submission.cb {
+                self.pool(submission.pool).spare.push(cb);
+            }
             for s in submission.pieces {
                 if let (None, Move::ReadBack { dst, .. }) = (&failure, s.piece.what) {
                     for (i, &slot) in s.slots.iter().enumerate() {
@@ -855,6 +973,7 @@ impl Drop for Transfers {
                 device.destroy_command_pool(pool.pool, None);
             }
             device.destroy_semaphore(self.timeline, None);
+            device.destroy_semaphore(self.completion, None);
             ManuallyDrop::take(&mut self.staging).destroy(&self.context);
         }
     }
