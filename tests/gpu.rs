@@ -103,6 +103,14 @@ fn files_land_byte_exact_in_gpu_buffers_at_every_size_and_offset() {
         );
     }
     assert!(transfers.stats().submits.load(Ordering::Relaxed) >= 1);
+    if context.host_import() {
+        assert!(
+            transfers.stats().imported.load(Ordering::Relaxed) >= 3 << 20,
+            "large reads are uploaded straight from imported scratch"
+        );
+    } else {
+        eprintln!("note: this device cannot import host memory; every upload was staged");
+    }
     assert_eq!(
         transfers.free_slots(),
         transfers.staging_shape().0,
@@ -646,6 +654,70 @@ fn batch_signals_reach_the_gpu_in_the_order_they_were_handed_out() {
     unsafe { context.device().wait_semaphores(&wait, 10_000_000_000) }.expect("every value is reached");
     assert_eq!(reached(&context, first.semaphore), third.value);
     assert!(read_back(&executor, &gpu, 0, 4096) == [7u8; 4096]);
+    drop(executor);
+    assert_valid(&context);
+}
+
+#[test]
+fn imported_scratch_is_copied_from_and_let_go_cleanly_as_blocks_come_and_go() {
+    let Some(context) = context() else { return };
+    if !context.host_import() {
+        assert!(
+            std::env::var("DSR_REQUIRE_VULKAN").as_deref() != Ok("1"),
+            "lavapipe has VK_EXT_external_memory_host; this device should too"
+        );
+        eprintln!("skipped: the device cannot import host memory");
+        return;
+    }
+    // A scratch budget of 3 MiB for requests of many size classes: blocks are evicted (and
+    // their imports destroyed) while later loads import new ones.
+    let config = ExecutorConfig {
+        workers: 2,
+        scratch_budget: 3 << 20,
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, transfers) =
+        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let data = pattern(8 << 20, 31);
+    let file = temp_file(&data);
+    let gpu = dsr::gpu::allocate_buffer(&context, 8 << 20).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for round in 0..6 {
+        let mut batch = executor.batch();
+        let mut at = 0u64;
+        let mut cases = Vec::new();
+        while at < (6 << 20) {
+            let len = rng.u64((300 << 10)..(1600 << 10));
+            let offset = rng.u64(0..(data.len() as u64 - len));
+            batch
+                .push(Request::file_to_device(file.path(), offset, len, &gpu, at))
+                .unwrap();
+            cases.push((offset, len, at));
+            at += len;
+        }
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        assert!(report.all_done(), "round {round}: {report:?}");
+        for (offset, len, at) in cases {
+            assert!(
+                read_back(&executor, &gpu, at, len) == data[offset as usize..(offset + len) as usize],
+                "round {round}: file bytes {offset}+{len} at GPU offset {at}"
+            );
+        }
+    }
+    let stats = transfers.stats();
+    let (imported, uploaded) = (
+        stats.imported.load(Ordering::Relaxed),
+        stats.uploaded.load(Ordering::Relaxed),
+    );
+    assert!(
+        imported > uploaded / 2,
+        "most bytes skipped staging: {imported} of {uploaded}"
+    );
+    let scratch = executor.scratch();
+    assert!(
+        scratch.allocations > 6,
+        "blocks were evicted and mapped again: {scratch:?}"
+    );
     drop(executor);
     assert_valid(&context);
 }

@@ -52,6 +52,14 @@ pub fn run(args: InfoArgs) -> CliResult {
         })
     });
     let gpu = dsr::gpu::GpuContext::new(&dsr::gpu::GpuConfig::from_env());
+    // Where file bytes bound for the GPU are copied from.
+    let staging = |context: &dsr::gpu::GpuContext| {
+        if context.host_import() {
+            "imported scratch (reads land where the GPU copies from; small pieces and memory sources copy into host-visible staging)"
+        } else {
+            "host-visible copy"
+        }
+    };
     let vulkan = gpu.as_ref().ok().map(|context| {
         let info = context.info();
         json!({
@@ -65,9 +73,7 @@ pub fn run(args: InfoArgs) -> CliResult {
             "subgroup_size": info.subgroup_size,
             "external_memory_host": info.external_memory_host,
             "memory_decompression": info.memory_decompression,
-            // Reads land in host scratch and are copied into host-visible staging; importing
-            // scratch with VK_EXT_external_memory_host is not done yet.
-            "staging": "host-visible copy",
+            "staging": staging(context),
         })
     });
     let doc = json!({
@@ -118,7 +124,7 @@ pub fn run(args: InfoArgs) -> CliResult {
                 info.external_memory_host,
                 info.memory_decompression.as_deref().unwrap_or("no")
             );
-            println!("  staging: host-visible copy");
+            println!("  staging: {}", staging(context));
         }
         Err(err) => println!("vulkan: none ({err})"),
     }

@@ -69,7 +69,7 @@ pub use observer::{NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};
 pub use reactor::{Completer, Reactor};
 pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
-pub use scratch::ScratchStats;
+pub use scratch::{ScratchHooks, ScratchStats};
 pub use stage::{DeviceRange, Input, NodeRef, PendingNode, Stage};
 pub use state::NodeState;
 pub use wait::{WaitQueue, Waiter};

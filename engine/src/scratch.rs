@@ -15,6 +15,10 @@
 //! and allocates nothing. Blocks in use plus blocks cached never exceed the budget; the oldest
 //! cached blocks are unmapped first when a new class needs room.
 //!
+//! A GPU backend may watch blocks come and go ([`ScratchHooks`]): it imports a block into the GPU
+//! (`VK_EXT_external_memory_host`) so uploads copy straight from where reads landed, and must
+//! let go of it before the block is unmapped.
+//!
 //! Waiters sit in a [`WaitQueue`] (`crate::wait`): served first come, first served (a large
 //! request at the head is not overtaken forever by small ones), and a waiter whose request is
 //! cancelled leaves the queue at once, since every cancellation entry point sweeps it
@@ -73,23 +77,47 @@ pub(crate) enum Acquired {
     Deferred,
 }
 
+/// Told when the scratch pool maps a block and before it unmaps one: blocks are page-aligned,
+/// a whole number of pages, and live from one call to the other (reused, in between, by any
+/// number of requests, each between its `Acquire` and `Release`). Called on worker threads,
+/// outside the pool's lock; keep it short and do not panic.
+pub trait ScratchHooks: Send + Sync + fmt::Debug {
+    /// `len` bytes at `ptr` are a new block.
+    fn mapped(&self, ptr: NonNull<u8>, len: usize);
+    /// The block at `ptr` is about to be unmapped: nothing may touch it afterwards. No request
+    /// holds it (every node that used it has completed).
+    fn unmapping(&self, ptr: NonNull<u8>, len: usize);
+}
+
 /// Zeroed-at-birth, page-aligned memory of one size class.
 struct Block {
     ptr: NonNull<u8>,
     size: usize,
+    hooks: Option<Arc<dyn ScratchHooks>>,
 }
 
 // SAFETY: a block is an owned allocation, like a `Box<[u8]>`.
 unsafe impl Send for Block {}
 
 impl Block {
-    fn allocate(size: usize) -> Option<Block> {
-        crate::memory::allocate_zeroed(size).map(|ptr| Block { ptr, size })
+    fn allocate(size: usize, hooks: &Option<Arc<dyn ScratchHooks>>) -> Option<Block> {
+        let ptr = crate::memory::allocate_zeroed(size)?;
+        if let Some(hooks) = hooks {
+            hooks.mapped(ptr, size);
+        }
+        Some(Block {
+            ptr,
+            size,
+            hooks: hooks.clone(),
+        })
     }
 }
 
 impl Drop for Block {
     fn drop(&mut self) {
+        if let Some(hooks) = &self.hooks {
+            hooks.unmapping(self.ptr, self.size);
+        }
         // SAFETY: allocated by `allocate_zeroed(self.size)`; dropping the block is the only free.
         unsafe { crate::memory::free(self.ptr, self.size) };
     }
@@ -154,6 +182,7 @@ impl Budget {
 /// The executor's scratch budget, its cache of blocks, and the requests waiting on it.
 pub(crate) struct ScratchPool {
     state: Mutex<PoolState>,
+    hooks: Option<Arc<dyn ScratchHooks>>,
 }
 
 impl fmt::Debug for ScratchPool {
@@ -163,8 +192,9 @@ impl fmt::Debug for ScratchPool {
 }
 
 impl ScratchPool {
-    pub fn new(budget: u64) -> Arc<Self> {
+    pub fn new(budget: u64, hooks: Option<Arc<dyn ScratchHooks>>) -> Arc<Self> {
         Arc::new(ScratchPool {
+            hooks,
             state: Mutex::new(PoolState {
                 budget: Budget {
                     stats: ScratchStats {
@@ -221,7 +251,7 @@ impl ScratchPool {
     /// to the budget.
     fn install(self: &Arc<Self>, scratch: &Scratch, cached: Option<Block>) -> Result<()> {
         let size = scratch.block_size();
-        let block = match cached.or_else(|| Block::allocate(size)) {
+        let block = match cached.or_else(|| Block::allocate(size, &self.hooks)) {
             Some(block) => block,
             None => {
                 self.give_back(None, size);
@@ -369,6 +399,7 @@ impl Scratch {
         let block = Block {
             ptr,
             size: self.block_size(),
+            hooks: self.pool.get().and_then(|pool| pool.hooks.clone()),
         };
         match self.pool.get() {
             Some(pool) => pool.give_back(Some(block), self.block_size()),
@@ -422,7 +453,7 @@ mod tests {
 
     #[test]
     fn blocks_are_reused_and_returned_once() {
-        let pool = ScratchPool::new(1 << 20);
+        let pool = ScratchPool::new(1 << 20, None);
         for len in [1, 4096 * 3, 300 << 10] {
             let scratch = held(&pool, len);
             let bytes = scratch.bytes().unwrap();
@@ -443,9 +474,56 @@ mod tests {
         assert_eq!(pool.stats().in_use, 0);
     }
 
+    /// Records the blocks the hooks hear of, mapped and not yet unmapped.
+    #[derive(Debug, Default)]
+    struct Watching {
+        live: Mutex<Vec<(usize, usize)>>,
+        mapped: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ScratchHooks for Watching {
+        fn mapped(&self, ptr: NonNull<u8>, len: usize) {
+            self.mapped.fetch_add(1, Ordering::SeqCst);
+            self.live.lock().unwrap().push((ptr.as_ptr() as usize, len));
+        }
+        fn unmapping(&self, ptr: NonNull<u8>, len: usize) {
+            let mut live = self.live.lock().unwrap();
+            let at = live.iter().position(|&b| b == (ptr.as_ptr() as usize, len));
+            live.remove(at.expect("unmapping a block that was mapped, once"));
+        }
+    }
+
+    #[test]
+    fn hooks_hear_of_every_block_mapped_and_unmapped_once() {
+        let watching = Arc::new(Watching::default());
+        let pool = ScratchPool::new(1 << 20, Some(watching.clone()));
+        for len in [600 << 10, 300 << 10, 600 << 10, 700 << 10, 3 << 20] {
+            let scratch = held(&pool, len);
+            let bytes = scratch.bytes().unwrap();
+            let live = watching.live.lock().unwrap().clone();
+            assert!(
+                live.contains(&(bytes.ptr.as_ptr() as usize, block_size(len))),
+                "a held block is one the hooks know"
+            );
+            drop(scratch);
+        }
+        assert!(
+            watching.mapped.load(Ordering::SeqCst) < 5,
+            "cached blocks are reused, not mapped again"
+        );
+        let cached = pool.stats().cached as usize;
+        let live: usize = watching.live.lock().unwrap().iter().map(|b| b.1).sum();
+        assert_eq!(live, cached, "evicted and over-budget blocks were unmapped");
+        drop(pool);
+        assert!(
+            watching.live.lock().unwrap().is_empty(),
+            "dropping the pool unmaps the cache"
+        );
+    }
+
     #[test]
     fn cached_and_held_blocks_stay_within_the_budget() {
-        let pool = ScratchPool::new(1 << 20);
+        let pool = ScratchPool::new(1 << 20, None);
         for len in [600 << 10, 300 << 10, 500 << 10, 700 << 10] {
             drop(held(&pool, len));
             let stats = pool.stats();

@@ -18,7 +18,7 @@ use crate::lower::LoweringConfig;
 use crate::metrics::WorkerMetrics;
 use crate::observer::Observer;
 use crate::reactor::Reactor;
-use crate::scratch::ScratchPool;
+use crate::scratch::{ScratchHooks, ScratchPool};
 use crate::stage::Stage;
 use crate::vocabulary::NodeKind;
 
@@ -78,6 +78,7 @@ pub struct ExecutorBuilder {
     /// Kinds given a stage that the executor runs itself: `build` refuses them.
     builtin_stages: Vec<NodeKind>,
     reactors: Vec<Arc<dyn Reactor>>,
+    scratch_hooks: Option<Arc<dyn ScratchHooks>>,
 }
 
 impl ExecutorBuilder {
@@ -126,6 +127,11 @@ impl ExecutorBuilder {
     pub fn stage_for(&self, kind: NodeKind) -> Option<Arc<dyn Stage>> {
         self.stages[kind.index()].clone()
     }
+    /// Watches the scratch pool's blocks come and go (a GPU backend importing them).
+    pub fn scratch_hooks(mut self, hooks: Arc<dyn ScratchHooks>) -> Self {
+        self.scratch_hooks = Some(hooks);
+        self
+    }
     /// Adds a completion source.
     pub fn reactor(mut self, reactor: Arc<dyn Reactor>) -> Self {
         self.reactors.push(reactor);
@@ -147,7 +153,7 @@ impl ExecutorBuilder {
             stealers: locals.iter().map(Worker::stealer).collect(),
             sleep: Sleep::default(),
             sources: Arc::new(Sources {
-                scratch: ScratchPool::new(self.config.scratch_budget),
+                scratch: ScratchPool::new(self.config.scratch_budget, self.scratch_hooks),
                 reactors: self.reactors.into_boxed_slice(),
             }),
             stages: self.stages,

@@ -129,6 +129,9 @@ pub struct GpuContext {
     validation: Option<Validation>,
     owned: bool,
     info: DeviceInfo,
+    /// Whether `VK_EXT_external_memory_host` is enabled: on devices dsr made, where the driver
+    /// has it (a caller's device may not have enabled it, so it is not used there).
+    host_import: bool,
     lost: AtomicBool,
     /// Test hook: the next submission reports `VK_ERROR_DEVICE_LOST` without reaching the driver.
     inject_loss: AtomicBool,
@@ -436,6 +439,7 @@ impl GpuContext {
             queue_lock: queue_lock.unwrap_or_default(),
             validation,
             owned,
+            host_import: owned && info.external_memory_host,
             info,
             lost: AtomicBool::new(false),
             inject_loss: AtomicBool::new(false),
@@ -460,6 +464,11 @@ impl GpuContext {
     /// The physical device.
     pub fn physical_device(&self) -> vk::PhysicalDevice {
         self.physical_device
+    }
+
+    /// Whether host memory can be imported (`VK_EXT_external_memory_host` enabled).
+    pub fn host_import(&self) -> bool {
+        self.host_import
     }
 
     /// The memory allocator.

@@ -9,6 +9,8 @@
 //!   the caller's ([`GpuContext::from_external`], for Proton), with the validation layer's
 //!   messages recorded (`validation.rs`) and device loss tracked;
 //! - [`buffer`]: device-local buffers dsr allocates, callers' buffers, host-visible staging;
+//! - [`import`]: the executor's scratch blocks imported into Vulkan where
+//!   `VK_EXT_external_memory_host` allows, so uploads copy from where reads landed;
 //! - [`transfer`]: the GPU transfer queue: the staging budget, batched copies (uploads, GPU
 //!   copies, read-backs) recorded on per-worker command pools, and the timeline semaphore that
 //!   says when the GPU is done and carries GPU edges; `timeline.rs`: the thread that turns the
@@ -24,6 +26,7 @@
 
 pub mod buffer;
 pub mod context;
+pub mod import;
 pub mod stage;
 mod timeline;
 pub mod transfer;
@@ -35,6 +38,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
+pub use import::HostImports;
 pub use stage::{GpuCopyStage, UploadStage};
 pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
 
@@ -47,8 +51,13 @@ pub fn install_gpu(
     context: &Arc<GpuContext>,
     staging: StagingConfig,
 ) -> Result<(ExecutorBuilder, Arc<Transfers>)> {
-    let transfers = Transfers::new(context, staging, builder.configured().workers)?;
+    let imports = HostImports::new(context);
+    let transfers = Transfers::new(context, staging, builder.configured().workers, imports.clone())?;
     let host_copy = builder.stage_for(NodeKind::Copy);
+    let builder = match imports {
+        Some(imports) => builder.scratch_hooks(imports),
+        None => builder,
+    };
     let builder = builder
         .stage(NodeKind::Upload, Arc::new(UploadStage::new(transfers.clone())))
         .stage(

@@ -34,10 +34,16 @@ impl Stage for UploadStage {
         };
         debug_assert_eq!(bytes.len() as u64, dst.len);
         let src = bytes.as_ptr();
-        hand_over(&self.transfers, node, dst, |dst, dst_offset| Move::Upload {
-            src,
-            dst,
-            dst_offset,
+        // Bytes in an imported scratch block are copied from there; others through staging.
+        let imported = self.transfers.imports.as_ref().and_then(|i| i.lookup(src, dst.len));
+        hand_over(&self.transfers, node, dst, |dst, dst_offset| match imported {
+            Some((block, offset)) => Move::Imported {
+                src: block,
+                src_offset: offset,
+                dst,
+                dst_offset,
+            },
+            None => Move::Upload { src, dst, dst_offset },
         })
     }
 }
@@ -133,7 +139,7 @@ fn submit(transfers: &Arc<Transfers>, node: NodeRef<'_>, what: Move, len: u64) -
     if len == 0 {
         return Outcome::Done { bytes: 0 };
     }
-    let staged = !matches!(what, Move::Copy { .. });
+    let staged = matches!(what, Move::Upload { .. } | Move::ReadBack { .. });
     if staged && transfers.slots_for(len) > transfers.slots {
         return Outcome::Failed(invalid(format!(
             "a transfer of {len} bytes needs more staging than the whole budget ({} bytes); \

@@ -40,6 +40,7 @@ use dsr_engine::{BatchBuilder, Completer, Error, EventFd, NodeEnd, PendingNode, 
 
 use crate::buffer::HostVisible;
 use crate::context::{vk_error, GpuContext};
+use crate::import::HostImports;
 use crate::timeline::{watch_timeline, Watch};
 
 /// Submit at once, rather than at the next poll, when this many bytes are staged.
@@ -74,6 +75,8 @@ pub struct TransferStats {
     pub regions: AtomicU64,
     /// Bytes uploaded from host memory.
     pub uploaded: AtomicU64,
+    /// Of those, bytes copied straight from imported scratch (no copy into staging).
+    pub imported: AtomicU64,
     /// Bytes copied from one GPU buffer to another.
     pub copied: AtomicU64,
     /// Bytes read back into host memory.
@@ -90,6 +93,14 @@ pub(crate) enum Move {
     /// Host bytes into a GPU buffer, through staging.
     Upload {
         src: *const u8,
+        dst: vk::Buffer,
+        dst_offset: u64,
+    },
+    /// Host bytes into a GPU buffer straight from the scratch block they are in, imported
+    /// into Vulkan (`src` is the block's buffer): no staging.
+    Imported {
+        src: vk::Buffer,
+        src_offset: u64,
         dst: vk::Buffer,
         dst_offset: u64,
     },
@@ -125,14 +136,14 @@ unsafe impl Send for Piece {}
 impl Piece {
     /// Whether the piece goes through staging slots.
     fn staged(&self) -> bool {
-        !matches!(self.what, Move::Copy { .. })
+        matches!(self.what, Move::Upload { .. } | Move::ReadBack { .. })
     }
 
     /// The buffers its copy reads and writes.
     fn buffers(&self, staging: vk::Buffer) -> (vk::Buffer, vk::Buffer) {
         match self.what {
             Move::Upload { dst, .. } => (staging, dst),
-            Move::Copy { src, dst, .. } => (src, dst),
+            Move::Imported { src, dst, .. } | Move::Copy { src, dst, .. } => (src, dst),
             Move::ReadBack { src, .. } => (src, staging),
         }
     }
@@ -144,7 +155,10 @@ impl Piece {
             (s as u64 * slot, done, (self.len - done).min(slot))
         });
         match self.what {
-            Move::Copy {
+            Move::Imported {
+                src_offset, dst_offset, ..
+            }
+            | Move::Copy {
                 src_offset, dst_offset, ..
             } => out.push(vk::BufferCopy {
                 src_offset,
@@ -249,6 +263,8 @@ pub struct Transfers {
     state: Mutex<State>,
     /// Locked in the order state → pool, never the other way.
     pools: Box<[Mutex<Pool>]>,
+    /// Scratch blocks imported into Vulkan, where the device allows it.
+    pub(crate) imports: Option<Arc<HostImports>>,
     /// Batch completion signals for renderers: a second timeline, and the values handed out.
     completion: vk::Semaphore,
     signals: Mutex<Signals>,
@@ -311,7 +327,12 @@ impl Transfers {
     /// Allocates the staging budget (host-visible, mapped, every page touched now), a timeline
     /// semaphore, and a command pool per worker (`workers`, plus one for other threads) on the
     /// transfer queue's family.
-    pub fn new(context: &Arc<GpuContext>, config: StagingConfig, workers: usize) -> Result<Arc<Transfers>> {
+    pub fn new(
+        context: &Arc<GpuContext>,
+        config: StagingConfig,
+        workers: usize,
+        imports: Option<Arc<HostImports>>,
+    ) -> Result<Arc<Transfers>> {
         let slot = config.slot.max(4096).next_multiple_of(4096);
         let slots = config.budget.div_ceil(slot).clamp(1, u32::MAX as u64) as usize;
         let device = context.device();
@@ -387,6 +408,7 @@ impl Transfers {
                 next_value: 1,
             }),
             pools,
+            imports,
             completion,
             signals: Mutex::new(Signals::default()),
             in_flight: AtomicUsize::new(0),
@@ -596,6 +618,10 @@ impl Transfers {
         for s in &mut pieces {
             let counter = match s.piece.what {
                 Move::Upload { .. } => &self.stats.uploaded,
+                Move::Imported { .. } => {
+                    self.stats.imported.fetch_add(s.piece.len, Ordering::Relaxed);
+                    &self.stats.uploaded
+                }
                 Move::Copy { .. } => &self.stats.copied,
                 Move::ReadBack { .. } => &self.stats.read_back,
             };
@@ -644,7 +670,9 @@ impl Transfers {
         };
         let staging = self.staging.buffer;
         pieces.sort_by_key(|s| s.piece.buffers(staging));
-        let reads_gpu = pieces.iter().any(|s| !matches!(s.piece.what, Move::Upload { .. }));
+        let reads_gpu = pieces
+            .iter()
+            .any(|s| matches!(s.piece.what, Move::Copy { .. } | Move::ReadBack { .. }));
         let reads_back = pieces.iter().any(|s| matches!(s.piece.what, Move::ReadBack { .. }));
         let mut regions = Vec::new();
         let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
