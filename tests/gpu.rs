@@ -721,3 +721,41 @@ fn imported_scratch_is_copied_from_and_let_go_cleanly_as_blocks_come_and_go() {
     drop(executor);
     assert_valid(&context);
 }
+
+#[test]
+fn the_run_picture_shows_gpu_time_from_timestamp_queries_and_gpu_edges_in_their_style() {
+    let Some(context) = context() else { return };
+    let recorder = Arc::new(dsr::viz::RunRecorder::new());
+    let config = ExecutorConfig {
+        workers: 2,
+        observer: Some(recorder.clone()),
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, _) =
+        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let a = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let b = dsr::gpu::allocate_buffer(&context, 1 << 20).unwrap();
+    let bytes: Arc<[u8]> = Arc::from(pattern(300_000, 4));
+    let mut batch = executor.batch();
+    batch.push(Request::memory_to_device(bytes, 0, 300_000, &a, 0)).unwrap();
+    batch.push(Request::device_to_device(&a, 0, 300_000, &b, 0)).unwrap();
+    let [upload, copy] = [0, 1].map(dsr::engine::NodeId::from_index);
+    batch.graph_mut().add_edge(upload, copy, dsr::engine::EdgeKind::Gpu);
+    let batch = executor.submit(batch).unwrap();
+    assert!(batch.wait_timeout(PATIENCE).expect("drains").all_done());
+    let timestamps = context.info().transfer_timestamps.is_some();
+    for node in [upload, copy] {
+        let run = recorder.get(batch.id(), node).expect("recorded");
+        assert_eq!(run.gpu.is_some(), timestamps, "node {node:?}: {run:?}");
+    }
+    let dot = dsr::viz::dot::run_dot(batch.graph(), Some(&recorder));
+    if timestamps {
+        assert!(dot.contains("\\nGPU "), "{dot}");
+    }
+    assert!(
+        dot.contains("n0 -> n1 [style=dashed"),
+        "the GPU edge has its own style: {dot}"
+    );
+    drop(executor);
+    assert_valid(&context);
+}

@@ -74,6 +74,7 @@ pub fn run(args: InfoArgs) -> CliResult {
             "external_memory_host": info.external_memory_host,
             "memory_decompression": info.memory_decompression,
             "staging": staging(context),
+            "gpu_timestamps": info.transfer_timestamps.is_some(),
         })
     });
     let doc = json!({

@@ -42,6 +42,10 @@ pub trait Observer: Send + Sync + fmt::Debug {
     /// A deferred node's GPU work was submitted; the GPU is done with it when its timeline
     /// reaches `value`. Its successors behind GPU edges are released now.
     fn node_submitted(&self, _event: &NodeEvent, _value: u64) {}
+    /// The GPU spent `gpu` on the submission that carried this deferred node's work (measured
+    /// with timestamp queries; every node of one submission hears the same span). Comes before
+    /// the node's `finished`.
+    fn node_gpu_time(&self, _event: &NodeEvent, _gpu: std::time::Duration) {}
     /// A node ended (see [`NodeEnd`]).
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd);
     /// A batch retired: every request reported.

@@ -296,6 +296,14 @@ impl PendingNode {
         }
     }
 
+    /// Tells observers the GPU time the node's submission took (see
+    /// [`crate::Observer::node_gpu_time`]); call it before completing the node.
+    pub fn gpu_time(&self, gpu: std::time::Duration) {
+        if let Some(task) = self.task {
+            self.shared.observe(task, None, |o, event| o.node_gpu_time(event, gpu));
+        }
+    }
+
     /// Whether [`PendingNode::submitted`] was called.
     pub fn is_submitted(&self) -> bool {
         self.gpu_released

@@ -201,6 +201,9 @@ pub fn run_dot(graph: &CompiledGraph, recorder: Option<&RunRecorder>) -> String 
             if let Some(worker) = run.worker {
                 let _ = write!(extra, " (worker {worker})");
             }
+            if let Some(gpu) = run.gpu {
+                let _ = write!(extra, "\nGPU {}", human_duration(gpu));
+            }
         }
         Some(RunStyle { fill, extra })
     })

@@ -20,6 +20,8 @@ pub struct NodeRun {
     pub end: NodeEnd,
     /// The worker that finished it.
     pub worker: Option<usize>,
+    /// The GPU time of the submission that carried its work, from timestamp queries.
+    pub gpu: Option<Duration>,
 }
 
 impl NodeRun {
@@ -42,6 +44,7 @@ pub struct RunRecorder {
 struct Running {
     started: Instant,
     deferred: Option<Instant>,
+    gpu: Option<Duration>,
 }
 
 impl RunRecorder {
@@ -77,6 +80,7 @@ impl Observer for RunRecorder {
             Running {
                 started: event.at,
                 deferred: None,
+                gpu: None,
             },
         );
     }
@@ -89,6 +93,17 @@ impl Observer for RunRecorder {
             .get_mut(&(event.batch, event.node))
         {
             start.deferred = Some(event.at);
+        }
+    }
+
+    fn node_gpu_time(&self, event: &NodeEvent, gpu: Duration) {
+        if let Some(start) = self
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&(event.batch, event.node))
+        {
+            start.gpu = Some(gpu);
         }
     }
 
@@ -106,6 +121,7 @@ impl Observer for RunRecorder {
                 finished: event.at,
                 end: end.clone(),
                 worker: event.worker,
+                gpu: start.and_then(|s| s.gpu),
             },
         );
     }

@@ -109,6 +109,9 @@ pub struct DeviceInfo {
     pub memory_decompression: Option<String>,
     /// Whether dsr created the device (or the caller handed it over).
     pub owned: bool,
+    /// Nanoseconds per timestamp tick and the valid bits of a timestamp, where the transfer
+    /// queue's family writes timestamps.
+    pub transfer_timestamps: Option<(f32, u32)>,
 }
 
 /// A Vulkan device dsr works on. Field order is drop order where it matters: everything made
@@ -601,5 +604,9 @@ fn describe(instance: &ash::Instance, pd: vk::PhysicalDevice, transfer: u32, com
             .find(|e| has(e))
             .map(str::to_owned),
         owned,
+        transfer_timestamps: families
+            .get(transfer as usize)
+            .filter(|f| f.timestamp_valid_bits > 0 && base.limits.timestamp_period > 0.0)
+            .map(|f| (base.limits.timestamp_period, f.timestamp_valid_bits)),
     }
 }

@@ -191,6 +191,8 @@ struct Submission {
     value: u64,
     /// None for a submission of signals alone (a batch's completion).
     cb: Option<vk::CommandBuffer>,
+    /// The timestamp query pair around its commands, if it is timed.
+    timed: Option<u32>,
     /// The command pool (index into `Transfers::pools`) the buffer came from.
     pool: usize,
     pieces: Vec<Staged>,
@@ -244,6 +246,29 @@ impl Drop for SignalOnDrop {
     }
 }
 
+/// Timestamp queries around each submission, for the GPU time run pictures show: a pool of
+/// query pairs, each held by one submission from its recording to its retirement.
+struct Timestamps {
+    pool: vk::QueryPool,
+    /// Nanoseconds per tick.
+    period: f32,
+    /// Mask of a timestamp's valid bits.
+    mask: u64,
+    free: Mutex<Vec<u32>>,
+}
+
+/// Query pairs: submissions timed at once (later ones go untimed while all are held).
+const TIMED_SUBMISSIONS: u32 = 256;
+
+impl Timestamps {
+    fn take(&self) -> Option<u32> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+    fn give_back(&self, pair: u32) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(pair);
+    }
+}
+
 /// A command pool and its idle command buffers: one per worker (and one for other threads), so
 /// recording never contends.
 struct Pool {
@@ -263,6 +288,8 @@ pub struct Transfers {
     state: Mutex<State>,
     /// Locked in the order state → pool, never the other way.
     pools: Box<[Mutex<Pool>]>,
+    /// Timestamp queries, where the transfer queue writes timestamps.
+    timestamps: Option<Timestamps>,
     /// Scratch blocks imported into Vulkan, where the device allows it.
     pub(crate) imports: Option<Arc<HostImports>>,
     /// Batch completion signals for renderers: a second timeline, and the values handed out.
@@ -303,6 +330,7 @@ struct Parts<'a> {
     staging: Option<HostVisible>,
     timeline: vk::Semaphore,
     completion: vk::Semaphore,
+    queries: vk::QueryPool,
     pools: Vec<vk::CommandPool>,
 }
 
@@ -316,6 +344,7 @@ impl Drop for Parts<'_> {
             }
             device.destroy_semaphore(self.timeline, None);
             device.destroy_semaphore(self.completion, None);
+            device.destroy_query_pool(self.queries, None);
             if let Some(staging) = self.staging.take() {
                 staging.destroy(self.context);
             }
@@ -341,6 +370,7 @@ impl Transfers {
             staging: Some(HostVisible::new(context, slots as u64 * slot)?),
             timeline: vk::Semaphore::null(),
             completion: vk::Semaphore::null(),
+            queries: vk::QueryPool::null(),
             pools: Vec::new(),
         };
         let staging = parts.staging.as_ref().expect("made above");
@@ -357,6 +387,14 @@ impl Transfers {
             *semaphore =
                 unsafe { device.create_semaphore(&vk::SemaphoreCreateInfo::default().push_next(&mut kind), None) }
                     .map_err(|r| vk_error(r, "cannot create a transfer timeline"))?;
+        }
+        if context.info().transfer_timestamps.is_some() {
+            let info = vk::QueryPoolCreateInfo::default()
+                .query_type(vk::QueryType::TIMESTAMP)
+                .query_count(2 * TIMED_SUBMISSIONS);
+            // SAFETY: a valid create info; destroyed in `Drop` (or by `parts`).
+            parts.queries = unsafe { device.create_query_pool(&info, None) }
+                .map_err(|r| vk_error(r, "cannot create the transfer timestamp queries"))?;
         }
         let pool_info = vk::CommandPoolCreateInfo::default()
             .queue_family_index(context.transfer_queue().family)
@@ -381,6 +419,13 @@ impl Transfers {
         let staging = parts.staging.take().expect("made above");
         let timeline = std::mem::replace(&mut parts.timeline, vk::Semaphore::null());
         let completion = std::mem::replace(&mut parts.completion, vk::Semaphore::null());
+        let queries = std::mem::replace(&mut parts.queries, vk::QueryPool::null());
+        let timestamps = context.info().transfer_timestamps.map(|(period, bits)| Timestamps {
+            pool: queries,
+            period,
+            mask: if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 },
+            free: Mutex::new((0..TIMED_SUBMISSIONS).rev().collect()),
+        });
         let pools = std::mem::take(&mut parts.pools)
             .into_iter()
             .map(|pool| {
@@ -408,6 +453,7 @@ impl Transfers {
                 next_value: 1,
             }),
             pools,
+            timestamps,
             imports,
             completion,
             signals: Mutex::new(Signals::default()),
@@ -495,6 +541,7 @@ impl Transfers {
             state.next_value += 1;
             state.submitted.push_back(Submission {
                 value: own,
+                timed: None,
                 cb: None,
                 pool: 0,
                 pieces: Vec::new(),
@@ -594,8 +641,8 @@ impl Transfers {
             return Vec::new();
         }
         let pool = self.pool_for(worker);
-        let cb = match self.record(pool, &mut pieces) {
-            Ok(cb) => cb,
+        let (cb, timed) = match self.record(pool, &mut pieces) {
+            Ok(recorded) => recorded,
             Err(err) => return self.fail(pieces, &err),
         };
         let wait = pieces.iter().map(|s| s.piece.wait).max().unwrap_or(0);
@@ -606,8 +653,9 @@ impl Transfers {
         // submission (a predecessor's), so it is below `value`.
         if let Err(err) = unsafe { self.submit(cb, value, wait) } {
             drop(state);
-            // Never submitted: the command buffer can be reused.
+            // Never submitted: the command buffer and its queries can be reused.
             self.pool(pool).spare.push(cb);
+            self.untime(timed);
             return self.fail(pieces, &err);
         }
         state.next_value += 1;
@@ -630,6 +678,7 @@ impl Transfers {
         }
         state.submitted.push_back(Submission {
             value,
+            timed,
             cb: Some(cb),
             pool,
             pieces,
@@ -653,7 +702,7 @@ impl Transfers {
     /// Records `pieces` into a command buffer of pool `pool`: one `vkCmdCopyBuffer` per
     /// (source, destination) pair, behind a barrier over earlier transfers when a piece reads a
     /// GPU buffer, and ahead of one that makes read-backs visible to the host.
-    fn record(&self, pool: usize, pieces: &mut [Staged]) -> Result<vk::CommandBuffer> {
+    fn record(&self, pool: usize, pieces: &mut [Staged]) -> Result<(vk::CommandBuffer, Option<u32>)> {
         let device = self.context.device();
         let mut pool = self.pool(pool);
         let cb = match pool.spare.pop() {
@@ -675,6 +724,7 @@ impl Transfers {
             .any(|s| matches!(s.piece.what, Move::Copy { .. } | Move::ReadBack { .. }));
         let reads_back = pieces.iter().any(|s| matches!(s.piece.what, Move::ReadBack { .. }));
         let mut regions = Vec::new();
+        let timed = self.timestamps.as_ref().and_then(|t| Some((t.pool, t.take()?)));
         let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         // SAFETY: (1) the command buffer belongs to this pool, whose lock is held, and is not in
         // flight (spare buffers come back only after their submission completed); (2) every
@@ -683,6 +733,11 @@ impl Transfers {
         // inside staging).
         let recorded = unsafe {
             device.begin_command_buffer(cb, &begin).and_then(|()| {
+                // The pair is this submission's alone until it retires.
+                if let Some((queries, pair)) = timed {
+                    device.cmd_reset_query_pool(cb, queries, 2 * pair, 2);
+                    device.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, queries, 2 * pair);
+                }
                 if reads_gpu {
                     // What earlier submissions to this queue wrote (uploads a copy depends on
                     // through a CPU edge) is visible to this one's reads and writes.
@@ -722,15 +777,47 @@ impl Transfers {
                         &[],
                     );
                 }
+                if let Some((queries, pair)) = timed {
+                    device.cmd_write_timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, queries, 2 * pair + 1);
+                }
                 device.end_command_buffer(cb)
             })
         };
+        let timed = timed.map(|(_, pair)| pair);
         if let Err(r) = recorded {
             // Beginning it again resets it (the pool allows resets).
             pool.spare.push(cb);
+            self.untime(timed);
             return Err(vk_error(r, "cannot record transfers"));
         }
-        Ok(cb)
+        Ok((cb, timed))
+    }
+
+    /// Hands a submission's query pair back.
+    fn untime(&self, timed: Option<u32>) {
+        if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+            timestamps.give_back(pair);
+        }
+    }
+
+    /// The GPU time between a retired submission's two timestamps.
+    fn gpu_time(&self, pair: u32) -> Option<Duration> {
+        let timestamps = self.timestamps.as_ref()?;
+        let mut ticks = [0u64; 2];
+        // SAFETY: the pair's queries were written by a submission the GPU has finished (its
+        // timeline value was reached), and nothing resets them until the pair is handed back.
+        let read = unsafe {
+            self.context.device().get_query_pool_results(
+                timestamps.pool,
+                2 * pair,
+                &mut ticks,
+                vk::QueryResultFlags::TYPE_64,
+            )
+        };
+        timestamps.give_back(pair);
+        read.ok()?;
+        let elapsed = ticks[1].wrapping_sub(ticks[0]) & timestamps.mask;
+        Some(Duration::from_nanos((elapsed as f64 * timestamps.period as f64) as u64))
     }
 
     /// Submits `cb` to the transfer queue, signalling `value` on the timeline after waiting on
@@ -787,6 +874,13 @@ impl Transfers {
             if let Some(cb) = submission.cb {
                 self.pool(submission.pool).spare.push(cb);
             }
+            let gpu = match (&failure, submission.timed) {
+                (None, Some(pair)) => self.gpu_time(pair),
+                (_, timed) => {
+                    self.untime(timed);
+                    None
+                }
+            };
             for s in submission.pieces {
                 if let (None, Move::ReadBack { dst, .. }) = (&failure, s.piece.what) {
                     for (i, &slot) in s.slots.iter().enumerate() {
@@ -802,6 +896,9 @@ impl Transfers {
                     }
                 }
                 state.free.extend(&s.slots);
+                if let Some(gpu) = gpu {
+                    s.node.gpu_time(gpu);
+                }
                 let end = match &failure {
                     None => NodeEnd::Done { bytes: s.piece.len },
                     Some(err) => NodeEnd::Failed(err.clone()),
@@ -1002,6 +1099,9 @@ impl Drop for Transfers {
             }
             device.destroy_semaphore(self.timeline, None);
             device.destroy_semaphore(self.completion, None);
+            if let Some(timestamps) = &self.timestamps {
+                device.destroy_query_pool(timestamps.pool, None);
+            }
             ManuallyDrop::take(&mut self.staging).destroy(&self.context);
         }
     }
