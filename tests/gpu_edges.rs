@@ -310,3 +310,111 @@ fn gpu_edges_only_join_gpu_work_and_come_first_in_successor_lists() {
         [(a, c, EdgeKind::Gpu), (a, b, EdgeKind::Cpu), (a, d, EdgeKind::Cpu)]
     );
 }
+
+/// Stamps node events with a global sequence number.
+#[derive(Debug, Default)]
+struct Sequence {
+    clock: AtomicU64,
+    started: Mutex<HashMap<NodeId, u64>>,
+    finished: Mutex<HashMap<NodeId, u64>>,
+}
+
+impl dsr::engine::Observer for Sequence {
+    fn node_started(&self, event: &dsr::engine::NodeEvent) {
+        let at = self.clock.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            self.started.lock().unwrap().insert(event.node, at).is_none(),
+            "started twice"
+        );
+    }
+    fn node_finished(&self, event: &dsr::engine::NodeEvent, end: &NodeEnd) {
+        assert_eq!(*end, NodeEnd::Done { bytes: 0 });
+        let at = self.clock.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            self.finished.lock().unwrap().insert(event.node, at).is_none(),
+            "finished twice"
+        );
+    }
+}
+
+#[test]
+fn stress_random_graphs_of_gpu_and_cpu_edges_keep_both_orders() {
+    let timeline = Arc::new(Timeline::default());
+    timeline.eager.store(true, Ordering::SeqCst);
+    let sequence = Arc::new(Sequence::default());
+    let executor = dsr::Executor::builder()
+        .workers(2)
+        .stage(NodeKind::Upload, Arc::new(OnTimeline(timeline.clone())))
+        .stage(NodeKind::Read, Arc::new(Noop::default()))
+        .reactor(timeline.clone())
+        .observer(sequence.clone())
+        .build()
+        .unwrap();
+    // The "GPU" creeps forward on its own thread.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gpu = {
+        let (timeline, stop) = (timeline.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                timeline.reached.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        })
+    };
+    let n: usize = 3000;
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut batch = executor.batch();
+    let graph = batch.graph_mut();
+    let requests: Vec<_> = (0..6).map(|_| graph.add_request(RequestInfo::default())).collect();
+    let kinds: Vec<NodeKind> = (0..n)
+        .map(|_| {
+            if rng.u8(0..4) == 0 {
+                NodeKind::Read
+            } else {
+                NodeKind::Upload
+            }
+        })
+        .collect();
+    let nodes: Vec<NodeId> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| graph.add_node(NodeSpec::bare(kind, requests[i % 6])))
+        .collect();
+    let mut edges = Vec::new();
+    for i in 1..n {
+        for _ in 0..rng.usize(0..3) {
+            let from = rng.usize(i.saturating_sub(50)..i);
+            let gpu = kinds[from] == NodeKind::Upload && kinds[i] == NodeKind::Upload && rng.bool();
+            let kind = if gpu { EdgeKind::Gpu } else { EdgeKind::Cpu };
+            graph.add_edge(nodes[from], nodes[i], kind);
+            edges.push((nodes[from], nodes[i], kind));
+        }
+    }
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    stop.store(true, Ordering::SeqCst);
+    gpu.join().unwrap();
+    assert!(report.all_done(), "{report:?}");
+    let started = sequence.started.lock().unwrap();
+    let finished = sequence.finished.lock().unwrap();
+    let waits = timeline.waits.lock().unwrap();
+    let value = |node: NodeId| batch.graph().submitted_value(node);
+    assert_eq!(finished.len(), n, "every node finished once");
+    for (from, to, kind) in edges {
+        match kind {
+            EdgeKind::Cpu => assert!(
+                finished[&from] < started[&to],
+                "{to:?} started before its CPU predecessor {from:?} finished"
+            ),
+            EdgeKind::Gpu => {
+                let (a, b) = (value(from).expect("submitted"), value(to).expect("submitted"));
+                assert!(a < b, "{to:?} was submitted before its GPU predecessor {from:?}");
+                assert!(
+                    waits[&to].iter().any(|&w| w >= a),
+                    "{to:?} does not wait on {from:?}'s value {a}: {:?}",
+                    waits[&to]
+                );
+            }
+        }
+    }
+}
