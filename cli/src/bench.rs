@@ -179,6 +179,14 @@ fn run_upload(args: UploadArgs) -> CliResult {
                     peer,
                     case.ratio
                 );
+                if let (Some(read), Some(copy), Some(ratio)) =
+                    (case.read_alone_gbps, case.copy_alone_gbps, case.ratio_vs_slower_half)
+                {
+                    println!(
+                        "{:<7} {:>19}   read alone {read:.2} GB/s, copy alone {copy:.2} GB/s   ({ratio:.2}x the slower)",
+                        "", ""
+                    );
+                }
             }
             cases.push(case);
         }

@@ -7,7 +7,10 @@
 //!   wait, so the peer is the copy engine's own rate with nothing on the CPU in the way;
 //! - **file**: a file (warm in the page cache) into a device-local buffer end to end, dsr
 //!   (reads, uploads) against a naive loop: `pread` into mapped staging, one copy, one fence
-//!   wait per request, which is how the seed's Vulkan backend did it.
+//!   wait per request, which is how the seed's Vulkan backend did it; and against its two
+//!   halves alone, measured in the same runs: *read-alone* (dsr reading the file into host
+//!   memory) and *copy-alone* (the bare copy loop over the same bytes). A pipeline at its best
+//!   runs at the slower half's rate.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -41,8 +44,17 @@ pub struct UploadCase {
     /// The naive loop, GB/s (median), for "file".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub naive_gbps: Option<f64>,
-    /// dsr / peer.
+    /// The file read into host memory alone, GB/s (median), for "file".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_alone_gbps: Option<f64>,
+    /// The bare copy loop alone over the same bytes, GB/s (median), for "file".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_alone_gbps: Option<f64>,
+    /// dsr / peer (the bare copy for "upload", the naive loop for "file").
     pub ratio: f64,
+    /// dsr / the slower of read-alone and copy-alone, for "file".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_vs_slower_half: Option<f64>,
 }
 
 fn gbps(bytes: u64, time: Duration) -> f64 {
@@ -229,31 +241,13 @@ pub fn upload_vs_bare(context: &Arc<GpuContext>, total: u64, region: u64, runs: 
     let executor = executor(context, region)?;
     let staging = Staging::new(context, STAGING.max(region))?;
     let submitter = Submitter::new(context)?;
-    let per_submit = (STAGING.max(region) / region).max(1);
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
         ours.push(timed(
             &executor,
             Request::memory_to_device(source.clone(), 0, total, &dest, 0),
         )?);
-
-        let start = Instant::now();
-        let mut at = 0;
-        while at < total {
-            let regions: Vec<vk::BufferCopy> = (0..per_submit)
-                .map(|i| at + i * region)
-                .take_while(|&offset| offset < total)
-                .enumerate()
-                .map(|(i, offset)| vk::BufferCopy {
-                    src_offset: i as u64 * region,
-                    dst_offset: offset,
-                    size: region.min(total - offset),
-                })
-                .collect();
-            at += regions.iter().map(|r| r.size).sum::<u64>();
-            submitter.copy_and_wait(staging.buffer, raw(&dest), &regions)?;
-        }
-        bare.push(start.elapsed());
+        bare.push(bare_copy(&submitter, &staging, &dest, total, region)?);
     }
     let (dsr_gbps, peer) = (gbps(total, median(&mut ours)), gbps(total, median(&mut bare)));
     Ok(UploadCase {
@@ -263,8 +257,40 @@ pub fn upload_vs_bare(context: &Arc<GpuContext>, total: u64, region: u64, runs: 
         dsr_gbps,
         bare_copy_gbps: Some(peer),
         naive_gbps: None,
+        read_alone_gbps: None,
+        copy_alone_gbps: None,
         ratio: dsr_gbps / peer,
+        ratio_vs_slower_half: None,
     })
+}
+
+/// The bare copy loop: `total` bytes from `staging` (already filled, `STAGING` bytes or one
+/// region) into `dest` in regions of `region`, a budget's worth per submission, each waited for.
+fn bare_copy(
+    submitter: &Submitter<'_>,
+    staging: &Staging<'_>,
+    dest: &DeviceBuffer,
+    total: u64,
+    region: u64,
+) -> Result<Duration> {
+    let per_submit = (STAGING.max(region) / region).max(1);
+    let start = Instant::now();
+    let mut at = 0;
+    while at < total {
+        let regions: Vec<vk::BufferCopy> = (0..per_submit)
+            .map(|i| at + i * region)
+            .take_while(|&offset| offset < total)
+            .enumerate()
+            .map(|(i, offset)| vk::BufferCopy {
+                src_offset: i as u64 * region,
+                dst_offset: offset,
+                size: region.min(total - offset),
+            })
+            .collect();
+        at += regions.iter().map(|r| r.size).sum::<u64>();
+        submitter.copy_and_wait(staging.buffer, raw(dest), &regions)?;
+    }
+    Ok(start.elapsed())
 }
 
 /// A warm file into a GPU buffer: dsr against the naive loop, `runs` alternating runs each.
@@ -282,11 +308,16 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
     let dest = dsr::gpu::allocate_buffer(context, total)?;
     let executor = executor(context, region)?;
     let staging = Staging::new(context, region)?;
+    let budget = Staging::new(context, STAGING.max(region))?;
     let submitter = Submitter::new(context)?;
-    let (mut ours, mut naive) = (Vec::new(), Vec::new());
+    let host = dsr::HostBuffer::prefault(total as usize);
+    let (mut ours, mut naive, mut read_alone, mut copy_alone) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
         let request = Request::file_to_device(path, 0, total, &dest, 0).io(dsr::IoPolicy::Buffered);
         ours.push(timed(&executor, request)?);
+        let request = Request::file(path, 0, total, &host, 0).io(dsr::IoPolicy::Buffered);
+        read_alone.push(timed(&executor, request)?);
+        copy_alone.push(bare_copy(&submitter, &budget, &dest, total, region)?);
 
         let start = Instant::now();
         let mut at = 0;
@@ -307,6 +338,10 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
         naive.push(start.elapsed());
     }
     let (dsr_gbps, peer) = (gbps(total, median(&mut ours)), gbps(total, median(&mut naive)));
+    let (read, copy) = (
+        gbps(total, median(&mut read_alone)),
+        gbps(total, median(&mut copy_alone)),
+    );
     Ok(UploadCase {
         case: "file",
         region_bytes: region,
@@ -314,6 +349,9 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
         dsr_gbps,
         bare_copy_gbps: None,
         naive_gbps: Some(peer),
+        read_alone_gbps: Some(read),
+        copy_alone_gbps: Some(copy),
         ratio: dsr_gbps / peer,
+        ratio_vs_slower_half: Some(dsr_gbps / read.min(copy)),
     })
 }
