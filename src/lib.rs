@@ -18,10 +18,13 @@
 //! # Ok::<(), dsr::Error>(())
 //! ```
 //!
-//! Crates: [`engine`] (requests, graph, executor), [`stages`] (read, copy, decompress),
-//! [`gpu`] (Vulkan: GPU buffers, uploads), [`viz`] (DOT pictures of batch graphs).
+//! Crates: [`engine`] (requests, graph, executor, the DirectStorage-shaped [`Queue`]),
+//! [`stages`] (read, copy, decompress), [`gpu`] (Vulkan: GPU buffers, uploads), [`viz`] (DOT
+//! pictures of batch graphs). [`Runtime`] is DirectStorage's factory: files and queues over one
+//! executor.
 
 pub mod archive;
+pub mod runtime;
 
 use std::path::Path;
 
@@ -31,6 +34,12 @@ pub use dsr_graph_viz as viz;
 pub use dsr_stages as stages;
 
 pub use dsr_stages::io::{Backend, IoConfig, IoInfo};
+
+pub use dsr_engine::queue::{
+    CommandKind, CompressionSupport, DebugFlags, ErrorRecord, FailureRecord, Fence, Queue, QueueConfig, QueueInfo,
+    SourceType, StatusArray, StatusEntry,
+};
+pub use runtime::{Runtime, RuntimeConfig, RuntimeFile, RuntimeQueue};
 
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DeviceBuffer, Error, ErrorKind,

@@ -9,6 +9,7 @@
 //!   cancellation in the kernel, injected faults;
 //! - `gpu`: GPU buffer destinations on a real Vulkan device, with the validation layer;
 //! - `gpu_edges`: GPU edges in the engine, against a scripted timeline (no GPU needed);
+//! - `queue`: the DirectStorage-shaped queue and the runtime around it;
 //! - `viz`: DOT of plans and runs, rendered by Graphviz.
 //!
 //! The `dsr` command's own tests are in `cli/tests/`.
@@ -24,4 +25,5 @@ mod gpu;
 mod gpu_edges;
 mod io;
 mod lowering;
+mod queue;
 mod viz;

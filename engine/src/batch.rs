@@ -19,11 +19,15 @@ use crate::request::Request;
 /// Called once, on a worker thread, when a batch retires. Keep it short.
 pub type CompletionCallback = Box<dyn FnOnce(&BatchReport) + Send>;
 
+/// Called as each request of a batch finishes: its id and how it ended.
+pub type RequestCallback = Box<dyn Fn(RequestId, &RequestStatus) + Send + Sync>;
+
 /// A batch being built: requests are validated and lowered as they are pushed.
 pub struct BatchBuilder {
     graph: GraphBuilder,
     lowering: LoweringConfig,
     callback: Option<CompletionCallback>,
+    request_callback: Option<RequestCallback>,
 }
 
 impl fmt::Debug for BatchBuilder {
@@ -43,6 +47,7 @@ impl BatchBuilder {
             graph: GraphBuilder::new(),
             lowering,
             callback: None,
+            request_callback: None,
         }
     }
 
@@ -69,11 +74,19 @@ impl BatchBuilder {
         });
     }
 
+    /// Calls `callback` as each request finishes (nothing of it will touch its destination
+    /// again), in the order they finish, on the worker that finished it: keep it short. Replaces
+    /// an earlier one. A panic in it is contained.
+    pub fn on_request_complete(&mut self, callback: impl Fn(RequestId, &RequestStatus) + Send + Sync + 'static) {
+        self.request_callback = Some(Box::new(callback));
+    }
+
     /// Validates the graph and freezes it.
     pub fn compile(self) -> Result<CompiledBatch> {
         Ok(CompiledBatch {
             graph: self.graph.compile()?,
             callback: self.callback,
+            request_callback: self.request_callback,
         })
     }
 }
@@ -82,6 +95,7 @@ impl BatchBuilder {
 pub struct CompiledBatch {
     pub(crate) graph: CompiledGraph,
     pub(crate) callback: Option<CompletionCallback>,
+    pub(crate) request_callback: Option<RequestCallback>,
 }
 
 impl fmt::Debug for CompiledBatch {
@@ -196,6 +210,7 @@ pub(crate) struct BatchShared {
     ack_waiters: AtomicUsize,
     /// The queues deferred nodes wait in, swept when requests of this batch are cancelled.
     sources: Arc<Sources>,
+    request_callback: Option<RequestCallback>,
 }
 
 impl BatchShared {
@@ -223,6 +238,7 @@ impl BatchShared {
             completed: Condvar::new(),
             ack_waiters: AtomicUsize::new(0),
             sources,
+            request_callback: compiled.request_callback,
             graph: compiled.graph,
         }
     }
@@ -287,12 +303,27 @@ impl BatchShared {
         let ns = self.submitted.elapsed().as_nanos() as u64;
         state.finished_after_ns.store(ns, Ordering::Relaxed);
         state.flags.fetch_or(FINISHED, Ordering::SeqCst);
+        if let Some(callback) = &self.request_callback {
+            let status = self.status(request);
+            // The caller's callback runs on a worker; its panic must not take the worker down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(request, &status)));
+        }
         if self.ack_waiters.load(Ordering::SeqCst) > 0 {
             // Taking the lock orders this notify after any waiter's check-then-wait.
             drop(self.completion.lock().unwrap_or_else(|p| p.into_inner()));
             self.completed.notify_all();
         }
         self.pending_requests.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// How a finished request ended.
+    fn status(&self, request: RequestId) -> RequestStatus {
+        let state = &self.requests[request.index()];
+        match state.error.get() {
+            Some(err) => RequestStatus::Failed(err.clone()),
+            None if state.flags.load(Ordering::Acquire) & CANCELLED != 0 => RequestStatus::Cancelled,
+            None => RequestStatus::Done,
+        }
     }
 
     fn is_finished(&self, request: RequestId) -> bool {
@@ -307,16 +338,10 @@ impl BatchShared {
             .enumerate()
             .map(|(i, state)| {
                 let id = RequestId(i as u32);
-                let flags = state.flags.load(Ordering::Acquire);
-                let status = match state.error.get() {
-                    Some(err) => RequestStatus::Failed(err.clone()),
-                    None if flags & CANCELLED != 0 => RequestStatus::Cancelled,
-                    None => RequestStatus::Done,
-                };
                 RequestReport {
                     id,
                     name: self.graph.requests()[i].name.clone(),
-                    status,
+                    status: self.status(id),
                     bytes: state.bytes.load(Ordering::Relaxed),
                     latency: Duration::from_nanos(state.finished_after_ns.load(Ordering::Relaxed)),
                 }
@@ -460,6 +485,24 @@ impl Batch {
             self.inner.cancel_request(r);
         }
         self.inner.sweep();
+        CancelTicket {
+            requests: requests.into_iter().map(|r| (self.inner.clone(), r)).collect(),
+        }
+    }
+
+    /// Cancels every request whose [`RequestInfo`](crate::graph::RequestInfo) `matches` says so,
+    /// with one sweep of the queues deferred nodes wait in.
+    pub fn cancel_where(&self, mut matches: impl FnMut(&crate::graph::RequestInfo) -> bool) -> CancelTicket {
+        let requests: Vec<RequestId> = (0..self.inner.requests.len() as u32)
+            .map(RequestId)
+            .filter(|&r| matches(self.inner.graph.request_info(r)))
+            .collect();
+        for &r in &requests {
+            self.inner.cancel_request(r);
+        }
+        if !requests.is_empty() {
+            self.inner.sweep();
+        }
         CancelTicket {
             requests: requests.into_iter().map(|r| (self.inner.clone(), r)).collect(),
         }

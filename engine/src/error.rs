@@ -41,6 +41,10 @@ pub enum ErrorKind {
     Abandoned,
     /// The executor is shutting down and takes no new work.
     ShutDown,
+    /// A queue has no free slot and the caller asked not to wait.
+    WouldBlock,
+    /// The queue was closed: it takes no work and completes nothing more.
+    Closed,
     /// A stage panicked: a bug in dsr or in a custom stage. The node failed; nothing else did.
     Internal,
 }

@@ -24,7 +24,8 @@
 //! - [`stage`] and [`reactor`]: the seams to the stages and the completion sources; [`outcome`]:
 //!   how a node's work comes out and how it ended;
 //! - [`scratch`]: the scratch budget; [`wait`]: the queue nodes wait in for any budget;
-//! - [`batch`]: waiting, callbacks, eventfds, reports, cancellation tickets;
+//! - [`batch`]: waiting, callbacks, eventfds, reports, cancellation tickets; [`queue`]: the
+//!   DirectStorage-shaped queue over batches (slots, status, signal and event entries, errors);
 //! - [`metrics`] and [`observer`]: what introspection reads; [`error`]: what failures carry.
 //!
 //! What you may touch: stages and completion sources see only [`NodeRef`], [`PendingNode`],
@@ -45,6 +46,7 @@ mod memory;
 pub mod metrics;
 pub mod observer;
 pub mod outcome;
+pub mod queue;
 pub mod reactor;
 pub mod request;
 pub mod scratch;
@@ -67,6 +69,10 @@ pub use lower::LoweringConfig;
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
 pub use observer::{NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};
+pub use queue::{
+    CommandKind, CompressionSupport, DebugFlags, ErrorRecord, FailureRecord, Fence, Queue, QueueConfig, QueueInfo,
+    SourceType, StatusArray, StatusEntry,
+};
 pub use reactor::{Completer, Reactor};
 pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
 pub use scratch::{ScratchHooks, ScratchStats};

@@ -1,0 +1,769 @@
+//! The DirectStorage-shaped queue: enqueue, then submit; a fixed capacity of slots; status,
+//! signal and event entries that complete after everything enqueued before them; cancellation by
+//! tag; an error record. Built on batches: each submission is one batch of the requests enqueued
+//! since the last.
+//!
+//! **The ledger.** Every operation enqueued takes a slot and a sequence number, in enqueue order,
+//! in one ordered ledger per queue. A request's slot comes back when it finishes (the batch tells
+//! the queue as each request finishes, in any order). Status, signal and event entries are not
+//! graph nodes: an entry fires when everything before it in the ledger has finished and it has
+//! been submitted, so it never delays later work, and it also waits for requests of batches
+//! still in flight, which a barrier node inside one batch's graph could not see without
+//! cross-batch edges. The ledger pops finished operations off its front in enqueue order; a
+//! status entry reports the first failure popped since the previous status entry, which is the
+//! first failure in enqueue order. Entries fire under the ledger's lock, so what they signal is
+//! seen in enqueue order: a caller woken by a fence finds every earlier status complete.
+//!
+//! **Slots.** A queue of capacity C holds at most C − 1 operations (DirectStorage's ring with one
+//! reserved slot). `enqueue` blocks while the queue is full and `try_enqueue` returns
+//! [`ErrorKind::WouldBlock`]; operations start at [`Queue::submit`] or once half the capacity is
+//! waiting to be submitted (auto-submit), so a full queue always has submitted work to wait for.
+//!
+//! **Close.** [`Queue::close`] cancels what is in flight, waits until none of it touches its
+//! destination again, drops what was not submitted, and completes nothing afterwards (no status,
+//! signal or event fires); every later call fails with [`ErrorKind::Closed`]. Dropping the last
+//! handle closes the queue too, without waiting (the batches keep the memory they write alive
+//! until they retire).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bitflags::bitflags;
+
+use crate::batch::{Batch, BatchBuilder, RequestStatus};
+use crate::error::{Error, ErrorKind, Result};
+use crate::eventfd::EventFd;
+use crate::executor::Executor;
+use crate::graph::FileSource;
+use crate::request::{IoPolicy, Priority, Request, Source};
+
+/// The fewest slots a queue may have.
+pub const MIN_CAPACITY: u32 = 0x80;
+/// The most slots a queue may have.
+pub const MAX_CAPACITY: u32 = 0x2000;
+/// The longest request name an error record keeps, in characters.
+pub const MAX_RECORDED_NAME: usize = 64;
+
+/// The kind of source a queue takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceType {
+    /// File ranges.
+    #[default]
+    File,
+    /// Memory blocks (and GPU buffers, which dsr reads like memory).
+    Memory,
+}
+
+bitflags! {
+    /// Where compressed data can be decoded (DirectStorage's `DSTORAGE_COMPRESSION_SUPPORT`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct CompressionSupport: u32 {
+        /// A GPU decoder tuned for the device.
+        const GPU_OPTIMIZED = 0x1;
+        /// A GPU decoder that works on any device.
+        const GPU_FALLBACK = 0x2;
+        /// The CPU decoder.
+        const CPU_FALLBACK = 0x4;
+    }
+}
+
+bitflags! {
+    /// What a queue does besides its work, for debugging (DirectStorage's debug flags).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct DebugFlags: u32 {
+        /// Print every failure to standard error as it happens.
+        const SHOW_ERRORS = 0x1;
+        /// Keep request names for error records (without it, records carry no request name).
+        const RECORD_NAMES = 0x4;
+    }
+}
+
+/// How a queue is made.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// The kind of source every request must have.
+    pub source: SourceType,
+    /// Slots: operations (requests, statuses, signals, events) held at once, plus one.
+    pub capacity: u32,
+    /// The priority every request of the queue runs at.
+    pub priority: Priority,
+    /// A name for messages.
+    pub name: String,
+    /// When set, every file request of the queue reads this way (DirectStorage's
+    /// `ForceFileBuffering` is `Some(Buffered)`).
+    pub io: Option<IoPolicy>,
+    /// What the queue does for debugging.
+    pub debug: DebugFlags,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            source: SourceType::File,
+            capacity: 0x400,
+            priority: Priority::Normal,
+            name: String::new(),
+            io: None,
+            debug: DebugFlags::RECORD_NAMES,
+        }
+    }
+}
+
+/// What one status entry says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusEntry {
+    /// Never enqueued.
+    Unused,
+    /// Enqueued; some operation before it has not finished.
+    Pending,
+    /// Every request since the previous status entry finished without failing (cancelled
+    /// requests are not failures).
+    Ok,
+    /// The first request since the previous status entry that failed, in enqueue order.
+    Failed(Error),
+}
+
+/// An array of status entries a queue writes (DirectStorage's status array).
+#[derive(Debug)]
+pub struct StatusArray {
+    entries: Mutex<Vec<StatusEntry>>,
+}
+
+impl StatusArray {
+    /// `len` unused entries.
+    pub fn new(len: usize) -> Arc<StatusArray> {
+        Arc::new(StatusArray {
+            entries: Mutex::new(vec![StatusEntry::Unused; len]),
+        })
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `index` now (`Unused` past the end).
+    pub fn get(&self, index: usize) -> StatusEntry {
+        self.lock().get(index).cloned().unwrap_or(StatusEntry::Unused)
+    }
+
+    /// Whether entry `index` has completed (Ok or Failed).
+    pub fn is_complete(&self, index: usize) -> bool {
+        matches!(self.get(index), StatusEntry::Ok | StatusEntry::Failed(_))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<StatusEntry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks entry `index` pending, unless it is pending already (or does not exist).
+    fn claim(&self, index: usize) -> Result<()> {
+        let mut entries = self.lock();
+        let len = entries.len();
+        match entries.get_mut(index) {
+            None => Err(invalid(format!("status entry {index} of an array of {len}"))),
+            Some(StatusEntry::Pending) => Err(invalid(format!(
+                "status entry {index} is still pending; enqueue it again once it has completed"
+            ))),
+            Some(entry) => {
+                *entry = StatusEntry::Pending;
+                Ok(())
+            }
+        }
+    }
+
+    fn set(&self, index: usize, entry: StatusEntry) {
+        if let Some(slot) = self.lock().get_mut(index) {
+            *slot = entry;
+        }
+    }
+}
+
+/// A 64-bit value queues set when signal entries complete (DirectStorage's fence): wait for a
+/// value, poll its eventfd, or read it.
+#[derive(Debug)]
+pub struct Fence {
+    value: Mutex<u64>,
+    changed: Condvar,
+    eventfd: EventFd,
+}
+
+impl Fence {
+    /// A fence at 0.
+    pub fn new() -> io::Result<Arc<Fence>> {
+        Ok(Arc::new(Fence {
+            value: Mutex::new(0),
+            changed: Condvar::new(),
+            eventfd: EventFd::new()?,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value now.
+    pub fn value(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Sets the value (queues do this when a signal entry completes), wakes waiters and makes
+    /// the eventfd readable.
+    pub fn signal(&self, value: u64) {
+        *self.lock() = value;
+        self.eventfd.signal();
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the value is at least `value`.
+    pub fn wait(&self, value: u64) {
+        let mut now = self.lock();
+        while *now < value {
+            now = self.changed.wait(now).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Blocks until the value is at least `value` or `timeout` passes; returns whether it got
+    /// there.
+    pub fn wait_timeout(&self, value: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut now = self.lock();
+        while *now < value {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            now = self
+                .changed
+                .wait_timeout(now, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// An eventfd that becomes readable whenever the value is set (read it to re-arm).
+    pub fn eventfd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is owned by this fence and closed only when it drops.
+        unsafe { BorrowedFd::borrow_raw(self.eventfd.raw()) }
+    }
+}
+
+/// What kind of operation a failure record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    /// A request.
+    Request,
+    /// A status entry.
+    Status,
+    /// A signal entry.
+    Signal,
+    /// An event entry.
+    Event,
+}
+
+/// The first failure a queue saw, in enqueue order, since its error record was last retrieved.
+#[derive(Clone, Debug)]
+pub struct FailureRecord {
+    /// What failed.
+    pub command: CommandKind,
+    /// The error: its kind (the result code), errno or `VkResult` (its source), path, offset,
+    /// stage and tile.
+    pub error: Error,
+    /// The file the request read, if it named one by path.
+    pub file: Option<PathBuf>,
+    /// The request's name, at most [`MAX_RECORDED_NAME`] characters.
+    pub name: Option<String>,
+    /// A copy of the request.
+    pub request: Request,
+}
+
+/// A queue's error record (DirectStorage's `RetrieveErrorRecord`).
+#[derive(Clone, Debug, Default)]
+pub struct ErrorRecord {
+    /// Failures since the record was last retrieved.
+    pub failure_count: u32,
+    /// The first of them in enqueue order.
+    pub first_failure: Option<FailureRecord>,
+}
+
+/// What [`Queue::query`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Slots free: capacity − 1 when the queue is empty.
+    pub empty_slots: u32,
+    /// Operations that may still be enqueued before the queue submits on its own.
+    pub until_auto_submit: u32,
+}
+
+/// One operation in the ledger.
+enum Entry {
+    Request {
+        /// Finished (its slot is back); popped in order.
+        finished: bool,
+        failure: Option<Error>,
+        /// The request as enqueued, for the error record; dropped once it finished well, so the
+        /// queue does not keep the caller's buffer shared.
+        copy: Option<Request>,
+    },
+    Status(Arc<StatusArray>, usize),
+    Signal(Arc<Fence>, u64),
+    Event(Arc<EventFd>),
+}
+
+struct Ledger {
+    /// Operations not yet popped, in enqueue order; the front's sequence number is `front`.
+    entries: VecDeque<Entry>,
+    front: u64,
+    /// Operations with a lower sequence number have been submitted.
+    submitted: u64,
+    /// Slots held.
+    used: u32,
+    /// The requests enqueued since the last submission, and their sequence numbers.
+    pending: Option<BatchBuilder>,
+    pending_seqs: Vec<u64>,
+    /// Operations enqueued since the last submission (auto-submit counts them).
+    pending_ops: u32,
+    /// Submitted batches, to cancel by tag; pruned as they retire.
+    in_flight: Vec<Batch>,
+    /// The first failure popped since the last status entry fired.
+    since_status: Option<Error>,
+    errors: ErrorRecord,
+    /// The sequence number of `errors.first_failure`.
+    first_failure_seq: u64,
+    closed: bool,
+}
+
+struct Shared {
+    executor: Arc<Executor>,
+    config: QueueConfig,
+    ledger: Mutex<Ledger>,
+    /// Signalled when slots come back or the queue closes.
+    space: Condvar,
+    error_event: EventFd,
+}
+
+/// A DirectStorage-shaped queue over an executor. Clones are handles to the same queue; it is
+/// safe to use from several threads at once.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.shared.config.name)
+            .field("capacity", &self.shared.config.capacity)
+            .field("info", &self.query())
+            .finish()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidRequest, message)
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the queue is closed")
+}
+
+impl Queue {
+    /// A queue feeding `executor`. Refuses a capacity outside
+    /// [`MIN_CAPACITY`]..=[`MAX_CAPACITY`].
+    pub fn new(executor: Arc<Executor>, config: QueueConfig) -> Result<Queue> {
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&config.capacity) {
+            return Err(invalid(format!(
+                "a queue's capacity is {MIN_CAPACITY}..={MAX_CAPACITY} slots, not {}",
+                config.capacity
+            )));
+        }
+        let error_event = EventFd::new().map_err(|e| Error::from_io(e, "cannot create the queue's error event"))?;
+        Ok(Queue {
+            shared: Arc::new(Shared {
+                executor,
+                config,
+                ledger: Mutex::new(Ledger {
+                    entries: VecDeque::new(),
+                    front: 0,
+                    submitted: 0,
+                    used: 0,
+                    pending: None,
+                    pending_seqs: Vec::new(),
+                    pending_ops: 0,
+                    in_flight: Vec::new(),
+                    since_status: None,
+                    errors: ErrorRecord::default(),
+                    first_failure_seq: 0,
+                    closed: false,
+                }),
+                space: Condvar::new(),
+                error_event,
+            }),
+        })
+    }
+
+    /// How it was made.
+    pub fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
+    /// Enqueues a request, waiting for a free slot while the queue is full. Refuses a request
+    /// whose source is not of the queue's type, and anything lowering refuses (ranges, an
+    /// overlapping destination), without taking a slot.
+    pub fn enqueue(&self, request: Request) -> Result<()> {
+        self.shared.enqueue_request(request, true)
+    }
+
+    /// [`Queue::enqueue`], but a full queue returns [`ErrorKind::WouldBlock`] at once.
+    pub fn try_enqueue(&self, request: Request) -> Result<()> {
+        self.shared.enqueue_request(request, false)
+    }
+
+    /// Enqueues a status entry: entry `index` of `array` becomes pending, then Ok or the first
+    /// failure (in enqueue order) among the requests enqueued since the previous status entry,
+    /// once everything enqueued before it has finished. Refuses an entry still pending.
+    pub fn enqueue_status(&self, array: &Arc<StatusArray>, index: usize) -> Result<()> {
+        array.claim(index)?;
+        let entered = self.shared.enqueue_entry(Entry::Status(array.clone(), index), true);
+        if entered.is_err() {
+            array.set(index, StatusEntry::Unused);
+        }
+        entered
+    }
+
+    /// Enqueues a signal entry: `fence` is set to `value` once everything enqueued before it
+    /// has finished.
+    pub fn enqueue_signal(&self, fence: &Arc<Fence>, value: u64) -> Result<()> {
+        self.shared.enqueue_entry(Entry::Signal(fence.clone(), value), true)
+    }
+
+    /// Enqueues an event entry: `event` is signalled once everything enqueued before it has
+    /// finished.
+    pub fn enqueue_event(&self, event: &Arc<EventFd>) -> Result<()> {
+        self.shared.enqueue_entry(Entry::Event(event.clone()), true)
+    }
+
+    /// Starts everything enqueued so far.
+    pub fn submit(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut ledger = shared.lock();
+        if ledger.closed {
+            return Err(closed());
+        }
+        shared.submit_locked(&mut ledger)
+    }
+
+    /// Cancels the requests of this queue whose `tag & mask == value`, best effort: those not
+    /// yet started are skipped, those running finish. Cancelled requests are not failures, and
+    /// status, signal and event entries still complete. Submits what was waiting first.
+    pub fn cancel_requests_with_tag(&self, mask: u64, value: u64) -> Result<()> {
+        let shared = &self.shared;
+        let batches = {
+            let mut ledger = shared.lock();
+            if ledger.closed {
+                return Err(closed());
+            }
+            shared.submit_locked(&mut ledger)?;
+            ledger.in_flight.clone()
+        };
+        for batch in batches {
+            batch.cancel_where(|info| info.tag & mask == value);
+        }
+        Ok(())
+    }
+
+    /// Free slots, and operations until the queue submits on its own.
+    pub fn query(&self) -> QueueInfo {
+        let ledger = self.shared.lock();
+        let half = self.shared.config.capacity / 2;
+        QueueInfo {
+            empty_slots: (self.shared.config.capacity - 1).saturating_sub(ledger.used),
+            until_auto_submit: half.saturating_sub(ledger.pending_ops),
+        }
+    }
+
+    /// An eventfd that becomes readable when a request fails (DirectStorage's error event).
+    pub fn error_event(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is owned by the queue and closed only when it drops.
+        unsafe { BorrowedFd::borrow_raw(self.shared.error_event.raw()) }
+    }
+
+    /// Takes the error record: the failures since the last call, and the first of them in
+    /// enqueue order.
+    pub fn retrieve_error_record(&self) -> ErrorRecord {
+        let mut ledger = self.shared.lock();
+        ledger.first_failure_seq = 0;
+        std::mem::take(&mut ledger.errors)
+    }
+
+    /// Closes the queue (see the module docs). Idempotent.
+    pub fn close(&self) {
+        self.shared.close(true);
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (or, without `wait`, refuses) until a slot is free; returns the ledger locked.
+    fn slot(self: &Arc<Self>, wait: bool) -> Result<MutexGuard<'_, Ledger>> {
+        let usable = self.config.capacity - 1;
+        let mut ledger = self.lock();
+        loop {
+            if ledger.closed {
+                return Err(closed());
+            }
+            if ledger.used < usable {
+                return Ok(ledger);
+            }
+            if !wait {
+                return Err(Error::new(
+                    ErrorKind::WouldBlock,
+                    format!("the queue's {usable} slots are all in use"),
+                ));
+            }
+            // What waits to be submitted holds slots too: start it, so slots come back.
+            self.submit_locked(&mut ledger)?;
+            ledger = self.space.wait(ledger).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn enqueue_request(self: &Arc<Self>, mut request: Request, wait: bool) -> Result<()> {
+        let fits = match (&request.source, self.config.source) {
+            (Source::File { .. }, SourceType::File) => true,
+            (Source::Memory { .. } | Source::Device { .. }, SourceType::Memory) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(invalid(format!(
+                "a {:?} queue takes {} requests",
+                self.config.source,
+                match self.config.source {
+                    SourceType::File => "file",
+                    SourceType::Memory => "memory",
+                }
+            )));
+        }
+        request.priority = self.config.priority;
+        if let Some(io) = self.config.io {
+            request.io = io;
+        }
+        if !self.config.debug.contains(DebugFlags::RECORD_NAMES) {
+            request.name = None;
+        }
+        let copy = request.clone();
+        let mut ledger = self.slot(wait)?;
+        let executor = &self.executor;
+        let batch = ledger.pending.get_or_insert_with(|| executor.batch());
+        batch.push(request)?;
+        let seq = ledger.front + ledger.entries.len() as u64;
+        ledger.pending_seqs.push(seq);
+        ledger.entries.push_back(Entry::Request {
+            finished: false,
+            failure: None,
+            copy: Some(copy),
+        });
+        self.entered(&mut ledger)
+    }
+
+    fn enqueue_entry(self: &Arc<Self>, entry: Entry, wait: bool) -> Result<()> {
+        let mut ledger = self.slot(wait)?;
+        ledger.entries.push_back(entry);
+        self.entered(&mut ledger)
+    }
+
+    /// Counts an operation just added to the ledger; submits when half the queue waits.
+    fn entered(self: &Arc<Self>, ledger: &mut Ledger) -> Result<()> {
+        ledger.used += 1;
+        ledger.pending_ops += 1;
+        if ledger.pending_ops >= self.config.capacity / 2 {
+            self.submit_locked(ledger)?;
+        }
+        Ok(())
+    }
+
+    /// Submits the pending requests as one batch and lets the entries enqueued so far fire
+    /// once what is before them has finished.
+    fn submit_locked(self: &Arc<Self>, ledger: &mut Ledger) -> Result<()> {
+        ledger.pending_ops = 0;
+        ledger.submitted = ledger.front + ledger.entries.len() as u64;
+        if let Some(mut batch) = ledger.pending.take() {
+            let seqs: Arc<[u64]> = std::mem::take(&mut ledger.pending_seqs).into();
+            let queue = Arc::downgrade(self);
+            batch.on_request_complete(move |request, status| {
+                if let Some(queue) = Weak::upgrade(&queue) {
+                    queue.finished(seqs[request.index()], status);
+                }
+            });
+            ledger.in_flight.retain(|b| !b.is_complete());
+            match self.executor.submit(batch) {
+                Ok(batch) => ledger.in_flight.push(batch),
+                // Lowering checked every request, so only a shutting-down executor gets here:
+                // the queue can do nothing more.
+                Err(err) => {
+                    ledger.closed = true;
+                    self.space.notify_all();
+                    return Err(err);
+                }
+            }
+        }
+        self.advance(ledger);
+        Ok(())
+    }
+
+    /// A request finished (on a worker).
+    fn finished(&self, seq: u64, status: &RequestStatus) {
+        let mut guard = self.lock();
+        let ledger = &mut *guard;
+        if ledger.closed || seq < ledger.front {
+            return;
+        }
+        let at = (seq - ledger.front) as usize;
+        let failed = match status {
+            RequestStatus::Failed(err) => Some(err.clone()),
+            _ => None,
+        };
+        let Some(Entry::Request {
+            finished,
+            failure,
+            copy,
+        }) = ledger.entries.get_mut(at)
+        else {
+            debug_assert!(false, "sequence {seq} is not a request");
+            return;
+        };
+        *finished = true;
+        *failure = failed.clone();
+        let copy = copy.take();
+        ledger.used -= 1;
+        if let (Some(error), Some(request)) = (failed, copy) {
+            if self.config.debug.contains(DebugFlags::SHOW_ERRORS) {
+                eprintln!("dsr queue {:?}: {error}", self.config.name);
+            }
+            let errors = &mut ledger.errors;
+            errors.failure_count = errors.failure_count.saturating_add(1);
+            if errors.first_failure.is_none() || seq < ledger.first_failure_seq {
+                ledger.first_failure_seq = seq;
+                ledger.errors.first_failure = Some(FailureRecord {
+                    command: CommandKind::Request,
+                    file: match &request.source {
+                        Source::File {
+                            file: FileSource::Path(path),
+                            ..
+                        } => Some(path.clone()),
+                        _ => None,
+                    },
+                    name: request
+                        .name
+                        .as_ref()
+                        .map(|n| n.chars().take(MAX_RECORDED_NAME).collect()),
+                    error,
+                    request,
+                });
+            }
+            self.error_event.signal();
+        }
+        self.advance(ledger);
+        self.space.notify_all();
+    }
+
+    /// Pops finished requests off the front, in enqueue order, and fires the submitted entries
+    /// they uncover.
+    fn advance(&self, ledger: &mut Ledger) {
+        let mut freed = false;
+        while let Some(front) = ledger.entries.front() {
+            match front {
+                Entry::Request { finished: false, .. } => break,
+                Entry::Request { .. } => {}
+                _ if ledger.front >= ledger.submitted => break,
+                _ => {}
+            }
+            let entry = ledger.entries.pop_front().expect("front exists");
+            ledger.front += 1;
+            match entry {
+                Entry::Request { failure, .. } => {
+                    if ledger.since_status.is_none() {
+                        ledger.since_status = failure;
+                    }
+                }
+                Entry::Status(array, index) => {
+                    let entry = match ledger.since_status.take() {
+                        None => StatusEntry::Ok,
+                        Some(err) => StatusEntry::Failed(err),
+                    };
+                    array.set(index, entry);
+                    ledger.used -= 1;
+                    freed = true;
+                }
+                Entry::Signal(fence, value) => {
+                    fence.signal(value);
+                    ledger.used -= 1;
+                    freed = true;
+                }
+                Entry::Event(event) => {
+                    event.signal();
+                    ledger.used -= 1;
+                    freed = true;
+                }
+            }
+        }
+        if freed {
+            self.space.notify_all();
+        }
+    }
+
+    /// Closes the queue; with `wait`, returns once nothing in flight touches its destination.
+    fn close(&self, wait: bool) {
+        let batches = {
+            let mut ledger = self.lock();
+            if ledger.closed {
+                return;
+            }
+            ledger.closed = true;
+            // Never submitted: dropping the builder hands its destinations back.
+            ledger.pending = None;
+            ledger.pending_seqs.clear();
+            for entry in ledger.entries.drain(..) {
+                if let Entry::Status(array, index) = entry {
+                    array.set(index, StatusEntry::Unused);
+                }
+            }
+            ledger.used = 0;
+            std::mem::take(&mut ledger.in_flight)
+        };
+        self.space.notify_all();
+        for batch in batches {
+            let ticket = batch.cancel();
+            if wait {
+                ticket.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle may go on a worker (a finishing request's callback holds one for a
+    /// moment), which must not wait for its own batch: cancel, and let the batches hold the
+    /// memory they write until they retire.
+    fn drop(&mut self) {
+        self.close(false);
+    }
+}

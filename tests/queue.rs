@@ -1,0 +1,382 @@
+//! The DirectStorage-shaped queue: statuses report the first failure in enqueue order, entries
+//! wait for everything before them (batches in flight included) without delaying later work, a
+//! full queue blocks (and `try` says would-block), cancellation by tag is not a failure, error
+//! records, close, refusals, many threads at once; and the runtime (factory) around it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsr::{
+    ErrorKind, Fence, HostBuffer, Queue, QueueConfig, Request, Runtime, RuntimeConfig, SourceType, StatusArray,
+    StatusEntry,
+};
+
+use crate::common::*;
+
+fn memory_queue(executor: dsr::Executor, capacity: u32) -> Queue {
+    let config = QueueConfig {
+        source: SourceType::Memory,
+        capacity,
+        ..QueueConfig::default()
+    };
+    Queue::new(Arc::new(executor), config).unwrap()
+}
+
+/// 64 bytes of `bytes` into `dest` at `slot * 64`.
+fn copy_request(bytes: &Arc<[u8]>, dest: &HostBuffer, slot: u64, tag: u64) -> Request {
+    Request::memory(bytes.clone(), 0, 64, dest, slot * 64).tag(tag)
+}
+
+fn signalled(queue: &Queue) -> Arc<Fence> {
+    let fence = Fence::new().unwrap();
+    queue.enqueue_signal(&fence, 1).unwrap();
+    queue.submit().unwrap();
+    fence
+}
+
+/// Waits until `dest` is ours alone again and returns its bytes.
+fn landed(dest: &mut HostBuffer) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(bytes) = dest.as_slice() {
+            return bytes.to_vec();
+        }
+        assert!(std::time::Instant::now() < deadline, "the destination never came back");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn statuses_report_the_first_failure_in_enqueue_order() {
+    let runtime = Runtime::default();
+    let queue = runtime.create_queue(QueueConfig::default()).unwrap();
+    let data = pattern(4096, 1);
+    let file = temp_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let [missing_a, missing_b] = ["a.pak", "b.pak"].map(|n| dir.path().join(n));
+    let mut dest = HostBuffer::new(5 * 4096);
+    let statuses = StatusArray::new(2);
+    let long_name = "x".repeat(100);
+    queue.enqueue(Request::file(file.path(), 0, 4096, &dest, 0)).unwrap();
+    queue
+        .enqueue(Request::file(&missing_a, 0, 4096, &dest, 4096).name(long_name.clone()))
+        .unwrap();
+    queue.enqueue(Request::file(&missing_b, 0, 4096, &dest, 8192)).unwrap();
+    queue.enqueue_status(&statuses, 0).unwrap();
+    assert_eq!(statuses.get(0), StatusEntry::Pending);
+    queue
+        .enqueue(Request::file(file.path(), 0, 4096, &dest, 12288))
+        .unwrap();
+    queue.enqueue_status(&statuses, 1).unwrap();
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE), "the signal after everything fired");
+
+    let StatusEntry::Failed(err) = statuses.get(0) else {
+        panic!("{:?}", statuses.get(0))
+    };
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.path(),
+        Some(missing_a.as_path()),
+        "the first failure in enqueue order: {err}"
+    );
+    assert_eq!(
+        statuses.get(1),
+        StatusEntry::Ok,
+        "a status reports only what came after the last"
+    );
+    assert!(poll_readable(queue.error_event(), 0), "the error event fired");
+
+    let record = queue.retrieve_error_record();
+    assert_eq!(record.failure_count, 2);
+    let first = record.first_failure.expect("a first failure");
+    assert_eq!(first.command, dsr::CommandKind::Request);
+    assert_eq!(first.file.as_deref(), Some(missing_a.as_path()));
+    assert_eq!(
+        first.name.as_deref(),
+        Some(&long_name[..64]),
+        "names are cut to 64 characters"
+    );
+    assert_eq!(first.error.kind(), ErrorKind::NotFound);
+    drop(first);
+    assert_eq!(
+        queue.retrieve_error_record().failure_count,
+        0,
+        "retrieving resets the record"
+    );
+    let bytes = landed(&mut dest);
+    assert!(bytes[..4096] == data[..] && bytes[12288..16384] == data[..]);
+}
+
+fn poll_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) == 1 }
+}
+
+#[test]
+fn entries_wait_for_batches_in_flight_but_never_delay_later_work() {
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 2));
+    let dest = HostBuffer::new(64);
+    let mut later = HostBuffer::new(64);
+    // A request held at the gate, in a batch of its own.
+    queue.enqueue(copy_request(&bytes, &dest, 0, GATED)).unwrap();
+    queue.submit().unwrap();
+    gate.wait_arrivals(1);
+    let statuses = StatusArray::new(1);
+    queue.enqueue_status(&statuses, 0).unwrap();
+    let fence = signalled(&queue);
+    // Work enqueued after the entries runs while they wait.
+    queue.enqueue(copy_request(&bytes, &later, 0, 0)).unwrap();
+    queue.submit().unwrap();
+    assert!(
+        landed(&mut later) == bytes[..],
+        "later work ran past the waiting entries"
+    );
+    assert_eq!(
+        fence.value(),
+        0,
+        "the signal waits for the held request in the earlier batch"
+    );
+    assert_eq!(statuses.get(0), StatusEntry::Pending);
+    gate.open();
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(
+        statuses.get(0),
+        StatusEntry::Ok,
+        "the status fired before the later signal"
+    );
+    assert!(poll_readable(fence.eventfd(), 0));
+}
+
+#[test]
+fn a_full_queue_blocks_and_try_says_would_block() {
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    assert_eq!(queue.query().empty_slots, 127, "a ring with one reserved slot");
+    assert_eq!(queue.query().until_auto_submit, 64);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 3));
+    let dest = HostBuffer::new(200 * 64);
+    for slot in 0..127 {
+        queue.enqueue(copy_request(&bytes, &dest, slot, GATED)).unwrap();
+    }
+    assert_eq!(queue.query().empty_slots, 0);
+    let err = queue.try_enqueue(copy_request(&bytes, &dest, 127, GATED)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    let blocked = {
+        let (queue, bytes, dest) = (queue.clone(), bytes.clone(), dest.clone());
+        std::thread::spawn(move || queue.enqueue(copy_request(&bytes, &dest, 128, GATED)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!blocked.is_finished(), "enqueue waits for a slot");
+    gate.open();
+    blocked.join().unwrap().unwrap();
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    wait_until("every slot is back", || queue.query().empty_slots == 127);
+}
+
+#[test]
+fn cancelling_by_tag_is_not_a_failure() {
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 256);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 4));
+    let mut dest = HostBuffer::new(40 * 64);
+    for slot in 0..40 {
+        let tag = GATED | if slot % 2 == 0 { 0x10 } else { 0x20 };
+        queue.enqueue(copy_request(&bytes, &dest, slot, tag)).unwrap();
+    }
+    let statuses = StatusArray::new(1);
+    queue.enqueue_status(&statuses, 0).unwrap();
+    queue.submit().unwrap();
+    gate.wait_arrivals(2);
+    queue.cancel_requests_with_tag(0xff, 0x10).unwrap();
+    gate.open();
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(statuses.get(0), StatusEntry::Ok, "cancelled requests are not failures");
+    assert_eq!(queue.retrieve_error_record().failure_count, 0);
+    let landed = landed(&mut dest);
+    let slot = |i: usize| &landed[i * 64..(i + 1) * 64];
+    assert!(
+        (0..40).filter(|i| i % 2 == 1).all(|i| slot(i) == &bytes[..]),
+        "the other tag ran"
+    );
+    let skipped = (0..40)
+        .filter(|i| i % 2 == 0)
+        .filter(|&i| slot(i).iter().all(|&b| b == 0))
+        .count();
+    assert!(
+        skipped >= 18,
+        "the matched requests that had not started were skipped ({skipped})"
+    );
+}
+
+#[test]
+fn a_closed_queue_completes_nothing_and_refuses_everything() {
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 5));
+    let dest = HostBuffer::new(10 * 64);
+    queue.enqueue(copy_request(&bytes, &dest, 0, GATED)).unwrap();
+    queue.submit().unwrap();
+    gate.wait_arrivals(1);
+    queue.enqueue(copy_request(&bytes, &dest, 1, 0)).unwrap();
+    let statuses = StatusArray::new(1);
+    queue.enqueue_status(&statuses, 0).unwrap();
+    let fence = Fence::new().unwrap();
+    queue.enqueue_signal(&fence, 7).unwrap();
+    let closing = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.close())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    gate.open();
+    closing.join().unwrap();
+    assert!(queue.is_closed());
+    queue.close();
+    assert_eq!(fence.value(), 0, "nothing completes after close");
+    assert!(!statuses.is_complete(0));
+    for err in [
+        queue.enqueue(copy_request(&bytes, &dest, 2, 0)).unwrap_err(),
+        queue.submit().unwrap_err(),
+        queue.enqueue_signal(&fence, 8).unwrap_err(),
+        queue.cancel_requests_with_tag(0, 0).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Closed);
+    }
+}
+
+#[test]
+fn queues_refuse_what_does_not_fit_them() {
+    let executor = Arc::new(executor(1));
+    for capacity in [0, 127, 0x2001] {
+        let config = QueueConfig {
+            capacity,
+            ..QueueConfig::default()
+        };
+        let err = Queue::new(executor.clone(), config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    }
+    let file_queue = Queue::new(executor.clone(), QueueConfig::default()).unwrap();
+    let dest = HostBuffer::new(64);
+    let bytes: Arc<[u8]> = Arc::from(vec![1u8; 64]);
+    let err = file_queue
+        .enqueue(Request::memory(bytes.clone(), 0, 64, &dest, 0))
+        .unwrap_err();
+    assert!(err.message().contains("file requests"), "{err}");
+    let err = file_queue
+        .enqueue(Request::file("/nowhere", 0, 64, &dest, 32))
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::DestinationTooSmall,
+        "lowering's refusals come through"
+    );
+    assert_eq!(
+        file_queue.query().empty_slots,
+        file_queue.config().capacity - 1,
+        "no slot taken"
+    );
+    let statuses = StatusArray::new(1);
+    file_queue.enqueue_status(&statuses, 0).unwrap();
+    assert!(
+        file_queue.enqueue_status(&statuses, 0).is_err(),
+        "a pending entry is not enqueued twice"
+    );
+    assert!(file_queue.enqueue_status(&statuses, 1).is_err(), "no such entry");
+    let fence = signalled(&file_queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(statuses.get(0), StatusEntry::Ok);
+    file_queue.enqueue_status(&statuses, 0).unwrap();
+    assert!(
+        signalled(&file_queue).wait_timeout(1, PATIENCE),
+        "a completed entry may be enqueued again"
+    );
+}
+
+#[test]
+fn stress_many_threads_share_one_queue() {
+    let queue = memory_queue(executor(2), 512);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 6));
+    let threads = 4;
+    let per_thread = 1000u64;
+    let dest = HostBuffer::new((threads as u64 * per_thread * 64) as usize);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (queue, bytes, dest) = (queue.clone(), bytes.clone(), dest.clone());
+            std::thread::spawn(move || {
+                let statuses = StatusArray::new(10);
+                for i in 0..per_thread {
+                    queue
+                        .enqueue(copy_request(&bytes, &dest, t as u64 * per_thread + i, 0))
+                        .unwrap();
+                    if i % 100 == 99 {
+                        queue.enqueue_status(&statuses, (i / 100) as usize).unwrap();
+                    }
+                }
+                let fence = signalled(&queue);
+                assert!(fence.wait_timeout(1, PATIENCE));
+                (0..10).all(|i| statuses.get(i) == StatusEntry::Ok)
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert!(handle.join().unwrap(), "every status came back Ok");
+    }
+    let mut dest = dest;
+    let landed = landed(&mut dest);
+    assert!(landed.chunks(64).all(|c| c == &bytes[..]), "every request landed");
+    assert_eq!(queue.query().empty_slots, 511);
+}
+
+#[test]
+fn the_runtime_configures_until_a_queue_or_file_exists() {
+    let runtime = Runtime::new(RuntimeConfig {
+        workers: 2,
+        ..RuntimeConfig::default()
+    });
+    assert!(runtime
+        .compression_support()
+        .contains(dsr::CompressionSupport::CPU_FALLBACK));
+    let data = pattern(10_000, 7);
+    let file = temp_file(&data);
+    let opened = runtime.open_file(file.path()).unwrap();
+    assert_eq!(opened.size(), 10_000);
+    let err = runtime
+        .set_config(RuntimeConfig {
+            force_file_buffering: true,
+            ..RuntimeConfig::default()
+        })
+        .unwrap_err();
+    assert!(err.message().contains("cannot change"), "{err}");
+    let queue = runtime.create_queue(QueueConfig::default()).unwrap();
+    let mut dest = HostBuffer::new(10_000);
+    queue.enqueue(opened.request(0, 10_000, &dest, 0)).unwrap();
+    opened.close();
+    assert!(
+        signalled(&queue).wait_timeout(1, PATIENCE),
+        "a closed file handle's request still reads"
+    );
+    assert!(landed(&mut dest) == data);
+    drop(queue);
+    runtime
+        .set_config(RuntimeConfig {
+            force_file_buffering: true,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+    let queue = runtime.create_queue(QueueConfig::default()).unwrap();
+    assert_eq!(
+        queue.config().io,
+        Some(dsr::IoPolicy::Buffered),
+        "the new configuration applies"
+    );
+}
