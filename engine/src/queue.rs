@@ -547,11 +547,11 @@ impl Shared {
     }
 
     fn enqueue_request(self: &Arc<Self>, mut request: Request, wait: bool) -> Result<()> {
-        let fits = match (&request.source, self.config.source) {
-            (Source::File { .. }, SourceType::File) => true,
-            (Source::Memory { .. } | Source::Device { .. }, SourceType::Memory) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (&request.source, self.config.source),
+            (Source::File { .. }, SourceType::File)
+                | (Source::Memory { .. } | Source::Device { .. }, SourceType::Memory)
+        );
         if !fits {
             return Err(invalid(format!(
                 "a {:?} queue takes {} requests",
