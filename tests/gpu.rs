@@ -759,3 +759,43 @@ fn the_run_picture_shows_gpu_time_from_timestamp_queries_and_gpu_edges_in_their_
     drop(executor);
     assert_valid(&context);
 }
+
+#[test]
+fn gpu_buffers_are_written_to_files_through_staging() {
+    let Some(context) = context() else { return };
+    let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+    let data = pattern((2 << 20) + 999, 29);
+    let gpu = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(
+            Arc::from(data.clone()),
+            0,
+            data.len() as u64,
+            &gpu,
+            5,
+        ))
+        .unwrap();
+    assert!(executor
+        .submit(batch)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("drains")
+        .all_done());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("from-gpu.bin");
+    std::fs::write(&path, b"").unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::device_to_file(&gpu, 5, data.len() as u64, &path, 100).sync())
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    let written = std::fs::read(&path).unwrap();
+    assert!(
+        written.len() == 100 + data.len() && written[100..] == data[..],
+        "the GPU's bytes reached the file"
+    );
+    drop(executor);
+    assert_valid(&context);
+}

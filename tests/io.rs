@@ -15,7 +15,7 @@ use dsr::engine::scratch::block_size;
 
 /// The backends to test: positioned reads always; io_uring where the kernel allows it. Where it
 /// does not, the io_uring half says it skipped, or fails when `DSR_REQUIRE_TOOLS=1` (CI).
-fn backends() -> Vec<Backend> {
+pub(crate) fn backends() -> Vec<Backend> {
     if io_uring_available() {
         vec![Backend::IoUring, Backend::Pread]
     } else {
@@ -34,7 +34,7 @@ fn io_uring_available() -> bool {
     available
 }
 
-fn engine(backend: Backend, ring: RingConfig) -> (dsr::Executor, IoInfo) {
+pub(crate) fn engine(backend: Backend, ring: RingConfig) -> (dsr::Executor, IoInfo) {
     engine_with(
         backend,
         ring,

@@ -343,3 +343,53 @@ fn gpu_destinations_are_reserved_and_only_gpu_stages_write_them() {
         assert!(err.message().contains("GPU buffer"), "{err}");
     }
 }
+
+#[test]
+fn writes_lower_to_write_pieces_and_gpu_writes_stage_through_scratch() {
+    let bytes: Arc<[u8]> = Arc::from(vec![3u8; 3 << 20]);
+    let gpu = device(4 << 20);
+    let mut batch = builder(1 << 20);
+    batch
+        .push(Request::write(bytes.clone(), 5, (2 << 20) + 1, "/out/a", 100).sync())
+        .unwrap();
+    batch
+        .push(Request::device_to_file(&gpu, 0, (1 << 20) + 1, "/out/b", 0))
+        .unwrap();
+    let err = batch
+        .push(Request::write(bytes.clone(), 0, 10, "/out/a", 0).gdeflate(100))
+        .unwrap_err();
+    assert_eq!(err.kind(), dsr::ErrorKind::Unsupported, "{err}");
+    let compiled = batch.compile().unwrap();
+    let graph = compiled.graph();
+    use NodeKind::{Acquire, Copy, Release, Sync, Write};
+    let kinds = |r: usize| -> Vec<NodeKind> {
+        graph
+            .request_nodes(dsr::RequestId::from_index(r))
+            .iter()
+            .map(|&n| graph.node(n).kind)
+            .collect()
+    };
+    assert_eq!(kinds(0), [Write, Write, Write, Sync]);
+    assert_eq!(kinds(1), [Acquire, Copy, Copy, Write, Write, Release]);
+    let writes: Vec<_> = graph.nodes().filter(|n| n.kind == Write).collect();
+    assert_eq!(
+        graph.resource_kind(writes[0].dst.unwrap().resource),
+        Some(ResourceKind::File)
+    );
+    assert_eq!((writes[0].src.unwrap().offset, writes[0].dst.unwrap().offset), (5, 100));
+    assert_eq!(writes[2].len, 1, "the last piece is what is left");
+    let sync = graph.nodes().find(|n| n.kind == Sync).unwrap();
+    assert_eq!(sync.state.pending(), 3, "the sync waits for every write");
+    // The GPU write: each write follows the copy that filled its piece of scratch.
+    let copies: Vec<_> = graph.nodes().filter(|n| n.kind == Copy).collect();
+    for (copy, write) in copies.iter().zip(&writes[3..]) {
+        assert_eq!(
+            graph.resource_kind(copy.dst.unwrap().resource),
+            Some(ResourceKind::Scratch)
+        );
+        assert_eq!(write.src.unwrap(), copy.dst.unwrap());
+        assert!(graph
+            .edges()
+            .any(|(from, to, kind)| from == copy.id && to == write.id && kind == EdgeKind::Cpu));
+    }
+}

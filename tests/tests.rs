@@ -10,7 +10,8 @@
 //! - `gpu`: GPU buffer destinations on a real Vulkan device, with the validation layer;
 //! - `gpu_edges`: GPU edges in the engine, against a scripted timeline (no GPU needed);
 //! - `queue`: the DirectStorage-shaped queue and the runtime around it;
-//! - `viz`: DOT of plans and runs, rendered by Graphviz.
+//! - `viz`: DOT of plans and runs, rendered by Graphviz;
+//! - `writes`: memory into files on both backends and every policy, faults, syncs.
 //!
 //! The `dsr` command's own tests are in `cli/tests/`.
 
@@ -27,3 +28,4 @@ mod io;
 mod lowering;
 mod queue;
 mod viz;
+mod writes;

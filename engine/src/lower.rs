@@ -11,6 +11,8 @@
 //! | memory, uncompressed → GPU    | `Upload` × chunks, from the caller's bytes        |
 //! | memory, GDeflate → GPU        | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
 //! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
+//! | memory → file (a write)       | `Write` × chunks [→ `Sync`]                        |
+//! | GPU buffer → file             | `Acquire` → `Copy` × chunks into scratch, each → its `Write` [→ `Sync`] → `Release` |
 //!
 //! Splitting large reads into chunks lets several workers copy one asset at once and bounds the
 //! bytes one node holds. Decoding splits at tile-group boundaries (every tile but the last is
@@ -120,6 +122,9 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         }
         _ => {}
     }
+    if let Destination::File { .. } = request.destination {
+        return lower_write(graph, config, request);
+    }
     if let (
         Source::Device { buffer, offset, len },
         Destination::Device {
@@ -139,6 +144,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
 
     let (dst_offset, dst_len) = match &request.destination {
         Destination::Host { offset, .. } | Destination::Device { offset, .. } => (*offset, out_len),
+        Destination::File { .. } => unreachable!("writes are lowered above"),
     };
     let dst_end = dst_offset.checked_add(dst_len).ok_or_else(|| {
         Error::new(
@@ -174,6 +180,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             let reservation = buffer.reserve(owner, dst_offset..dst_end)?;
             graph.add_device(buffer.clone(), reservation)
         }
+        Destination::File { .. } => unreachable!("writes are lowered above"),
     };
     let dst = Span {
         resource: dst,
@@ -272,6 +279,100 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     if let Some((held, _)) = hold {
         let release = graph.add_lowered_node(hold_spec(held.resource, NodeKind::Release));
         join(graph, id, &sinks, &[release]);
+    }
+    Ok(id)
+}
+
+/// A write request: memory (or a GPU buffer, read back into scratch first) into a file range,
+/// in pieces of at most `read_chunk`, then a `Sync` when asked. Writes are not compressed.
+fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Request) -> Result<RequestId> {
+    let Destination::File { file, offset: at, sync } = request.destination else {
+        unreachable!("only writes come here")
+    };
+    if request.compression != Compression::None {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "writes take uncompressed bytes; compress them first (dsr gdeflate compress)",
+        ));
+    }
+    let len = request.source.len();
+    if at.checked_add(len).is_none() {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "the file range overflows a 64-bit offset",
+        ));
+    }
+    // Resources first (source, destination, scratch), then the request: a refusal leaves at
+    // worst resources no node uses.
+    let (src, from_gpu) = match request.source {
+        Source::Memory { bytes, offset, len: _ } => (
+            Span {
+                resource: graph.add_memory(bytes),
+                offset,
+            },
+            false,
+        ),
+        Source::Device { buffer, offset, len: _ } => (
+            Span {
+                resource: graph.add_device_source(buffer),
+                offset,
+            },
+            true,
+        ),
+        Source::File { .. } => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a write takes its bytes from memory or a GPU buffer, not from another file",
+            ));
+        }
+    };
+    let dst = Span {
+        resource: graph.add_file_for_write(file),
+        offset: at,
+    };
+    let scratch = if from_gpu { Some(graph.add_scratch(len)?) } else { None };
+    let id = graph.add_request(RequestInfo {
+        name: request.name,
+        tag: request.tag,
+        priority: request.priority,
+        bytes: len,
+        tile_hashes: None,
+        io: request.io,
+    });
+    let hold_spec = |resource, kind| NodeSpec {
+        src: Some(Span { resource, offset: 0 }),
+        src_len: len,
+        ..NodeSpec::bare(kind, id)
+    };
+    let (writes, hold) = match scratch {
+        None => (
+            add_pieces(graph, NodeKind::Write, id, src, dst, len, config.read_chunk),
+            None,
+        ),
+        Some(resource) => {
+            let staged = Span { resource, offset: 0 };
+            let acquire = graph.add_lowered_node(hold_spec(resource, NodeKind::Acquire));
+            let copies = add_pieces(graph, NodeKind::Copy, id, src, staged, len, config.read_chunk);
+            join(graph, id, &[acquire], &copies);
+            let writes = add_pieces(graph, NodeKind::Write, id, staged, dst, len, config.read_chunk);
+            for (&copy, &write) in copies.iter().zip(&writes) {
+                graph.add_edge(copy, write, EdgeKind::Cpu);
+            }
+            (writes, Some(resource))
+        }
+    };
+    let mut ends = writes;
+    if sync {
+        let flush = graph.add_lowered_node(NodeSpec {
+            dst: Some(dst),
+            ..NodeSpec::bare(NodeKind::Sync, id)
+        });
+        join(graph, id, &ends, &[flush]);
+        ends = vec![flush];
+    }
+    if let Some(resource) = hold {
+        let release = graph.add_lowered_node(hold_spec(resource, NodeKind::Release));
+        join(graph, id, &ends, &[release]);
     }
     Ok(id)
 }

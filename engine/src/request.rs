@@ -124,6 +124,16 @@ pub enum Destination {
         /// First byte written.
         offset: u64,
     },
+    /// A file range, from `offset` (a write request). The file must exist; writing past its
+    /// end extends it.
+    File {
+        /// The file.
+        file: FileSource,
+        /// First byte written.
+        offset: u64,
+        /// Make the bytes durable (`fdatasync`) before the request completes.
+        sync: bool,
+    },
 }
 
 /// One request: read `source`, decode it per `compression`, land it in `destination`.
@@ -214,6 +224,42 @@ impl Request {
             buffer,
             dst_offset,
         )
+    }
+
+    /// Writes `bytes[offset..offset + len]` to the file at `path` at `file_offset`.
+    pub fn write(bytes: Arc<[u8]>, offset: u64, len: u64, path: impl Into<PathBuf>, file_offset: u64) -> Self {
+        Self::memory(bytes, offset, len, &HostBuffer::new(0), 0).to_file(FileSource::Path(path.into()), file_offset)
+    }
+
+    /// Writes `len` bytes at `offset` of the GPU buffer `src` to the file at `path` at
+    /// `file_offset` (read back through staging, then written).
+    pub fn device_to_file(
+        src: &DeviceBuffer,
+        offset: u64,
+        len: u64,
+        path: impl Into<PathBuf>,
+        file_offset: u64,
+    ) -> Self {
+        Self::device_to_host(src, offset, len, &HostBuffer::new(0), 0)
+            .to_file(FileSource::Path(path.into()), file_offset)
+    }
+
+    /// Sends the request's bytes to `file` at `offset` instead of where they were going.
+    pub fn to_file(mut self, file: FileSource, offset: u64) -> Self {
+        self.destination = Destination::File {
+            file,
+            offset,
+            sync: false,
+        };
+        self
+    }
+
+    /// For a write: makes the bytes durable (`fdatasync`) before the request completes.
+    pub fn sync(mut self) -> Self {
+        if let Destination::File { sync, .. } = &mut self.destination {
+            *sync = true;
+        }
+        self
     }
 
     /// Lands the request in the GPU buffer `buffer` at `offset` instead of where it was going.

@@ -165,11 +165,10 @@ impl<'a> NodeRef<'a> {
             Resource::Host(raw) => *raw,
             // Not held: a graph whose scratch user does not follow its `Acquire`.
             Resource::Scratch(scratch) => scratch.bytes()?,
-            // GPU memory is reached through `device_destination`.
-            Resource::Device(_) => return None,
-            Resource::File(_) | Resource::Memory(_) => {
-                unreachable!("compile refuses nodes that write into a source")
-            }
+            // GPU memory is reached through `device_destination`, files through
+            // `file_destination`.
+            Resource::Device(_) | Resource::File(_) => return None,
+            Resource::Memory(_) => unreachable!("compile refuses nodes that write into a source"),
         };
         self.destination_taken = true;
         // SAFETY: (1) `compile` checked the span lies inside the resource; (2) a host resource is
@@ -217,6 +216,15 @@ impl<'a> NodeRef<'a> {
                 offset: src.offset,
                 len: self.graph.src_len(self.task.node),
             }),
+            _ => None,
+        }
+    }
+
+    /// The file and offset a write (or sync) node writes at, if its destination is a file.
+    pub fn file_destination(&self) -> Option<(&'a FileSlot, u64)> {
+        let dst = self.graph.dst(self.task.node)?;
+        match self.graph.resource(dst.resource) {
+            Resource::File(slot) => Some((slot, dst.offset)),
             _ => None,
         }
     }

@@ -19,6 +19,10 @@ pub enum NodeKind {
     DecompressGpu,
     /// Bytes moved from one place to another (memory sources, GPU-to-GPU).
     Copy,
+    /// Bytes in memory written to a file range.
+    Write,
+    /// A file's written bytes made durable (`fdatasync`), after a request's writes.
+    Sync,
     /// A status or fence entry: completes when everything before it has.
     Barrier,
     /// Takes a request's scratch (its `src` span) from the executor's budget; waits, deferred,
@@ -30,12 +34,14 @@ pub enum NodeKind {
 
 impl NodeKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [NodeKind; 8] = [
+    pub const ALL: [NodeKind; 10] = [
         NodeKind::Read,
         NodeKind::DecompressCpu,
         NodeKind::Upload,
         NodeKind::DecompressGpu,
         NodeKind::Copy,
+        NodeKind::Write,
+        NodeKind::Sync,
         NodeKind::Barrier,
         NodeKind::Acquire,
         NodeKind::Release,
@@ -74,6 +80,8 @@ impl NodeKind {
             NodeKind::Upload => "upload",
             NodeKind::DecompressGpu => "decompress-gpu",
             NodeKind::Copy => "copy",
+            NodeKind::Write => "write",
+            NodeKind::Sync => "sync",
             NodeKind::Barrier => "barrier",
             NodeKind::Acquire => "acquire",
             NodeKind::Release => "release",

@@ -14,6 +14,8 @@ fn shape(kind: NodeKind) -> &'static str {
         NodeKind::Upload => "invhouse",
         NodeKind::DecompressGpu => "doubleoctagon",
         NodeKind::Copy => "ellipse",
+        NodeKind::Write => "house",
+        NodeKind::Sync => "octagon",
         NodeKind::Barrier => "diamond",
         NodeKind::Acquire => "cds",
         NodeKind::Release => "larrow",

@@ -4,7 +4,8 @@
 //! - [`io`]: file bytes into memory, through io_uring (a shared ring with registered staging
 //!   buffers and files, batched submission, short reads resubmitted, cancellation in the kernel,
 //!   direct I/O where it works, a fixed staging budget with back-pressure), or through positioned
-//!   reads, the fallback where io_uring is missing (`io::pread`);
+//!   reads, the fallback where io_uring is missing (`io::pread`); and memory into files (writes,
+//!   on the ring or with positioned writes, with an optional `fdatasync`);
 //! - [`copy`]: memory sources into their destination.
 //! - [`decompress_cpu`]: GDeflate on the CPU, one node per group of tiles, each writing straight
 //!   into its slice of the destination and verifying tile hashes when the request has them.
@@ -37,12 +38,14 @@ use dsr_engine::{ExecutorBuilder, NodeKind};
 
 pub use copy::CopyStage;
 pub use decompress_cpu::{tile_hash, DecompressCpuStage};
-pub use io::PreadStage;
+pub use io::{PreadStage, PwriteStage, SyncStage};
 
-/// Adds every CPU stage to `builder`, with positioned reads.
+/// Adds every CPU stage to `builder`, with positioned reads and writes.
 pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {
     builder
         .stage(NodeKind::Read, Arc::new(PreadStage::default()))
+        .stage(NodeKind::Write, Arc::new(PwriteStage::default()))
+        .stage(NodeKind::Sync, Arc::new(SyncStage))
         .stage(NodeKind::Copy, Arc::new(CopyStage))
         .stage(NodeKind::DecompressCpu, Arc::new(DecompressCpuStage))
 }

@@ -47,7 +47,13 @@ pub(super) fn run(worker: &WorkerCtx, task: Task, kind: NodeKind) -> Ran {
                 Err(err) => Ran::Ended(NodeEnd::Failed(err)),
             }
         }
-        NodeKind::Read | NodeKind::DecompressCpu | NodeKind::Upload | NodeKind::DecompressGpu | NodeKind::Copy => {
+        NodeKind::Read
+        | NodeKind::DecompressCpu
+        | NodeKind::Upload
+        | NodeKind::DecompressGpu
+        | NodeKind::Copy
+        | NodeKind::Write
+        | NodeKind::Sync => {
             unreachable!("{kind} nodes run a stage")
         }
     }

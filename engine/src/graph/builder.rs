@@ -79,6 +79,8 @@ pub struct GraphBuilder {
     pub(super) files: HashMap<PathBuf, ResourceId>,
     /// Open-file sources by the address of their `Arc<File>`.
     pub(super) open_files: HashMap<usize, ResourceId>,
+    /// Files written, by path or open-file address.
+    pub(super) write_files: HashMap<WriteKey, ResourceId>,
     pub(super) kind: Vec<NodeKind>,
     pub(super) request: Vec<RequestId>,
     pub(super) src: Vec<Span>,
@@ -90,6 +92,13 @@ pub struct GraphBuilder {
     /// Per node: whether lowering added it.
     pub(super) lowered: Vec<bool>,
     pub(crate) reservations: Vec<Reservation>,
+}
+
+/// How write destinations are told apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum WriteKey {
+    Path(PathBuf),
+    Open(usize),
 }
 
 impl Default for GraphBuilder {
@@ -108,6 +117,7 @@ impl GraphBuilder {
             files: HashMap::new(),
             lowered: Vec::new(),
             open_files: HashMap::new(),
+            write_files: HashMap::new(),
             kind: Vec::new(),
             request: Vec::new(),
             src: Vec::new(),
@@ -166,6 +176,7 @@ impl GraphBuilder {
                 source: source.clone(),
                 opened: OnceLock::new(),
                 direct: OnceLock::new(),
+                writable: false,
             })));
             self.files.insert(path.clone(), id);
             return id;
@@ -185,8 +196,33 @@ impl GraphBuilder {
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
+            writable: false,
         })));
         self.open_files.insert(key, id);
+        id
+    }
+
+    /// Adds a file that nodes write: one resource per path (or open file) among the batch's
+    /// write destinations, apart from the resources reads use.
+    pub fn add_file_for_write(&mut self, source: FileSource) -> ResourceId {
+        let key = match &source {
+            FileSource::Path(path) => WriteKey::Path(path.clone()),
+            FileSource::Open(file) => WriteKey::Open(Arc::as_ptr(file) as usize),
+        };
+        if let Some(&id) = self.write_files.get(&key) {
+            return id;
+        }
+        let id = self.push_resource(Resource::File(Box::new(FileSlot {
+            shared_path: match &source {
+                FileSource::Path(path) => Some(Arc::from(path.as_path())),
+                FileSource::Open(_) => None,
+            },
+            source,
+            opened: OnceLock::new(),
+            direct: OnceLock::new(),
+            writable: true,
+        })));
+        self.write_files.insert(key, id);
         id
     }
 

@@ -189,6 +189,9 @@ impl GraphBuilder {
 
     fn check_nodes(&self) -> Result<()> {
         let mut writes: Vec<(ResourceId, u64, u64, usize)> = Vec::new();
+        // File ranges read and written, by file identity, to refuse a read and a write of the
+        // same bytes in one batch (they would race).
+        let mut file_ranges = Vec::new();
         for i in 0..self.kind.len() {
             let (kind, len) = (self.kind[i], self.len[i]);
             let names_scratch = [self.src[i], self.dst[i]]
@@ -210,7 +213,22 @@ impl GraphBuilder {
                     ResourceKind::Device if kind != NodeKind::Copy => {
                         return Err(invalid(format!("{kind} node {i} reads from a GPU buffer")));
                     }
+                    ResourceKind::File if kind != NodeKind::Read => {
+                        return Err(invalid(format!("a {kind} node (node {i}) cannot read a file")));
+                    }
+                    ResourceKind::Memory | ResourceKind::Scratch | ResourceKind::Device
+                        if matches!(kind, NodeKind::Read | NodeKind::Sync) =>
+                    {
+                        return Err(invalid(format!("a {kind} node (node {i}) reads a file, not memory")));
+                    }
                     _ => {}
+                }
+                if let Resource::File(slot) = resource {
+                    if slot.is_writable() {
+                        return Err(invalid(format!("{kind} node {i} reads a file opened for writing")));
+                    }
+                    let end = src.offset.saturating_add(self.src_len[i]);
+                    file_ranges.push((slot.identity(), src.offset, end, false, i));
                 }
                 // File lengths are only known when read; memory and scratch are checked here.
                 if let Some(limit) = resource.len() {
@@ -221,8 +239,26 @@ impl GraphBuilder {
             }
             if let Some(dst) = span_opt(self.dst[i]) {
                 let resource = self.resource(dst, i)?;
-                if matches!(resource.kind(), ResourceKind::File | ResourceKind::Memory) {
-                    return Err(invalid(format!("{kind} node {i} writes into a source")));
+                let file_writer = matches!(kind, NodeKind::Write | NodeKind::Sync);
+                match resource {
+                    Resource::File(slot) if file_writer && slot.is_writable() => {
+                        let end = dst
+                            .offset
+                            .checked_add(len)
+                            .ok_or_else(|| invalid(format!("{kind} node {i} writes past the largest file offset")))?;
+                        if len > 0 {
+                            writes.push((dst.resource, dst.offset, end, i));
+                            file_ranges.push((slot.identity(), dst.offset, end, true, i));
+                        }
+                        continue;
+                    }
+                    Resource::File(_) | Resource::Memory(_) => {
+                        return Err(invalid(format!("{kind} node {i} writes into a source")));
+                    }
+                    _ if file_writer => {
+                        return Err(invalid(format!("a {kind} node (node {i}) writes a file, not memory")));
+                    }
+                    _ => {}
                 }
                 // GPU memory is written by the GPU stages alone, and they write nothing else.
                 let gpu_writer = matches!(kind, NodeKind::Upload | NodeKind::DecompressGpu | NodeKind::Copy);
@@ -246,6 +282,21 @@ impl GraphBuilder {
                 if len > 0 {
                     writes.push((dst.resource, dst.offset, dst.offset + len, i));
                 }
+            }
+        }
+        file_ranges.sort_unstable();
+        for (at, &(file, start, end, write, a)) in file_ranges.iter().enumerate() {
+            let overlapping = file_ranges[at + 1..]
+                .iter()
+                .take_while(|other| other.0 == file && other.1 < end)
+                .find(|other| other.3 != write);
+            if let Some(&(_, _, _, _, b)) = overlapping {
+                return Err(invalid(format!(
+                    "nodes {a} and {b} read and write overlapping bytes of one file ({}+{}) in one batch; \
+                     put the write and the read in batches one after the other",
+                    start,
+                    end - start
+                )));
             }
         }
         writes.sort_unstable();

@@ -29,12 +29,28 @@ pub struct FileSlot {
     pub(super) opened: OnceLock<Result<Arc<File>>>,
     /// The same file opened for direct I/O, when a read asks for it.
     pub(super) direct: OnceLock<Result<Arc<File>>>,
+    /// Whether the slot is a write destination (its stages open it for writing).
+    pub(super) writable: bool,
 }
 
 impl FileSlot {
     /// The source as the request gave it.
     pub fn source(&self) -> &FileSource {
         &self.source
+    }
+
+    /// Whether requests write this file (else they read it).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// What identifies the file across slots of one batch: its path, or the address of the
+    /// caller's open file.
+    pub(super) fn identity(&self) -> FileIdentity<'_> {
+        match &self.source {
+            FileSource::Path(path) => FileIdentity::Path(path),
+            FileSource::Open(file) => FileIdentity::Open(Arc::as_ptr(file) as usize),
+        }
     }
 
     /// The path, if the source is one.
@@ -70,10 +86,17 @@ impl FileSlot {
     }
 }
 
+/// A file's identity within a batch, for telling a read and a write of the same file apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum FileIdentity<'a> {
+    Path(&'a std::path::Path),
+    Open(usize),
+}
+
 /// What a resource of a graph is, for views and validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResourceKind {
-    /// A source file.
+    /// A file: a source, or a write destination.
     File,
     /// A caller's source bytes in memory.
     Memory,

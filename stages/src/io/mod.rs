@@ -1,7 +1,9 @@
-//! File reads: io_uring when the kernel allows it, positioned reads otherwise. Both read stages
-//! live here, with what they drive:
+//! File reads and writes: io_uring when the kernel allows it, positioned reads and writes
+//! otherwise. The stages live here, with what they drive:
 //!
 //! - [`uring_read`]: the read stage on the ring; [`pread`]: the read stage on positioned reads;
+//! - [`uring_write`]: the write stage on the ring; [`write`]: the positioned write stage, and the
+//!   sync stage both backends use;
 //! - [`ring`]: the io_uring driver and reactor (submission, reaping, short reads, cancellation,
 //!   teardown), with its rooms beside it: `op.rs` (the record of one read and where the kernel
 //!   writes), `files.rs` (the registered-file table), [`config`] (its knobs and what the kernel
@@ -22,6 +24,8 @@ pub mod pread;
 pub mod ring;
 pub mod staging;
 pub mod uring_read;
+pub mod uring_write;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -31,6 +35,7 @@ pub use config::{RingConfig, RingFeatures};
 pub use faults::{Fault, FaultPlan};
 pub use pread::PreadStage;
 pub use ring::{Ring, RingStats};
+pub use write::{PwriteStage, SyncStage};
 
 /// Which read backend to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,8 +73,12 @@ pub struct IoInfo {
 pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result<(ExecutorBuilder, IoInfo)> {
     let pread = |builder: ExecutorBuilder, reason: Option<String>| {
         let stage = PreadStage::with_faults(config.ring.faults.clone());
+        let write = PwriteStage::with_faults(config.ring.faults.clone());
         (
-            builder.stage(NodeKind::Read, Arc::new(stage)),
+            builder
+                .stage(NodeKind::Read, Arc::new(stage))
+                .stage(NodeKind::Write, Arc::new(write))
+                .stage(NodeKind::Sync, Arc::new(SyncStage)),
             IoInfo {
                 backend: Backend::Pread,
                 reason,
@@ -84,6 +93,11 @@ pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result
         Ok(ring) => {
             let builder = builder
                 .stage(NodeKind::Read, Arc::new(uring_read::UringReadStage::new(ring.clone())))
+                .stage(
+                    NodeKind::Write,
+                    Arc::new(uring_write::UringWriteStage::new(ring.clone())),
+                )
+                .stage(NodeKind::Sync, Arc::new(SyncStage))
                 .reactor(ring.clone());
             Ok((
                 builder,

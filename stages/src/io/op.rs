@@ -1,6 +1,6 @@
-//! The record of one read on the ring: which file, which range, where the kernel writes, and how
-//! far it has got. The read stage fills one in; the ring owns it from then until its node
-//! completes.
+//! The record of one read or write on the ring: which file, which range, the memory the kernel
+//! fills (a read) or sends (a write), and how far it has got. The read and write stages fill one
+//! in; the ring owns it from then until its node completes.
 
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use super::staging::StagingPool;
 
-/// Where the kernel's bytes go.
+/// The memory the kernel reads into, or writes from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Target {
-    /// Straight into the node's destination range.
+    /// The node's own memory: its destination range (a read) or its source bytes (a write).
     Destination {
         /// Start of the range.
         ptr: *mut u8,
     },
-    /// Into a staging slot (an aligned read around an unaligned range); the wanted bytes are
-    /// copied to the destination when the read completes.
+    /// A staging slot: an aligned read around an unaligned range, whose wanted bytes are copied
+    /// to the destination when the read completes; or a direct write of bytes that are not
+    /// aligned in memory, copied into the slot (from `dst`, then the source) before it starts.
     Staged {
         /// The slot, once the read has one (it waits for one when none is free).
         slot: Option<u16>,
@@ -46,6 +47,8 @@ pub(crate) struct Op {
     /// Bytes arrived so far.
     pub done: usize,
     pub direct: bool,
+    /// Whether the kernel writes the file (else it reads it).
+    pub write: bool,
     /// The file's path, for errors and fault rules.
     pub path: Option<Arc<Path>>,
     /// Index in the registered-file table, while registered.

@@ -19,6 +19,35 @@ pub fn open_buffered(path: &Path) -> Result<File, Error> {
     })
 }
 
+/// Opens a file a request writes: it must exist (writes never create or truncate); errors
+/// name the path.
+pub fn open_for_write(path: &Path) -> Result<File, Error> {
+    OpenOptions::new().write(true).open(path).map_err(|err| {
+        Error::from_io(err, "cannot open the file for writing")
+            .with_path(path)
+            .at_stage(NodeKind::Write)
+    })
+}
+
+/// Opens a written file again for direct I/O (`O_DIRECT`), like [`open_direct`].
+pub fn open_direct_write(source: &FileSource) -> Result<File, Error> {
+    let path: PathBuf = match source {
+        FileSource::Path(path) => path.clone(),
+        FileSource::Open(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+    };
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|err| {
+            let error = Error::from_io(err, "cannot open the file for direct writes").at_stage(NodeKind::Write);
+            match source {
+                FileSource::Path(path) => error.with_path(path),
+                FileSource::Open(_) => error,
+            }
+        })
+}
+
 /// Opens a source for direct I/O (`O_DIRECT`). An already-open file is reopened through
 /// `/proc/self/fd`, so the caller's descriptor keeps its own flags.
 pub fn open_direct(source: &FileSource) -> Result<File, Error> {

@@ -44,6 +44,12 @@ pub struct RingStats {
     pub sqes: AtomicU64,
     /// Short reads resubmitted for the rest.
     pub short_reads: AtomicU64,
+    /// Write operations started.
+    pub writes: AtomicU64,
+    /// Of those, direct writes (`O_DIRECT`), from the node's bytes or a staging slot.
+    pub direct_writes: AtomicU64,
+    /// Short writes resubmitted for the rest.
+    pub short_writes: AtomicU64,
     /// Reads retried after EINTR or EAGAIN.
     pub retries: AtomicU64,
     /// ASYNC_CANCEL requests sent for tombstoned reads.
@@ -212,11 +218,23 @@ impl Ring {
             return Some(waiter);
         }
         let op = &mut waiter.item;
-        if let Target::Staged { slot: slot @ None, .. } = &mut op.target {
+        if let Target::Staged {
+            slot: slot @ None,
+            dst,
+            dst_len,
+            ..
+        } = &mut op.target
+        {
             let Some(taken) = self.staging.try_acquire() else {
                 return Some(waiter);
             };
             *slot = Some(taken);
+            if op.write {
+                // SAFETY: (1) the slot is this op's alone from now until its completion is reaped,
+                // and holds at least `dst_len` bytes (the stage checked it fits); (2) `dst` is the
+                // node's source bytes, valid and unchanged until the node completes.
+                unsafe { std::ptr::copy_nonoverlapping(*dst, self.staging.slot_ptr(taken), *dst_len) };
+            }
         }
         if op.file_slot.is_none() {
             op.file_slot = inner.files.register(&inner.ring, op.fd);
@@ -233,12 +251,12 @@ impl Ring {
             op: waiter.item,
         });
         inner.submitted += 1;
-        self.push_read(inner, id);
+        self.push_op(inner, id);
         None
     }
 
     /// Queues the SQE for the rest of op `id`.
-    fn push_read(&self, inner: &mut Inner, id: u32) {
+    fn push_op(&self, inner: &mut Inner, id: u32) {
         let op = &inner.ops[id as usize].as_ref().expect("a live op").op;
         let start = op.buf(&self.staging).expect("a read in flight has its target");
         // SAFETY: `done < len` for an op with bytes left, so the pointer stays inside its target.
@@ -246,15 +264,28 @@ impl Ring {
         let len = (op.len - op.done) as u32;
         let offset = op.offset + op.done as u64;
         let fixed_slot = op.slot().filter(|_| self.features.fixed_buffers);
-        let entry = match (op.file_slot, fixed_slot) {
-            (Some(file), Some(slot)) => opcode::ReadFixed::new(types::Fixed(file), buf, len, slot)
-                .offset(offset)
-                .build(),
-            (Some(file), None) => opcode::Read::new(types::Fixed(file), buf, len).offset(offset).build(),
-            (None, Some(slot)) => opcode::ReadFixed::new(types::Fd(op.fd), buf, len, slot)
-                .offset(offset)
-                .build(),
-            (None, None) => opcode::Read::new(types::Fd(op.fd), buf, len).offset(offset).build(),
+        let entry = if op.write {
+            match (op.file_slot, fixed_slot) {
+                (Some(file), Some(slot)) => opcode::WriteFixed::new(types::Fixed(file), buf, len, slot)
+                    .offset(offset)
+                    .build(),
+                (Some(file), None) => opcode::Write::new(types::Fixed(file), buf, len).offset(offset).build(),
+                (None, Some(slot)) => opcode::WriteFixed::new(types::Fd(op.fd), buf, len, slot)
+                    .offset(offset)
+                    .build(),
+                (None, None) => opcode::Write::new(types::Fd(op.fd), buf, len).offset(offset).build(),
+            }
+        } else {
+            match (op.file_slot, fixed_slot) {
+                (Some(file), Some(slot)) => opcode::ReadFixed::new(types::Fixed(file), buf, len, slot)
+                    .offset(offset)
+                    .build(),
+                (Some(file), None) => opcode::Read::new(types::Fixed(file), buf, len).offset(offset).build(),
+                (None, Some(slot)) => opcode::ReadFixed::new(types::Fd(op.fd), buf, len, slot)
+                    .offset(offset)
+                    .build(),
+                (None, None) => opcode::Read::new(types::Fd(op.fd), buf, len).offset(offset).build(),
+            }
         };
         // A buffered read of cached pages is a copy the kernel does inside io_uring_enter, on the
         // one thread that submits the batch; large ones go to io_uring's workers instead, so
@@ -299,12 +330,13 @@ impl Ring {
 
     /// Handles one read completion with result `res`: resubmits the rest of a short read, or
     /// ends the read into `ended`.
-    fn complete_read(&self, inner: &mut Inner, id: u32, res: i32, ended: &mut Ended) {
+    fn complete_op(&self, inner: &mut Inner, id: u32, res: i32, ended: &mut Ended) {
         let Some(InFlight { op, .. }) = inner.ops[id as usize].as_mut() else {
             return;
         };
+        let stage = if op.write { NodeKind::Write } else { NodeKind::Read };
         let located = |error: Error, at: u64| {
-            let error = error.at_stage(NodeKind::Read).at_offset(at);
+            let error = error.at_stage(stage).at_offset(at);
             match &op.path {
                 Some(path) => error.with_path(path),
                 None => error,
@@ -312,14 +344,22 @@ impl Ring {
         };
         let end = if res == -libc::EINTR || res == -libc::EAGAIN {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            self.push_read(inner, id);
+            self.push_op(inner, id);
             return;
         } else if res == -libc::ECANCELED {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             NodeEnd::Cancelled
         } else if res < 0 {
-            let error = Error::from_io(std::io::Error::from_raw_os_error(-res), "read failed");
+            let action = if op.write { "write failed" } else { "read failed" };
+            let error = Error::from_io(std::io::Error::from_raw_os_error(-res), action);
             NodeEnd::Failed(located(error, op.offset + op.done as u64))
+        } else if res == 0 && op.done < op.needed && op.write {
+            let at = op.offset + op.done as u64;
+            let error = Error::new(
+                ErrorKind::Io,
+                format!("the write stopped at byte {at}: the kernel took no more bytes (is the file system full?)"),
+            );
+            NodeEnd::Failed(located(error, at))
         } else if res == 0 && op.done < op.needed {
             let at = op.offset + op.done as u64;
             let error = Error::new(
@@ -330,7 +370,12 @@ impl Ring {
         } else {
             op.done += res as usize;
             if op.done < op.needed {
-                self.stats.short_reads.fetch_add(1, Ordering::Relaxed);
+                let counter = if op.write {
+                    &self.stats.short_writes
+                } else {
+                    &self.stats.short_reads
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let next = op.offset + op.done as u64;
                 if op.direct && (!next.is_multiple_of(STAGING_ALIGN as u64) || op.done % STAGING_ALIGN != 0) {
                     // Direct I/O cannot resume at an unaligned place: finish buffered.
@@ -342,10 +387,12 @@ impl Ring {
                         }
                     }
                 }
-                self.push_read(inner, id);
+                self.push_op(inner, id);
                 return;
             }
             let bytes = match op.target {
+                // A staged write's bytes went from the slot; nothing comes back.
+                Target::Staged { dst_len, .. } if op.write => dst_len as u64,
                 Target::Staged {
                     slot: Some(slot),
                     skip,
@@ -440,7 +487,7 @@ impl Ring {
                     }
                 }
             }
-            self.complete_read(inner, id, res, ended);
+            self.complete_op(inner, id, res, ended);
         }
         inner.reaped = reaped;
     }

@@ -98,6 +98,7 @@ impl Stage for UringReadStage {
                 needed,
                 done: 0,
                 direct: is_direct,
+                write: false,
                 path,
                 file_slot: None,
                 cancel_sent: false,

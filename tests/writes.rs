@@ -1,0 +1,235 @@
+//! Write requests: memory (and, in `gpu`, GPU buffers) into file ranges, on both backends and
+//! under every I/O policy; short writes resubmitted; injected errors; syncs; files that do not
+//! exist; reads and writes of one file in one batch; writes through a queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dsr::stages::io::{Backend, Fault, FaultPlan, RingConfig};
+use dsr::{ErrorKind, HostBuffer, IoPolicy, NodeKind, Request, RequestStatus};
+
+use crate::common::*;
+use crate::io::{backends, engine};
+
+/// An existing file of `len` zero bytes.
+fn blank(dir: &std::path::Path, name: &str, len: usize) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![0u8; len]).unwrap();
+    path
+}
+
+#[test]
+fn memory_lands_in_files_byte_exact_on_every_backend_and_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Arc<[u8]> = Arc::from(pattern(3 << 20, 11));
+    // (source offset, length, file offset): aligned ones go direct; odd ones buffered; one
+    // extends the file past its end; one spans several chunks.
+    let cases: &[(u64, u64, u64)] = &[
+        (0, 4096, 0),
+        (7, 8192, 8192),
+        (1, 5000, 20_001),
+        (4096, (2 << 20) + 4096, 1 << 20),
+        (100, 0, 50_000),
+        (0, 12_288, (4 << 20) - 4096),
+    ];
+    for backend in backends() {
+        for policy in [IoPolicy::Auto, IoPolicy::Buffered, IoPolicy::Direct] {
+            let (executor, info) = engine(backend, RingConfig::default());
+            let path = blank(dir.path(), &format!("out-{backend:?}-{policy:?}.bin"), 4 << 20);
+            let mut batch = executor.batch();
+            let mut expected = vec![0u8; (4 << 20) + 8192];
+            for &(offset, len, at) in cases {
+                let direct_ok = at % 4096 == 0 && len % 4096 == 0;
+                if policy == IoPolicy::Direct && !direct_ok {
+                    continue;
+                }
+                batch
+                    .push(Request::write(data.clone(), offset, len, &path, at).io(policy))
+                    .unwrap();
+                expected[at as usize..(at + len) as usize]
+                    .copy_from_slice(&data[offset as usize..(offset + len) as usize]);
+            }
+            let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+            assert!(report.all_done(), "{backend:?} {policy:?}: {report:?}");
+            let written = std::fs::read(&path).unwrap();
+            assert_eq!(
+                written.len(),
+                expected.len(),
+                "{backend:?} {policy:?}: the last write extended the file"
+            );
+            assert!(written[..] == expected[..], "{backend:?} {policy:?}: the file's bytes");
+            if let Some(ring) = &info.ring {
+                let stats = ring.stats();
+                assert!(stats.writes.load(Ordering::Relaxed) > 0, "the ring wrote");
+                let direct = stats.direct_writes.load(Ordering::Relaxed);
+                match policy {
+                    IoPolicy::Buffered => assert_eq!(direct, 0),
+                    // Aligned in the file, not in memory: through a staging slot, directly.
+                    _ => assert!(direct > 0, "{policy:?}: aligned ranges were written directly"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn direct_writes_refuse_unaligned_file_ranges_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = blank(dir.path(), "direct.bin", 8192);
+    let data: Arc<[u8]> = Arc::from(pattern(5000, 12));
+    let (executor, _) = engine(Backend::IoUring, RingConfig::default());
+    let mut batch = executor.batch();
+    batch
+        .push(Request::write(data, 0, 5000, &path, 10).io(IoPolicy::Direct))
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("{:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.message().contains("aligned"), "{err}");
+    assert_eq!(err.stage(), Some(NodeKind::Write));
+}
+
+#[test]
+fn short_writes_are_resubmitted_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::new("short", Fault::Short(1000)).with("broken", Fault::Eio));
+    let data: Arc<[u8]> = Arc::from(pattern(1 << 20, 13));
+    for backend in backends() {
+        let (executor, info) = engine(
+            backend,
+            RingConfig {
+                faults: Some(plan.clone()),
+                ..RingConfig::default()
+            },
+        );
+        let short = blank(dir.path(), &format!("short-{backend:?}.bin"), 0);
+        let broken = blank(dir.path(), &format!("broken-{backend:?}.bin"), 0);
+        let mut batch = executor.batch();
+        batch
+            .push(Request::write(data.clone(), 0, 1 << 20, &short, 3).io(IoPolicy::Buffered))
+            .unwrap();
+        batch.push(Request::write(data.clone(), 0, 70_000, &broken, 0)).unwrap();
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        assert_eq!(report.requests[0].status, RequestStatus::Done, "{backend:?}");
+        let written = std::fs::read(&short).unwrap();
+        assert!(
+            written[3..] == data[..] && written.len() == 3 + (1 << 20),
+            "{backend:?}"
+        );
+        let RequestStatus::Failed(err) = &report.requests[1].status else {
+            panic!("{backend:?}: {:?}", report.requests[1].status)
+        };
+        assert_eq!(err.errno(), Some(libc::EIO), "{backend:?}: {err}");
+        assert_eq!(err.path(), Some(broken.as_path()));
+        assert_eq!(err.stage(), Some(NodeKind::Write));
+        if let Some(ring) = &info.ring {
+            assert!(
+                ring.stats().short_writes.load(Ordering::Relaxed) > 100,
+                "short writes were resubmitted"
+            );
+        }
+    }
+}
+
+#[test]
+fn writes_never_create_files_and_syncs_run_after_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.bin");
+    let path = blank(dir.path(), "synced.bin", 0);
+    let data: Arc<[u8]> = Arc::from(pattern(3 << 20, 14));
+    let executor = executor(2);
+    let mut batch = executor.batch();
+    batch.push(Request::write(data.clone(), 0, 10, &missing, 0)).unwrap();
+    batch
+        .push(Request::write(data.clone(), 0, 3 << 20, &path, 0).sync())
+        .unwrap();
+    let batch = executor.submit(batch).unwrap();
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    let RequestStatus::Failed(err) = &report.requests[0].status else {
+        panic!("{:?}", report.requests[0].status)
+    };
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(!missing.exists(), "a write does not create its file");
+    assert_eq!(report.requests[1].status, RequestStatus::Done);
+    assert!(std::fs::read(&path).unwrap() == data[..]);
+    let graph = batch.graph();
+    let sync = graph.nodes().find(|n| n.kind == NodeKind::Sync).expect("a sync node");
+    assert!(sync.state.is_done());
+    let writes = graph
+        .nodes()
+        .filter(|n| n.kind == NodeKind::Write && n.request == sync.request)
+        .count();
+    assert_eq!(writes, 3, "three 1 MiB writes");
+    assert_eq!(sync.predecessors, 3, "after every write");
+}
+
+#[test]
+fn a_read_and_a_write_of_the_same_bytes_in_one_batch_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = blank(dir.path(), "shared.bin", 100_000);
+    let data: Arc<[u8]> = Arc::from(pattern(10_000, 15));
+    let executor = executor(1);
+    let dest = HostBuffer::new(10_000);
+    let mut batch = executor.batch();
+    batch.push(Request::file(&path, 5000, 10_000, &dest, 0)).unwrap();
+    batch
+        .push(Request::write(data.clone(), 0, 10_000, &path, 14_000))
+        .unwrap();
+    let err = executor.submit(batch).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.message().contains("read and write overlapping bytes"), "{err}");
+
+    let mut batch = executor.batch();
+    batch.push(Request::write(data.clone(), 0, 10_000, &path, 0)).unwrap();
+    batch
+        .push(Request::write(data.clone(), 0, 10_000, &path, 9_999))
+        .unwrap();
+    assert_eq!(
+        executor.submit(batch).unwrap_err().kind(),
+        ErrorKind::OverlappingDestinations,
+        "two writes of the same bytes"
+    );
+
+    // Side by side, they run.
+    let mut batch = executor.batch();
+    batch.push(Request::file(&path, 0, 10_000, &dest, 0)).unwrap();
+    batch
+        .push(Request::write(data.clone(), 0, 10_000, &path, 10_000))
+        .unwrap();
+    assert!(executor
+        .submit(batch)
+        .unwrap()
+        .wait_timeout(PATIENCE)
+        .expect("drains")
+        .all_done());
+}
+
+#[test]
+fn writes_go_through_a_memory_queue_with_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = blank(dir.path(), "queued.bin", 0);
+    let data: Arc<[u8]> = Arc::from(pattern(64 << 10, 16));
+    let queue = dsr::Queue::new(
+        Arc::new(executor(2)),
+        dsr::QueueConfig {
+            source: dsr::SourceType::Memory,
+            ..dsr::QueueConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..16u64 {
+        queue
+            .enqueue(Request::write(data.clone(), i * 4096, 4096, &path, i * 4096))
+            .unwrap();
+    }
+    let statuses = dsr::StatusArray::new(1);
+    queue.enqueue_status(&statuses, 0).unwrap();
+    let fence = dsr::Fence::new().unwrap();
+    queue.enqueue_signal(&fence, 1).unwrap();
+    queue.submit().unwrap();
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(statuses.get(0), dsr::StatusEntry::Ok);
+    assert!(std::fs::read(&path).unwrap() == data[..]);
+}
