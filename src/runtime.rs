@@ -6,11 +6,11 @@
 
 use std::fmt;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
-use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, HostBuffer, IoPolicy, Request, Result};
+use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, FileSource, HostBuffer, IoPolicy, Request, Result};
 use dsr_stages::io::IoConfig;
 
 /// The runtime's configuration.
@@ -47,8 +47,10 @@ impl Default for RuntimeConfig {
 #[derive(Clone, Debug)]
 pub struct RuntimeFile {
     file: Arc<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     size: u64,
+    /// Counted by the runtime while any handle lives (requests hold the file, not this).
+    _alive: Arc<()>,
 }
 
 impl RuntimeFile {
@@ -62,9 +64,14 @@ impl RuntimeFile {
         &self.path
     }
 
-    /// A request reading `len` bytes at `offset` into `buffer` at `dst_offset`.
+    /// A request reading `len` bytes at `offset` into `buffer` at `dst_offset` (its errors name
+    /// the file's path).
     pub fn request(&self, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Request {
-        Request::open_file(self.file.clone(), offset, len, buffer, dst_offset)
+        let mut request = Request::open_file(self.file.clone(), offset, len, buffer, dst_offset);
+        if let dsr_engine::Source::File { file, .. } = &mut request.source {
+            *file = FileSource::Named(self.file.clone(), self.path.clone());
+        }
+        request
     }
 
     /// Closes the handle; requests already made keep the file open until they are done.
@@ -75,7 +82,7 @@ struct State {
     config: RuntimeConfig,
     executor: Option<Arc<Executor>>,
     queues: Vec<Weak<()>>,
-    files: Vec<Weak<File>>,
+    files: Vec<Weak<()>>,
 }
 
 /// DirectStorage's factory: configuration, files and queues over one shared executor.
@@ -185,14 +192,15 @@ impl Runtime {
             .metadata()
             .map_err(|e| Error::from_io(e, "cannot stat the file").with_path(path))?
             .len();
-        let file = Arc::new(file);
         let mut state = self.lock();
         Self::executor(&mut state)?;
-        state.files.push(Arc::downgrade(&file));
+        let alive = Arc::new(());
+        state.files.push(Arc::downgrade(&alive));
         Ok(RuntimeFile {
-            file,
-            path: path.to_owned(),
+            file: Arc::new(file),
+            path: Arc::from(path),
             size,
+            _alive: alive,
         })
     }
 

@@ -34,6 +34,8 @@ struct HostAlloc {
     ptr: NonNull<u8>,
     len: usize,
     reservations: Ranges,
+    /// The memory is a caller's (`HostBuffer::from_raw`): not freed here.
+    borrowed: bool,
 }
 
 // SAFETY: `HostAlloc` owns its allocation like a `Box<[u8]>` does; the bytes are only reached
@@ -45,7 +47,7 @@ unsafe impl Sync for HostAlloc {}
 
 impl Drop for HostAlloc {
     fn drop(&mut self) {
-        if self.len != 0 {
+        if self.len != 0 && !self.borrowed {
             // SAFETY: `ptr` came from `allocate_zeroed(self.len)` (see `HostBuffer::new`) and the
             // last handle is going.
             unsafe { crate::memory::free(self.ptr, self.len) }
@@ -71,6 +73,25 @@ impl HostBuffer {
                 ptr,
                 len,
                 reservations: Ranges::default(),
+                borrowed: false,
+            }),
+        }
+    }
+
+    /// A handle to `len` bytes of the caller's memory at `ptr` (a C caller's destination), which
+    /// dsr writes but never frees.
+    ///
+    /// # Safety
+    /// The memory must be valid for writes of `len` bytes, and neither read, written nor freed
+    /// by anyone else until every request made with this handle has finished and the handle
+    /// (with its clones) has been dropped.
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> Self {
+        HostBuffer {
+            alloc: Arc::new(HostAlloc {
+                ptr,
+                len,
+                reservations: Ranges::default(),
+                borrowed: true,
             }),
         }
     }

@@ -20,6 +20,12 @@ impl EventFd {
         Ok(EventFd(unsafe { OwnedFd::from_raw_fd(raw) }))
     }
 
+    /// Takes over `fd`, an eventfd the caller made (a C caller's, duplicated for dsr): signals
+    /// write to it as to one of dsr's own.
+    pub fn from_owned(fd: OwnedFd) -> Self {
+        EventFd(fd)
+    }
+
     /// Makes it readable (adds one to its counter).
     pub fn signal(&self) {
         let one: u64 = 1;

@@ -306,9 +306,15 @@ pub struct QueueInfo {
     pub until_auto_submit: u32,
 }
 
+/// Called once when a request enqueued with [`Queue::enqueue_with`] finishes, off the queue's
+/// lock, on the thread that finished it.
+pub type RequestDone = Box<dyn FnOnce(&RequestStatus) + Send>;
+
 /// One operation in the ledger.
 enum Entry {
     Request {
+        /// Told when it finishes.
+        done: Option<RequestDone>,
         /// Finished (its slot is back); popped in order.
         finished: bool,
         failure: Option<Error>,
@@ -422,12 +428,19 @@ impl Queue {
     /// whose source is not of the queue's type, and anything lowering refuses (ranges, an
     /// overlapping destination), without taking a slot.
     pub fn enqueue(&self, request: Request) -> Result<()> {
-        self.shared.enqueue_request(request, true)
+        self.shared.enqueue_request(request, None, true)
     }
 
     /// [`Queue::enqueue`], but a full queue returns [`ErrorKind::WouldBlock`] at once.
     pub fn try_enqueue(&self, request: Request) -> Result<()> {
-        self.shared.enqueue_request(request, false)
+        self.shared.enqueue_request(request, None, false)
+    }
+
+    /// [`Queue::enqueue`] (or, without `wait`, [`Queue::try_enqueue`]) with `done` called once
+    /// the request finishes, however it ends (not if the queue is closed first). Dropped
+    /// uncalled when the enqueue is refused.
+    pub fn enqueue_with(&self, request: Request, done: RequestDone, wait: bool) -> Result<()> {
+        self.shared.enqueue_request(request, Some(done), wait)
     }
 
     /// Enqueues a status entry: entry `index` of `array` becomes pending, then Ok or the first
@@ -546,7 +559,7 @@ impl Shared {
         }
     }
 
-    fn enqueue_request(self: &Arc<Self>, mut request: Request, wait: bool) -> Result<()> {
+    fn enqueue_request(self: &Arc<Self>, mut request: Request, done: Option<RequestDone>, wait: bool) -> Result<()> {
         let fits = matches!(
             (&request.source, self.config.source),
             (Source::File { .. }, SourceType::File)
@@ -577,6 +590,7 @@ impl Shared {
         let seq = ledger.front + ledger.entries.len() as u64;
         ledger.pending_seqs.push(seq);
         ledger.entries.push_back(Entry::Request {
+            done,
             finished: false,
             failure: None,
             copy: Some(copy),
@@ -630,7 +644,29 @@ impl Shared {
     }
 
     /// A request finished (on a worker).
+    ///
+    /// The request's own callback runs first, off the lock (it may call into the queue), and
+    /// before the ledger records the request: so it has returned by the time any status,
+    /// signal or event entry after the request fires.
     fn finished(&self, seq: u64, status: &RequestStatus) {
+        let done = {
+            let mut guard = self.lock();
+            let ledger = &mut *guard;
+            let at = seq.checked_sub(ledger.front).map(|at| at as usize);
+            match at.and_then(|at| ledger.entries.get_mut(at)) {
+                Some(Entry::Request { done, .. }) if !ledger.closed => done.take(),
+                _ => None,
+            }
+        };
+        if let Some(done) = done {
+            // The caller's callback; its panic must not take the worker down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(status)));
+        }
+        self.record_finish(seq, status);
+    }
+
+    /// Records a finished request in the ledger and fires what that uncovers.
+    fn record_finish(&self, seq: u64, status: &RequestStatus) {
         let mut guard = self.lock();
         let ledger = &mut *guard;
         if ledger.closed || seq < ledger.front {
@@ -645,6 +681,7 @@ impl Shared {
             finished,
             failure,
             copy,
+            ..
         }) = ledger.entries.get_mut(at)
         else {
             debug_assert!(false, "sequence {seq} is not a request");
@@ -669,6 +706,10 @@ impl Shared {
                             file: FileSource::Path(path),
                             ..
                         } => Some(path.clone()),
+                        Source::File {
+                            file: FileSource::Named(_, path),
+                            ..
+                        } => Some(path.to_path_buf()),
                         _ => None,
                     },
                     name: request

@@ -184,7 +184,7 @@ impl GraphBuilder {
         // The same open file (one `Arc`) is one resource too: its direct-I/O descriptor and its
         // ring registration are made once per batch, not once per request. The resource holds a
         // clone, so the address cannot be reused by another file while the builder lives.
-        let FileSource::Open(file) = &source else {
+        let (FileSource::Open(file) | FileSource::Named(file, _)) = &source else {
             unreachable!("paths returned above")
         };
         let key = Arc::as_ptr(file) as usize;
@@ -192,7 +192,10 @@ impl GraphBuilder {
             return id;
         }
         let id = self.push_resource(Resource::File(Box::new(FileSlot {
-            shared_path: None,
+            shared_path: match &source {
+                FileSource::Named(_, path) => Some(path.clone()),
+                _ => None,
+            },
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
@@ -207,7 +210,7 @@ impl GraphBuilder {
     pub fn add_file_for_write(&mut self, source: FileSource) -> ResourceId {
         let key = match &source {
             FileSource::Path(path) => WriteKey::Path(path.clone()),
-            FileSource::Open(file) => WriteKey::Open(Arc::as_ptr(file) as usize),
+            FileSource::Open(file) | FileSource::Named(file, _) => WriteKey::Open(Arc::as_ptr(file) as usize),
         };
         if let Some(&id) = self.write_files.get(&key) {
             return id;
@@ -215,6 +218,7 @@ impl GraphBuilder {
         let id = self.push_resource(Resource::File(Box::new(FileSlot {
             shared_path: match &source {
                 FileSource::Path(path) => Some(Arc::from(path.as_path())),
+                FileSource::Named(_, path) => Some(path.clone()),
                 FileSource::Open(_) => None,
             },
             source,

@@ -17,6 +17,9 @@ pub enum FileSource {
     Path(PathBuf),
     /// A file the caller has already opened.
     Open(Arc<File>),
+    /// A file the caller has already opened, with the path it was opened from (named in
+    /// errors; never reopened by it).
+    Named(Arc<File>, Arc<std::path::Path>),
 }
 
 /// A source file of a batch, opened at most once, by whichever read gets there first.
@@ -49,7 +52,7 @@ impl FileSlot {
     pub(super) fn identity(&self) -> FileIdentity<'_> {
         match &self.source {
             FileSource::Path(path) => FileIdentity::Path(path),
-            FileSource::Open(file) => FileIdentity::Open(Arc::as_ptr(file) as usize),
+            FileSource::Open(file) | FileSource::Named(file, _) => FileIdentity::Open(Arc::as_ptr(file) as usize),
         }
     }
 
@@ -67,7 +70,7 @@ impl FileSlot {
     /// every request of the batch that needs the file reports the same error.
     pub fn get_or_open(&self, open: impl FnOnce(&std::path::Path) -> Result<File>) -> Result<&File> {
         let opened = self.opened.get_or_init(|| match &self.source {
-            FileSource::Open(file) => Ok(file.clone()),
+            FileSource::Open(file) | FileSource::Named(file, _) => Ok(file.clone()),
             FileSource::Path(path) => open(path).map(Arc::new),
         });
         match opened {

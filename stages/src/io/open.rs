@@ -33,7 +33,9 @@ pub fn open_for_write(path: &Path) -> Result<File, Error> {
 pub fn open_direct_write(source: &FileSource) -> Result<File, Error> {
     let path: PathBuf = match source {
         FileSource::Path(path) => path.clone(),
-        FileSource::Open(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+        FileSource::Open(file) | FileSource::Named(file, _) => {
+            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        }
     };
     OpenOptions::new()
         .write(true)
@@ -43,6 +45,7 @@ pub fn open_direct_write(source: &FileSource) -> Result<File, Error> {
             let error = Error::from_io(err, "cannot open the file for direct writes").at_stage(NodeKind::Write);
             match source {
                 FileSource::Path(path) => error.with_path(path),
+                FileSource::Named(_, path) => error.with_path(path),
                 FileSource::Open(_) => error,
             }
         })
@@ -53,7 +56,9 @@ pub fn open_direct_write(source: &FileSource) -> Result<File, Error> {
 pub fn open_direct(source: &FileSource) -> Result<File, Error> {
     let path: PathBuf = match source {
         FileSource::Path(path) => path.clone(),
-        FileSource::Open(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+        FileSource::Open(file) | FileSource::Named(file, _) => {
+            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        }
     };
     OpenOptions::new()
         .read(true)
@@ -67,6 +72,7 @@ pub fn open_direct(source: &FileSource) -> Result<File, Error> {
             .at_stage(NodeKind::Read);
             match source {
                 FileSource::Path(path) => error.with_path(path),
+                FileSource::Named(_, path) => error.with_path(path),
                 FileSource::Open(_) => error,
             }
         })

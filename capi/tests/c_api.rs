@@ -1,0 +1,181 @@
+//! The C ABI from C: programs under `tests/c/` compiled with the system C compiler against
+//! `include/dsr.h` (C11, every warning an error) and linked to the `libdsr.so` this package
+//! builds, then run. Set `DSR_VALGRIND=1` to run each under valgrind's memcheck as well.
+//!
+//! `cargo test` does not build a package's `cdylib` for its integration tests, so the first
+//! test to need it runs `cargo build -p dsr-capi` (same profile and target directory; quick when
+//! it is up to date).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory cargo put `libdsr.so` in: the test binary's, one level up from `deps/`.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Builds `libdsr.so` into `lib` (once per test run).
+fn build_library(lib: &Path) {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = lib.parent().expect("the target directory");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "dsr-capi", "--target-dir"]).arg(target);
+        if lib.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(status.success(), "cargo build -p dsr-capi failed");
+    });
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// Compiles `tests/c/<name>.c` into `out`; `None` (having said why) where there is no C
+/// compiler, unless `DSR_REQUIRE_TOOLS=1`.
+fn compile(name: &str, out: &Path) -> Option<PathBuf> {
+    let lib = lib_dir();
+    build_library(&lib);
+    assert!(
+        lib.join("libdsr.so").exists(),
+        "libdsr.so is not in {} (cargo builds it with the tests)",
+        lib.display()
+    );
+    let exe = out.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-pthread"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(&source)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&lib)
+        .arg("-ldsr")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output();
+    match built {
+        Err(err) if std::env::var("DSR_REQUIRE_TOOLS").as_deref() != Ok("1") => {
+            eprintln!("skipped: no C compiler ({cc}: {err})");
+            None
+        }
+        Err(err) => panic!("DSR_REQUIRE_TOOLS=1 but {cc} cannot run: {err}"),
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "{name}.c does not compile:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Some(exe)
+        }
+    }
+}
+
+/// Runs a compiled test program (under valgrind with `DSR_VALGRIND=1`); returns its stdout.
+fn run(exe: &Path, args: &[&str]) -> String {
+    let valgrind = std::env::var("DSR_VALGRIND").as_deref() == Ok("1");
+    let mut command = if valgrind {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "-q",
+        ])
+        .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let output = command.args(args).output().expect("the test program runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}):\n{stdout}\n{}",
+        exe.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{stdout}");
+    stdout
+}
+
+/// The test asset: text that compresses (`asset_byte` in `tests/c/common.h`).
+fn asset(len: usize) -> Vec<u8> {
+    let text = b"dsr streams assets from disk ";
+    (0..len).map(|i| text[i % text.len()]).collect()
+}
+
+#[test]
+fn the_seeds_first_demo_writes_an_asset_and_reads_it_raw_and_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = compile("demo_assets", dir.path()) else {
+        return;
+    };
+    let len = 3 << 20;
+    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
+    let packed_path = dir.path().join("asset.gdf");
+    std::fs::write(&packed_path, packed).unwrap();
+    let out = run(
+        &exe,
+        &[
+            dir.path().to_str().unwrap(),
+            packed_path.to_str().unwrap(),
+            &len.to_string(),
+        ],
+    );
+    assert!(out.contains("compressed:"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("asset.bin")).unwrap(),
+        asset(len),
+        "the written asset"
+    );
+}
+
+#[test]
+fn the_seeds_second_demo_reads_a_packed_file_at_many_offsets_with_an_error_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = compile("packed_offsets", dir.path()) else {
+        return;
+    };
+    let packed_path = dir.path().join("packed.bin");
+    let bytes: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&packed_path, bytes).unwrap();
+    let out = run(&exe, &[packed_path.to_str().unwrap()]);
+    assert!(out.contains("the bad one failed with DSR_E_END_OF_FILE"), "{out}");
+}
+
+#[test]
+fn queue_semantics_hold_through_the_c_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = compile("semantics", dir.path()) else {
+        return;
+    };
+    let out = run(&exe, &[dir.path().to_str().unwrap()]);
+    assert!(out.contains("cancelled by tag"), "{out}");
+}
+
+#[test]
+fn hostile_calls_get_error_codes_never_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = compile("hostile", dir.path()) else {
+        return;
+    };
+    let out = run(&exe, &[dir.path().to_str().unwrap()]);
+    assert!(out.contains("every hostile call got an error code"), "{out}");
+}
