@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
 use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, FileSource, HostBuffer, IoPolicy, Request, Result};
-use dsr_stages::io::IoConfig;
+use dsr_stages::io::{Backend, IoConfig};
 
 /// The runtime's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,21 @@ impl Default for RuntimeConfig {
             force_file_buffering: false,
             debug: DebugFlags::RECORD_NAMES,
         }
+    }
+}
+
+/// The read backend: `DSR_IO_BACKEND=pread` (or `io_uring`) overrides the automatic choice,
+/// for tools that cannot follow io_uring (valgrind does not see the kernel write memory through
+/// it, and reports the bytes as uninitialised).
+fn io_from_env() -> IoConfig {
+    let backend = match std::env::var("DSR_IO_BACKEND").as_deref() {
+        Ok("pread") => Backend::Pread,
+        Ok("io_uring") => Backend::IoUring,
+        _ => Backend::Auto,
+    };
+    IoConfig {
+        backend,
+        ..IoConfig::default()
     }
 }
 
@@ -178,7 +193,7 @@ impl Runtime {
         if state.config.workers > 0 {
             config.workers = state.config.workers;
         }
-        let (executor, _) = crate::executor_with_io(config, IoConfig::default())?;
+        let (executor, _) = crate::executor_with_io(config, io_from_env())?;
         let executor = Arc::new(executor);
         state.executor = Some(executor.clone());
         Ok(executor)

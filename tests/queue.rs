@@ -380,3 +380,24 @@ fn the_runtime_configures_until_a_queue_or_file_exists() {
         "the new configuration applies"
     );
 }
+
+#[test]
+fn a_requests_callback_has_returned_before_any_later_entry_fires() {
+    let queue = memory_queue(executor(2), 1024);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 8));
+    let dest = HostBuffer::new(500 * 64);
+    let called = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for slot in 0..500 {
+        let called = called.clone();
+        let done: dsr::engine::RequestDone = Box::new(move |status| {
+            assert_eq!(*status, dsr::RequestStatus::Done);
+            // Slow enough that a signal racing the callback would be seen first.
+            std::thread::sleep(Duration::from_micros(50));
+            called.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        queue.enqueue_with(copy_request(&bytes, &dest, slot, 0), done, true).unwrap();
+    }
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 500);
+}

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     EXPECT(dsr_runtime_set_config(runtime, &config), DSR_E_BUSY);
 
     /* Requests: null, wrong size, bad kinds, null destinations, ranges that do not fit. */
-    unsigned char buffer[64];
+    unsigned char buffer[64] = {0};
     dsr_request read = blank_request(DSR_REQUEST_READ_FILE);
     read.file = file;
     read.source_size = 16;
