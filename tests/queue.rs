@@ -395,7 +395,9 @@ fn a_requests_callback_has_returned_before_any_later_entry_fires() {
             std::thread::sleep(Duration::from_micros(50));
             called.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
-        queue.enqueue_with(copy_request(&bytes, &dest, slot, 0), done, true).unwrap();
+        queue
+            .enqueue_with(copy_request(&bytes, &dest, slot, 0), done, true)
+            .unwrap();
     }
     let fence = signalled(&queue);
     assert!(fence.wait_timeout(1, PATIENCE));

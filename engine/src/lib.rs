@@ -71,7 +71,7 @@ pub use observer::{NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};
 pub use queue::{
     CommandKind, CompressionSupport, DebugFlags, ErrorRecord, FailureRecord, Fence, Queue, QueueConfig, QueueInfo,
-    SourceType, StatusArray, StatusEntry,
+    RequestDone, SourceType, StatusArray, StatusEntry,
 };
 pub use reactor::{Completer, Reactor};
 pub use request::{Compression, Destination, IoPolicy, Priority, Request, Source};
