@@ -30,6 +30,29 @@ enum Bench {
     /// loop (same staging, same regions), and a warm file end to end against a naive
     /// pread-copy-wait loop, at 64 KiB, 1 MiB and 16 MiB regions.
     Upload(UploadArgs),
+    /// The submit path: small memory requests through the Rust queue and through the C ABI
+    /// (libdsr.so beside this binary), against the engine's batch API in the same run: requests
+    /// per second end to end, and submitting-thread CPU per request.
+    Submit(SubmitArgs),
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// Requests per run.
+    #[arg(long, default_value_t = 100_000)]
+    requests: u64,
+    /// Alternating runs per side; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// libdsr.so to load for the C side (default: beside this binary).
+    #[arg(long)]
+    library: Option<std::path::PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +157,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::EncodeCpu(args) => run_encode(args),
         Bench::Read(args) => run_read(args),
         Bench::Upload(args) => run_upload(args),
+        Bench::Submit(args) => run_submit(args),
     }
 }
 
@@ -203,6 +227,52 @@ fn run_upload(args: UploadArgs) -> CliResult {
             "cases": cases,
         });
         println!("{doc}");
+    }
+    Ok(())
+}
+
+fn run_submit(args: SubmitArgs) -> CliResult {
+    use dsr_cli::harness::submit;
+    if args.requests == 0 {
+        return Err(CliError::usage("--requests must be at least 1"));
+    }
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let library = args.library.clone().or_else(submit::default_library);
+    let result = submit::measure(args.requests, args.runs, workers, library.as_deref())?;
+    let c_run = result.c.as_ref().ok();
+    if args.json {
+        let doc = json!({
+            "bench": "submit",
+            "requests": args.requests,
+            "request_bytes": submit::REQUEST_BYTES,
+            "runs": args.runs,
+            "workers": workers,
+            "batch_req_per_s": result.batch.req_per_s,
+            "batch_submit_cpu_ns_per_req": result.batch.submit_cpu_ns_per_req,
+            "rust_req_per_s": result.rust.req_per_s,
+            "c_req_per_s": c_run.map(|c| c.req_per_s),
+            "submit_cpu_ns_per_req": result.rust.submit_cpu_ns_per_req,
+            "c_submit_cpu_ns_per_req": c_run.map(|c| c.submit_cpu_ns_per_req),
+            "c_error": result.c.as_ref().err(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    let line = |name: &str, run: &submit::SubmitRun| {
+        println!(
+            "{name:<12} {:>10.0} requests/s   {:>7.0} ns of submitting-thread CPU per request   ({:.2}x the batch API's rate)",
+            run.req_per_s,
+            run.submit_cpu_ns_per_req,
+            run.req_per_s / result.batch.req_per_s
+        );
+    };
+    line("batch API", &result.batch);
+    line("Rust queue", &result.rust);
+    match &result.c {
+        Ok(run) => line("C ABI", run),
+        Err(reason) => println!("C ABI        not measured: {reason}"),
     }
     Ok(())
 }

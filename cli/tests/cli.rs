@@ -127,6 +127,52 @@ fn bench_exec_reports_both_sides() {
     }
 }
 
+/// libdsr.so beside the `dsr` under test, built if it is not (`cargo test` builds no cdylib).
+fn libdsr() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dsr"));
+    let dir = bin.parent().expect("the binary's directory");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", "dsr-capi", "--target-dir"])
+        .arg(dir.parent().expect("the target directory"));
+    if dir.file_name().is_some_and(|d| d == "release") {
+        cargo.arg("--release");
+    }
+    assert!(
+        cargo.status().expect("cargo runs").success(),
+        "cargo build -p dsr-capi failed"
+    );
+    dir.join("libdsr.so")
+}
+
+#[test]
+fn bench_submit_measures_the_rust_queue_and_the_c_abi_against_the_batch_api() {
+    let library = libdsr();
+    let doc = json(&dsr(&[
+        "bench",
+        "submit",
+        "--requests",
+        "2000",
+        "--runs",
+        "1",
+        "--workers",
+        "2",
+        "--library",
+        library.to_str().unwrap(),
+        "--json",
+    ]));
+    for key in [
+        "batch_req_per_s",
+        "rust_req_per_s",
+        "c_req_per_s",
+        "submit_cpu_ns_per_req",
+        "c_submit_cpu_ns_per_req",
+    ] {
+        assert!(doc[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {doc}");
+    }
+    assert!(doc["c_error"].is_null(), "{doc}");
+}
+
 #[test]
 fn every_subcommand_has_help() {
     for args in [
@@ -142,6 +188,7 @@ fn every_subcommand_has_help() {
         &["gdeflate", "decompress", "--help"],
         &["info", "--help"],
         &["bench", "read", "--help"],
+        &["bench", "submit", "--help"],
         &["bench", "decode-cpu", "--help"],
     ] {
         let out = dsr(args);

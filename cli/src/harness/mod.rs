@@ -6,6 +6,7 @@ pub mod codec;
 pub mod corpus;
 pub mod exec;
 pub mod read;
+pub mod submit;
 pub mod upload;
 
 use std::time::Duration;
