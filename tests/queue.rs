@@ -403,3 +403,25 @@ fn a_requests_callback_has_returned_before_any_later_entry_fires() {
     assert!(fence.wait_timeout(1, PATIENCE));
     assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 500);
 }
+
+#[test]
+fn regression_the_last_handle_dropped_on_a_worker_tears_down_without_deadlock() {
+    // The queue owns the executor, and the only handle left when the request finishes is the
+    // one its callback holds: dropping it drops the executor on one of its own workers.
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 9));
+    let mut dest = HostBuffer::new(64);
+    let last = queue.clone();
+    let done: dsr::engine::RequestDone = Box::new(move |_| drop(last));
+    queue
+        .enqueue_with(copy_request(&bytes, &dest, 0, GATED), done, true)
+        .unwrap();
+    queue.submit().unwrap();
+    gate.wait_arrivals(1);
+    drop(queue);
+    gate.open();
+    // The batch retires (and hands the destination back) only if the worker that dropped the
+    // executor was let go to finish its node.
+    assert!(landed(&mut dest) == bytes[..]);
+}

@@ -319,18 +319,39 @@ impl Executor {
 }
 
 impl Drop for Executor {
+    /// Cancels what runs, waits for every batch to drain, joins the workers, and has every
+    /// completion source drain. The last handle can go on one of this executor's own workers (a
+    /// completion callback held its owner, a queue, for a moment): that worker must return to
+    /// finish the node it is completing before anything can drain, so the waiting then happens
+    /// on a teardown thread of its own instead.
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         self.cancel(0, 0);
         self.shared.sleep.notify_all();
-        for thread in self.threads.drain(..) {
-            // A worker that panicked already poisoned nothing we rely on; keep joining the rest.
-            let _ = thread.join();
+        let threads = std::mem::take(&mut self.threads);
+        let shared = self.shared.clone();
+        let me = std::thread::current().id();
+        if threads.iter().any(|t| t.thread().id() == me) {
+            let spawned = std::thread::Builder::new()
+                .name("dsr-teardown".into())
+                .spawn(move || teardown(threads, &shared));
+            // Without a thread to wait on, the workers still exit once drained; the sources
+            // then keep what they hold until the process ends rather than hang this worker.
+            drop(spawned);
+            return;
         }
-        // Teardown is explicit: no completion source may keep an operation (and the memory it
-        // writes) alive past the executor through the nodes it holds.
-        for reactor in self.shared.sources.reactors.iter() {
-            reactor.drain();
-        }
+        teardown(threads, &shared);
+    }
+}
+
+/// Joins the workers (they exit once every batch has retired), then has every completion source
+/// drain: no source may keep an operation, and the memory it writes, alive past the executor.
+fn teardown(threads: Vec<JoinHandle<()>>, shared: &Shared) {
+    for thread in threads {
+        // A worker that panicked already poisoned nothing we rely on; keep joining the rest.
+        let _ = thread.join();
+    }
+    for reactor in shared.sources.reactors.iter() {
+        reactor.drain();
     }
 }
