@@ -49,25 +49,41 @@ impl Gate {
     pub fn new() -> Arc<Self> {
         Arc::new(Gate::default())
     }
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
     pub fn pass(&self) {
+        // Count the arrival under the lock: a waiter that has just checked the count is then
+        // already waiting when the notification comes.
+        let mut open = self.lock();
         self.arrived.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_all();
-        let mut open = self.open.lock().unwrap();
         while !*open {
-            open = self.changed.wait(open).unwrap();
+            open = self.changed.wait(open).unwrap_or_else(|p| p.into_inner());
         }
     }
     pub fn open(&self) {
-        *self.open.lock().unwrap() = true;
+        *self.lock() = true;
         self.changed.notify_all();
     }
-    /// Blocks until `n` callers have reached the gate.
+    /// Blocks until `n` callers have reached the gate; fails the test (with the gate opened, so
+    /// the executor can still drain) after [`PATIENCE`].
     pub fn wait_arrivals(&self, n: usize) {
-        let mut open = self.open.lock().unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut open = self.lock();
         while self.arrived.load(Ordering::SeqCst) < n {
-            let (guard, timeout) = self.changed.wait_timeout(open, PATIENCE).unwrap();
-            open = guard;
-            assert!(!timeout.timed_out(), "nobody reached the gate");
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                *open = true;
+                self.changed.notify_all();
+                drop(open);
+                panic!("nobody reached the gate");
+            }
+            open = self
+                .changed
+                .wait_timeout(open, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
