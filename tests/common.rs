@@ -237,3 +237,14 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// Submits `batch` and waits for it; fails the test unless every request is done.
+pub fn run_all(executor: &Executor, batch: dsr::BatchBuilder) -> Arc<dsr::BatchReport> {
+    let report = executor
+        .submit(batch)
+        .expect("the batch compiles")
+        .wait_timeout(PATIENCE)
+        .expect("drains");
+    assert!(report.all_done(), "{report:?}");
+    report
+}

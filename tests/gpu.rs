@@ -49,6 +49,21 @@ fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfi
     (executor, transfers)
 }
 
+/// Uploads `bytes` into `buffer` at `at` through the executor, and waits.
+fn upload(executor: &dsr::Executor, bytes: &[u8], buffer: &DeviceBuffer, at: u64) {
+    let mut batch = executor.batch();
+    batch
+        .push(Request::memory_to_device(
+            Arc::from(bytes),
+            0,
+            bytes.len() as u64,
+            buffer,
+            at,
+        ))
+        .unwrap();
+    run_all(executor, batch);
+}
+
 /// Reads `len` bytes at `offset` of `buffer` back into host memory through the executor (a
 /// `Copy` node from the GPU buffer into a host destination).
 fn read_back(executor: &dsr::Executor, buffer: &DeviceBuffer, offset: u64, len: u64) -> Vec<u8> {
@@ -162,22 +177,7 @@ fn gpu_copies_and_read_backs_land_byte_exact() {
     let data = pattern((2 << 20) + 4321, 17);
     let a = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
     let b = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
-    let mut batch = executor.batch();
-    batch
-        .push(Request::memory_to_device(
-            Arc::from(data.clone()),
-            0,
-            data.len() as u64,
-            &a,
-            7,
-        ))
-        .unwrap();
-    assert!(executor
-        .submit(batch)
-        .unwrap()
-        .wait_timeout(PATIENCE)
-        .expect("drains")
-        .all_done());
+    upload(&executor, &data, &a, 7);
     // GPU to GPU: another buffer at an odd offset, and a disjoint range of the same buffer.
     let mut batch = executor.batch();
     batch
@@ -576,12 +576,7 @@ fn a_callers_device_is_used_and_left_usable() {
         batch
             .push(Request::memory_to_device(bytes.clone(), 0, 1 << 16, &gpu, 0))
             .unwrap();
-        assert!(executor
-            .submit(batch)
-            .unwrap()
-            .wait_timeout(PATIENCE)
-            .expect("drains")
-            .all_done());
+        run_all(&executor, batch);
         assert!(read_back(&executor, &gpu, 0, 1 << 16) == *bytes);
     }
     // dsr destroyed only what it made: the caller's device still runs work.
@@ -627,12 +622,7 @@ fn batch_signals_reach_the_gpu_in_the_order_they_were_handed_out() {
     let second = transfers.signal_on_completion(&mut quick);
     assert_eq!(first.semaphore, second.semaphore);
     assert!(second.value > first.value);
-    assert!(executor
-        .submit(quick)
-        .unwrap()
-        .wait_timeout(PATIENCE)
-        .expect("drains")
-        .all_done());
+    run_all(&executor, quick);
     // A batch handed a value but dropped unsubmitted does not hold later ones up.
     let mut dropped = executor.batch();
     let third = transfers.signal_on_completion(&mut dropped);
@@ -766,22 +756,7 @@ fn gpu_buffers_are_written_to_files_through_staging() {
     let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
     let data = pattern((2 << 20) + 999, 29);
     let gpu = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
-    let mut batch = executor.batch();
-    batch
-        .push(Request::memory_to_device(
-            Arc::from(data.clone()),
-            0,
-            data.len() as u64,
-            &gpu,
-            5,
-        ))
-        .unwrap();
-    assert!(executor
-        .submit(batch)
-        .unwrap()
-        .wait_timeout(PATIENCE)
-        .expect("drains")
-        .all_done());
+    upload(&executor, &data, &gpu, 5);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("from-gpu.bin");
     std::fs::write(&path, b"").unwrap();

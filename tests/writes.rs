@@ -198,12 +198,7 @@ fn a_read_and_a_write_of_the_same_bytes_in_one_batch_are_refused() {
     batch
         .push(Request::write(data.clone(), 0, 10_000, &path, 10_000))
         .unwrap();
-    assert!(executor
-        .submit(batch)
-        .unwrap()
-        .wait_timeout(PATIENCE)
-        .expect("drains")
-        .all_done());
+    run_all(&executor, batch);
 }
 
 #[test]

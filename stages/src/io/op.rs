@@ -64,7 +64,37 @@ pub(crate) struct Op {
 // so moving the op between threads moves that ownership with it.
 unsafe impl Send for Op {}
 
+/// Where an op goes: its descriptors (`buffered` is also the fallback of a direct op), the file
+/// offset, and the file it names in errors.
+pub(crate) struct OpFile {
+    pub fd: RawFd,
+    pub buffered: RawFd,
+    pub direct: bool,
+    pub offset: u64,
+    pub path: Option<Arc<Path>>,
+}
+
 impl Op {
+    /// A read (or, with `write`, a write) of `len` bytes of which `needed` must arrive, not yet
+    /// started.
+    pub fn new(file: OpFile, target: Target, len: usize, needed: usize, write: bool) -> Op {
+        Op {
+            fd: file.fd,
+            fallback_fd: file.direct.then_some(file.buffered),
+            offset: file.offset,
+            target,
+            len,
+            needed,
+            done: 0,
+            direct: file.direct,
+            write,
+            path: file.path,
+            file_slot: None,
+            cancel_sent: false,
+            delayed: false,
+        }
+    }
+
     /// Where the kernel writes the op's first byte; `None` for a staged op without its slot yet.
     pub fn buf(&self, staging: &StagingPool) -> Option<*mut u8> {
         match self.target {

@@ -31,29 +31,17 @@ pub fn open_for_write(path: &Path) -> Result<File, Error> {
 
 /// Opens a written file again for direct I/O (`O_DIRECT`), like [`open_direct`].
 pub fn open_direct_write(source: &FileSource) -> Result<File, Error> {
-    let path: PathBuf = match source {
-        FileSource::Path(path) => path.clone(),
-        FileSource::Open(file) | FileSource::Named(file, _) => {
-            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        }
-    };
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .map_err(|err| {
-            let error = Error::from_io(err, "cannot open the file for direct writes").at_stage(NodeKind::Write);
-            match source {
-                FileSource::Path(path) => error.with_path(path),
-                FileSource::Named(_, path) => error.with_path(path),
-                FileSource::Open(_) => error,
-            }
-        })
+    reopen_direct(source, true)
 }
 
 /// Opens a source for direct I/O (`O_DIRECT`). An already-open file is reopened through
 /// `/proc/self/fd`, so the caller's descriptor keeps its own flags.
 pub fn open_direct(source: &FileSource) -> Result<File, Error> {
+    reopen_direct(source, false)
+}
+
+/// The source opened again with `O_DIRECT`, for reading or (`write`) for writing.
+fn reopen_direct(source: &FileSource, write: bool) -> Result<File, Error> {
     let path: PathBuf = match source {
         FileSource::Path(path) => path.clone(),
         FileSource::Open(file) | FileSource::Named(file, _) => {
@@ -61,15 +49,20 @@ pub fn open_direct(source: &FileSource) -> Result<File, Error> {
         }
     };
     OpenOptions::new()
-        .read(true)
+        .read(!write)
+        .write(write)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
         .map_err(|err| {
-            let error = Error::from_io(
-                err,
-                "cannot open the file for direct I/O (does its file system support O_DIRECT?)",
-            )
-            .at_stage(NodeKind::Read);
+            let (action, stage) = if write {
+                ("cannot open the file for direct writes", NodeKind::Write)
+            } else {
+                (
+                    "cannot open the file for direct I/O (does its file system support O_DIRECT?)",
+                    NodeKind::Read,
+                )
+            };
+            let error = Error::from_io(err, action).at_stage(stage);
             match source {
                 FileSource::Path(path) => error.with_path(path),
                 FileSource::Named(_, path) => error.with_path(path),

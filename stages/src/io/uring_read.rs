@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
-use super::op::{Op, Target};
+use super::op::{Op, OpFile, Target};
 use super::open::{open_buffered, open_direct};
 use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
@@ -87,24 +87,14 @@ impl Stage for UringReadStage {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (pending, outcome) = node.defer();
-        self.ring.start(
-            pending,
-            Op {
-                fd,
-                fallback_fd: is_direct.then_some(buffered),
-                offset,
-                target,
-                len: read_len,
-                needed,
-                done: 0,
-                direct: is_direct,
-                write: false,
-                path,
-                file_slot: None,
-                cancel_sent: false,
-                delayed: false,
-            },
-        );
+        let file = OpFile {
+            fd,
+            buffered,
+            direct: is_direct,
+            offset,
+            path,
+        };
+        self.ring.start(pending, Op::new(file, target, read_len, needed, false));
         outcome
     }
 }

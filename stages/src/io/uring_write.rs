@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeKind, NodeRef, Outcome, Stage};
 
-use super::op::{Op, Target};
+use super::op::{Op, OpFile, Target};
 use super::open::{open_direct_write, open_for_write};
 use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
@@ -102,24 +102,15 @@ impl Stage for UringWriteStage {
             stats.direct_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let (pending, outcome) = node.defer();
-        self.ring.start(
-            pending,
-            Op {
-                fd,
-                fallback_fd: is_direct.then_some(buffered),
-                offset,
-                target,
-                len: bytes.len(),
-                needed: bytes.len(),
-                done: 0,
-                direct: is_direct,
-                write: true,
-                path,
-                file_slot: None,
-                cancel_sent: false,
-                delayed: false,
-            },
-        );
+        let file = OpFile {
+            fd,
+            buffered,
+            direct: is_direct,
+            offset,
+            path,
+        };
+        self.ring
+            .start(pending, Op::new(file, target, bytes.len(), bytes.len(), true));
         outcome
     }
 }
