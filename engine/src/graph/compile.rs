@@ -23,10 +23,13 @@ impl GraphBuilder {
         self.check_nodes()?;
 
         // In-degrees, and successors as compressed sparse rows, each node's GPU successors first.
+        // Graphs without GPU edges (all of the CPU's) pay for none of the GPU bookkeeping.
+        let has_gpu_edges = self.edges.iter().any(|e| e.2 == EdgeKind::Gpu);
+        let gpu_len = if has_gpu_edges { n } else { 0 };
         let mut preds = vec![0u32; n];
         let mut succ_offsets = vec![0u32; n + 1];
-        let mut gpu_succ = vec![0u32; n];
-        let mut gpu_preds = vec![0u32; n];
+        let mut gpu_succ = vec![0u32; gpu_len];
+        let mut gpu_preds = vec![0u32; gpu_len];
         for &(from, to, kind) in &self.edges {
             if from.index() >= n || to.index() >= n {
                 return Err(invalid(format!(
@@ -63,12 +66,17 @@ impl GraphBuilder {
         for i in 0..n {
             succ_offsets[i + 1] += succ_offsets[i];
         }
-        // Two passes, GPU edges then CPU edges; within a kind, successors keep the order they
-        // were added in.
+        // GPU edges first, then CPU edges (one pass when there are no GPU edges); within a
+        // kind, successors keep the order they were added in.
         let mut fill = succ_offsets.clone();
         let mut succ = vec![NodeId(0); self.edges.len()];
         let mut succ_kind = vec![EdgeKind::Cpu; self.edges.len()];
-        for pass in [EdgeKind::Gpu, EdgeKind::Cpu] {
+        let passes: &[EdgeKind] = if has_gpu_edges {
+            &[EdgeKind::Gpu, EdgeKind::Cpu]
+        } else {
+            &[EdgeKind::Cpu]
+        };
+        for &pass in passes {
             for &(from, to, kind) in self.edges.iter().filter(|e| e.2 == pass) {
                 let at = &mut fill[from.index()];
                 succ[*at as usize] = to;
@@ -80,7 +88,6 @@ impl GraphBuilder {
 
         // GPU predecessors (compressed sparse rows), whose timeline values a node waits on; and
         // a slot per node for the value it is submitted with. Both empty without GPU edges.
-        let has_gpu_edges = gpu_succ.iter().any(|&g| g > 0);
         let (gpu_pred_offsets, gpu_pred) = if has_gpu_edges {
             let mut offsets = vec![0u32; n + 1];
             for i in 0..n {
@@ -153,7 +160,7 @@ impl GraphBuilder {
             succ_offsets: arena.copy_slice(&succ_offsets),
             succ: arena.copy_slice(&succ),
             succ_kind: arena.copy_slice(&succ_kind),
-            gpu_succ: arena.copy_slice(if has_gpu_edges { &gpu_succ } else { &[] }),
+            gpu_succ: arena.copy_slice(&gpu_succ),
             gpu_pred_offsets: arena.copy_slice(&gpu_pred_offsets),
             gpu_pred: arena.copy_slice(&gpu_pred),
             submitted: arena.fill_with(if has_gpu_edges { n } else { 0 }, |_| AtomicU64::new(0)),
