@@ -52,19 +52,23 @@ pub struct HostImports {
     ext: ash::ext::external_memory_host::Device,
     /// `minImportedHostPointerAlignment`: block addresses and lengths must be multiples.
     alignment: usize,
-    blocks: Mutex<BTreeMap<usize, Block>>,
+    blocks: Mutex<Blocks>,
+}
+
+/// The blocks by address, and how many of them are imported (kept, not counted per lookup: a
+/// lookup is on every upload's path).
+#[derive(Default)]
+struct Blocks {
+    by_address: BTreeMap<usize, Block>,
+    imported: usize,
 }
 
 impl fmt::Debug for HostImports {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let blocks = self.lock();
-        let imported = blocks
-            .values()
-            .filter(|b| matches!(b.import, Import::Done { .. }))
-            .count();
         f.debug_struct("HostImports")
-            .field("blocks", &blocks.len())
-            .field("imported", &imported)
+            .field("blocks", &blocks.by_address.len())
+            .field("imported", &blocks.imported)
             .field("alignment", &self.alignment)
             .finish()
     }
@@ -98,20 +102,17 @@ impl HostImports {
             ext: ash::ext::external_memory_host::Device::new(context.instance(), context.device()),
             context: context.clone(),
             alignment,
-            blocks: Mutex::new(BTreeMap::new()),
+            blocks: Mutex::new(Blocks::default()),
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Block>> {
+    fn lock(&self) -> MutexGuard<'_, Blocks> {
         self.blocks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many blocks are imported now.
     pub fn imported(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|b| matches!(b.import, Import::Done { .. }))
-            .count()
+        self.lock().imported
     }
 
     /// The GPU buffer over the scratch block holding `len` bytes at `ptr`, and their offset in
@@ -122,22 +123,22 @@ impl HostImports {
     /// its node completes (its request holds the block until then).
     pub(crate) fn lookup(&self, ptr: *const u8, len: u64) -> Option<(vk::Buffer, u64)> {
         let at = ptr as usize;
-        let mut blocks = self.lock();
-        let imported = blocks
-            .values()
-            .filter(|b| matches!(b.import, Import::Done { .. }))
-            .count();
-        let (&base, block) = blocks.range_mut(..=at).next_back()?;
+        let mut guard = self.lock();
+        let blocks = &mut *guard;
+        let (&base, block) = blocks.by_address.range_mut(..=at).next_back()?;
         let offset = at - base;
         if offset.checked_add(usize::try_from(len).ok()?)? > block.len {
             return None;
         }
         if matches!(block.import, Import::Untried) {
-            block.import = if imported < MAX_IMPORTS {
+            block.import = if blocks.imported < MAX_IMPORTS {
                 self.import(base, block.len).unwrap_or(Import::Refused)
             } else {
                 Import::Refused
             };
+            if matches!(block.import, Import::Done { .. }) {
+                blocks.imported += 1;
+            }
         }
         match block.import {
             Import::Done { buffer, .. } => Some((buffer, offset as u64)),
@@ -226,12 +227,21 @@ impl ScratchHooks for HostImports {
         } else {
             Import::Refused
         };
-        self.lock().insert(ptr.as_ptr() as usize, Block { len, import });
+        self.lock()
+            .by_address
+            .insert(ptr.as_ptr() as usize, Block { len, import });
     }
 
     fn unmapping(&self, ptr: NonNull<u8>, _len: usize) {
-        let Some(block) = self.lock().remove(&(ptr.as_ptr() as usize)) else {
-            return;
+        let block = {
+            let mut blocks = self.lock();
+            let Some(block) = blocks.by_address.remove(&(ptr.as_ptr() as usize)) else {
+                return;
+            };
+            if matches!(block.import, Import::Done { .. }) {
+                blocks.imported -= 1;
+            }
+            block
         };
         if let Import::Done { buffer, memory } = block.import {
             let device = self.context.device();
@@ -250,7 +260,7 @@ impl Drop for HostImports {
         // The pool unmaps every block before it goes (it holds this through its hooks), so
         // nothing is left; should a block be left, its import is freed with the context.
         let device = self.context.device();
-        for (_, block) in std::mem::take(&mut *self.lock()) {
+        for (_, block) in std::mem::take(&mut self.lock().by_address) {
             if let Import::Done { buffer, memory } = block.import {
                 // SAFETY: as in `unmapping`: the hooks' owner, the pool, is gone, so no request
                 // holds a block.
