@@ -49,6 +49,15 @@ fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfi
     (executor, transfers)
 }
 
+/// Every staging slot is back in the budget.
+fn assert_staging_back(transfers: &Transfers) {
+    assert_eq!(
+        transfers.free_slots(),
+        transfers.staging_shape().0,
+        "all staging came back"
+    );
+}
+
 /// Uploads `bytes` into `buffer` at `at` through the executor, and waits.
 fn upload(executor: &dsr::Executor, bytes: &[u8], buffer: &DeviceBuffer, at: u64) {
     let mut batch = executor.batch();
@@ -126,11 +135,7 @@ fn files_land_byte_exact_in_gpu_buffers_at_every_size_and_offset() {
     } else {
         eprintln!("note: this device cannot import host memory; every upload was staged");
     }
-    assert_eq!(
-        transfers.free_slots(),
-        transfers.staging_shape().0,
-        "all staging came back"
-    );
+    assert_staging_back(&transfers);
     drop(executor);
     assert_valid(&context);
 }
@@ -192,11 +197,7 @@ fn gpu_copies_and_read_backs_land_byte_exact() {
     let stats = transfers.stats();
     assert_eq!(stats.copied.load(Ordering::Relaxed), data.len() as u64 + 5000);
     assert_eq!(stats.read_back.load(Ordering::Relaxed), data.len() as u64 + 5001);
-    assert_eq!(
-        transfers.free_slots(),
-        transfers.staging_shape().0,
-        "all staging came back"
-    );
+    assert_staging_back(&transfers);
     drop(executor);
     assert_valid(&context);
 }

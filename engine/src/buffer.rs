@@ -291,11 +291,6 @@ impl DeviceBuffer {
         self.inner.len
     }
 
-    /// Whether `other` is this very buffer (a clone of the same handle).
-    pub fn same_as(&self, other: &DeviceBuffer) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
     /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.inner.len == 0

@@ -134,7 +134,7 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     ) = (&request.source, &request.destination)
     {
         // One vkCmdCopyBuffer may not read and write the same bytes.
-        if buffer.same_as(dst) && *offset < at.saturating_add(*len) && *at < offset.saturating_add(*len) {
+        if buffer.same_buffer(dst) && *offset < at.saturating_add(*len) && *at < offset.saturating_add(*len) {
             return Err(Error::new(
                 ErrorKind::OverlappingDestinations,
                 "a GPU copy within one buffer needs disjoint source and destination ranges",

@@ -312,11 +312,6 @@ impl PendingNode {
         }
     }
 
-    /// Whether [`PendingNode::submitted`] was called.
-    pub fn is_submitted(&self) -> bool {
-        self.gpu_released
-    }
-
     /// Completes the node with `bytes` produced, or with an error. Successors it releases go to
     /// the injectors; from inside a reactor's poll, finish it through the [`crate::Completer`]
     /// instead, so they run on the polling worker.

@@ -18,9 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ash::vk;
-use dsr::gpu::{GpuContext, StagingConfig};
+use dsr::gpu::{GpuContext, HostVisible, StagingConfig};
 use dsr::{DeviceBuffer, Error, ErrorKind, ExecutorConfig, IoConfig, Request, Result};
-use vk_mem::Alloc;
 
 use super::median;
 
@@ -65,59 +64,38 @@ fn failed(what: &str, result: vk::Result) -> Error {
     Error::new(ErrorKind::Device, format!("{what}: VkResult {result:?}")).with_source(result)
 }
 
-/// A mapped, host-visible buffer the peers copy from.
+/// A mapped, host-visible buffer the peers copy from: dsr's own staging allocation, pre-faulted
+/// as dsr's staging is, freed when the peer is done.
 struct Staging<'a> {
     context: &'a GpuContext,
-    buffer: vk::Buffer,
-    allocation: vk_mem::Allocation,
-    ptr: *mut u8,
+    memory: Option<HostVisible>,
 }
 
 impl<'a> Staging<'a> {
     fn new(context: &'a GpuContext, len: u64) -> Result<Self> {
-        let info = vk::BufferCreateInfo::default()
-            .size(len)
-            .usage(vk::BufferUsageFlags::TRANSFER_SRC);
-        let alloc = vk_mem::AllocationCreateInfo {
-            usage: vk_mem::MemoryUsage::AutoPreferHost,
-            flags: vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE | vk_mem::AllocationCreateFlags::MAPPED,
-            required_flags: vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
-            ..Default::default()
-        };
-        // SAFETY: valid create infos; destroyed in `Drop` with the same allocator.
-        let (buffer, allocation) = unsafe { context.allocator().create_buffer(&info, &alloc) }
-            .map_err(|r| failed("cannot allocate staging", r))?;
-        let ptr = context
-            .allocator()
-            .get_allocation_info(&allocation)
-            .mapped_data
-            .cast::<u8>();
-        let staging = Staging {
-            context,
-            buffer,
-            allocation,
-            ptr,
-        };
-        if ptr.is_null() {
-            return Err(Error::new(ErrorKind::Device, "staging could not be mapped"));
-        }
-        // Pre-fault, as dsr's staging is.
+        let memory = HostVisible::new(context, len)?;
         for page in (0..len).step_by(4096) {
-            // SAFETY: inside the mapping.
-            unsafe { staging.ptr.add(page as usize).write_volatile(1) };
+            // SAFETY: inside the mapping just made, which nothing else uses yet.
+            unsafe { memory.ptr.add(page as usize).write_volatile(1) };
         }
-        Ok(staging)
+        Ok(Staging {
+            context,
+            memory: Some(memory),
+        })
+    }
+
+    fn memory(&self) -> &HostVisible {
+        self.memory.as_ref().expect("present until dropped")
     }
 }
 
 impl Drop for Staging<'_> {
     fn drop(&mut self) {
-        // SAFETY: every copy from it was waited for before the peers return.
-        unsafe {
-            self.context
-                .allocator()
-                .destroy_buffer(self.buffer, &mut self.allocation)
-        };
+        if let Some(memory) = self.memory.take() {
+            // SAFETY: every copy from it was waited for before the peers return, and the
+            // context is the one that made it.
+            unsafe { memory.destroy(self.context) };
+        }
     }
 }
 
@@ -288,7 +266,7 @@ fn bare_copy(
             })
             .collect();
         at += regions.iter().map(|r| r.size).sum::<u64>();
-        submitter.copy_and_wait(staging.buffer, raw(dest), &regions)?;
+        submitter.copy_and_wait(staging.memory().buffer, raw(dest), &regions)?;
     }
     Ok(start.elapsed())
 }
@@ -324,7 +302,7 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
         while at < total {
             let len = region.min(total - at);
             // SAFETY: the staging mapping holds `region` bytes, idle (the last copy was waited for).
-            let bytes = unsafe { std::slice::from_raw_parts_mut(staging.ptr, len as usize) };
+            let bytes = unsafe { std::slice::from_raw_parts_mut(staging.memory().ptr, len as usize) };
             file.read_exact_at(bytes, at)
                 .map_err(|e| Error::from_io(e, "read failed").with_path(path))?;
             let region = vk::BufferCopy {
@@ -332,7 +310,7 @@ pub fn file_vs_naive(context: &Arc<GpuContext>, path: &Path, region: u64, runs: 
                 dst_offset: at,
                 size: len,
             };
-            submitter.copy_and_wait(staging.buffer, raw(&dest), &[region])?;
+            submitter.copy_and_wait(staging.memory().buffer, raw(&dest), &[region])?;
             at += len;
         }
         naive.push(start.elapsed());

@@ -128,8 +128,10 @@ pub unsafe fn external_buffer(context: &Arc<GpuContext>, buffer: vk::Buffer, len
     )
 }
 
-/// A host-visible buffer, mapped, for moving bytes between the host and the GPU.
-pub(crate) struct HostVisible {
+/// A host-visible buffer, mapped, for moving bytes between the host and the GPU: the transfer
+/// queue's staging, and the staging the upload benchmark's peers copy from (the same memory).
+#[derive(Debug)]
+pub struct HostVisible {
     pub buffer: vk::Buffer,
     allocation: vk_mem::Allocation,
     pub ptr: *mut u8,
