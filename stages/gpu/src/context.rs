@@ -110,7 +110,8 @@ pub struct DeviceInfo {
     /// Whether dsr created the device (or the caller handed it over).
     pub owned: bool,
     /// Nanoseconds per timestamp tick and the valid bits of a timestamp, where the transfer
-    /// queue's family writes timestamps.
+    /// queue's family writes timestamps and its queries can be reset (on the host, or in its
+    /// command buffers).
     pub transfer_timestamps: Option<(f32, u32)>,
 }
 
@@ -135,6 +136,8 @@ pub struct GpuContext {
     /// Whether `VK_EXT_external_memory_host` is enabled: on devices dsr made, where the driver
     /// has it (a caller's device may not have enabled it, so it is not used there).
     host_import: bool,
+    /// Whether `hostQueryReset` is enabled (devices dsr made, where the driver has it).
+    host_query_reset: bool,
     lost: AtomicBool,
     /// Test hook: the next submission reports `VK_ERROR_DEVICE_LOST` without reaching the driver.
     inject_loss: AtomicBool,
@@ -381,7 +384,11 @@ impl GpuContext {
         {
             extensions.push(ash::ext::external_memory_host::NAME.as_ptr());
         }
-        let mut enable12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+        // Host query reset lets the transfer queue's timestamp queries be reset from the CPU:
+        // a transfer-only family may not reset queries in a command buffer.
+        let mut enable12 = vk::PhysicalDeviceVulkan12Features::default()
+            .timeline_semaphore(true)
+            .host_query_reset(v12.host_query_reset == vk::TRUE);
         let create = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queue_infos)
             .enabled_extension_names(&extensions)
@@ -410,7 +417,10 @@ impl GpuContext {
         validation: Option<Validation>,
         owned: bool,
     ) -> Result<Arc<GpuContext>> {
-        let info = describe(&instance, physical_device, transfer.family, compute.family, owned);
+        // `own_device` enables host query reset wherever the device has it; a caller's device
+        // may not have, so it is not used there.
+        let host_query_reset = owned && supports_host_query_reset(&instance, physical_device);
+        let info = describe(&instance, physical_device, transfer.family, compute.family, owned, host_query_reset);
         let mut create = vk_mem::AllocatorCreateInfo::new(&instance, &device, physical_device);
         create.vulkan_api_version = vk::API_VERSION_1_2;
         // SAFETY: the instance, device and physical device are valid and outlive the allocator
@@ -443,6 +453,7 @@ impl GpuContext {
             validation,
             owned,
             host_import: owned && info.external_memory_host,
+            host_query_reset,
             info,
             lost: AtomicBool::new(false),
             inject_loss: AtomicBool::new(false),
@@ -472,6 +483,12 @@ impl GpuContext {
     /// Whether host memory can be imported (`VK_EXT_external_memory_host` enabled).
     pub fn host_import(&self) -> bool {
         self.host_import
+    }
+
+    /// Whether queries may be reset from the host (`vkResetQueryPool`, Vulkan 1.2's
+    /// `hostQueryReset`): enabled on devices dsr made wherever the driver has it.
+    pub fn host_query_reset(&self) -> bool {
+        self.host_query_reset
     }
 
     /// The memory allocator.
@@ -568,7 +585,22 @@ impl Drop for GpuContext {
     }
 }
 
-fn describe(instance: &ash::Instance, pd: vk::PhysicalDevice, transfer: u32, compute: u32, owned: bool) -> DeviceInfo {
+fn supports_host_query_reset(instance: &ash::Instance, pd: vk::PhysicalDevice) -> bool {
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12);
+    // SAFETY: a query into structures that live across the call.
+    unsafe { instance.get_physical_device_features2(pd, &mut features) };
+    v12.host_query_reset == vk::TRUE
+}
+
+fn describe(
+    instance: &ash::Instance,
+    pd: vk::PhysicalDevice,
+    transfer: u32,
+    compute: u32,
+    owned: bool,
+    host_query_reset: bool,
+) -> DeviceInfo {
     let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
     let mut driver = vk::PhysicalDeviceDriverProperties::default();
     let mut props = vk::PhysicalDeviceProperties2::default()
@@ -607,6 +639,13 @@ fn describe(instance: &ash::Instance, pd: vk::PhysicalDevice, transfer: u32, com
         transfer_timestamps: families
             .get(transfer as usize)
             .filter(|f| f.timestamp_valid_bits > 0 && base.limits.timestamp_period > 0.0)
+            // Queries are reset on the host, or in the family's command buffers, which only
+            // graphics and compute families may do (a transfer-only family may not).
+            .filter(|f| {
+                host_query_reset
+                    || f.queue_flags
+                        .intersects(vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE)
+            })
             .map(|f| (base.limits.timestamp_period, f.timestamp_valid_bits)),
     }
 }

@@ -254,6 +254,9 @@ struct Timestamps {
     period: f32,
     /// Mask of a timestamp's valid bits.
     mask: u64,
+    /// Pairs are reset on the host when handed back (and all at creation), so free pairs are
+    /// ready to write; otherwise each submission resets its pair in its command buffer.
+    reset_on_host: bool,
     free: Mutex<Vec<u32>>,
 }
 
@@ -264,7 +267,14 @@ impl Timestamps {
     fn take(&self) -> Option<u32> {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
-    fn give_back(&self, pair: u32) {
+    /// Hands `pair` back once no pending command uses it (its submission retired, or never
+    /// reached the queue).
+    fn give_back(&self, device: &ash::Device, pair: u32) {
+        if self.reset_on_host {
+            // SAFETY: no pending command buffer uses the pair (the caller's contract); the
+            // device has `hostQueryReset` enabled.
+            unsafe { device.reset_query_pool(self.pool, 2 * pair, 2) };
+        }
         self.free.lock().unwrap_or_else(|p| p.into_inner()).push(pair);
     }
 }
@@ -424,8 +434,13 @@ impl Transfers {
             pool: queries,
             period,
             mask: if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 },
+            reset_on_host: context.host_query_reset(),
             free: Mutex::new((0..TIMED_SUBMISSIONS).rev().collect()),
         });
+        if let Some(timestamps) = timestamps.as_ref().filter(|t| t.reset_on_host) {
+            // SAFETY: a new pool, used by no command yet; host query reset is enabled.
+            unsafe { device.reset_query_pool(timestamps.pool, 0, 2 * TIMED_SUBMISSIONS) };
+        }
         let pools = std::mem::take(&mut parts.pools)
             .into_iter()
             .map(|pool| {
@@ -724,7 +739,10 @@ impl Transfers {
             .any(|s| matches!(s.piece.what, Move::Copy { .. } | Move::ReadBack { .. }));
         let reads_back = pieces.iter().any(|s| matches!(s.piece.what, Move::ReadBack { .. }));
         let mut regions = Vec::new();
-        let timed = self.timestamps.as_ref().and_then(|t| Some((t.pool, t.take()?)));
+        let timed = self
+            .timestamps
+            .as_ref()
+            .and_then(|t| Some((t.pool, t.take()?, t.reset_on_host)));
         let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         // SAFETY: (1) the command buffer belongs to this pool, whose lock is held, and is not in
         // flight (spare buffers come back only after their submission completed); (2) every
@@ -734,8 +752,10 @@ impl Transfers {
         let recorded = unsafe {
             device.begin_command_buffer(cb, &begin).and_then(|()| {
                 // The pair is this submission's alone until it retires.
-                if let Some((queries, pair)) = timed {
-                    device.cmd_reset_query_pool(cb, queries, 2 * pair, 2);
+                if let Some((queries, pair, reset_on_host)) = timed {
+                    if !reset_on_host {
+                        device.cmd_reset_query_pool(cb, queries, 2 * pair, 2);
+                    }
                     device.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, queries, 2 * pair);
                 }
                 if reads_gpu {
@@ -777,13 +797,13 @@ impl Transfers {
                         &[],
                     );
                 }
-                if let Some((queries, pair)) = timed {
+                if let Some((queries, pair, _)) = timed {
                     device.cmd_write_timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, queries, 2 * pair + 1);
                 }
                 device.end_command_buffer(cb)
             })
         };
-        let timed = timed.map(|(_, pair)| pair);
+        let timed = timed.map(|(_, pair, _)| pair);
         if let Err(r) = recorded {
             // Beginning it again resets it (the pool allows resets).
             pool.spare.push(cb);
@@ -796,7 +816,7 @@ impl Transfers {
     /// Hands a submission's query pair back.
     fn untime(&self, timed: Option<u32>) {
         if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
-            timestamps.give_back(pair);
+            timestamps.give_back(self.context.device(), pair);
         }
     }
 
@@ -814,7 +834,7 @@ impl Transfers {
                 vk::QueryResultFlags::TYPE_64,
             )
         };
-        timestamps.give_back(pair);
+        timestamps.give_back(self.context.device(), pair);
         read.ok()?;
         let elapsed = ticks[1].wrapping_sub(ticks[0]) & timestamps.mask;
         Some(Duration::from_nanos((elapsed as f64 * timestamps.period as f64) as u64))
