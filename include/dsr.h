@@ -125,7 +125,7 @@ typedef struct dsr_request {
     uint32_t options;
     dsr_file file;               /* READ_FILE, WRITE_FILE */
     uint64_t file_offset;        /* READ_FILE: first byte read; WRITE_FILE: first byte written */
-    const void *source;          /* READ_MEMORY, WRITE_FILE: the bytes (copied at enqueue) */
+    const void *source;          /* READ_MEMORY, WRITE_FILE: the bytes (borrowed until completion) */
     uint64_t source_size;        /* bytes read from the file or taken from `source` */
     void *destination;           /* READ_*: where the bytes land */
     uint64_t destination_size;   /* READ_*: bytes that land (the uncompressed size) */

@@ -44,7 +44,7 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeFile, RuntimeQueue};
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DeviceBuffer, Error, ErrorKind,
     Executor, ExecutorBuilder, ExecutorConfig, HostBuffer, IoPolicy, LoweringConfig, MetricsSnapshot, NodeKind,
-    Priority, Request, RequestId, RequestReport, RequestStatus, Result,
+    Priority, Request, RequestId, RequestReport, RequestStatus, Result, SourceBytes,
 };
 
 /// An executor with the stock stages, reading through io_uring where the kernel allows it.

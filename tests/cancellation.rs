@@ -40,7 +40,7 @@ fn cancel_before_running_skips_every_node_and_reports_cancelled() {
     let mut batch = executor.batch();
     for i in 0..50u64 {
         batch
-            .push(Request::memory(pattern(100, i).into(), 0, 100, &dest, i * 100).tag(0x70 + i % 2))
+            .push(Request::memory(pattern(100, i), 0, 100, &dest, i * 100).tag(0x70 + i % 2))
             .unwrap();
     }
     let batch = executor.submit(batch).unwrap();

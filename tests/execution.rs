@@ -210,7 +210,7 @@ fn callback_eventfd_and_wait_all_see_the_same_completion() {
     let dest = HostBuffer::new(64);
     let mut batch = executor.batch();
     batch
-        .push(Request::memory(pattern(64, 3).into(), 0, 64, &dest, 0).tag(GATED))
+        .push(Request::memory(pattern(64, 3), 0, 64, &dest, 0).tag(GATED))
         .unwrap();
     let (tx, rx) = mpsc::channel();
     batch.on_complete(move |report| tx.send(report.all_done()).unwrap());

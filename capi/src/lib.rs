@@ -29,7 +29,7 @@ use std::time::Duration;
 use dsr_facade::engine::EventFd;
 use dsr_facade::{
     DebugFlags, Fence, HostBuffer, IoPolicy, Priority, QueueConfig, Request, RequestStatus, Runtime, RuntimeConfig,
-    RuntimeFile, RuntimeQueue, SourceType, StatusArray, StatusEntry,
+    RuntimeFile, RuntimeQueue, SourceBytes, SourceType, StatusArray, StatusEntry,
 };
 
 use handles::Table;
@@ -348,16 +348,14 @@ unsafe fn request_of(request: &dsr_request) -> Result<Request, dsr_result> {
         return Err(DSR_E_INVALID_ARGUMENT);
     }
     let too_big = |len: u64| len > isize::MAX as u64;
-    let source_bytes = || -> Result<Arc<[u8]>, dsr_result> {
+    let source_bytes = || -> Result<SourceBytes, dsr_result> {
         if too_big(request.source_size) || (request.source.is_null() && request.source_size > 0) {
             return Err(DSR_E_INVALID_ARGUMENT);
         }
-        if request.source_size == 0 {
-            return Ok(Arc::from(Vec::new()));
-        }
-        // SAFETY: not null, and by the caller's premise `source_size` readable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(request.source.cast::<u8>(), request.source_size as usize) };
-        Ok(Arc::from(bytes))
+        let ptr = NonNull::new(request.source.cast::<u8>().cast_mut()).unwrap_or(NonNull::dangling());
+        // SAFETY: by the caller's premise (`dsr.h`), `source_size` readable bytes that stay valid
+        // and unchanged until the request completes (null only when empty).
+        Ok(unsafe { SourceBytes::borrowed(ptr, request.source_size as usize) })
     };
     let destination = || -> Result<HostBuffer, dsr_result> {
         let len = request.destination_size;

@@ -186,9 +186,17 @@ impl fmt::Display for ReservationOwner {
 /// The byte ranges of one destination that requests in flight write: live, non-empty
 /// reservations by start, with their end and owner. They never overlap, so the only one a new
 /// range can overlap is the last that starts before the new range ends: checking and releasing
-/// are O(log n) however many requests share the buffer.
+/// are O(log n) however many requests share the buffer. The first live reservation is kept
+/// inline: a buffer one request writes (the C ABI makes one per request) never allocates.
 #[derive(Debug, Default)]
-struct Ranges(Mutex<BTreeMap<u64, (u64, ReservationOwner)>>);
+struct Ranges(Mutex<Live>);
+
+#[derive(Debug, Default)]
+struct Live {
+    /// One reservation outside the map (start, end, owner), whichever took the empty place.
+    inline: Option<(u64, u64, ReservationOwner)>,
+    more: BTreeMap<u64, (u64, ReservationOwner)>,
+}
 
 impl Ranges {
     /// Records `owner`'s write of `range` in a destination of `len` bytes, unless it runs past
@@ -206,19 +214,26 @@ impl Ranges {
         }
         if range.start < range.end {
             let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((&start, &(end, other))) = live.range(..range.end).next_back() {
-                if end > range.start {
-                    return Err(Error::new(
-                        ErrorKind::OverlappingDestinations,
-                        format!(
-                            "destination bytes {}..{} overlap bytes {start}..{end} that {other} writes; \
-                             requests in flight must write disjoint ranges",
-                            range.start, range.end
-                        ),
-                    ));
-                }
+            let before_end = live.more.range(..range.end).next_back().map(|(&s, &(e, o))| (s, e, o));
+            let overlap = [live.inline, before_end]
+                .into_iter()
+                .flatten()
+                .find(|&(start, end, _)| start < range.end && end > range.start);
+            if let Some((start, end, other)) = overlap {
+                return Err(Error::new(
+                    ErrorKind::OverlappingDestinations,
+                    format!(
+                        "destination bytes {}..{} overlap bytes {start}..{end} that {other} writes; \
+                         requests in flight must write disjoint ranges",
+                        range.start, range.end
+                    ),
+                ));
             }
-            live.insert(range.start, (range.end, owner));
+            if live.inline.is_none() {
+                live.inline = Some((range.start, range.end, owner));
+            } else {
+                live.more.insert(range.start, (range.end, owner));
+            }
         }
         Ok(())
     }
@@ -226,8 +241,13 @@ impl Ranges {
     fn release(&self, owner: ReservationOwner, range: &Range<u64>) {
         if range.start < range.end {
             let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            if live.get(&range.start).is_some_and(|&(_, o)| o == owner) {
-                live.remove(&range.start);
+            if live
+                .inline
+                .is_some_and(|(start, _, o)| start == range.start && o == owner)
+            {
+                live.inline = None;
+            } else if live.more.get(&range.start).is_some_and(|&(_, o)| o == owner) {
+                live.more.remove(&range.start);
             }
         }
     }
@@ -325,6 +345,64 @@ impl fmt::Debug for DeviceBuffer {
     }
 }
 
+/// The bytes of a memory source: shared with the runtime (`Arc<[u8]>`, `Vec<u8>`), or
+/// borrowed from a caller who keeps them alive and unchanged until the request completes (the C
+/// ABI's contract, and DirectStorage's: its memory sources are not copied).
+#[derive(Clone)]
+pub struct SourceBytes(SourceRepr);
+
+#[derive(Clone)]
+enum SourceRepr {
+    Shared(Arc<[u8]>),
+    Borrowed(RawBytes),
+}
+
+impl SourceBytes {
+    /// `len` bytes at `ptr`, not copied and not freed here.
+    ///
+    /// # Safety
+    /// The bytes must be readable, and not written by anyone, until every request using them
+    /// has completed (its report or callback came); `ptr` may dangle only when `len` is 0.
+    pub unsafe fn borrowed(ptr: NonNull<u8>, len: usize) -> Self {
+        SourceBytes(SourceRepr::Borrowed(RawBytes { ptr, len }))
+    }
+}
+
+impl std::ops::Deref for SourceBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            SourceRepr::Shared(bytes) => bytes,
+            // SAFETY: by `borrowed`'s contract the bytes are readable and unchanged while a
+            // request holds them, which is as long as this handle lives inside the engine.
+            SourceRepr::Borrowed(raw) => unsafe { std::slice::from_raw_parts(raw.ptr.as_ptr(), raw.len) },
+        }
+    }
+}
+
+impl From<Arc<[u8]>> for SourceBytes {
+    fn from(bytes: Arc<[u8]>) -> Self {
+        SourceBytes(SourceRepr::Shared(bytes))
+    }
+}
+
+impl From<Vec<u8>> for SourceBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        SourceBytes(SourceRepr::Shared(bytes.into()))
+    }
+}
+
+impl fmt::Debug for SourceBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.0 {
+            SourceRepr::Shared(_) => "shared",
+            SourceRepr::Borrowed(_) => "borrowed",
+        };
+        write!(f, "SourceBytes({} bytes, {kind})", self.len())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawBytes {
     pub ptr: NonNull<u8>,
@@ -353,6 +431,28 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::OverlappingDestinations);
         assert!(err.message().contains("request 0 of batch 1"), "{err}");
         buffer.reserve(OTHER, 50..60).unwrap();
+    }
+
+    #[test]
+    fn overlaps_are_found_in_the_inline_place_and_the_map_alike() {
+        const THIRD: ReservationOwner = ReservationOwner { batch: 2, request: 0 };
+        let buffer = HostBuffer::new(100);
+        let first = buffer.reserve(OWNER, 10..20).unwrap(); // inline
+        let second = buffer.reserve(OTHER, 40..50).unwrap(); // in the map
+        for (range, holder) in [(15..16, "request 0 of batch 1"), (45..60, "request 1 of batch 1")] {
+            let err = buffer.reserve(THIRD, range).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::OverlappingDestinations);
+            assert!(err.message().contains(holder), "{err}");
+        }
+        drop(first);
+        // The inline place is free again and takes the next one; the map's entry still counts.
+        let third = buffer.reserve(THIRD, 0..30).unwrap();
+        assert!(buffer.reserve(OWNER, 49..51).is_err());
+        drop(second);
+        let again = buffer.reserve(OWNER, 30..100).unwrap();
+        assert!(buffer.reserve(OTHER, 29..31).is_err());
+        drop((third, again));
+        buffer.reserve(OTHER, 0..100).unwrap();
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod vocabulary;
 pub mod wait;
 
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
-pub use buffer::{DeviceBuffer, HostBuffer};
+pub use buffer::{DeviceBuffer, HostBuffer, SourceBytes};
 pub use error::{Error, ErrorKind, Result};
 pub use eventfd::EventFd;
 pub use executor::{Executor, ExecutorBuilder, ExecutorConfig};

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::buffer::{DeviceBuffer, HostBuffer};
+use crate::buffer::{DeviceBuffer, HostBuffer, SourceBytes};
 use crate::graph::FileSource;
 
 /// Scheduling priority of a request. Ready roots of higher-priority requests are taken first.
@@ -62,7 +62,7 @@ pub enum Source {
     /// A byte range of memory the caller shares with the runtime.
     Memory {
         /// The bytes.
-        bytes: Arc<[u8]>,
+        bytes: SourceBytes,
         /// First byte.
         offset: u64,
         /// Bytes to take.
@@ -186,7 +186,8 @@ impl Request {
     }
 
     /// Copies `bytes[offset..offset + len]` into `buffer` at `dst_offset`.
-    pub fn memory(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+    pub fn memory(bytes: impl Into<SourceBytes>, offset: u64, len: u64, buffer: &HostBuffer, dst_offset: u64) -> Self {
+        let bytes = bytes.into();
         Self::new(Source::Memory { bytes, offset, len }, buffer, dst_offset)
     }
 
@@ -203,7 +204,13 @@ impl Request {
     }
 
     /// Copies `bytes[offset..offset + len]` into the GPU buffer `buffer` at `dst_offset`.
-    pub fn memory_to_device(bytes: Arc<[u8]>, offset: u64, len: u64, buffer: &DeviceBuffer, dst_offset: u64) -> Self {
+    pub fn memory_to_device(
+        bytes: impl Into<SourceBytes>,
+        offset: u64,
+        len: u64,
+        buffer: &DeviceBuffer,
+        dst_offset: u64,
+    ) -> Self {
         Self::memory(bytes, offset, len, &HostBuffer::new(0), 0).on_device(buffer, dst_offset)
     }
 
@@ -227,7 +234,13 @@ impl Request {
     }
 
     /// Writes `bytes[offset..offset + len]` to the file at `path` at `file_offset`.
-    pub fn write(bytes: Arc<[u8]>, offset: u64, len: u64, path: impl Into<PathBuf>, file_offset: u64) -> Self {
+    pub fn write(
+        bytes: impl Into<SourceBytes>,
+        offset: u64,
+        len: u64,
+        path: impl Into<PathBuf>,
+        file_offset: u64,
+    ) -> Self {
         Self::memory(bytes, offset, len, &HostBuffer::new(0), 0).to_file(FileSource::Path(path.into()), file_offset)
     }
 

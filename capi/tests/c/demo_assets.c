@@ -40,9 +40,9 @@ int main(int argc, char **argv) {
     write.callback = on_done;
     write.user_data = &written;
     OK(dsr_queue_enqueue(writer, &write));
-    memset(asset, 0, size); /* sources are copied at enqueue */
-    drain(writer);
+    drain(writer); /* sources are borrowed: `asset` stays untouched until the write completes */
     EXPECT(written, DSR_OK);
+    memset(asset, 0, size); /* from here on the file is the only copy */
     OK(dsr_file_close(out));
 
     /* Read it back raw, and the compressed copy decoded, through a file queue. */

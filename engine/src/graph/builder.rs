@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::resource::{FileSlot, FileSource, Resource, ResourceKind};
-use crate::buffer::{DeviceBuffer, RawBytes, Reservation};
+use crate::buffer::{DeviceBuffer, RawBytes, Reservation, SourceBytes};
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::Priority;
 use crate::scratch::Scratch;
@@ -236,7 +236,7 @@ impl GraphBuilder {
     }
 
     /// A memory source.
-    pub fn add_memory(&mut self, bytes: Arc<[u8]>) -> ResourceId {
+    pub fn add_memory(&mut self, bytes: SourceBytes) -> ResourceId {
         self.push_resource(Resource::Memory(bytes))
     }
 

@@ -357,7 +357,6 @@ fn check_acyclic(preds: &[u32], succ_offsets: &[u32], succ: &[NodeId]) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::graph::{NodeSpec, RequestInfo};
@@ -438,7 +437,7 @@ mod tests {
     fn writes_into_sources_are_refused() {
         let mut g = GraphBuilder::new();
         let r = g.add_request(RequestInfo::default());
-        let memory = g.add_memory(Arc::from(vec![0u8; 4]));
+        let memory = g.add_memory(vec![0u8; 4].into());
         g.add_node(NodeSpec {
             dst: Some(Span {
                 resource: memory,

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::buffer::{DeviceBuffer, RawBytes};
+use crate::buffer::{DeviceBuffer, RawBytes, SourceBytes};
 use crate::error::Result;
 use crate::scratch::Scratch;
 /// Where a file source comes from.
@@ -114,7 +114,7 @@ pub enum ResourceKind {
 pub(crate) enum Resource {
     /// Boxed: a slot holds two lazily opened descriptors and their errors.
     File(Box<FileSlot>),
-    Memory(Arc<[u8]>),
+    Memory(SourceBytes),
     /// Kept alive by the batch's reservations until it retires.
     Host(RawBytes),
     /// Kept alive, like a host destination, by the batch's reservation.

@@ -420,7 +420,14 @@ impl GpuContext {
         // `own_device` enables host query reset wherever the device has it; a caller's device
         // may not have, so it is not used there.
         let host_query_reset = owned && supports_host_query_reset(&instance, physical_device);
-        let info = describe(&instance, physical_device, transfer.family, compute.family, owned, host_query_reset);
+        let info = describe(
+            &instance,
+            physical_device,
+            transfer.family,
+            compute.family,
+            owned,
+            host_query_reset,
+        );
         let mut create = vk_mem::AllocatorCreateInfo::new(&instance, &device, physical_device);
         create.vulkan_api_version = vk::API_VERSION_1_2;
         // SAFETY: the instance, device and physical device are valid and outlive the allocator
