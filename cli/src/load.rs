@@ -45,8 +45,20 @@ pub struct LoadArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// How the requests reach the engine: one batch, or a DirectStorage-shaped queue (each
+    /// request enqueued, then a status entry and a fence signal, then submit; the run ends when
+    /// the fence reaches its value). Alternating the two measures what the queue costs.
+    #[arg(long, value_enum, default_value_t = Via::Batch, conflicts_with = "dot")]
+    via: Via,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// `--via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    Batch,
+    Queue,
 }
 
 /// `--dest`.
@@ -152,16 +164,19 @@ impl Layout {
         self.files.iter().map(|(_, _, len)| len).sum()
     }
 
-    fn submit(&self, executor: &dsr::Executor, landing: &Landing, io: dsr::IoPolicy) -> Result<Batch, CliError> {
+    /// A request per file, landing in its slot.
+    fn requests(&self, landing: &Landing, io: dsr::IoPolicy) -> Vec<Request> {
         let host = landing.host();
-        let mut batch = executor.batch();
-        for ((path, offset, len), slot) in self.files.iter().zip(&self.slots) {
-            let request = Request::file(path.clone(), *offset, *len, &host, *slot)
-                .name(path.display().to_string())
-                .io(io);
-            batch.push(landing.place(request, *slot))?;
-        }
-        Ok(executor.submit(batch)?)
+        self.files
+            .iter()
+            .zip(&self.slots)
+            .map(|((path, offset, len), slot)| {
+                let request = Request::file(path.clone(), *offset, *len, &host, *slot)
+                    .name(path.display().to_string())
+                    .io(io);
+                landing.place(request, *slot)
+            })
+            .collect()
     }
 
     /// Compares what landed with the files.
@@ -197,7 +212,7 @@ pub fn failures(report: &BatchReport) -> Vec<String> {
 
 /// The executor for a load, with the progress bar and, if a run graph is wanted, a recorder.
 struct Engine {
-    executor: dsr::Executor,
+    executor: Arc<dsr::Executor>,
     io: dsr::IoInfo,
     /// The GPU context, for `--dest gpu`.
     gpu: Option<Arc<GpuContext>>,
@@ -230,7 +245,7 @@ fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
         }
     };
     Ok(Engine {
-        executor,
+        executor: Arc::new(executor),
         io,
         gpu,
         progress,
@@ -242,35 +257,119 @@ fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
 struct Loaded {
     bytes: u64,
     runs: Vec<Duration>,
-    batch: Batch,
-    report: Arc<BatchReport>,
+    /// Requests per run.
+    requests: usize,
+    /// The last run's batch and report (`--via batch`).
+    batch: Option<(Batch, Arc<BatchReport>)>,
+    /// What failed in the last run.
+    failures: Vec<String>,
 }
 
-/// Runs `submit` `--repeat` times, timing each batch from submission to its report.
+impl Loaded {
+    fn all_done(&self) -> bool {
+        self.failures.is_empty() && self.batch.as_ref().is_none_or(|(_, report)| report.all_done())
+    }
+}
+
+/// A queue for `--via queue`, with the status array and fence that end each run.
+struct QueueRun {
+    queue: dsr::Queue,
+    status: Arc<dsr::StatusArray>,
+    fence: Arc<dsr::Fence>,
+}
+
+impl QueueRun {
+    fn new(engine: &Engine, requests: usize) -> Result<QueueRun, CliError> {
+        // Room for a run's requests plus its status and signal entries, within the queue's
+        // limits: larger loads block in `enqueue` until slots free up, as an engine's would.
+        let capacity = (requests + 3).clamp(
+            dsr::engine::queue::MIN_CAPACITY as usize,
+            dsr::engine::queue::MAX_CAPACITY as usize,
+        );
+        let config = dsr::QueueConfig {
+            capacity: capacity as u32,
+            name: "dsr load".into(),
+            ..dsr::QueueConfig::default()
+        };
+        Ok(QueueRun {
+            queue: dsr::Queue::new(engine.executor.clone(), config)?,
+            status: dsr::StatusArray::new(1),
+            fence: dsr::Fence::new().map_err(|e| CliError::failed(format!("cannot create a fence: {e}")))?,
+        })
+    }
+
+    /// Enqueues `requests`, a status entry and the fence's signal to `value`, submits, and
+    /// waits for the fence; returns what failed.
+    fn run(&self, requests: Vec<Request>, value: u64) -> Result<Vec<String>, CliError> {
+        for request in requests {
+            self.queue.enqueue(request)?;
+        }
+        self.queue.enqueue_status(&self.status, 0)?;
+        self.queue.enqueue_signal(&self.fence, value)?;
+        self.queue.submit()?;
+        self.fence.wait(value);
+        let record = self.queue.retrieve_error_record();
+        Ok(match (self.status.get(0), record.first_failure) {
+            (dsr::StatusEntry::Ok, _) => Vec::new(),
+            (_, Some(first)) => {
+                let mut failures = vec![match first.name {
+                    Some(name) => format!("{name}: {}", first.error),
+                    None => first.error.to_string(),
+                }];
+                if record.failure_count > 1 {
+                    failures.push(format!("and {} more", record.failure_count - 1));
+                }
+                failures
+            }
+            (entry, None) => vec![format!("the status entry says {entry:?}")],
+        })
+    }
+}
+
+/// Loads `requests()` `--repeat` times, through one batch or the queue (`--via`), timing each
+/// run from its first request to its report (batch) or fence (queue).
 fn repeat(
     args: &LoadArgs,
     engine: &Engine,
     bytes: u64,
-    mut submit: impl FnMut(&dsr::Executor) -> Result<Batch, CliError>,
+    mut requests: impl FnMut() -> Vec<Request>,
 ) -> Result<Loaded, CliError> {
-    let mut runs = Vec::new();
-    let mut last = None;
-    for _ in 0..args.repeat.max(1) {
+    let queue = match args.via {
+        Via::Batch => None,
+        Via::Queue => Some(QueueRun::new(engine, requests().len())?),
+    };
+    let mut loaded = Loaded {
+        bytes,
+        runs: Vec::new(),
+        requests: 0,
+        batch: None,
+        failures: Vec::new(),
+    };
+    for run in 0..args.repeat.max(1) {
         engine.executor.reset_metrics();
         let start = Instant::now();
-        let batch = submit(&engine.executor)?;
-        let report = batch.wait();
-        runs.push(start.elapsed());
-        last = Some((batch, report));
+        let requests = requests();
+        loaded.requests = requests.len();
+        match &queue {
+            None => {
+                let mut batch = engine.executor.batch();
+                for request in requests {
+                    batch.push(request)?;
+                }
+                let batch = engine.executor.submit(batch)?;
+                let report = batch.wait();
+                loaded.runs.push(start.elapsed());
+                loaded.failures = failures(&report);
+                loaded.batch = Some((batch, report));
+            }
+            Some(queue) => {
+                loaded.failures = queue.run(requests, run as u64 + 1)?;
+                loaded.runs.push(start.elapsed());
+            }
+        }
     }
     engine.progress.finish();
-    let (batch, report) = last.expect("at least one run");
-    Ok(Loaded {
-        bytes,
-        runs,
-        batch,
-        report,
-    })
+    Ok(loaded)
 }
 
 /// Prints a load's results (text after `header`, or JSON with `doc`'s fields added), writes the
@@ -279,16 +378,19 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
     let Loaded {
         bytes,
         runs,
+        requests,
         batch,
-        report,
+        failures: failed,
     } = loaded;
-    if let (Some(path), Some(recorder)) = (&args.dot, &engine.recorder) {
+    if let (Some(path), Some(recorder), Some((batch, _))) = (&args.dot, &engine.recorder, &batch) {
         let dot = dsr::viz::run_dot(batch.graph(), Some(recorder));
         std::fs::write(path, dot).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     }
     let metrics = engine.executor.metrics();
-    let latency = LatencySummary::from_durations(report.requests.iter().map(|r| r.latency));
-    let failed = failures(&report);
+    // Request latency is the batch report's; through the queue only the run's time is known.
+    let latency = batch
+        .as_ref()
+        .map(|(_, report)| LatencySummary::from_durations(report.requests.iter().map(|r| r.latency)));
     let mut sorted = runs.clone();
     let median = dsr_cli::harness::median(&mut sorted);
     if args.json {
@@ -300,7 +402,8 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
             .map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)}))
             .collect();
         doc["median_gbps"] = json!(output::gbps(bytes, median));
-        doc["request_latency"] = output::latency_json(&latency);
+        doc["via"] = json!(format!("{:?}", args.via).to_lowercase());
+        doc["request_latency"] = latency.as_ref().map_or(serde_json::Value::Null, output::latency_json);
         doc["stages"] = output::stages_json(&metrics);
         let scratch = engine.executor.scratch();
         doc["scratch"] = json!({
@@ -328,7 +431,9 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
                 output::gbps(bytes, median)
             );
         }
-        println!("{}", output::latency_line("request latency", &latency));
+        if let Some(latency) = &latency {
+            println!("{}", output::latency_line("request latency", latency));
+        }
         output::print_stages(&metrics);
         let scratch = engine.executor.scratch();
         if scratch.peak > 0 {
@@ -347,9 +452,8 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
         Ok(())
     } else {
         Err(CliError::failed(format!(
-            "{} of {} request(s) failed",
-            failed.len(),
-            report.requests.len()
+            "request(s) of the {requests} failed: {}",
+            failed.join("; ")
         )))
     }
 }
@@ -382,9 +486,7 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
     }
     let mut landing = Landing::new(&engine, layout.total)?;
     let policy = args.engine.policy();
-    let loaded = repeat(&args, &engine, layout.bytes(), |executor| {
-        layout.submit(executor, &landing, policy)
-    })?;
+    let loaded = repeat(&args, &engine, layout.bytes(), || layout.requests(&landing, policy))?;
     let header = format!(
         "loaded {} in {} file(s) into {} memory with {} worker(s), {} reads ({:?} I/O)",
         dsr::viz::dot::human_bytes(layout.bytes()),
@@ -400,7 +502,7 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
         "dest": landing.name(),
         "verified": args.verify,
     });
-    let done = loaded.report.all_done();
+    let done = loaded.all_done();
     report(&args, &engine, loaded, header, doc)?;
     if args.verify && done {
         layout.verify(&engine.executor, &mut landing)?;
@@ -451,12 +553,11 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     let mut landing = Landing::new(&engine, total)?;
     let policy = args.engine.policy();
     let host = landing.host();
-    let loaded = repeat(&args, &engine, bytes, |executor| {
-        let mut batch = executor.batch();
-        for (request, &slot) in dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify).zip(&slots) {
-            batch.push(landing.place(request.io(policy), slot))?;
-        }
-        Ok(executor.submit(batch)?)
+    let loaded = repeat(&args, &engine, bytes, || {
+        dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify)
+            .zip(&slots)
+            .map(|(request, &slot)| landing.place(request.io(policy), slot))
+            .collect()
     })?;
     let header = format!(
         "loaded {} asset(s) from {} into {} memory: {} decoded from {} read, {} worker(s), {} reads, tile hashes {}",
@@ -476,7 +577,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
         "dest": landing.name(),
         "verified": !args.no_verify || args.verify,
     });
-    let done = loaded.report.all_done();
+    let done = loaded.all_done();
     report(&args, &engine, loaded, header, doc)?;
     drop(host);
     if args.verify && done {

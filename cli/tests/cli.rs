@@ -236,6 +236,43 @@ fn pack_then_load_an_archive_by_name_and_whole() {
 }
 
 #[test]
+fn load_through_the_queue_lands_the_same_bytes_and_reports_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..40)
+        .map(|i| {
+            let path = dir.path().join(format!("f{i}"));
+            std::fs::write(&path, pattern(10_000 + i * 777, 40 + i as u64)).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut args: Vec<&str> = vec!["load", "--via", "queue", "--verify", "--json", "--repeat", "3"];
+    args.extend(files.iter().map(String::as_str));
+    let doc = json(&dsr(&args));
+    assert_eq!(doc["via"], "queue");
+    assert_eq!(doc["files"], 40);
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["failures"].as_array().unwrap().len(), 0);
+
+    // An archive whose stored bytes were damaged: the tile hash check fails the asset, and the
+    // queue's status entry and error record say which.
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("good.bin"), pattern(70_000, 7)).unwrap();
+    std::fs::write(assets.join("bad.bin"), pattern(90_000, 8)).unwrap();
+    let archive = dir.path().join("x.pak");
+    json(&dsr(&["pack", assets.to_str().unwrap(), "-o", archive.to_str().unwrap(), "--json"]));
+    let bad = dsr::archive::Archive::open(&archive).unwrap().find("bad.bin").unwrap().clone();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(bad.offset + bad.stored_len / 2) as usize] ^= 0x5a;
+    std::fs::write(&archive, bytes).unwrap();
+    let out = dsr(&["load", archive.to_str().unwrap(), "--via", "queue"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("error: bad.bin"), "{stdout}");
+    assert!(!stdout.contains("good.bin"), "{stdout}");
+}
+
+#[test]
 fn gdeflate_compress_and_decompress_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.bin");
