@@ -2,7 +2,9 @@
 //! GPU decompression, file buffering, debug flags), opens files and makes queues, and builds the
 //! executor they share when the first of them is made. The configuration can change only while
 //! no queue and no file of the runtime is alive, since the executor they run on was built with
-//! it.
+//! it. A runtime made [`Runtime::on_device`] runs on a Vulkan device: its queues take GPU
+//! destinations and sources, and signal Vulkan timeline semaphores
+//! ([`RuntimeQueue::enqueue_vulkan_signal`]).
 
 use std::fmt;
 use std::fs::File;
@@ -11,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
 use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, FileSource, HostBuffer, IoPolicy, Request, Result};
+use dsr_gpu::ash::vk;
+use dsr_gpu::{GpuContext, StagingConfig, Transfers};
 use dsr_stages::io::{Backend, IoConfig};
 
 /// The runtime's configuration.
@@ -95,7 +99,11 @@ impl RuntimeFile {
 
 struct State {
     config: RuntimeConfig,
+    /// The device GPU requests run on, if any.
+    device: Option<Arc<GpuContext>>,
     executor: Option<Arc<Executor>>,
+    /// The device's transfer queue, once the executor is built on it.
+    transfers: Option<Arc<Transfers>>,
     queues: Vec<Weak<()>>,
     files: Vec<Weak<()>>,
 }
@@ -110,6 +118,7 @@ impl fmt::Debug for Runtime {
         let state = self.lock();
         f.debug_struct("Runtime")
             .field("config", &state.config)
+            .field("device", &state.device.as_ref().map(|d| d.info().name.clone()))
             .field("started", &state.executor.is_some())
             .finish()
     }
@@ -122,10 +131,57 @@ impl Default for Runtime {
 }
 
 /// A queue made by a [`Runtime`]: the engine's queue, with a token the runtime counts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RuntimeQueue {
     queue: Queue,
+    /// The runtime's device's transfer queue (runtimes made `on_device`).
+    transfers: Option<Arc<Transfers>>,
     _alive: Arc<()>,
+}
+
+impl fmt::Debug for RuntimeQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeQueue")
+            .field("queue", &self.queue)
+            .field("gpu", &self.transfers.is_some())
+            .finish()
+    }
+}
+
+impl RuntimeQueue {
+    /// Enqueues a Vulkan signal entry: once everything enqueued before it has finished, the
+    /// timeline semaphore `semaphore` is signalled to `value` on the GPU, after the transfers
+    /// that wrote those requests' GPU destinations (DirectStorage's `EnqueueSignal`, with a
+    /// timeline semaphore for its D3D12 fence). Wait for it on the GPU, as a render submission's
+    /// wait, or with `vkWaitSemaphores`.
+    ///
+    /// Refused on a runtime without a device, and for a value the semaphore has reached. The
+    /// signal itself cannot report failure (the device was lost, or the value was overtaken in
+    /// the meantime): it is then skipped, and a device loss shows in the waiter's own wait.
+    ///
+    /// # Safety
+    /// `semaphore` must be a timeline semaphore of the runtime's device, alive until the signal
+    /// has happened, and each value signalled on it must exceed the ones before.
+    pub unsafe fn enqueue_vulkan_signal(&self, semaphore: vk::Semaphore, value: u64) -> Result<()> {
+        let transfers = self.transfers.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "this queue's runtime has no Vulkan device (make it with Runtime::on_device)",
+            )
+        })?;
+        // SAFETY: a plain query of the caller's semaphore, as vouched for.
+        let now = unsafe { transfers.context().device().get_semaphore_counter_value(semaphore) }
+            .map_err(|r| Error::new(ErrorKind::Device, format!("cannot read the timeline semaphore: {r}")))?;
+        if now >= value {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!("the timeline semaphore is at {now} already; a signal must raise it (asked for {value})"),
+            ));
+        }
+        self.queue.enqueue_notify(Box::new(move || {
+            let _ = transfers.signal_timeline(semaphore, value);
+        }))
+    }
 }
 
 impl std::ops::Deref for RuntimeQueue {
@@ -141,11 +197,26 @@ impl Runtime {
         Runtime {
             state: Mutex::new(State {
                 config,
+                device: None,
                 executor: None,
+                transfers: None,
                 queues: Vec::new(),
                 files: Vec::new(),
             }),
         }
+    }
+
+    /// A runtime whose requests may read and write GPU buffers of `device` (made by or
+    /// imported into it), and whose queues signal its timeline semaphores.
+    pub fn on_device(config: RuntimeConfig, device: &Arc<GpuContext>) -> Runtime {
+        let runtime = Runtime::new(config);
+        runtime.lock().device = Some(device.clone());
+        runtime
+    }
+
+    /// The device it runs GPU requests on, if any.
+    pub fn device(&self) -> Option<Arc<GpuContext>> {
+        self.lock().device.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -174,6 +245,7 @@ impl Runtime {
         }
         state.config = config;
         state.executor = None;
+        state.transfers = None;
         Ok(())
     }
 
@@ -193,7 +265,19 @@ impl Runtime {
         if state.config.workers > 0 {
             config.workers = state.config.workers;
         }
-        let (executor, _) = crate::executor_with_io(config, io_from_env())?;
+        let executor = match &state.device {
+            None => crate::executor_with_io(config, io_from_env())?.0,
+            Some(device) => {
+                // GPU staging: the runtime's staging size, as DirectStorage's staging buffer.
+                let staging = StagingConfig {
+                    budget: state.config.staging_bytes.max(StagingConfig::default().slot),
+                    ..StagingConfig::default()
+                };
+                let (executor, _, transfers) = crate::executor_with_gpu(config, io_from_env(), device, staging)?;
+                state.transfers = Some(transfers);
+                executor
+            }
+        };
         let executor = Arc::new(executor);
         state.executor = Some(executor.clone());
         Ok(executor)
@@ -231,6 +315,10 @@ impl Runtime {
         let queue = Queue::new(executor, config)?;
         let alive = Arc::new(());
         state.queues.push(Arc::downgrade(&alive));
-        Ok(RuntimeQueue { queue, _alive: alive })
+        Ok(RuntimeQueue {
+            queue,
+            transfers: state.transfers.clone(),
+            _alive: alive,
+        })
     }
 }

@@ -775,3 +775,74 @@ fn gpu_buffers_are_written_to_files_through_staging() {
     drop(executor);
     assert_valid(&context);
 }
+
+#[test]
+fn a_runtime_on_a_device_queues_gpu_requests_and_signals_a_vulkan_timeline() {
+    let Some(context) = context() else { return };
+    let config = dsr::RuntimeConfig {
+        staging_bytes: 8 << 20,
+        workers: 2,
+        ..dsr::RuntimeConfig::default()
+    };
+    let runtime = dsr::Runtime::on_device(config, &context);
+    let queue = runtime.create_queue(dsr::QueueConfig::default()).unwrap();
+    let gpu = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
+    let data = pattern((3 << 20) + 123, 31);
+    let file = temp_file(&data);
+    // The caller's timeline semaphore, as a renderer would wait on it.
+    let mut kind = ash::vk::SemaphoreTypeCreateInfo::default()
+        .semaphore_type(ash::vk::SemaphoreType::TIMELINE)
+        .initial_value(0);
+    // SAFETY: a valid create info; destroyed at the end, after the runtime is gone.
+    let semaphore = unsafe {
+        context
+            .device()
+            .create_semaphore(&ash::vk::SemaphoreCreateInfo::default().push_next(&mut kind), None)
+    }
+    .unwrap();
+    // A request held on a FIFO keeps the signal back until the test writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("held.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    queue
+        .enqueue(Request::file_to_device(&fifo, 0, 4096, &gpu, 0).io(dsr::IoPolicy::Buffered))
+        .unwrap();
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        let at = (i as u64) << 20;
+        queue
+            .enqueue(Request::file_to_device(file.path(), at, piece.len() as u64, &gpu, 4096 + at))
+            .unwrap();
+    }
+    // SAFETY: a live timeline semaphore of the runtime's device, destroyed after the runtime.
+    unsafe { queue.enqueue_vulkan_signal(semaphore, 1) }.unwrap();
+    queue.submit().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(reached(&context, semaphore), 0, "the signal waits for the held request");
+    std::io::Write::write_all(&mut writer, &[9u8; 4096]).unwrap();
+    let (values, semaphores) = ([1u64], [semaphore]);
+    let wait = ash::vk::SemaphoreWaitInfo::default()
+        .semaphores(&semaphores)
+        .values(&values);
+    // SAFETY: the semaphore is alive; the wait is bounded.
+    unsafe { context.device().wait_semaphores(&wait, 10_000_000_000) }.expect("the queue signals the timeline");
+    let (executor, _) = gpu_executor(&context, 1, StagingConfig::default());
+    assert!(read_back(&executor, &gpu, 0, 4096) == [9u8; 4096]);
+    assert!(read_back(&executor, &gpu, 4096, data.len() as u64) == data);
+
+    // Refusals: a value the semaphore has reached; a runtime without a device.
+    // SAFETY: as above.
+    let err = unsafe { queue.enqueue_vulkan_signal(semaphore, 1) }.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    let host_only = dsr::Runtime::default();
+    let host_queue = host_only.create_queue(dsr::QueueConfig::default()).unwrap();
+    // SAFETY: refused before the semaphore is touched.
+    let err = unsafe { host_queue.enqueue_vulkan_signal(semaphore, 2) }.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    drop((queue, runtime, executor));
+    // SAFETY: nothing uses the semaphore any more (its signal was waited for; the runtime is gone).
+    unsafe { context.device().destroy_semaphore(semaphore, None) };
+    assert_valid(&context);
+}

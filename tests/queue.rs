@@ -132,6 +132,11 @@ fn entries_wait_for_batches_in_flight_but_never_delay_later_work() {
     gate.wait_arrivals(1);
     let statuses = StatusArray::new(1);
     queue.enqueue_status(&statuses, 0).unwrap();
+    let notified = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = notified.clone();
+    queue
+        .enqueue_notify(Box::new(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)))
+        .unwrap();
     let fence = signalled(&queue);
     // Work enqueued after the entries runs while they wait.
     queue.enqueue(copy_request(&bytes, &later, 0, 0)).unwrap();
@@ -146,8 +151,16 @@ fn entries_wait_for_batches_in_flight_but_never_delay_later_work() {
         "the signal waits for the held request in the earlier batch"
     );
     assert_eq!(statuses.get(0), StatusEntry::Pending);
+    assert!(
+        !notified.load(std::sync::atomic::Ordering::SeqCst),
+        "the notify entry ran early"
+    );
     gate.open();
     assert!(fence.wait_timeout(1, PATIENCE));
+    assert!(
+        notified.load(std::sync::atomic::Ordering::SeqCst),
+        "the notify entry, enqueued before the signal, ran before it"
+    );
     assert_eq!(
         statuses.get(0),
         StatusEntry::Ok,

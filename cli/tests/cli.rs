@@ -260,8 +260,18 @@ fn load_through_the_queue_lands_the_same_bytes_and_reports_what_failed() {
     std::fs::write(assets.join("good.bin"), pattern(70_000, 7)).unwrap();
     std::fs::write(assets.join("bad.bin"), pattern(90_000, 8)).unwrap();
     let archive = dir.path().join("x.pak");
-    json(&dsr(&["pack", assets.to_str().unwrap(), "-o", archive.to_str().unwrap(), "--json"]));
-    let bad = dsr::archive::Archive::open(&archive).unwrap().find("bad.bin").unwrap().clone();
+    json(&dsr(&[
+        "pack",
+        assets.to_str().unwrap(),
+        "-o",
+        archive.to_str().unwrap(),
+        "--json",
+    ]));
+    let bad = dsr::archive::Archive::open(&archive)
+        .unwrap()
+        .find("bad.bin")
+        .unwrap()
+        .clone();
     let mut bytes = std::fs::read(&archive).unwrap();
     bytes[(bad.offset + bad.stored_len / 2) as usize] ^= 0x5a;
     std::fs::write(&archive, bytes).unwrap();

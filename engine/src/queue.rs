@@ -325,7 +325,12 @@ enum Entry {
     Status(Arc<StatusArray>, usize),
     Signal(Arc<Fence>, u64),
     Event(Arc<EventFd>),
+    Notify(Notify),
 }
+
+/// What a notify entry runs: once, with the queue's ledger held, so it must be short (signal
+/// something and return).
+pub type Notify = Box<dyn FnOnce() + Send>;
 
 struct Ledger {
     /// Operations not yet popped, in enqueue order; the front's sequence number is `front`.
@@ -465,6 +470,15 @@ impl Queue {
     /// finished.
     pub fn enqueue_event(&self, event: &Arc<EventFd>) -> Result<()> {
         self.shared.enqueue_entry(Entry::Event(event.clone()), true)
+    }
+
+    /// Enqueues a notify entry: `notify` runs once everything enqueued before it has finished,
+    /// as a signal entry would be set (the GPU stages signal Vulkan timeline semaphores this
+    /// way). It runs on whichever thread finishes the last of those, under the queue's lock:
+    /// keep it short, and do not call back into the queue. Dropped unrun if the queue closes
+    /// first.
+    pub fn enqueue_notify(&self, notify: Notify) -> Result<()> {
+        self.shared.enqueue_entry(Entry::Notify(notify), true)
     }
 
     /// Starts everything enqueued so far.
@@ -761,6 +775,11 @@ impl Shared {
                 }
                 Entry::Event(event) => {
                     event.signal();
+                    ledger.used -= 1;
+                    freed = true;
+                }
+                Entry::Notify(notify) => {
+                    notify();
                     ledger.used -= 1;
                     freed = true;
                 }

@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
+pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
 pub use import::HostImports;

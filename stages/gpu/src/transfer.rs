@@ -477,6 +477,11 @@ impl Transfers {
         }))
     }
 
+    /// The device it runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.context
+    }
+
     /// What it did so far.
     pub fn stats(&self) -> &TransferStats {
         &self.stats
@@ -534,35 +539,60 @@ impl Transfers {
             return;
         }
         signals.signalled = reach;
-        // Under the signals lock (so reaches are submitted in order), then the state lock.
+        // Under the signals lock, so reaches are submitted in order. On an error the device is
+        // lost (or out of memory): requests fail anyway, and a renderer waiting on the device
+        // gets the loss from its own wait.
+        let _ = self.signal_after_transfers(self.completion, reach);
+    }
+
+    /// Signals the timeline semaphore `semaphore` of this device to `value` once everything
+    /// submitted to the transfer queue so far has finished, so what those transfers wrote is
+    /// available to whoever waits on it: DirectStorage's `EnqueueSignal` with a Vulkan timeline
+    /// in place of a D3D12 fence (see `dsr::RuntimeQueue::enqueue_vulkan_signal`). Refuses a
+    /// value the semaphore has already reached; values must rise from call to call.
+    pub fn signal_timeline(&self, semaphore: vk::Semaphore, value: u64) -> Result<()> {
+        // SAFETY: a plain query; the caller vouches `semaphore` is a live timeline semaphore of
+        // this device.
+        let now = unsafe { self.context.device().get_semaphore_counter_value(semaphore) }
+            .map_err(|r| vk_error(r, "cannot read the timeline semaphore to signal"))?;
+        if now >= value {
+            return Err(Error::new(
+                dsr_engine::ErrorKind::InvalidRequest,
+                format!("the timeline semaphore is at {now} already; a signal must raise it (asked for {value})"),
+            ));
+        }
+        self.signal_after_transfers(semaphore, value)
+    }
+
+    /// An empty submission on the transfer queue that signals `semaphore` to `value` and the
+    /// transfer timeline to its next value (the completion reactor counts it like any other).
+    fn signal_after_transfers(&self, semaphore: vk::Semaphore, value: u64) -> Result<()> {
         let mut state = self.lock();
         let own = state.next_value;
-        let semaphores = [self.timeline, self.completion];
-        let values = [own, reach];
+        let semaphores = [self.timeline, semaphore];
+        let values = [own, value];
         let mut timeline = vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&values);
         let submit = vk::SubmitInfo::default()
             .signal_semaphores(&semaphores)
             .push_next(&mut timeline);
-        // SAFETY: no command buffers; both semaphores are this queue's and alive; `own` is the
-        // next transfer value (under the state lock) and `reach` exceeds every value signalled
-        // on the completion timeline before (under the signals lock).
-        let submitted = unsafe {
+        // SAFETY: no command buffers; both semaphores are of this device and alive (the
+        // transfer timeline is ours; the other is ours, or the caller's as vouched); `own` is
+        // the next transfer value (under the state lock), and `value` rises past the other's
+        // earlier signals (the caller's promise, or the signals lock for the completion one).
+        unsafe {
             self.context
                 .submit(self.context.transfer_queue(), &[submit], vk::Fence::null())
-        };
-        // On an error the device is lost (or out of memory): requests fail anyway, and a
-        // renderer waiting on the device gets the loss from its own wait.
-        if submitted.is_ok() {
-            state.next_value += 1;
-            state.submitted.push_back(Submission {
-                value: own,
-                timed: None,
-                cb: None,
-                pool: 0,
-                pieces: Vec::new(),
-            });
-            self.watch.set(state.submitted.front().map(|s| s.value));
-        }
+        }?;
+        state.next_value += 1;
+        state.submitted.push_back(Submission {
+            value: own,
+            timed: None,
+            cb: None,
+            pool: 0,
+            pieces: Vec::new(),
+        });
+        self.watch.set(state.submitted.front().map(|s| s.value));
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
