@@ -47,6 +47,22 @@ pub use dsr_engine::{
     Priority, Request, RequestId, RequestReport, RequestStatus, Result, SourceBytes,
 };
 
+/// The I/O configuration, with the read backend from `DSR_IO_BACKEND` (`pread` or `io_uring`;
+/// anything else, or unset, chooses automatically): for tools that cannot follow io_uring
+/// (valgrind does not see the kernel write memory through it, and reports the bytes as
+/// uninitialised), and for comparing the backends in benchmarks.
+pub fn io_from_env() -> IoConfig {
+    let backend = match std::env::var("DSR_IO_BACKEND").as_deref() {
+        Ok("pread") => Backend::Pread,
+        Ok("io_uring") => Backend::IoUring,
+        _ => Backend::Auto,
+    };
+    IoConfig {
+        backend,
+        ..IoConfig::default()
+    }
+}
+
 /// An executor with the stock stages, reading through io_uring where the kernel allows it.
 pub fn executor(config: ExecutorConfig) -> Result<Executor> {
     executor_with_io(config, IoConfig::default()).map(|(executor, _)| executor)

@@ -15,7 +15,6 @@ use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
 use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, FileSource, HostBuffer, IoPolicy, Request, Result};
 use dsr_gpu::ash::vk;
 use dsr_gpu::{GpuContext, StagingConfig, Transfers};
-use dsr_stages::io::{Backend, IoConfig};
 
 /// The runtime's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,21 +41,6 @@ impl Default for RuntimeConfig {
             force_file_buffering: false,
             debug: DebugFlags::RECORD_NAMES,
         }
-    }
-}
-
-/// The read backend: `DSR_IO_BACKEND=pread` (or `io_uring`) overrides the automatic choice,
-/// for tools that cannot follow io_uring (valgrind does not see the kernel write memory through
-/// it, and reports the bytes as uninitialised).
-fn io_from_env() -> IoConfig {
-    let backend = match std::env::var("DSR_IO_BACKEND").as_deref() {
-        Ok("pread") => Backend::Pread,
-        Ok("io_uring") => Backend::IoUring,
-        _ => Backend::Auto,
-    };
-    IoConfig {
-        backend,
-        ..IoConfig::default()
     }
 }
 
@@ -266,14 +250,14 @@ impl Runtime {
             config.workers = state.config.workers;
         }
         let executor = match &state.device {
-            None => crate::executor_with_io(config, io_from_env())?.0,
+            None => crate::executor_with_io(config, crate::io_from_env())?.0,
             Some(device) => {
                 // GPU staging: the runtime's staging size, as DirectStorage's staging buffer.
                 let staging = StagingConfig {
                     budget: state.config.staging_bytes.max(StagingConfig::default().slot),
                     ..StagingConfig::default()
                 };
-                let (executor, _, transfers) = crate::executor_with_gpu(config, io_from_env(), device, staging)?;
+                let (executor, _, transfers) = crate::executor_with_gpu(config, crate::io_from_env(), device, staging)?;
                 state.transfers = Some(transfers);
                 executor
             }

@@ -813,7 +813,13 @@ fn a_runtime_on_a_device_queues_gpu_requests_and_signals_a_vulkan_timeline() {
     for (i, piece) in data.chunks(1 << 20).enumerate() {
         let at = (i as u64) << 20;
         queue
-            .enqueue(Request::file_to_device(file.path(), at, piece.len() as u64, &gpu, 4096 + at))
+            .enqueue(Request::file_to_device(
+                file.path(),
+                at,
+                piece.len() as u64,
+                &gpu,
+                4096 + at,
+            ))
             .unwrap();
     }
     // SAFETY: a live timeline semaphore of the runtime's device, destroyed after the runtime.

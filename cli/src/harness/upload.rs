@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use dsr::gpu::{GpuContext, HostVisible, StagingConfig};
-use dsr::{DeviceBuffer, Error, ErrorKind, ExecutorConfig, IoConfig, Request, Result};
+use dsr::{DeviceBuffer, Error, ErrorKind, ExecutorConfig, Request, Result};
 
 use super::median;
 
@@ -188,7 +188,7 @@ fn executor(context: &Arc<GpuContext>, region: u64) -> Result<dsr::Executor> {
         budget: STAGING.max(region),
         slot: region,
     };
-    let (executor, _, _) = dsr::executor_with_gpu(config, IoConfig::default(), context, staging)?;
+    let (executor, _, _) = dsr::executor_with_gpu(config, dsr::io_from_env(), context, staging)?;
     Ok(executor)
 }
 
