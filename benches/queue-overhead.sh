@@ -24,7 +24,10 @@ for files in "${sets[@]}"; do
     for via in batch queue; do
       start=$(date +%s%N)
       # shellcheck disable=SC2086
-      g=$("$dsr" load $files --io buffered --repeat 5 --via "$via" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_gbps"])')
+      if ! "$dsr" load $files --io buffered --repeat 5 --via "$via" --json > "$tmp/out.json" 2> "$tmp/err.txt"; then
+        echo "dsr load --via $via failed:" >&2; cat "$tmp/err.txt" "$tmp/out.json" >&2; exit 1
+      fi
+      g=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["median_gbps"])' "$tmp/out.json")
       echo "$via $g $(( ($(date +%s%N) - start) / 1000000 ))" >> "$tmp/runs"
     done
   done

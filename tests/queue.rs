@@ -438,3 +438,43 @@ fn regression_the_last_handle_dropped_on_a_worker_tears_down_without_deadlock() 
     // executor was let go to finish its node.
     assert!(landed(&mut dest) == bytes[..]);
 }
+
+#[test]
+fn regression_a_finished_requests_destination_is_free_while_its_batch_still_runs() {
+    // A load through the queue, repeated into the same memory as soon as its fence fired, was
+    // refused as overlapping: destinations were held until the whole batch retired.
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 9));
+    let dest = HostBuffer::new(128);
+    queue.enqueue(copy_request(&bytes, &dest, 0, 0)).unwrap();
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    // Then a batch of a held request and a quick one into the same range as before.
+    queue.enqueue(copy_request(&bytes, &dest, 1, GATED)).unwrap();
+    queue.enqueue(copy_request(&bytes, &dest, 0, 0)).unwrap();
+    let statuses = StatusArray::new(1);
+    queue.enqueue_status(&statuses, 0).unwrap();
+    queue.submit().unwrap();
+    gate.wait_arrivals(1);
+    // The quick request of the held batch is done: its range is the caller's again.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match queue.try_enqueue(copy_request(&bytes, &dest, 0, 0)) {
+            Ok(()) => break,
+            Err(err) if err.kind() == ErrorKind::OverlappingDestinations || err.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the finished request's range stayed reserved: {err}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+    queue.submit().unwrap();
+    gate.open();
+    let done = signalled(&queue);
+    assert!(done.wait_timeout(1, PATIENCE));
+    assert_eq!(statuses.get(0), StatusEntry::Ok);
+}

@@ -203,7 +203,10 @@ pub(crate) struct BatchShared {
     pub(crate) requests: Box<[RequestState]>,
     pending_requests: AtomicU32,
     submitted: Instant,
-    reservations: Mutex<Vec<Reservation>>,
+    /// Each request's destination ranges, by request (lowering adds them in request order),
+    /// released when the request finishes: a caller told it is done may reuse its destination at
+    /// once, in the next batch, while this one still runs.
+    reservations: Mutex<Vec<(u32, Option<Reservation>)>>,
     completion: Mutex<CompletionState>,
     completed: Condvar,
     /// Callers blocked in a cancellation acknowledgement; finishing requests notify only then.
@@ -225,7 +228,14 @@ impl BatchShared {
                 finished_after_ns: AtomicU64::new(0),
             })
             .collect::<Box<[_]>>();
-        let reservations = mem::take(&mut compiled.graph.reservations);
+        let reservations = mem::take(&mut compiled.graph.reservations)
+            .into_iter()
+            .map(|r| (r.request(), Some(r)))
+            .collect::<Vec<_>>();
+        debug_assert!(
+            reservations.is_sorted_by_key(|(r, _)| *r),
+            "lowering reserves in request order"
+        );
         BatchShared {
             pending_requests: AtomicU32::new(requests.len() as u32),
             requests,
@@ -302,6 +312,9 @@ impl BatchShared {
         }
         let ns = self.submitted.elapsed().as_nanos() as u64;
         state.finished_after_ns.store(ns, Ordering::Relaxed);
+        // Every node of the request has ended (each is a sink or precedes one on a CPU edge), so
+        // nothing writes its destinations any more: hand them back before anyone hears of it.
+        self.release(request);
         state.flags.fetch_or(FINISHED, Ordering::SeqCst);
         if let Some(callback) = &self.request_callback {
             let status = self.status(request);
@@ -314,6 +327,15 @@ impl BatchShared {
             self.completed.notify_all();
         }
         self.pending_requests.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Drops `request`'s reservations.
+    fn release(&self, request: RequestId) {
+        let mut held = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let start = held.partition_point(|(r, _)| *r < request.0);
+        for (_, reservation) in held[start..].iter_mut().take_while(|(r, _)| *r == request.0) {
+            drop(reservation.take());
+        }
     }
 
     /// How a finished request ended.

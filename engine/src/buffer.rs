@@ -268,6 +268,13 @@ pub(crate) struct Reservation {
     range: Range<u64>,
 }
 
+impl Reservation {
+    /// The index, in its batch, of the request that holds it.
+    pub(crate) fn request(&self) -> u32 {
+        self.owner.request
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         let ranges = match &self.target {
