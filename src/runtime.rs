@@ -153,15 +153,7 @@ impl RuntimeQueue {
                 "this queue's runtime has no Vulkan device (make it with Runtime::on_device)",
             )
         })?;
-        // SAFETY: a plain query of the caller's semaphore, as vouched for.
-        let now = unsafe { transfers.context().device().get_semaphore_counter_value(semaphore) }
-            .map_err(|r| Error::new(ErrorKind::Device, format!("cannot read the timeline semaphore: {r}")))?;
-        if now >= value {
-            return Err(Error::new(
-                ErrorKind::InvalidRequest,
-                format!("the timeline semaphore is at {now} already; a signal must raise it (asked for {value})"),
-            ));
-        }
+        transfers.check_signal(semaphore, value)?;
         self.queue.enqueue_notify(Box::new(move || {
             let _ = transfers.signal_timeline(semaphore, value);
         }))

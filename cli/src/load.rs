@@ -326,22 +326,23 @@ impl QueueRun {
     }
 }
 
-/// Loads `requests()` `--repeat` times, through one batch or the queue (`--via`), timing each
-/// run from its first request to its report (batch) or fence (queue).
+/// Loads `requests()` (`count` of them) `--repeat` times, through one batch or the queue
+/// (`--via`), timing each run from its first request to its report (batch) or fence (queue).
 fn repeat(
     args: &LoadArgs,
     engine: &Engine,
     bytes: u64,
+    count: usize,
     mut requests: impl FnMut() -> Vec<Request>,
 ) -> Result<Loaded, CliError> {
     let queue = match args.via {
         Via::Batch => None,
-        Via::Queue => Some(QueueRun::new(engine, requests().len())?),
+        Via::Queue => Some(QueueRun::new(engine, count)?),
     };
     let mut loaded = Loaded {
         bytes,
         runs: Vec::new(),
-        requests: 0,
+        requests: count,
         batch: None,
         failures: Vec::new(),
     };
@@ -349,7 +350,6 @@ fn repeat(
         engine.executor.reset_metrics();
         let start = Instant::now();
         let requests = requests();
-        loaded.requests = requests.len();
         match &queue {
             None => {
                 let mut batch = engine.executor.batch();
@@ -486,7 +486,9 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
     }
     let mut landing = Landing::new(&engine, layout.total)?;
     let policy = args.engine.policy();
-    let loaded = repeat(&args, &engine, layout.bytes(), || layout.requests(&landing, policy))?;
+    let loaded = repeat(&args, &engine, layout.bytes(), layout.files.len(), || {
+        layout.requests(&landing, policy)
+    })?;
     let header = format!(
         "loaded {} in {} file(s) into {} memory with {} worker(s), {} reads ({:?} I/O)",
         dsr::viz::dot::human_bytes(layout.bytes()),
@@ -553,7 +555,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     let mut landing = Landing::new(&engine, total)?;
     let policy = args.engine.policy();
     let host = landing.host();
-    let loaded = repeat(&args, &engine, bytes, || {
+    let loaded = repeat(&args, &engine, bytes, assets.len(), || {
         dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify)
             .zip(&slots)
             .map(|(request, &slot)| landing.place(request.io(policy), slot))

@@ -205,8 +205,9 @@ pub(crate) struct BatchShared {
     submitted: Instant,
     /// Each request's destination ranges, by request (lowering adds them in request order),
     /// released when the request finishes: a caller told it is done may reuse its destination at
-    /// once, in the next batch, while this one still runs.
-    reservations: Mutex<Vec<(u32, Option<Reservation>)>>,
+    /// once, in the next batch, while this one still runs. Each behind its own lock, which only
+    /// the request's last sink takes: finishing requests do not contend.
+    reservations: Box<[(u32, Mutex<Option<Reservation>>)]>,
     completion: Mutex<CompletionState>,
     completed: Condvar,
     /// Callers blocked in a cancellation acknowledgement; finishing requests notify only then.
@@ -230,8 +231,8 @@ impl BatchShared {
             .collect::<Box<[_]>>();
         let reservations = mem::take(&mut compiled.graph.reservations)
             .into_iter()
-            .map(|r| (r.request(), Some(r)))
-            .collect::<Vec<_>>();
+            .map(|r| (r.request(), Mutex::new(Some(r))))
+            .collect::<Box<[_]>>();
         debug_assert!(
             reservations.is_sorted_by_key(|(r, _)| *r),
             "lowering reserves in request order"
@@ -240,7 +241,7 @@ impl BatchShared {
             pending_requests: AtomicU32::new(requests.len() as u32),
             requests,
             submitted: Instant::now(),
-            reservations: Mutex::new(reservations),
+            reservations,
             completion: Mutex::new(CompletionState {
                 callback: compiled.callback,
                 ..CompletionState::default()
@@ -331,10 +332,9 @@ impl BatchShared {
 
     /// Drops `request`'s reservations.
     fn release(&self, request: RequestId) {
-        let mut held = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
-        let start = held.partition_point(|(r, _)| *r < request.0);
-        for (_, reservation) in held[start..].iter_mut().take_while(|(r, _)| *r == request.0) {
-            drop(reservation.take());
+        let start = self.reservations.partition_point(|(r, _)| *r < request.0);
+        for (_, reservation) in self.reservations[start..].iter().take_while(|(r, _)| *r == request.0) {
+            drop(reservation.lock().unwrap_or_else(|p| p.into_inner()).take());
         }
     }
 
@@ -374,10 +374,7 @@ impl BatchShared {
             requests,
             elapsed: self.submitted.elapsed(),
         });
-        // Hand the destinations back before anyone can observe completion.
-        drop(mem::take(
-            &mut *self.reservations.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        // Every request has finished, so each handed its destinations back already.
         let callback = {
             let mut completion = self.completion.lock().unwrap_or_else(|p| p.into_inner());
             completion.report = Some(report.clone());

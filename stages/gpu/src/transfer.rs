@@ -549,10 +549,16 @@ impl Transfers {
     /// submitted to the transfer queue so far has finished, so what those transfers wrote is
     /// available to whoever waits on it: DirectStorage's `EnqueueSignal` with a Vulkan timeline
     /// in place of a D3D12 fence (see `dsr::RuntimeQueue::enqueue_vulkan_signal`). Refuses a
-    /// value the semaphore has already reached; values must rise from call to call.
+    /// value the semaphore has already reached ([`Transfers::check_signal`]).
     pub fn signal_timeline(&self, semaphore: vk::Semaphore, value: u64) -> Result<()> {
-        // SAFETY: a plain query; the caller vouches `semaphore` is a live timeline semaphore of
-        // this device.
+        self.check_signal(semaphore, value)?;
+        self.signal_after_transfers(semaphore, value)
+    }
+
+    /// Whether signalling `semaphore` to `value` would raise it: an error saying where it is,
+    /// if not. The caller vouches `semaphore` is a live timeline semaphore of this device.
+    pub fn check_signal(&self, semaphore: vk::Semaphore, value: u64) -> Result<()> {
+        // SAFETY: a plain query of a live timeline semaphore of this device (the caller's word).
         let now = unsafe { self.context.device().get_semaphore_counter_value(semaphore) }
             .map_err(|r| vk_error(r, "cannot read the timeline semaphore to signal"))?;
         if now >= value {
@@ -561,7 +567,7 @@ impl Transfers {
                 format!("the timeline semaphore is at {now} already; a signal must raise it (asked for {value})"),
             ));
         }
-        self.signal_after_transfers(semaphore, value)
+        Ok(())
     }
 
     /// An empty submission on the transfer queue that signals `semaphore` to `value` and the
