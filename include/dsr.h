@@ -15,8 +15,14 @@
  *
  * Memory: a read's destination must stay valid, and untouched by the caller, until the request
  * completes (its callback runs, or a later status/signal/event entry completes). Memory sources
- * (memory reads, writes) are copied when the request is enqueued; the caller may reuse them at
- * once.
+ * (memory reads, writes) are borrowed, not copied, as DirectStorage's are: they too must stay
+ * valid and unchanged until the request completes.
+ *
+ * Vulkan: a runtime made with dsr_runtime_create_vulkan on the caller's VkDevice takes requests
+ * whose destination (reads) or source (writes) is a range of the caller's VkBuffer, imported as
+ * a dsr_buffer, and signal entries for the caller's timeline semaphores. This header needs no
+ * Vulkan header: Vulkan handles are passed as `void *` (dispatchable) and `uint64_t`
+ * (non-dispatchable), as the 64-bit Vulkan ABI defines them.
  */
 #ifndef DSR_H
 #define DSR_H
@@ -61,6 +67,7 @@ typedef uint64_t dsr_file;
 typedef uint64_t dsr_queue;
 typedef uint64_t dsr_fence;
 typedef uint64_t dsr_status_array;
+typedef uint64_t dsr_buffer;
 
 /* dsr_runtime_config.flags */
 #define DSR_RUNTIME_DISABLE_GPU_DECOMPRESSION 0x1u
@@ -133,6 +140,11 @@ typedef struct dsr_request {
     const char *name;            /* may be NULL; error records keep 64 characters */
     dsr_request_callback callback; /* may be NULL */
     void *user_data;
+    /* Vulkan runtimes: with `buffer` set (not 0), a read lands in the buffer at `buffer_offset`
+     * instead of `destination` (which must be NULL), and a write takes its bytes from the
+     * buffer at `buffer_offset` instead of `source` (which must be NULL). */
+    dsr_buffer buffer;
+    uint64_t buffer_offset;
 } dsr_request;
 
 typedef struct dsr_queue_info {
@@ -172,6 +184,34 @@ typedef struct dsr_error_record {
     dsr_request request;         /* a copy of that request, as enqueued */
 } dsr_error_record;
 
+/* Takes or releases the lock of the caller's queues (see dsr_vulkan_device). */
+typedef void (*dsr_queue_lock_fn)(void *user_data);
+typedef void (*dsr_vk_void_function)(void);
+/* PFN_vkGetInstanceProcAddr, with the VkInstance as `void *`. */
+typedef dsr_vk_void_function (*dsr_vk_get_instance_proc_addr)(void *instance, const char *name);
+
+/* A Vulkan device the caller made and keeps: dsr uses it and destroys none of it. It must be
+ * Vulkan 1.2 or later with the `timelineSemaphore` feature enabled, and outlive the runtime. */
+typedef struct dsr_vulkan_device {
+    uint32_t struct_size;
+    uint32_t reserved;                /* 0 */
+    void *instance;                   /* VkInstance */
+    void *physical_device;            /* VkPhysicalDevice */
+    void *device;                     /* VkDevice */
+    /* The vkGetInstanceProcAddr the instance was made with; NULL: the system's libvulkan.so.1. */
+    dsr_vk_get_instance_proc_addr get_instance_proc_addr;
+    uint32_t transfer_family;         /* the queue uploads and copies go to */
+    uint32_t transfer_index;
+    uint32_t compute_family;          /* the queue compute work goes to (may be the same) */
+    uint32_t compute_index;
+    /* Vulkan requires a queue's submissions to be serialised. If the caller also submits to
+     * these queues, dsr calls lock_queue / unlock_queue around each of its own submissions (set
+     * both, or neither when nobody else submits to them). Called from dsr's threads. */
+    dsr_queue_lock_fn lock_queue;
+    dsr_queue_lock_fn unlock_queue;
+    void *lock_user_data;
+} dsr_vulkan_device;
+
 /* The runtime. */
 dsr_result dsr_runtime_create(const dsr_runtime_config *config, dsr_runtime *out);
 dsr_result dsr_runtime_destroy(dsr_runtime runtime);
@@ -179,6 +219,16 @@ dsr_result dsr_runtime_destroy(dsr_runtime runtime);
 dsr_result dsr_runtime_set_config(dsr_runtime runtime, const dsr_runtime_config *config);
 /* Called for every failed request of every queue of the runtime; NULL removes it. */
 dsr_result dsr_runtime_set_error_callback(dsr_runtime runtime, dsr_error_callback callback, void *user_data);
+/* A runtime on the caller's Vulkan device. DSR_E_UNSUPPORTED without a Vulkan loader. */
+dsr_result dsr_runtime_create_vulkan(const dsr_runtime_config *config, const dsr_vulkan_device *device,
+                                     dsr_runtime *out);
+
+/* GPU buffers of a Vulkan runtime: `vk_buffer` is a VkBuffer of the runtime's device, bound to
+ * memory, made with TRANSFER_SRC and TRANSFER_DST usage, `size` bytes long, and alive until every
+ * request naming it has completed. Requests are checked against `size`. Releasing the handle
+ * does not wait for requests already enqueued. DSR_E_UNSUPPORTED on a runtime without a device. */
+dsr_result dsr_buffer_import(dsr_runtime runtime, uint64_t vk_buffer, uint64_t size, dsr_buffer *out);
+dsr_result dsr_buffer_release(dsr_buffer buffer);
 
 /* Files: the handle may be closed while requests made with it are in flight. */
 dsr_result dsr_file_open(dsr_runtime runtime, const char *path, dsr_file *out, uint64_t *size_out);
@@ -192,6 +242,11 @@ dsr_result dsr_queue_enqueue(dsr_queue queue, const dsr_request *request);      
 dsr_result dsr_queue_try_enqueue(dsr_queue queue, const dsr_request *request);   /* DSR_E_WOULD_BLOCK */
 dsr_result dsr_queue_enqueue_status(dsr_queue queue, dsr_status_array array, uint32_t index);
 dsr_result dsr_queue_enqueue_signal(dsr_queue queue, dsr_fence fence, uint64_t value);
+/* Vulkan runtimes: the timeline semaphore `vk_semaphore` (of the runtime's device, alive until
+ * it is signalled) is signalled to `value` on the GPU once everything enqueued before it has
+ * finished, after the transfers that wrote their buffers. DSR_E_INVALID_ARGUMENT for a value the
+ * semaphore has reached, DSR_E_UNSUPPORTED on a runtime without a device. */
+dsr_result dsr_queue_enqueue_vulkan_signal(dsr_queue queue, uint64_t vk_semaphore, uint64_t value);
 /* `eventfd` is duplicated; dsr writes 1 to it when the entry completes. */
 dsr_result dsr_queue_enqueue_event(dsr_queue queue, int eventfd);
 dsr_result dsr_queue_submit(dsr_queue queue);

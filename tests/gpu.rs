@@ -438,7 +438,7 @@ fn an_injected_device_loss_fails_only_the_gpu_requests() {
 
 /// A device the test makes itself with ash, as a renderer (or Proton) would.
 struct CallersDevice {
-    _entry: ash::Entry,
+    entry: ash::Entry,
     instance: ash::Instance,
     physical_device: ash::vk::PhysicalDevice,
     device: ash::Device,
@@ -473,7 +473,7 @@ impl CallersDevice {
             let device = instance.create_device(physical_device, &create, None).unwrap();
             let queue = device.get_device_queue(family, 0);
             CallersDevice {
-                _entry: entry,
+                entry,
                 instance,
                 physical_device,
                 device,
@@ -563,7 +563,8 @@ fn a_callers_device_is_used_and_left_usable() {
         device: callers.device.handle(),
         transfer: queue,
         compute: queue,
-        queue_lock: Arc::default(),
+        queue_lock: Arc::new(std::sync::Mutex::new(())),
+        get_instance_proc_addr: Some(callers.entry.static_fn().get_instance_proc_addr),
     };
     {
         // SAFETY: the handles outlive the context (dropped at the end of this block), the

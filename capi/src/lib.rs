@@ -9,8 +9,9 @@
 //!   forged handle is `DSR_E_INVALID_HANDLE`.
 //!
 //! What stays the caller's duty (C cannot be checked for it): pointers that are not null point
-//! at what the header says, and a read's destination stays valid until the request completes.
-//! Memory sources are copied at enqueue, so they may be reused at once.
+//! at what the header says, Vulkan handles are of the runtime's device, and a read's destination
+//! and a memory source stay valid until the request completes (sources are borrowed, not
+//! copied, as DirectStorage's are).
 //!
 //! Rooms: `types.rs` (the header's types and the error → result mapping), `handles.rs` (the
 //! tables), this file (the entry points, in the header's order).
@@ -26,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use dsr_facade::engine::EventFd;
+use ash::vk::{self, Handle};
+use dsr_facade::engine::{DeviceBuffer, EventFd};
+use dsr_facade::gpu::{ExternalDevice, GpuBuffer, GpuContext, QueueRef, SubmitLock};
 use dsr_facade::{
     DebugFlags, Fence, HostBuffer, IoPolicy, Priority, QueueConfig, Request, RequestStatus, Runtime, RuntimeConfig,
     RuntimeFile, RuntimeQueue, SourceBytes, SourceType, StatusArray, StatusEntry,
@@ -115,6 +118,19 @@ unsafe impl Sync for RequestCopy {}
 struct CRuntime {
     runtime: Runtime,
     error_callback: Mutex<Option<(unsafe extern "C" fn(*mut c_void, *const dsr_error_info), UserData)>>,
+    /// Cloned by every queue and GPU buffer of the runtime: a Vulkan runtime is not destroyed
+    /// while any is alive, since they use the caller's device.
+    users: Arc<()>,
+}
+
+impl CRuntime {
+    fn new(runtime: Runtime) -> CRuntime {
+        CRuntime {
+            runtime,
+            error_callback: Mutex::new(None),
+            users: Arc::new(()),
+        }
+    }
 }
 
 struct CFile {
@@ -126,6 +142,8 @@ struct CFile {
 struct CQueue {
     queue: RuntimeQueue,
     runtime: Arc<CRuntime>,
+    /// Counts the queue among the runtime's users.
+    _user: Arc<()>,
     track: bool,
     completed: Mutex<Vec<dsr_completion>>,
     errors: Mutex<CErrors>,
@@ -150,12 +168,42 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct StatusHandle(Arc<StatusArray>);
 struct FenceHandle(Arc<Fence>);
+/// A caller's `VkBuffer`, imported into a Vulkan runtime.
+struct BufferHandle {
+    buffer: DeviceBuffer,
+    _user: Arc<()>,
+}
+
+/// The caller's queue lock, taken around dsr's submissions to the caller's queues.
+struct CallerLock {
+    lock: unsafe extern "C" fn(*mut c_void),
+    unlock: unsafe extern "C" fn(*mut c_void),
+    user: UserData,
+}
+
+impl SubmitLock for CallerLock {
+    fn with_lock(&self, submit: &mut dyn FnMut()) {
+        /// Unlocks however `submit` ends.
+        struct Unlock<'a>(&'a CallerLock);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                // SAFETY: the caller's unlock function and user data, paired with the lock below.
+                unsafe { (self.0.unlock)(self.0.user.0) };
+            }
+        }
+        // SAFETY: the caller's lock function and user data, callable from any thread (`dsr.h`).
+        unsafe { (self.lock)(self.user.0) };
+        let _unlock = Unlock(self);
+        submit();
+    }
+}
 
 static RUNTIMES: Table<CRuntime> = Table::new(1);
 static FILES: Table<CFile> = Table::new(2);
 static QUEUES: Table<CQueue> = Table::new(3);
 static FENCES: Table<FenceHandle> = Table::new(4);
 static STATUS_ARRAYS: Table<StatusHandle> = Table::new(5);
+static BUFFERS: Table<BufferHandle> = Table::new(6);
 
 fn runtime_config(config: &dsr_runtime_config) -> Result<RuntimeConfig, dsr_result> {
     if config.api_version != DSR_API_VERSION {
@@ -192,10 +240,7 @@ pub unsafe extern "C" fn dsr_runtime_create(config: *const dsr_runtime_config, o
         if out.is_null() {
             return Err(DSR_E_INVALID_ARGUMENT);
         }
-        let handle = RUNTIMES.insert(CRuntime {
-            runtime: Runtime::new(config),
-            error_callback: Mutex::new(None),
-        });
+        let handle = RUNTIMES.insert(CRuntime::new(Runtime::new(config)));
         // SAFETY: checked for null above.
         unsafe { write_out(out, handle) }
     })
@@ -205,7 +250,32 @@ pub unsafe extern "C" fn dsr_runtime_create(config: *const dsr_runtime_config, o
 /// Any value is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn dsr_runtime_destroy(runtime: dsr_runtime) -> dsr_result {
-    guard(|| check(RUNTIMES.remove(runtime)).map(drop))
+    guard(|| {
+        let Some(device) = check(RUNTIMES.get(runtime))?.runtime.device() else {
+            // A host runtime lives on in its queues until they are destroyed.
+            return check(RUNTIMES.remove(runtime)).map(drop);
+        };
+        // A Vulkan runtime: once this returns, the caller may destroy its device, so dsr must
+        // have let go of it. Its queues and buffers would still use it: refuse while any lives.
+        if Arc::strong_count(&check(RUNTIMES.get(runtime))?.users) > 1 {
+            return Err(DSR_E_BUSY);
+        }
+        let device = {
+            let strong = device;
+            Arc::downgrade(&strong)
+        };
+        drop(check(RUNTIMES.remove(runtime))?);
+        // The executor joined its workers as the runtime dropped; a caller thread inside another
+        // call on this runtime may hold it a moment longer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while device.strong_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(DSR_E_INTERNAL);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    })
 }
 
 /// # Safety
@@ -233,6 +303,111 @@ pub unsafe extern "C" fn dsr_runtime_set_error_callback(
         *lock(&runtime.error_callback) = callback.map(|f| (f, UserData(user_data)));
         Ok(())
     })
+}
+
+/// # Safety
+/// See `dsr.h`: `config`, `device` and `out` point at what their types say, or are null; the
+/// device's handles are valid and outlive the runtime.
+#[no_mangle]
+pub unsafe extern "C" fn dsr_runtime_create_vulkan(
+    config: *const dsr_runtime_config,
+    device: *const dsr_vulkan_device,
+    out: *mut dsr_runtime,
+) -> dsr_result {
+    guard(|| {
+        // SAFETY: the caller's pointers, checked for null and size.
+        let config = runtime_config(&unsafe { read_struct(config) }?)?;
+        // SAFETY: as above.
+        let desc = unsafe { read_struct(device) }?;
+        if desc.reserved != 0
+            || desc.instance.is_null()
+            || desc.physical_device.is_null()
+            || desc.device.is_null()
+            || desc.lock_queue.is_some() != desc.unlock_queue.is_some()
+            || out.is_null()
+        {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        let queue_lock: Arc<dyn SubmitLock> = match (desc.lock_queue, desc.unlock_queue) {
+            (Some(lock), Some(unlock)) => Arc::new(CallerLock {
+                lock,
+                unlock,
+                user: UserData(desc.lock_user_data),
+            }),
+            _ => Arc::new(Mutex::new(())),
+        };
+        let placeholder = |family| QueueRef {
+            queue: vk::Queue::null(),
+            family,
+        };
+        let mut external = ExternalDevice {
+            instance: vk::Instance::from_raw(desc.instance as u64),
+            physical_device: vk::PhysicalDevice::from_raw(desc.physical_device as u64),
+            device: vk::Device::from_raw(desc.device as u64),
+            transfer: placeholder(desc.transfer_family),
+            compute: placeholder(desc.compute_family),
+            queue_lock,
+            // SAFETY: the same function type, with `VkInstance` (a pointer) spelled `void *`.
+            get_instance_proc_addr: desc.get_instance_proc_addr.map(|f| unsafe {
+                std::mem::transmute::<
+                    unsafe extern "system" fn(*mut c_void, *const c_char) -> dsr_vk_void_function,
+                    vk::PFN_vkGetInstanceProcAddr,
+                >(f)
+            }),
+        };
+        // SAFETY: the caller's handles (the header's contract); the families are checked
+        // against the device's, the indices are the caller's word.
+        unsafe {
+            external.transfer = external
+                .queue(desc.transfer_family, desc.transfer_index)
+                .map_err(|e| failed(&e))?;
+            external.compute = external
+                .queue(desc.compute_family, desc.compute_index)
+                .map_err(|e| failed(&e))?;
+        }
+        // SAFETY: as above; the caller keeps the device alive and takes the lock it gave dsr
+        // around its own submissions.
+        let context = unsafe { GpuContext::from_external(external) }.map_err(|e| failed(&e))?;
+        let handle = RUNTIMES.insert(CRuntime::new(Runtime::on_device(config, &context)));
+        // SAFETY: checked for null above.
+        unsafe { write_out(out, handle) }
+    })
+}
+
+// ---- GPU buffers --------------------------------------------------------------------------
+
+/// # Safety
+/// See `dsr.h`: `vk_buffer` is a buffer of the runtime's device as described there; `out`
+/// points at a writable handle, or is null.
+#[no_mangle]
+pub unsafe extern "C" fn dsr_buffer_import(
+    runtime: dsr_runtime,
+    vk_buffer: u64,
+    size: u64,
+    out: *mut dsr_buffer,
+) -> dsr_result {
+    guard(|| {
+        let runtime = check(RUNTIMES.get(runtime))?;
+        let context = runtime.runtime.device().ok_or(DSR_E_UNSUPPORTED)?;
+        if vk_buffer == 0 || size == 0 || out.is_null() {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        // SAFETY: the caller's buffer of this device, alive while requests use it (`dsr.h`).
+        let buffer = unsafe { dsr_facade::gpu::external_buffer(&context, vk::Buffer::from_raw(vk_buffer), size) };
+        let handle = BUFFERS.insert(BufferHandle {
+            buffer,
+            _user: runtime.users.clone(),
+        });
+        // SAFETY: checked for null above.
+        unsafe { write_out(out, handle) }
+    })
+}
+
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn dsr_buffer_release(buffer: dsr_buffer) -> dsr_result {
+    guard(|| check(BUFFERS.remove(buffer)).map(drop))
 }
 
 // ---- files -------------------------------------------------------------------------------
@@ -314,6 +489,7 @@ pub unsafe extern "C" fn dsr_queue_create(
         let handle = QUEUES.insert(CQueue {
             queue,
             runtime: runtime.clone(),
+            _user: runtime.users.clone(),
             track: desc.flags & DSR_QUEUE_TRACK_COMPLETIONS != 0,
             completed: Mutex::new(Vec::new()),
             errors: Mutex::new(CErrors::default()),
@@ -335,11 +511,21 @@ pub unsafe extern "C" fn dsr_queue_destroy(queue: dsr_queue) -> dsr_result {
     })
 }
 
-/// The Rust request a C request describes (memory sources copied), and its own copy.
+/// The GPU buffer a request names, checked to belong to `runtime`'s device.
+fn buffer_of(runtime: &CRuntime, handle: dsr_buffer) -> Result<DeviceBuffer, dsr_result> {
+    let buffer = check(BUFFERS.get(handle))?.buffer.clone();
+    let device = runtime.runtime.device().ok_or(DSR_E_UNSUPPORTED)?;
+    match buffer.handle().downcast_ref::<GpuBuffer>() {
+        Some(gpu) if Arc::ptr_eq(gpu.context(), &device) => Ok(buffer),
+        _ => Err(DSR_E_INVALID_ARGUMENT),
+    }
+}
+
+/// The Rust request a C request describes (memory sources borrowed), on `runtime`.
 ///
 /// # Safety
 /// The request's pointers point at what `dsr.h` says (or are null where it allows).
-unsafe fn request_of(request: &dsr_request) -> Result<Request, dsr_result> {
+unsafe fn request_of(runtime: &CRuntime, request: &dsr_request) -> Result<Request, dsr_result> {
     let known_options = DSR_OPTION_SYNC | DSR_OPTION_BUFFERED | DSR_OPTION_DIRECT;
     if request.options & !known_options != 0
         || request.options & (DSR_OPTION_BUFFERED | DSR_OPTION_DIRECT) == (DSR_OPTION_BUFFERED | DSR_OPTION_DIRECT)
@@ -368,27 +554,58 @@ unsafe fn request_of(request: &dsr_request) -> Result<Request, dsr_result> {
         Ok(unsafe { HostBuffer::from_raw(ptr, len as usize) })
     };
     let file = || check(FILES.get(request.file)).map(|f| f.file.clone());
+    let gpu = match request.buffer {
+        0 if request.buffer_offset != 0 => return Err(DSR_E_INVALID_ARGUMENT),
+        0 => None,
+        handle => Some(buffer_of(runtime, handle)?),
+    };
+    // A read into a GPU buffer: the bytes land at `buffer_offset`, and the destination pointer
+    // must be null; the engine checks the range against the buffer's size.
+    let gpu_read = |host: Request| -> Result<Request, dsr_result> {
+        let Some(buffer) = &gpu else { return Ok(host) };
+        if !request.destination.is_null() {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        if request.compression == DSR_COMPRESSION_NONE && request.source_size > request.destination_size {
+            return Err(DSR_E_DESTINATION_TOO_SMALL);
+        }
+        Ok(host.on_device(buffer, request.buffer_offset))
+    };
+    let read_destination = || match gpu {
+        Some(_) => Ok(HostBuffer::new(0)),
+        None => destination(),
+    };
     let mut built = match request.kind {
         DSR_REQUEST_READ_FILE => {
-            let dest = destination()?;
-            file()?.request(request.file_offset, request.source_size, &dest, 0)
+            let dest = read_destination()?;
+            gpu_read(file()?.request(request.file_offset, request.source_size, &dest, 0))?
         }
         DSR_REQUEST_READ_MEMORY => {
-            let dest = destination()?;
-            Request::memory(source_bytes()?, 0, request.source_size, &dest, 0)
+            let dest = read_destination()?;
+            gpu_read(Request::memory(source_bytes()?, 0, request.source_size, &dest, 0))?
         }
         DSR_REQUEST_WRITE_FILE => {
             if request.compression != DSR_COMPRESSION_NONE {
                 return Err(DSR_E_UNSUPPORTED);
             }
             let target = file()?;
-            let write = Request::write(
-                source_bytes()?,
-                0,
-                request.source_size,
-                target.path(),
-                request.file_offset,
-            );
+            let write = match &gpu {
+                Some(_) if !request.source.is_null() => return Err(DSR_E_INVALID_ARGUMENT),
+                Some(buffer) => Request::device_to_file(
+                    buffer,
+                    request.buffer_offset,
+                    request.source_size,
+                    target.path(),
+                    request.file_offset,
+                ),
+                None => Request::write(
+                    source_bytes()?,
+                    0,
+                    request.source_size,
+                    target.path(),
+                    request.file_offset,
+                ),
+            };
             if request.options & DSR_OPTION_SYNC != 0 {
                 write.sync()
             } else {
@@ -448,7 +665,7 @@ fn enqueue(queue: dsr_queue, request: *const dsr_request, wait: bool) -> dsr_res
         // SAFETY: the caller's pointer, checked for null and size.
         let c_request = unsafe { read_struct(request) }?;
         // SAFETY: the request's pointers are the caller's, as the header describes them.
-        let built = unsafe { request_of(&c_request) }?;
+        let built = unsafe { request_of(&queue.runtime, &c_request) }?;
         let seq = queue.next.fetch_add(1, Ordering::Relaxed);
         let copy = RequestCopy(c_request);
         let weak: Weak<CQueue> = Arc::downgrade(&queue);
@@ -503,6 +720,30 @@ pub unsafe extern "C" fn dsr_queue_enqueue_signal(queue: dsr_queue, fence: dsr_f
         let queue = check(QUEUES.get(queue))?;
         let fence = check(FENCES.get(fence))?;
         queue.queue.enqueue_signal(&fence.0, value).map_err(|e| failed(&e))
+    })
+}
+
+/// # Safety
+/// See `dsr.h`: `vk_semaphore` is a timeline semaphore of the runtime's device, alive until it
+/// is signalled (any other value may be undefined behaviour in the Vulkan driver).
+#[no_mangle]
+pub unsafe extern "C" fn dsr_queue_enqueue_vulkan_signal(
+    queue: dsr_queue,
+    vk_semaphore: u64,
+    value: u64,
+) -> dsr_result {
+    guard(|| {
+        let queue = check(QUEUES.get(queue))?;
+        if vk_semaphore == 0 {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        // SAFETY: the caller's semaphore, as the header describes it.
+        unsafe {
+            queue
+                .queue
+                .enqueue_vulkan_signal(vk::Semaphore::from_raw(vk_semaphore), value)
+        }
+        .map_err(|e| failed(&e))
     })
 }
 
@@ -876,7 +1117,12 @@ mod header {
         dsr_queue_desc { struct_size, source_type, capacity, priority, name, flags, reserved }
         dsr_request {
             struct_size, kind, compression, options, file, file_offset, source, source_size,
-            destination, destination_size, tag, name, callback, user_data,
+            destination, destination_size, tag, name, callback, user_data, buffer, buffer_offset,
+        }
+        dsr_vulkan_device {
+            struct_size, reserved, instance, physical_device, device, get_instance_proc_addr,
+            transfer_family, transfer_index, compute_family, compute_index, lock_queue,
+            unlock_queue, lock_user_data,
         }
         dsr_queue_info { struct_size, empty_slots, until_auto_submit, reserved }
         dsr_completion { user_data, result, reserved }

@@ -15,6 +15,7 @@ pub type dsr_file = u64;
 pub type dsr_queue = u64;
 pub type dsr_fence = u64;
 pub type dsr_status_array = u64;
+pub type dsr_buffer = u64;
 
 pub const DSR_API_VERSION: u32 = 1;
 
@@ -124,6 +125,31 @@ pub struct dsr_request {
     pub name: *const c_char,
     pub callback: dsr_request_callback,
     pub user_data: *mut c_void,
+    pub buffer: dsr_buffer,
+    pub buffer_offset: u64,
+}
+
+pub type dsr_queue_lock_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+pub type dsr_vk_void_function = Option<unsafe extern "system" fn()>;
+pub type dsr_vk_get_instance_proc_addr =
+    Option<unsafe extern "system" fn(instance: *mut c_void, name: *const c_char) -> dsr_vk_void_function>;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct dsr_vulkan_device {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub instance: *mut c_void,
+    pub physical_device: *mut c_void,
+    pub device: *mut c_void,
+    pub get_instance_proc_addr: dsr_vk_get_instance_proc_addr,
+    pub transfer_family: u32,
+    pub transfer_index: u32,
+    pub compute_family: u32,
+    pub compute_index: u32,
+    pub lock_queue: dsr_queue_lock_fn,
+    pub unlock_queue: dsr_queue_lock_fn,
+    pub lock_user_data: *mut c_void,
 }
 
 #[repr(C)]

@@ -45,6 +45,11 @@ fn root() -> PathBuf {
 /// Compiles `tests/c/<name>.c` into `out`; `None` (having said why) where there is no C
 /// compiler, unless `DSR_REQUIRE_TOOLS=1`.
 fn compile(name: &str, out: &Path) -> Option<PathBuf> {
+    compile_with(name, out, &[])
+}
+
+/// [`compile`], linking `libs` too.
+fn compile_with(name: &str, out: &Path, libs: &[&str]) -> Option<PathBuf> {
     let lib = lib_dir();
     build_library(&lib);
     assert!(
@@ -68,6 +73,7 @@ fn compile(name: &str, out: &Path) -> Option<PathBuf> {
         .arg(&lib)
         .arg("-ldsr")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(libs)
         .output();
     match built {
         Err(err) if std::env::var("DSR_REQUIRE_TOOLS").as_deref() != Ok("1") => {
@@ -188,4 +194,72 @@ fn hostile_calls_get_error_codes_never_crashes() {
     };
     let out = run(&exe, &[dir.path().to_str().unwrap()]);
     assert!(out.contains("every hostile call got an error code"), "{out}");
+}
+
+/// Whether a program that exited 77 ("no Vulkan device") may count as skipped: not when
+/// `DSR_REQUIRE_VULKAN=1`.
+fn vulkan_missing_may_skip(output: &std::process::Output) -> bool {
+    if output.status.code() != Some(77) {
+        return false;
+    }
+    assert!(
+        std::env::var("DSR_REQUIRE_VULKAN").as_deref() != Ok("1"),
+        "DSR_REQUIRE_VULKAN=1 but the C program found no Vulkan 1.2 device:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    eprintln!("skipped: no Vulkan 1.2 device (install mesa-vulkan-drivers for lavapipe)");
+    true
+}
+
+#[test]
+fn a_games_own_vulkan_device_buffer_and_timeline_through_the_c_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    // The program needs the Vulkan headers and loader to build (Debian: libvulkan-dev).
+    if !Path::new("/usr/include/vulkan/vulkan.h").exists() {
+        assert!(
+            std::env::var("DSR_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "DSR_REQUIRE_TOOLS=1 but the Vulkan headers are missing (install libvulkan-dev)"
+        );
+        eprintln!("skipped: no Vulkan headers (install libvulkan-dev)");
+        return;
+    }
+    let Some(exe) = compile_with("vulkan", dir.path(), &["-lvulkan"]) else {
+        return;
+    };
+    let len = (1 << 20) + 4321;
+    let raw_path = dir.path().join("asset.bin");
+    std::fs::write(&raw_path, asset(len)).unwrap();
+    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
+    let packed_path = dir.path().join("asset.gdf");
+    std::fs::write(&packed_path, packed).unwrap();
+    let out_path = dir.path().join("written.bin");
+    std::fs::write(&out_path, b"").unwrap();
+    // Not under valgrind: the Vulkan driver's own allocations are its business.
+    let output = Command::new(&exe)
+        .args([&raw_path, &packed_path])
+        .arg(len.to_string())
+        .arg(&out_path)
+        .output()
+        .expect("the test program runs");
+    if vulkan_missing_may_skip(&output) {
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "vulkan.c failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{stdout}");
+    assert!(stdout.contains("validation messages: 0"), "{stdout}");
+    if std::env::var("DSR_REQUIRE_VULKAN").as_deref() == Ok("1") {
+        assert!(stdout.contains("validation layer: on"), "{stdout}");
+    }
+    // The write took the decoded asset and the upload back out of the game's buffer.
+    let written = std::fs::read(&out_path).unwrap();
+    let upload: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(written.len(), len + upload.len());
+    assert!(written[..len] == asset(len)[..], "the decoded asset, back from the GPU");
+    assert!(written[len..] == upload[..], "the upload, back from the GPU");
 }

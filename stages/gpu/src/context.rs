@@ -51,6 +51,21 @@ pub struct QueueRef {
     pub family: u32,
 }
 
+/// How dsr keeps a caller's queues to itself while it submits: Vulkan requires external
+/// synchronisation of a queue, so a caller that submits to the queues it hands dsr takes the
+/// same lock around its own submissions.
+pub trait SubmitLock: Send + Sync {
+    /// Runs `submit` while nobody else submits to the device's queues.
+    fn with_lock(&self, submit: &mut dyn FnMut());
+}
+
+impl SubmitLock for Mutex<()> {
+    fn with_lock(&self, submit: &mut dyn FnMut()) {
+        let _guard = self.lock().unwrap_or_else(|p| p.into_inner());
+        submit();
+    }
+}
+
 /// A device the caller created and keeps: dsr uses it and destroys none of it.
 ///
 /// # Safety
@@ -71,7 +86,68 @@ pub struct ExternalDevice {
     /// The queue compute work goes to (may be the same as `transfer`).
     pub compute: QueueRef,
     /// Taken around every `vkQueueSubmit` to those queues.
-    pub queue_lock: Arc<Mutex<()>>,
+    pub queue_lock: Arc<dyn SubmitLock>,
+    /// The `vkGetInstanceProcAddr` the instance was made with; `None` loads the system's
+    /// Vulkan loader (a caller with a loader of its own, such as Wine's, passes its own).
+    pub get_instance_proc_addr: Option<vk::PFN_vkGetInstanceProcAddr>,
+}
+
+impl ExternalDevice {
+    /// The loader, instance and device functions of the caller's handles.
+    ///
+    /// # Safety
+    /// The handles (and `get_instance_proc_addr`, if set) are valid, as the type's contract says.
+    unsafe fn load(&self) -> Result<(ash::Entry, ash::Instance, ash::Device)> {
+        let entry = match self.get_instance_proc_addr {
+            Some(get_instance_proc_addr) => {
+                // SAFETY: by the caller's contract, the loader entry point the instance was
+                // made with; the static table is filled from it and nothing else.
+                unsafe { ash::Entry::from_static_fn(ash::StaticFn { get_instance_proc_addr }) }
+            }
+            // SAFETY: as in `GpuContext::new`.
+            None => unsafe { ash::Entry::load() }.map_err(|err| unsupported(format!("no Vulkan loader: {err}")))?,
+        };
+        // SAFETY: by the caller's contract the handles are valid; loading function pointers
+        // from them creates nothing.
+        let instance = unsafe { ash::Instance::load(entry.static_fn(), self.instance) };
+        // SAFETY: as above.
+        let device = unsafe { ash::Device::load(instance.fp_v1_0(), self.device) };
+        Ok((entry, instance, device))
+    }
+
+    /// Refuses a queue family the physical device does not have.
+    ///
+    /// # Safety
+    /// `instance` was loaded from this device's instance, and the physical device is valid.
+    unsafe fn check_family(&self, instance: &ash::Instance, what: &str, family: u32) -> Result<()> {
+        // SAFETY: by the caller's premises.
+        let families = unsafe { instance.get_physical_device_queue_family_properties(self.physical_device) }.len();
+        if family as usize >= families {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!("the {what} queue's family {family} is not one of the device's {families}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queue `index` of `family` of the caller's device (`vkGetDeviceQueue`), to fill in
+    /// `transfer` and `compute` for callers that know their queues by number.
+    ///
+    /// # Safety
+    /// The handles are valid (the type's contract), and the device was created with at least
+    /// `index + 1` queues of `family`.
+    pub unsafe fn queue(&self, family: u32, index: u32) -> Result<QueueRef> {
+        // SAFETY: by the caller's premises.
+        let (_entry, instance, device) = unsafe { self.load() }?;
+        // SAFETY: as above.
+        unsafe { self.check_family(&instance, "requested", family) }?;
+        Ok(QueueRef {
+            // SAFETY: by the caller's premises, the queue exists.
+            queue: unsafe { device.get_device_queue(family, index) },
+            family,
+        })
+    }
 }
 
 impl fmt::Debug for ExternalDevice {
@@ -128,7 +204,7 @@ pub struct GpuContext {
     physical_device: vk::PhysicalDevice,
     transfer: QueueRef,
     compute: QueueRef,
-    queue_lock: Arc<Mutex<()>>,
+    queue_lock: Arc<dyn SubmitLock>,
     /// Present when validation is on; destroyed before the instance.
     validation: Option<Validation>,
     owned: bool,
@@ -273,13 +349,12 @@ impl GpuContext {
     /// # Safety
     /// `external` must satisfy the contract on [`ExternalDevice`].
     pub unsafe fn from_external(external: ExternalDevice) -> Result<Arc<GpuContext>> {
-        // SAFETY: as in `new`.
-        let entry = unsafe { ash::Entry::load() }.map_err(|err| unsupported(format!("no Vulkan loader: {err}")))?;
-        // SAFETY: by the caller's contract the handles are valid; loading function pointers
-        // from them creates nothing.
-        let instance = unsafe { ash::Instance::load(entry.static_fn(), external.instance) };
-        // SAFETY: as above.
-        let device = unsafe { ash::Device::load(instance.fp_v1_0(), external.device) };
+        // SAFETY: by the caller's contract.
+        let (entry, instance, device) = unsafe { external.load() }?;
+        for (what, queue) in [("transfer", external.transfer), ("compute", external.compute)] {
+            // SAFETY: by the caller's contract.
+            unsafe { external.check_family(&instance, what, queue.family) }?;
+        }
         Self::finish(
             entry,
             instance,
@@ -413,7 +488,7 @@ impl GpuContext {
         device: ash::Device,
         transfer: QueueRef,
         compute: QueueRef,
-        queue_lock: Option<Arc<Mutex<()>>>,
+        queue_lock: Option<Arc<dyn SubmitLock>>,
         validation: Option<Validation>,
         owned: bool,
     ) -> Result<Arc<GpuContext>> {
@@ -456,7 +531,7 @@ impl GpuContext {
             physical_device,
             transfer,
             compute,
-            queue_lock: queue_lock.unwrap_or_default(),
+            queue_lock: queue_lock.unwrap_or_else(|| Arc::new(Mutex::new(()))),
             validation,
             owned,
             host_import: owned && info.external_memory_host,
@@ -548,10 +623,12 @@ impl GpuContext {
         if self.inject_loss.swap(false, Ordering::AcqRel) {
             return Err(self.check(vk::Result::ERROR_DEVICE_LOST, "cannot submit GPU work"));
         }
-        let _guard = self.queue_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: by the caller's premises, and the queue's use is synchronised by the lock.
-        unsafe { self.device.queue_submit(queue.queue, submits, fence) }
-            .map_err(|r| self.check(r, "cannot submit GPU work"))
+        let mut submitted = Ok(());
+        self.queue_lock.with_lock(&mut || {
+            // SAFETY: by the caller's premises, and the queue's use is synchronised by the lock.
+            submitted = unsafe { self.device.queue_submit(queue.queue, submits, fence) };
+        });
+        submitted.map_err(|r| self.check(r, "cannot submit GPU work"))
     }
 
     /// Test hook: the next submission fails with `VK_ERROR_DEVICE_LOST`, and the context counts

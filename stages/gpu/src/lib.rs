@@ -38,7 +38,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
 pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
-pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef};
+pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef, SubmitLock};
 pub use import::HostImports;
 pub use stage::{GpuCopyStage, UploadStage};
 pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
