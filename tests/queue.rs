@@ -350,6 +350,101 @@ fn stress_many_threads_share_one_queue() {
     assert_eq!(queue.query().empty_slots, 511);
 }
 
+/// A copy stage that fails the requests tagged [`FAILS`], naming the rest of the tag.
+#[derive(Debug)]
+struct Failing;
+
+const FAILS: u64 = 1 << 62;
+
+impl dsr::engine::Stage for Failing {
+    fn run(&self, node: dsr::engine::NodeRef<'_>) -> dsr::engine::Outcome {
+        if node.request_info().tag & FAILS != 0 {
+            let tag = node.request_info().tag & !FAILS;
+            return dsr::engine::Outcome::Failed(dsr::Error::new(ErrorKind::Io, format!("injected into {tag}")));
+        }
+        dsr::stages::CopyStage.run(node)
+    }
+}
+
+#[test]
+fn stress_finishers_without_the_lock_keep_enqueue_order_slots_and_callbacks() {
+    // More workers than cores and a small queue: enqueues block on slots that finishers give
+    // back without the ledger's lock, and fronts move under racing finishers.
+    let executor = dsr::executor_builder(dsr::ExecutorConfig::default())
+        .workers(6)
+        .stage(dsr::NodeKind::Copy, Arc::new(Failing))
+        .build()
+        .unwrap();
+    let queue = memory_queue(executor, 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 9));
+    let requests = 20_000u64;
+    let segment = 97;
+    let dest = HostBuffer::new((requests * 64) as usize);
+    let statuses = StatusArray::new((requests / segment + 1) as usize);
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Request i fails when i % 13 == 5: each segment's first failure is known in advance.
+    let fails = |i: u64| i % 13 == 5;
+    let mut expected = Vec::new();
+    let mut first: Option<u64> = None;
+    for i in 0..requests {
+        let tag = i | if fails(i) { FAILS } else { 0 };
+        let counter = calls.clone();
+        queue
+            .enqueue_with(
+                copy_request(&bytes, &dest, i, tag).name(format!("request {i}")),
+                Box::new(move |_| {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }),
+                true,
+            )
+            .unwrap();
+        if fails(i) && first.is_none() {
+            first = Some(i);
+        }
+        if i % segment == segment - 1 {
+            queue.enqueue_status(&statuses, expected.len()).unwrap();
+            expected.push(first.take());
+        }
+    }
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE), "the last signal fired");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        requests,
+        "each callback ran once"
+    );
+    for (index, first) in expected.iter().enumerate() {
+        match (statuses.get(index), first) {
+            (StatusEntry::Ok, None) => {}
+            (StatusEntry::Failed(error), Some(i)) => {
+                assert!(
+                    error.to_string().contains(&format!("injected into {i}")),
+                    "status {index}: {error}, expected request {i}'s failure"
+                );
+            }
+            (got, want) => panic!("status {index}: {got:?}, expected the first failure {want:?}"),
+        }
+    }
+    let record = queue.retrieve_error_record();
+    assert_eq!(
+        u64::from(record.failure_count),
+        (0..requests).filter(|&i| fails(i)).count() as u64
+    );
+    let first = record.first_failure.expect("a first failure");
+    assert_eq!(
+        first.name.as_deref(),
+        Some("request 5"),
+        "the first failure in enqueue order"
+    );
+    drop(first); // its copy of the request shares the destination
+    assert_eq!(queue.query().empty_slots, 127, "every slot came back");
+    let mut dest = dest;
+    let landed = landed(&mut dest);
+    for (i, chunk) in landed.chunks(64).enumerate() {
+        assert_eq!(chunk == &bytes[..], !fails(i as u64), "request {i}");
+    }
+}
+
 #[test]
 fn the_runtime_configures_until_a_queue_or_file_exists() {
     let runtime = Runtime::new(RuntimeConfig {

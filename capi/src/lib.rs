@@ -17,6 +17,11 @@
 //! tables), this file (the entry points, in the header's order).
 
 mod handles;
+
+/// mimalloc, for libdsr's own allocations: requests are allocated on the caller's thread and
+/// freed on dsr's workers, which glibc's allocator serialises on the caller's arena lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod types;
 
 use std::ffi::{c_char, c_int, c_void, CStr};

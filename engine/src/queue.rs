@@ -14,6 +14,17 @@
 //! first failure in enqueue order. Entries fire under the ledger's lock, so what they signal is
 //! seen in enqueue order: a caller woken by a fence finds every earlier status complete.
 //!
+//! **Finishing without the lock.** The thread that enqueues and the workers that finish requests
+//! would otherwise meet on the ledger's lock once per request each, and on a many-core machine
+//! the enqueuing thread spends its time waiting there. So a request that finishes well only sets
+//! its flag in its batch's [`Track`] and gives its slot back (an atomic count). It takes the lock
+//! only when a submitted status, signal, event or notify entry is waiting (it may be what that
+//! entry waits for) or a full queue has an enqueuer waiting; otherwise the enqueuing thread pops
+//! finished requests as it enqueues. Both sides of each handshake use sequentially consistent
+//! accesses: a finisher sets its flag, then reads how many entries wait; a submission counts its
+//! entries, then reads the flags at the front. One of them sees the other, so no entry is left
+//! waiting for a request that finished. Failures take the lock, to be recorded in order.
+//!
 //! **Slots.** A queue of capacity C holds at most C − 1 operations (DirectStorage's ring with one
 //! reserved slot). `enqueue` blocks while the queue is full and `try_enqueue` returns
 //! [`ErrorKind::WouldBlock`]; operations start at [`Queue::submit`] or once half the capacity is
@@ -30,10 +41,12 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bitflags::bitflags;
+use crossbeam_utils::CachePadded;
 
 use crate::batch::{Batch, BatchBuilder, RequestStatus};
 use crate::error::{Error, ErrorKind, Result};
@@ -310,17 +323,28 @@ pub struct QueueInfo {
 /// lock, on the thread that finished it.
 pub type RequestDone = Box<dyn FnOnce(&RequestStatus) + Send>;
 
+/// The requests of one submitted batch, as its workers report them (see the module docs).
+struct Track {
+    /// Each request's sequence number, by its index in the batch.
+    seqs: Box<[u64]>,
+    /// Each request's callback and copy (for the error record), taken by the worker that
+    /// finishes it: the copy is dropped then unless the request failed, so the queue does not
+    /// keep the caller's buffer shared.
+    finish: Box<[Mutex<Finish>]>,
+    /// Set once the request finished without failing.
+    finished: Box<[AtomicBool]>,
+}
+
+/// What a request's finisher takes: its callback and the request as enqueued.
+type Finish = (Option<RequestDone>, Option<Request>);
+
 /// One operation in the ledger.
 enum Entry {
     Request {
-        /// Told when it finishes.
-        done: Option<RequestDone>,
-        /// Finished (its slot is back); popped in order.
-        finished: bool,
+        /// Its batch's track and its index there, once submitted.
+        track: Option<(Arc<Track>, usize)>,
+        /// Set, under the lock, when it failed (which finishes it too).
         failure: Option<Error>,
-        /// The request as enqueued, for the error record; dropped once it finished well, so the
-        /// queue does not keep the caller's buffer shared.
-        copy: Option<Request>,
     },
     Status(Arc<StatusArray>, usize),
     Signal(Arc<Fence>, u64),
@@ -338,13 +362,19 @@ struct Ledger {
     front: u64,
     /// Operations with a lower sequence number have been submitted.
     submitted: u64,
-    /// Slots held.
-    used: u32,
-    /// The requests enqueued since the last submission, and their sequence numbers.
+    /// The requests enqueued since the last submission, their sequence numbers, callbacks and
+    /// copies.
     pending: Option<BatchBuilder>,
     pending_seqs: Vec<u64>,
+    pending_finish: Vec<Finish>,
     /// Operations enqueued since the last submission (auto-submit counts them).
     pending_ops: u32,
+    /// Entries (not requests) among them.
+    pending_entries: u64,
+    /// Slots ever taken; `Shared::returned` counts those given back.
+    taken: u64,
+    /// The last value of `Shared::returned` read.
+    returned_seen: u64,
     /// Submitted batches, to cancel by tag; pruned as they retire.
     in_flight: Vec<Batch>,
     /// The first failure popped since the last status entry fired.
@@ -355,10 +385,27 @@ struct Ledger {
     closed: bool,
 }
 
+/// What a finisher checks before it may skip the ledger's lock.
+#[derive(Default)]
+struct FinisherFlags {
+    /// Enqueuers waiting for a slot.
+    waiters: AtomicU32,
+    /// Submitted status, signal, event and notify entries that have not fired.
+    waiting: AtomicU64,
+    /// The ledger's `closed`.
+    closed: AtomicBool,
+}
+
 struct Shared {
     executor: Arc<Executor>,
     config: QueueConfig,
     ledger: Mutex<Ledger>,
+    /// Slots given back, by finishers (without the lock) and by entries as they fire; slots
+    /// held are the ledger's `taken` less this. On a line of its own: finishers write it, the
+    /// enqueuing thread reads it only when the queue looks full.
+    returned: CachePadded<AtomicU64>,
+    /// What finishers read on every request, written rarely; on a line of its own.
+    flags: CachePadded<FinisherFlags>,
     /// Signalled when slots come back or the queue closes.
     space: Condvar,
     error_event: EventFd,
@@ -408,16 +455,21 @@ impl Queue {
                     entries: VecDeque::new(),
                     front: 0,
                     submitted: 0,
-                    used: 0,
                     pending: None,
                     pending_seqs: Vec::new(),
+                    pending_finish: Vec::new(),
                     pending_ops: 0,
+                    pending_entries: 0,
+                    taken: 0,
+                    returned_seen: 0,
                     in_flight: Vec::new(),
                     since_status: None,
                     errors: ErrorRecord::default(),
                     first_failure_seq: 0,
                     closed: false,
                 }),
+                returned: CachePadded::new(AtomicU64::new(0)),
+                flags: CachePadded::new(FinisherFlags::default()),
                 space: Condvar::new(),
                 error_event,
             }),
@@ -515,7 +567,8 @@ impl Queue {
         let ledger = self.shared.lock();
         let half = self.shared.config.capacity / 2;
         QueueInfo {
-            empty_slots: (self.shared.config.capacity - 1).saturating_sub(ledger.used),
+            empty_slots: (self.shared.config.capacity - 1)
+                .saturating_sub(ledger.taken.saturating_sub(self.shared.returned.load(Ordering::SeqCst)) as u32),
             until_auto_submit: half.saturating_sub(ledger.pending_ops),
         }
     }
@@ -550,6 +603,14 @@ impl Shared {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Slots held, as of the last read of the count given back (`fresh`: read it now).
+    fn used(&self, ledger: &mut Ledger, fresh: bool) -> u32 {
+        if fresh {
+            ledger.returned_seen = self.returned.load(Ordering::SeqCst);
+        }
+        ledger.taken.saturating_sub(ledger.returned_seen) as u32
+    }
+
     /// Waits (or, without `wait`, refuses) until a slot is free; returns the ledger locked.
     fn slot(self: &Arc<Self>, wait: bool) -> Result<MutexGuard<'_, Ledger>> {
         let usable = self.config.capacity - 1;
@@ -558,7 +619,9 @@ impl Shared {
             if ledger.closed {
                 return Err(closed());
             }
-            if ledger.used < usable {
+            // Slots come back only: a stale count of those returned errs on the full side, so
+            // the shared counter is read only when the queue looks full.
+            if self.used(&mut ledger, false) < usable || self.used(&mut ledger, true) < usable {
                 return Ok(ledger);
             }
             if !wait {
@@ -569,7 +632,13 @@ impl Shared {
             }
             // What waits to be submitted holds slots too: start it, so slots come back.
             self.submit_locked(&mut ledger)?;
-            ledger = self.space.wait(ledger).unwrap_or_else(|p| p.into_inner());
+            // Count this waiter before looking once more: a finisher gives its slot back, then
+            // looks for waiters, so one of the two sees the other (see `release_slot`).
+            self.flags.waiters.fetch_add(1, Ordering::SeqCst);
+            if self.used(&mut ledger, true) >= usable {
+                ledger = self.space.wait(ledger).unwrap_or_else(|p| p.into_inner());
+            }
+            self.flags.waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -603,11 +672,10 @@ impl Shared {
         batch.push(request)?;
         let seq = ledger.front + ledger.entries.len() as u64;
         ledger.pending_seqs.push(seq);
+        ledger.pending_finish.push((done, Some(copy)));
         ledger.entries.push_back(Entry::Request {
-            done,
-            finished: false,
+            track: None,
             failure: None,
-            copy: Some(copy),
         });
         self.entered(&mut ledger)
     }
@@ -615,12 +683,15 @@ impl Shared {
     fn enqueue_entry(self: &Arc<Self>, entry: Entry, wait: bool) -> Result<()> {
         let mut ledger = self.slot(wait)?;
         ledger.entries.push_back(entry);
+        ledger.pending_entries += 1;
         self.entered(&mut ledger)
     }
 
-    /// Counts an operation just added to the ledger; submits when half the queue waits.
+    /// Counts an operation just added to the ledger; submits when half the queue waits. Pops
+    /// the requests that finished meanwhile (nobody else does while no entry waits).
     fn entered(self: &Arc<Self>, ledger: &mut Ledger) -> Result<()> {
-        ledger.used += 1;
+        self.advance(ledger);
+        ledger.taken += 1;
         ledger.pending_ops += 1;
         if ledger.pending_ops >= self.config.capacity / 2 {
             self.submit_locked(ledger)?;
@@ -633,12 +704,26 @@ impl Shared {
     fn submit_locked(self: &Arc<Self>, ledger: &mut Ledger) -> Result<()> {
         ledger.pending_ops = 0;
         ledger.submitted = ledger.front + ledger.entries.len() as u64;
+        // Counted before `advance` looks at the flags (see the module docs).
+        let entries = std::mem::take(&mut ledger.pending_entries);
+        self.flags.waiting.fetch_add(entries, Ordering::SeqCst);
         if let Some(mut batch) = ledger.pending.take() {
-            let seqs: Arc<[u64]> = std::mem::take(&mut ledger.pending_seqs).into();
+            let finish = std::mem::take(&mut ledger.pending_finish);
+            let track = Arc::new(Track {
+                finished: finish.iter().map(|_| AtomicBool::new(false)).collect(),
+                finish: finish.into_iter().map(Mutex::new).collect(),
+                seqs: std::mem::take(&mut ledger.pending_seqs).into(),
+            });
+            let front = ledger.front;
+            for (index, seq) in track.seqs.iter().enumerate() {
+                if let Some(Entry::Request { track: slot, .. }) = ledger.entries.get_mut((seq - front) as usize) {
+                    *slot = Some((track.clone(), index));
+                }
+            }
             let queue = Arc::downgrade(self);
             batch.on_request_complete(move |request, status| {
                 if let Some(queue) = Weak::upgrade(&queue) {
-                    queue.finished(seqs[request.index()], status);
+                    queue.finished(&track, request.index(), status);
                 }
             });
             ledger.in_flight.retain(|b| !b.is_complete());
@@ -648,6 +733,7 @@ impl Shared {
                 // the queue can do nothing more.
                 Err(err) => {
                     ledger.closed = true;
+                    self.flags.closed.store(true, Ordering::SeqCst);
                     self.space.notify_all();
                     return Err(err);
                 }
@@ -660,57 +746,72 @@ impl Shared {
     /// A request finished (on a worker).
     ///
     /// The request's own callback runs first, off the lock (it may call into the queue), and
-    /// before the ledger records the request: so it has returned by the time any status,
-    /// signal or event entry after the request fires.
-    fn finished(&self, seq: u64, status: &RequestStatus) {
-        let done = {
-            let mut guard = self.lock();
-            let ledger = &mut *guard;
-            let at = seq.checked_sub(ledger.front).map(|at| at as usize);
-            match at.and_then(|at| ledger.entries.get_mut(at)) {
-                Some(Entry::Request { done, .. }) if !ledger.closed => done.take(),
-                _ => None,
-            }
-        };
+    /// before the ledger learns of the request: so it has returned by the time any status,
+    /// signal or event entry after the request fires. A request that finished well then only
+    /// sets its flag and gives its slot back (see the module docs); a failure is recorded under
+    /// the lock.
+    fn finished(&self, track: &Track, index: usize, status: &RequestStatus) {
+        if self.flags.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let (done, copy) = std::mem::take(&mut *track.finish[index].lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(done) = done {
             // The caller's callback; its panic must not take the worker down.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(status)));
         }
-        self.record_finish(seq, status);
+        let seq = track.seqs[index];
+        if let RequestStatus::Failed(error) = status {
+            self.record_failure(seq, error, copy);
+            return;
+        }
+        drop(copy);
+        track.finished[index].store(true, Ordering::SeqCst);
+        self.release_slot();
+        if self.flags.waiting.load(Ordering::SeqCst) > 0 {
+            // An entry waits, perhaps for this request: pop what finished, fire what is uncovered.
+            let mut ledger = self.lock();
+            if !ledger.closed {
+                self.advance(&mut ledger);
+            }
+        }
     }
 
-    /// Records a finished request in the ledger and fires what that uncovers.
-    fn record_finish(&self, seq: u64, status: &RequestStatus) {
+    /// Counts a slot given back.
+    fn give_back_slot(&self) {
+        self.returned.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Gives a request's slot back, waking an enqueuer that waits for one.
+    fn release_slot(&self) {
+        self.give_back_slot();
+        if self.flags.waiters.load(Ordering::SeqCst) > 0 {
+            // Taking the lock orders this notify after the waiter's check-then-wait.
+            drop(self.lock());
+            self.space.notify_all();
+        }
+    }
+
+    /// Records a failed request in the ledger (its error record, in enqueue order) and fires
+    /// what that uncovers.
+    fn record_failure(&self, seq: u64, error: &Error, copy: Option<Request>) {
         let mut guard = self.lock();
         let ledger = &mut *guard;
         if ledger.closed || seq < ledger.front {
             return;
         }
         let at = (seq - ledger.front) as usize;
-        let failed = match status {
-            RequestStatus::Failed(err) => Some(err.clone()),
-            _ => None,
-        };
-        let Some(Entry::Request {
-            finished,
-            failure,
-            copy,
-            ..
-        }) = ledger.entries.get_mut(at)
-        else {
+        let Some(Entry::Request { failure, .. }) = ledger.entries.get_mut(at) else {
             debug_assert!(false, "sequence {seq} is not a request");
             return;
         };
-        *finished = true;
-        *failure = failed.clone();
-        let copy = copy.take();
-        ledger.used -= 1;
-        if let (Some(error), Some(request)) = (failed, copy) {
-            if self.config.debug.contains(DebugFlags::SHOW_ERRORS) {
-                eprintln!("dsr queue {:?}: {error}", self.config.name);
-            }
-            let errors = &mut ledger.errors;
-            errors.failure_count = errors.failure_count.saturating_add(1);
+        *failure = Some(error.clone());
+        self.give_back_slot();
+        if self.config.debug.contains(DebugFlags::SHOW_ERRORS) {
+            eprintln!("dsr queue {:?}: {error}", self.config.name);
+        }
+        let errors = &mut ledger.errors;
+        errors.failure_count = errors.failure_count.saturating_add(1);
+        if let Some(request) = copy {
             if errors.first_failure.is_none() || seq < ledger.first_failure_seq {
                 ledger.first_failure_seq = seq;
                 ledger.errors.first_failure = Some(FailureRecord {
@@ -730,12 +831,12 @@ impl Shared {
                         .name
                         .as_ref()
                         .map(|n| n.chars().take(MAX_RECORDED_NAME).collect()),
-                    error,
+                    error: error.clone(),
                     request,
                 });
             }
-            self.error_event.signal();
         }
+        self.error_event.signal();
         self.advance(ledger);
         self.space.notify_all();
     }
@@ -746,18 +847,21 @@ impl Shared {
         let mut freed = false;
         while let Some(front) = ledger.entries.front() {
             match front {
-                Entry::Request { finished: false, .. } => break,
+                Entry::Request { track, failure, .. } if !finished(track, failure) => break,
                 Entry::Request { .. } => {}
                 _ if ledger.front >= ledger.submitted => break,
                 _ => {}
             }
             let entry = ledger.entries.pop_front().expect("front exists");
             ledger.front += 1;
-            match entry {
+            // Requests gave their slots back as they finished; the other entries give
+            // theirs back now.
+            let fired = match entry {
                 Entry::Request { failure, .. } => {
                     if ledger.since_status.is_none() {
                         ledger.since_status = failure;
                     }
+                    false
                 }
                 Entry::Status(array, index) => {
                     let entry = match ledger.since_status.take() {
@@ -765,24 +869,25 @@ impl Shared {
                         Some(err) => StatusEntry::Failed(err),
                     };
                     array.set(index, entry);
-                    ledger.used -= 1;
-                    freed = true;
+                    true
                 }
                 Entry::Signal(fence, value) => {
                     fence.signal(value);
-                    ledger.used -= 1;
-                    freed = true;
+                    true
                 }
                 Entry::Event(event) => {
                     event.signal();
-                    ledger.used -= 1;
-                    freed = true;
+                    true
                 }
                 Entry::Notify(notify) => {
                     notify();
-                    ledger.used -= 1;
-                    freed = true;
+                    true
                 }
+            };
+            if fired {
+                self.flags.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.give_back_slot();
+                freed = true;
             }
         }
         if freed {
@@ -798,15 +903,18 @@ impl Shared {
                 return;
             }
             ledger.closed = true;
+            self.flags.closed.store(true, Ordering::SeqCst);
             // Never submitted: dropping the builder hands its destinations back.
             ledger.pending = None;
             ledger.pending_seqs.clear();
+            ledger.pending_finish.clear();
             for entry in ledger.entries.drain(..) {
                 if let Entry::Status(array, index) = entry {
                     array.set(index, StatusEntry::Unused);
                 }
             }
-            ledger.used = 0;
+            // Nothing holds a slot any more; later finishers may count past `taken`.
+            ledger.taken = self.returned.load(Ordering::SeqCst);
             std::mem::take(&mut ledger.in_flight)
         };
         self.space.notify_all();
@@ -817,6 +925,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether a request entry has finished: failed (recorded under the lock) or done well (its
+/// flag).
+fn finished(track: &Option<(Arc<Track>, usize)>, failure: &Option<Error>) -> bool {
+    failure.is_some()
+        || track
+            .as_ref()
+            .is_some_and(|(track, index)| track.finished[*index].load(Ordering::SeqCst))
 }
 
 impl Drop for Shared {

@@ -128,6 +128,8 @@ mod c {
         pub name: *const c_char,
         pub callback: Option<unsafe extern "C" fn(*mut c_void, i32)>,
         pub user_data: *mut c_void,
+        pub buffer: u64,
+        pub buffer_offset: u64,
     }
 }
 
@@ -278,6 +280,8 @@ impl<'a> CQueue<'a> {
                 name: std::ptr::null(),
                 callback: None,
                 user_data: std::ptr::null_mut(),
+                buffer: 0,
+                buffer_offset: 0,
             };
             // SAFETY: a valid request whose memory outlives its completion (the fence wait).
             c_check("dsr_queue_enqueue", unsafe { (lib.enqueue)(self.queue, &request) })?;
