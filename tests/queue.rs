@@ -197,6 +197,35 @@ fn a_full_queue_blocks_and_try_says_would_block() {
 }
 
 #[test]
+fn a_blocked_enqueue_wakes_when_entries_free_the_queue() {
+    // Finishing requests wake a blocked enqueuer only once an eighth of the queue is back; here
+    // one request holds a slot and status entries hold the rest, so the wake-up must come from
+    // the entries as they fire.
+    let gate = Gate::new();
+    let queue = memory_queue(gated_executor(2, &gate), 128);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 4));
+    let dest = HostBuffer::new(2 * 64);
+    queue.enqueue(copy_request(&bytes, &dest, 0, GATED)).unwrap();
+    let statuses = StatusArray::new(126);
+    for index in 0..126 {
+        queue.enqueue_status(&statuses, index).unwrap();
+    }
+    assert_eq!(queue.query().empty_slots, 0);
+    let blocked = {
+        let (queue, bytes, dest) = (queue.clone(), bytes.clone(), dest.clone());
+        std::thread::spawn(move || queue.enqueue(copy_request(&bytes, &dest, 1, 0)))
+    };
+    gate.wait_arrivals(1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!blocked.is_finished(), "enqueue waits for a slot");
+    gate.open();
+    wait_until("the blocked enqueue returns", || blocked.is_finished());
+    blocked.join().unwrap().unwrap();
+    assert!(signalled(&queue).wait_timeout(1, PATIENCE));
+    assert!((0..126).all(|i| statuses.get(i) == StatusEntry::Ok));
+}
+
+#[test]
 fn cancelling_by_tag_is_not_a_failure() {
     let gate = Gate::new();
     let queue = memory_queue(gated_executor(2, &gate), 256);
@@ -436,13 +465,16 @@ fn stress_finishers_without_the_lock_keep_enqueue_order_slots_and_callbacks() {
         Some("request 5"),
         "the first failure in enqueue order"
     );
-    drop(first); // its copy of the request shares the destination
+    assert_eq!(first.request.tag, 5 | FAILS, "the record describes the request");
+    assert_eq!(first.request.destination_offset, 5 * 64);
     assert_eq!(queue.query().empty_slots, 127, "every slot came back");
+    // The record holds no buffer: the destination is the caller's alone again.
     let mut dest = dest;
     let landed = landed(&mut dest);
     for (i, chunk) in landed.chunks(64).enumerate() {
         assert_eq!(chunk == &bytes[..], !fails(i as u64), "request {i}");
     }
+    drop(first);
 }
 
 #[test]

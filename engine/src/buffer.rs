@@ -140,12 +140,19 @@ impl HostBuffer {
     }
 
     /// Reserves `range` for writing by `owner`, refusing overlap with any live reservation.
+    #[cfg(test)]
     pub(crate) fn reserve(&self, owner: ReservationOwner, range: Range<u64>) -> Result<Reservation> {
+        self.clone().into_reservation(owner, range)
+    }
+
+    /// [`HostBuffer::reserve`], the reservation keeping this handle (lowering moves a request's
+    /// handle here rather than count one more reference to a buffer workers are releasing).
+    pub(crate) fn into_reservation(self, owner: ReservationOwner, range: Range<u64>) -> Result<Reservation> {
         self.alloc
             .reservations
             .reserve(self.alloc.len as u64, owner, range.clone())?;
         Ok(Reservation {
-            target: Reserved::Host(self.clone()),
+            target: Reserved::Host(self),
             owner,
             range,
         })

@@ -171,14 +171,17 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         batch: graph.id(),
         request: graph.request_count() as u32,
     };
-    let dst = match &request.destination {
+    // The request's handles move into the reservation and the graph: no reference counted
+    // twice on the enqueuing thread.
+    let dst = match request.destination {
         Destination::Host { buffer, .. } => {
-            let reservation = buffer.reserve(owner, dst_offset..dst_end)?;
-            graph.add_host(buffer.raw(), reservation)
+            let raw = buffer.raw();
+            let reservation = buffer.into_reservation(owner, dst_offset..dst_end)?;
+            graph.add_host(raw, reservation)
         }
         Destination::Device { buffer, .. } => {
             let reservation = buffer.reserve(owner, dst_offset..dst_end)?;
-            graph.add_device(buffer.clone(), reservation)
+            graph.add_device(buffer, reservation)
         }
         Destination::File { .. } => unreachable!("writes are lowered above"),
     };

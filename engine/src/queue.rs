@@ -52,8 +52,7 @@ use crate::batch::{Batch, BatchBuilder, RequestStatus};
 use crate::error::{Error, ErrorKind, Result};
 use crate::eventfd::EventFd;
 use crate::executor::Executor;
-use crate::graph::FileSource;
-use crate::request::{IoPolicy, Priority, Request, Source};
+use crate::request::{IoPolicy, Priority, Request, RequestRecord, Source};
 
 /// The fewest slots a queue may have.
 pub const MIN_CAPACITY: u32 = 0x80;
@@ -297,8 +296,8 @@ pub struct FailureRecord {
     pub file: Option<PathBuf>,
     /// The request's name, at most [`MAX_RECORDED_NAME`] characters.
     pub name: Option<String>,
-    /// A copy of the request.
-    pub request: Request,
+    /// A copy of the request, without its buffers.
+    pub request: RequestRecord,
 }
 
 /// A queue's error record (DirectStorage's `RetrieveErrorRecord`).
@@ -327,16 +326,15 @@ pub type RequestDone = Box<dyn FnOnce(&RequestStatus) + Send>;
 struct Track {
     /// Each request's sequence number, by its index in the batch.
     seqs: Box<[u64]>,
-    /// Each request's callback and copy (for the error record), taken by the worker that
-    /// finishes it: the copy is dropped then unless the request failed, so the queue does not
-    /// keep the caller's buffer shared.
+    /// Each request's callback and record (for the error record), taken by the worker that
+    /// finishes it.
     finish: Box<[Mutex<Finish>]>,
     /// Set once the request finished without failing.
     finished: Box<[AtomicBool]>,
 }
 
-/// What a request's finisher takes: its callback and the request as enqueued.
-type Finish = (Option<RequestDone>, Option<Request>);
+/// What a request's finisher takes: its callback and the request's record.
+type Finish = (Option<RequestDone>, Option<RequestRecord>);
 
 /// One operation in the ledger.
 enum Entry {
@@ -390,6 +388,8 @@ struct Ledger {
 struct FinisherFlags {
     /// Enqueuers waiting for a slot.
     waiters: AtomicU32,
+    /// The count of slots given back at which finishers wake them (see `Shared::slot`).
+    wake_at: AtomicU64,
     /// Submitted status, signal, event and notify entries that have not fired.
     waiting: AtomicU64,
     /// The ledger's `closed`.
@@ -633,8 +633,14 @@ impl Shared {
             // What waits to be submitted holds slots too: start it, so slots come back.
             self.submit_locked(&mut ledger)?;
             // Count this waiter before looking once more: a finisher gives its slot back, then
-            // looks for waiters, so one of the two sees the other (see `release_slot`).
+            // looks for waiters, so one of the two sees the other (see `release_slot`). Finishers
+            // wake it once an eighth of the queue has come back, not for every slot: waking an
+            // enqueuer costs more than the enqueue (entries that fire, failures and a close wake
+            // it at once).
             self.flags.waiters.fetch_add(1, Ordering::SeqCst);
+            let returned = self.returned.load(Ordering::SeqCst);
+            let batch = u64::from(self.config.capacity / 8).max(1);
+            self.flags.wake_at.store(returned + batch, Ordering::SeqCst);
             if self.used(&mut ledger, true) >= usable {
                 ledger = self.space.wait(ledger).unwrap_or_else(|p| p.into_inner());
             }
@@ -665,7 +671,7 @@ impl Shared {
         if !self.config.debug.contains(DebugFlags::RECORD_NAMES) {
             request.name = None;
         }
-        let copy = request.clone();
+        let copy = request.record(MAX_RECORDED_NAME);
         let mut ledger = self.slot(wait)?;
         let executor = &self.executor;
         let batch = ledger.pending.get_or_insert_with(|| executor.batch());
@@ -776,15 +782,16 @@ impl Shared {
         }
     }
 
-    /// Counts a slot given back.
-    fn give_back_slot(&self) {
-        self.returned.fetch_add(1, Ordering::SeqCst);
+    /// Counts a slot given back; returns the count of those given back.
+    fn give_back_slot(&self) -> u64 {
+        self.returned.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Gives a request's slot back, waking an enqueuer that waits for one.
+    /// Gives a request's slot back, waking an enqueuer that waits for slots once enough came
+    /// back.
     fn release_slot(&self) {
-        self.give_back_slot();
-        if self.flags.waiters.load(Ordering::SeqCst) > 0 {
+        let returned = self.give_back_slot();
+        if self.flags.waiters.load(Ordering::SeqCst) > 0 && returned >= self.flags.wake_at.load(Ordering::SeqCst) {
             // Taking the lock orders this notify after the waiter's check-then-wait.
             drop(self.lock());
             self.space.notify_all();
@@ -793,7 +800,7 @@ impl Shared {
 
     /// Records a failed request in the ledger (its error record, in enqueue order) and fires
     /// what that uncovers.
-    fn record_failure(&self, seq: u64, error: &Error, copy: Option<Request>) {
+    fn record_failure(&self, seq: u64, error: &Error, copy: Option<RequestRecord>) {
         let mut guard = self.lock();
         let ledger = &mut *guard;
         if ledger.closed || seq < ledger.front {
@@ -816,21 +823,8 @@ impl Shared {
                 ledger.first_failure_seq = seq;
                 ledger.errors.first_failure = Some(FailureRecord {
                     command: CommandKind::Request,
-                    file: match &request.source {
-                        Source::File {
-                            file: FileSource::Path(path),
-                            ..
-                        } => Some(path.clone()),
-                        Source::File {
-                            file: FileSource::Named(_, path),
-                            ..
-                        } => Some(path.to_path_buf()),
-                        _ => None,
-                    },
-                    name: request
-                        .name
-                        .as_ref()
-                        .map(|n| n.chars().take(MAX_RECORDED_NAME).collect()),
+                    file: request.file.as_deref().or(error.path()).map(|path| path.to_path_buf()),
+                    name: request.name.clone(),
                     error: error.clone(),
                     request,
                 });

@@ -343,4 +343,84 @@ impl Request {
             Compression::GDeflate { uncompressed_len } => uncompressed_len,
         }
     }
+
+    /// What an error record keeps of the request (see [`RequestRecord`]); its name cut to
+    /// `name_chars` characters.
+    pub fn record(&self, name_chars: usize) -> RequestRecord {
+        let (source, source_offset, file) = match &self.source {
+            Source::File { file, offset, .. } => (
+                Place::File,
+                *offset,
+                match file {
+                    FileSource::Named(_, path) => Some(path.clone()),
+                    FileSource::Path(_) | FileSource::Open(_) => None,
+                },
+            ),
+            Source::Memory { offset, .. } => (Place::Host, *offset, None),
+            Source::Device { offset, .. } => (Place::Gpu, *offset, None),
+        };
+        let (destination, destination_offset) = match &self.destination {
+            Destination::Host { offset, .. } => (Place::Host, *offset),
+            Destination::Device { offset, .. } => (Place::Gpu, *offset),
+            Destination::File { offset, .. } => (Place::File, *offset),
+        };
+        RequestRecord {
+            source,
+            source_offset,
+            source_len: self.source.len(),
+            file,
+            destination,
+            destination_offset,
+            output_len: self.output_len(),
+            compression: self.compression,
+            tag: self.tag,
+            name: self.name.as_ref().map(|n| n.chars().take(name_chars).collect()),
+            priority: self.priority,
+            io: self.io,
+        }
+    }
+}
+
+/// Where a request's bytes are, for a [`RequestRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A file.
+    File,
+    /// Host memory.
+    Host,
+    /// A GPU buffer.
+    Gpu,
+}
+
+/// A request as an error record keeps it: what it asked for, without its buffers, so a record
+/// does not keep the caller's memory alive or shared (DirectStorage's record is a copy of the
+/// request struct, whose buffers are plain pointers: the same thing), and taking it costs the
+/// enqueuing thread no reference counts on buffers that workers are releasing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// Where the bytes came from.
+    pub source: Place,
+    /// First byte read from it.
+    pub source_offset: u64,
+    /// Bytes read from it.
+    pub source_len: u64,
+    /// The source file's path, when the request read a file opened with its path
+    /// ([`FileSource::Named`]).
+    pub file: Option<Arc<std::path::Path>>,
+    /// Where the bytes went.
+    pub destination: Place,
+    /// First byte written there.
+    pub destination_offset: u64,
+    /// Bytes written there.
+    pub output_len: u64,
+    /// How the source was encoded.
+    pub compression: Compression,
+    /// Its cancellation tag.
+    pub tag: u64,
+    /// Its name, cut to the record's length.
+    pub name: Option<String>,
+    /// Its priority.
+    pub priority: Priority,
+    /// How file bytes were read.
+    pub io: IoPolicy,
 }
