@@ -263,3 +263,141 @@ fn a_games_own_vulkan_device_buffer_and_timeline_through_the_c_abi() {
     assert!(written[..len] == asset(len)[..], "the decoded asset, back from the GPU");
     assert!(written[len..] == upload[..], "the upload, back from the GPU");
 }
+
+/// A command to run, found on `PATH` or at one of `fallbacks`.
+fn find_tool(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    on_path
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .find(|path| path.is_file())
+}
+
+/// `C:\...` or `Z:\...` for a path Wine sees through that drive.
+fn windows_path(drive: char, relative: &Path) -> String {
+    format!(
+        "{drive}:\\{}",
+        relative.to_string_lossy().trim_start_matches('/').replace('/', "\\")
+    )
+}
+
+#[test]
+fn the_wine_dstorage_dll_serves_a_windows_program() {
+    // Wine (its loader and winegcc), mingw-w64 and make build and run it (Debian: wine64,
+    // wine64-tools, gcc-mingw-w64-x86-64, make).
+    let tools = [
+        ("make", find_tool("make", &[])),
+        ("winegcc", find_tool("winegcc", &["/usr/lib/wine/winegcc"])),
+        ("x86_64-w64-mingw32-gcc", find_tool("x86_64-w64-mingw32-gcc", &[])),
+        (
+            "wine64",
+            find_tool("wine64", &["/usr/lib/wine/wine64"]).or_else(|| find_tool("wine", &[])),
+        ),
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(_, path)| path.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("DSR_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "DSR_REQUIRE_TOOLS=1 but {missing:?} are missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make)"
+        );
+        eprintln!("skipped: {missing:?} missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make)");
+        return;
+    }
+    let wine = tools[3].1.clone().expect("found above");
+    let lib = lib_dir();
+    build_library(&lib);
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    let winegcc_dir = tools[1].1.as_ref().and_then(|p| p.parent()).expect("a directory");
+    let path = format!(
+        "{}:{}",
+        winegcc_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let made = Command::new("make")
+        .arg("-C")
+        .arg(root().join("wine"))
+        .arg(format!("LIBDSR={}", lib.display()))
+        .arg(format!("BUILD={}", build.display()))
+        .env("PATH", &path)
+        .output()
+        .expect("make runs");
+    assert!(
+        made.status.success(),
+        "make -C wine failed:\n{}\n{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // Wine finds a builtin DLL through WINEDLLPATH once a file of its name is on the search
+    // path: the ELF itself, beside the program (docs/wine.md).
+    std::fs::copy(build.join("dstorage.dll.so"), build.join("dstorage.dll")).unwrap();
+
+    // A prefix of our own, made once per target directory (wineboot takes seconds).
+    let prefix = lib.parent().expect("the target directory").join("wine-prefix");
+    let wine_env = |command: &mut Command| {
+        command
+            .env("WINEPREFIX", &prefix)
+            .env("WINEDEBUG", "-all")
+            .env("WINEDLLPATH", &build)
+            .env("WINEDLLOVERRIDES", "dstorage=b;winemenubuilder.exe=d")
+            .env_remove("DISPLAY");
+    };
+    if !prefix.join("system.reg").exists() {
+        let mut boot = Command::new(&wine);
+        boot.args(["wineboot", "-i"]);
+        wine_env(&mut boot);
+        assert!(
+            boot.output().expect("wineboot runs").status.success(),
+            "wineboot failed"
+        );
+    }
+
+    // The asset on C: (inside the prefix) and on Z: (the temporary directory), and its stream.
+    let len = (1 << 20) + 4321;
+    let on_z = dir.path().join("asset.bin");
+    std::fs::write(&on_z, asset(len)).unwrap();
+    let c_dir = prefix.join("drive_c").join(format!("dsr-test-{}", std::process::id()));
+    std::fs::create_dir_all(&c_dir).unwrap();
+    std::fs::write(c_dir.join("asset.bin"), asset(len)).unwrap();
+    let packed = dir.path().join("asset.gdf");
+    std::fs::write(
+        &packed,
+        dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap(),
+    )
+    .unwrap();
+    let c_path = windows_path('C', Path::new(&format!("dsr-test-{}/asset.bin", std::process::id())));
+    let run_windows = |program: &str, args: &[String]| {
+        let mut command = Command::new(&wine);
+        command.arg(build.join(program)).args(args).current_dir(&build);
+        wine_env(&mut command);
+        let output = command.output().expect("wine runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{program} under Wine failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprint!("{stdout}");
+        stdout
+    };
+    let layout = run_windows("layout.exe", &[]);
+    assert!(layout.contains("layout matches DirectStorage's"), "{layout}");
+    let out = run_windows(
+        "queues.exe",
+        &[
+            c_path,
+            windows_path('Z', &on_z),
+            windows_path('Z', &packed),
+            len.to_string(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&c_dir);
+    assert!(out.contains("every check passed"), "{out}");
+}

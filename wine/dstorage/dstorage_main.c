@@ -1,0 +1,854 @@
+/*
+ * dstorage.dll for Wine, over libdsr.so: a Winelib DLL (an ELF that Wine loads as a builtin)
+ * implementing DirectStorage's factory, files, queues and status arrays for memory destinations.
+ *
+ * Threads. Every COM method runs on the game's (Wine) thread and calls libdsr directly. dsr's
+ * workers are not Wine threads and never call Win32: they finish requests, write status arrays
+ * and signal eventfds. One dispatcher thread per process, created by Wine, polls those eventfds
+ * and turns them into Win32: SetEvent for EnqueueSetEvent and the error event, the D3D12 fence's
+ * Signal for EnqueueSignal.
+ *
+ * Errors. DirectStorage's enqueue methods return nothing: a request dsr refuses at enqueue, or
+ * one this DLL cannot serve (a D3D12 destination, a custom format), is recorded as a failure in
+ * the queue's error record (and its error event set), and the next status entry reports it.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "windef.h"
+#include "winbase.h"
+#include "winerror.h"
+#include "winternl.h"
+#include <stdio.h>
+
+#define INITGUID
+#include "dstorage.h"
+#include "dsr.h"
+
+char *CDECL wine_get_unix_file_name(const WCHAR *dos);
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+static HRESULT hresult_of(dsr_result result) {
+    switch (result) {
+    case DSR_OK: return S_OK;
+    case DSR_E_INVALID_ARGUMENT: return E_INVALIDARG;
+    case DSR_E_INVALID_HANDLE: return E_HANDLE;
+    case DSR_E_VERSION: return E_NOTIMPL;
+    case DSR_E_CLOSED: return E_DSTORAGE_QUEUE_CLOSED;
+    case DSR_E_NOT_FOUND: return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+    case DSR_E_PERMISSION: return E_ACCESSDENIED;
+    case DSR_E_END_OF_FILE: return E_DSTORAGE_END_OF_FILE;
+    case DSR_E_DESTINATION_TOO_SMALL: return E_DSTORAGE_INVALID_DESTINATION_SIZE;
+    case DSR_E_OVERLAP: return E_INVALIDARG;
+    case DSR_E_OUT_OF_MEMORY: return E_OUTOFMEMORY;
+    case DSR_E_CORRUPT: return E_DSTORAGE_DECOMPRESSION_ERROR;
+    case DSR_E_UNSUPPORTED: return E_NOTIMPL;
+    case DSR_E_BUSY: return E_DSTORAGE_STAGING_BUFFER_LOCKED;
+    case DSR_E_INTERNAL: return E_UNEXPECTED;
+    default: return E_FAIL;
+    }
+}
+
+/* ---- the dispatcher: eventfds written by dsr, turned into Win32 on a Wine thread ----------- */
+
+enum watch_kind { WATCH_EVENT_ONCE, WATCH_ERROR_EVENT, WATCH_FENCE };
+
+/* ID3D12Fence's vtable as far as Signal (slot 10: IUnknown 3, ID3D12Object 4, ID3D12DeviceChild
+ * 1, ID3D12Fence's GetCompletedValue and SetEventOnCompletion before it). */
+typedef struct fence_vtbl {
+    HRESULT(STDMETHODCALLTYPE *QueryInterface)(ID3D12Fence *, REFIID, void **);
+    ULONG(STDMETHODCALLTYPE *AddRef)(ID3D12Fence *);
+    ULONG(STDMETHODCALLTYPE *Release)(ID3D12Fence *);
+    void *object_methods[4];
+    void *GetDevice;
+    void *GetCompletedValue;
+    void *SetEventOnCompletion;
+    HRESULT(STDMETHODCALLTYPE *Signal)(ID3D12Fence *, UINT64);
+} fence_vtbl;
+struct ID3D12Fence {
+    const fence_vtbl *lpVtbl;
+};
+
+struct watch {
+    struct watch *next;
+    enum watch_kind kind;
+    int fd;                /* an eventfd (owned, except a queue's error event) or a dsr fence's */
+    HANDLE event;          /* EVENT_ONCE (owned duplicate), ERROR_EVENT */
+    dsr_fence dsr_fence;   /* WATCH_FENCE: dsr's fence, set to 1 when the entry completes */
+    ID3D12Fence *d3d12;    /* WATCH_FENCE: the game's fence (a reference held) and its value */
+    UINT64 value;
+    void *owner;           /* the queue, for removal */
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct watch *watches;
+    int wake;              /* eventfd: the list changed */
+    HANDLE thread;
+} dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL};
+
+static DWORD WINAPI dispatch(void *unused) {
+    (void)unused;
+    for (;;) {
+        struct pollfd fds[256];
+        struct watch *watched[256];
+        nfds_t n = 1;
+        fds[0].fd = dispatcher.wake;
+        fds[0].events = POLLIN;
+        pthread_mutex_lock(&dispatcher.lock);
+        for (struct watch *w = dispatcher.watches; w && n < 256; w = w->next) {
+            fds[n].fd = w->fd;
+            fds[n].events = POLLIN;
+            watched[n++] = w;
+        }
+        pthread_mutex_unlock(&dispatcher.lock);
+        if (poll(fds, n, -1) < 0 && errno != EINTR) continue;
+        uint64_t count;
+        if (fds[0].revents & POLLIN) (void)!read(dispatcher.wake, &count, sizeof count);
+        pthread_mutex_lock(&dispatcher.lock);
+        for (nfds_t i = 1; i < n; i++) {
+            if (!(fds[i].revents & POLLIN)) continue;
+            struct watch *w = watched[i], **link;
+            (void)!read(w->fd, &count, sizeof count);
+            if (w->kind == WATCH_ERROR_EVENT) {
+                SetEvent(w->event);
+                continue;
+            }
+            if (w->kind == WATCH_FENCE) {
+                uint64_t reached = 0;
+                if (dsr_fence_value(w->dsr_fence, &reached) != DSR_OK || reached < 1) continue;
+                w->d3d12->lpVtbl->Signal(w->d3d12, w->value);
+                w->d3d12->lpVtbl->Release(w->d3d12);
+                dsr_fence_destroy(w->dsr_fence);
+            } else {
+                SetEvent(w->event);
+                CloseHandle(w->event);
+                close(w->fd);
+            }
+            for (link = &dispatcher.watches; *link != w; link = &(*link)->next) {}
+            *link = w->next;
+            free(w);
+        }
+        pthread_mutex_unlock(&dispatcher.lock);
+    }
+    return 0;
+}
+
+/* Adds `w` to the dispatcher (starting it the first time); FALSE if it cannot run. */
+static BOOL watch_add(struct watch *w) {
+    uint64_t one = 1;
+    pthread_mutex_lock(&dispatcher.lock);
+    if (!dispatcher.thread) {
+        dispatcher.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (dispatcher.wake >= 0) dispatcher.thread = CreateThread(NULL, 0, dispatch, NULL, 0, NULL);
+        if (!dispatcher.thread) {
+            pthread_mutex_unlock(&dispatcher.lock);
+            return FALSE;
+        }
+    }
+    w->next = dispatcher.watches;
+    dispatcher.watches = w;
+    pthread_mutex_unlock(&dispatcher.lock);
+    (void)!write(dispatcher.wake, &one, sizeof one);
+    return TRUE;
+}
+
+/* Drops every watch of `owner` that fires no more (a closed queue's), without firing it. */
+static void watch_remove_owner(void *owner) {
+    pthread_mutex_lock(&dispatcher.lock);
+    for (struct watch **link = &dispatcher.watches; *link;) {
+        struct watch *w = *link;
+        if (w->owner != owner) {
+            link = &w->next;
+            continue;
+        }
+        *link = w->next;
+        if (w->kind == WATCH_EVENT_ONCE) {
+            CloseHandle(w->event);
+            close(w->fd);
+        } else if (w->kind == WATCH_FENCE) {
+            w->d3d12->lpVtbl->Release(w->d3d12);
+            dsr_fence_destroy(w->dsr_fence);
+        }
+        free(w);
+    }
+    pthread_mutex_unlock(&dispatcher.lock);
+    uint64_t one = 1;
+    if (dispatcher.wake >= 0) (void)!write(dispatcher.wake, &one, sizeof one);
+}
+
+/* ---- the factory ---------------------------------------------------------------------------- */
+
+struct factory {
+    IDStorageFactory iface;
+    LONG refs;
+    pthread_mutex_t lock;
+    dsr_runtime runtime;   /* 0 until first needed */
+    dsr_runtime_config config;
+    UINT32 debug_flags;
+};
+
+static struct factory the_factory;
+static DSTORAGE_CONFIGURATION1 configuration;
+
+static dsr_runtime factory_runtime(struct factory *f) {
+    pthread_mutex_lock(&f->lock);
+    if (!f->runtime) {
+        memset(&f->config, 0, sizeof f->config);
+        f->config.struct_size = sizeof f->config;
+        f->config.api_version = DSR_API_VERSION;
+        f->config.workers = configuration.NumBuiltInCpuDecompressionThreads > 0
+                                ? (uint32_t)configuration.NumBuiltInCpuDecompressionThreads
+                                : 0;
+        if (configuration.ForceFileBuffering) f->config.flags |= DSR_RUNTIME_FORCE_FILE_BUFFERING;
+        if (configuration.DisableGpuDecompression) f->config.flags |= DSR_RUNTIME_DISABLE_GPU_DECOMPRESSION;
+        f->config.debug_flags = DSR_DEBUG_RECORD_NAMES;
+        if (dsr_runtime_create(&f->config, &f->runtime) != DSR_OK) f->runtime = 0;
+    }
+    dsr_runtime runtime = f->runtime;
+    pthread_mutex_unlock(&f->lock);
+    return runtime;
+}
+
+/* ---- files ---------------------------------------------------------------------------------- */
+
+/* A file's Windows path, shared by the file and its requests in flight (for error records):
+ * counted with atomics and freed with free(), so dsr's workers may drop it. */
+struct path_ref {
+    LONG refs;
+    WCHAR path[MAX_PATH];
+};
+
+static void path_release(struct path_ref *path) {
+    if (path && !InterlockedDecrement(&path->refs)) free(path);
+}
+
+struct file {
+    IDStorageFile iface;
+    LONG refs;
+    dsr_file handle;       /* 0 once closed */
+    HANDLE win32;          /* for GetFileInformation */
+    struct path_ref *path;
+};
+
+static const IDStorageFileVtbl file_vtbl;
+
+static struct file *file_of(IDStorageFile *iface) {
+    return iface && iface->lpVtbl == &file_vtbl ? (struct file *)iface : NULL;
+}
+
+static HRESULT STDMETHODCALLTYPE file_QueryInterface(IDStorageFile *iface, REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageFile)) {
+        iface->lpVtbl->AddRef(iface);
+        *out = iface;
+        return S_OK;
+    }
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE file_AddRef(IDStorageFile *iface) {
+    return InterlockedIncrement(&file_of(iface)->refs);
+}
+
+static void STDMETHODCALLTYPE file_Close(IDStorageFile *iface) {
+    struct file *f = file_of(iface);
+    if (f->handle) dsr_file_close(f->handle);
+    f->handle = 0;
+    if (f->win32 != INVALID_HANDLE_VALUE) CloseHandle(f->win32);
+    f->win32 = INVALID_HANDLE_VALUE;
+}
+
+static ULONG STDMETHODCALLTYPE file_Release(IDStorageFile *iface) {
+    struct file *f = file_of(iface);
+    ULONG refs = InterlockedDecrement(&f->refs);
+    if (!refs) {
+        file_Close(iface);
+        path_release(f->path);
+        free(f);
+    }
+    return refs;
+}
+
+static HRESULT STDMETHODCALLTYPE file_GetFileInformation(IDStorageFile *iface, BY_HANDLE_FILE_INFORMATION *info) {
+    struct file *f = file_of(iface);
+    if (!info) return E_POINTER;
+    if (!f->handle) return E_DSTORAGE_FILE_NOT_OPEN;
+    return GetFileInformationByHandle(f->win32, info) ? S_OK : HRESULT_FROM_WIN32(GetLastError());
+}
+
+static const IDStorageFileVtbl file_vtbl = {
+    file_QueryInterface, file_AddRef, file_Release, file_Close, file_GetFileInformation,
+};
+
+/* ---- status arrays -------------------------------------------------------------------------- */
+
+struct status_array {
+    IDStorageStatusArray iface;
+    LONG refs;
+    dsr_status_array handle;
+    UINT32 capacity;
+    HRESULT *override;     /* failures this DLL recorded for an entry (see the file's header) */
+};
+
+static const IDStorageStatusArrayVtbl status_vtbl;
+
+static struct status_array *status_of(IDStorageStatusArray *iface) {
+    return iface && iface->lpVtbl == &status_vtbl ? (struct status_array *)iface : NULL;
+}
+
+static HRESULT STDMETHODCALLTYPE status_QueryInterface(IDStorageStatusArray *iface, REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageStatusArray)) {
+        iface->lpVtbl->AddRef(iface);
+        *out = iface;
+        return S_OK;
+    }
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE status_AddRef(IDStorageStatusArray *iface) {
+    return InterlockedIncrement(&status_of(iface)->refs);
+}
+
+static ULONG STDMETHODCALLTYPE status_Release(IDStorageStatusArray *iface) {
+    struct status_array *s = status_of(iface);
+    ULONG refs = InterlockedDecrement(&s->refs);
+    if (!refs) {
+        dsr_status_array_destroy(s->handle);
+        free(s->override);
+        free(s);
+    }
+    return refs;
+}
+
+static HRESULT STDMETHODCALLTYPE status_GetHResult(IDStorageStatusArray *iface, UINT32 index) {
+    struct status_array *s = status_of(iface);
+    dsr_result result;
+    if (index >= s->capacity) return E_DSTORAGE_INDEX_BOUND;
+    if (dsr_status_array_get(s->handle, index, &result) != DSR_OK) return E_UNEXPECTED;
+    if (result == DSR_PENDING) return E_PENDING;
+    if (result == DSR_OK && s->override[index] != S_OK) return s->override[index];
+    return hresult_of(result);
+}
+
+static UINT8 STDMETHODCALLTYPE status_IsComplete(IDStorageStatusArray *iface, UINT32 index) {
+    return status_GetHResult(iface, index) != E_PENDING;
+}
+
+static const IDStorageStatusArrayVtbl status_vtbl = {
+    status_QueryInterface, status_AddRef, status_Release, status_IsComplete, status_GetHResult,
+};
+
+/* ---- queues --------------------------------------------------------------------------------- */
+
+struct queue {
+    IDStorageQueue iface;
+    LONG refs;
+    dsr_queue handle;
+    DSTORAGE_QUEUE_DESC desc;
+    char name[DSTORAGE_REQUEST_MAX_NAME];
+    HANDLE error_event;
+    BOOL closed;
+    pthread_mutex_t lock;  /* the error record and the pending failure */
+    UINT64 next_seq;
+    UINT32 failure_count;
+    UINT64 first_seq;
+    DSTORAGE_ERROR_FIRST_FAILURE first;
+    HRESULT failed_since_status; /* a failure this DLL recorded, for the next status entry */
+};
+
+/* What dsr carries for each request: its place in enqueue order, the game's request and its
+ * file's path. */
+struct pending {
+    struct queue *queue;
+    UINT64 seq;
+    DSTORAGE_REQUEST request;
+    char name[DSTORAGE_REQUEST_MAX_NAME];
+    struct path_ref *path;
+};
+
+static const IDStorageQueueVtbl queue_vtbl;
+
+static struct queue *queue_of(IDStorageQueue *iface) {
+    return iface && iface->lpVtbl == &queue_vtbl ? (struct queue *)iface : NULL;
+}
+
+/* Records a failed request. Runs on dsr's workers too, which are not Wine threads: plain C
+ * only, no Win32. */
+static void record_failure(struct queue *q, UINT64 seq, HRESULT hr, const DSTORAGE_REQUEST *request,
+                           const char *name, const struct path_ref *path) {
+    pthread_mutex_lock(&q->lock);
+    q->failure_count++;
+    if (q->failure_count == 1 || seq < q->first_seq) {
+        q->first_seq = seq;
+        memset(&q->first, 0, sizeof q->first);
+        q->first.HResult = hr;
+        q->first.CommandType = DSTORAGE_COMMAND_TYPE_REQUEST;
+        q->first.Request.Request = *request;
+        q->first.Request.Request.Name = NULL;
+        if (name) strncpy(q->first.Request.RequestName, name, DSTORAGE_REQUEST_MAX_NAME - 1);
+        if (path) memcpy(q->first.Request.Filename, path->path, sizeof path->path);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* A request dsr finished, on a dsr worker. */
+static void on_request_done(void *user_data, dsr_result result) {
+    struct pending *p = user_data;
+    if (result != DSR_OK && result != DSR_E_CANCELLED) {
+        record_failure(p->queue, p->seq, hresult_of(result), &p->request, p->name, p->path);
+    }
+    path_release(p->path);
+    free(p);
+}
+
+static HRESULT STDMETHODCALLTYPE queue_QueryInterface(IDStorageQueue *iface, REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageQueue) ||
+        IsEqualGUID(riid, &IID_IDStorageQueue1) || IsEqualGUID(riid, &IID_IDStorageQueue2) ||
+        IsEqualGUID(riid, &IID_IDStorageQueue3)) {
+        iface->lpVtbl->AddRef(iface);
+        *out = iface;
+        return S_OK;
+    }
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
+    return InterlockedIncrement(&queue_of(iface)->refs);
+}
+
+static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
+    struct queue *q = queue_of(iface);
+    if (q->closed) return;
+    q->closed = TRUE;
+    dsr_queue_close(q->handle);
+    watch_remove_owner(q);
+}
+
+static ULONG STDMETHODCALLTYPE queue_Release(IDStorageQueue *iface) {
+    struct queue *q = queue_of(iface);
+    ULONG refs = InterlockedDecrement(&q->refs);
+    if (!refs) {
+        queue_Close(iface);
+        dsr_queue_destroy(q->handle);
+        CloseHandle(q->error_event);
+        pthread_mutex_destroy(&q->lock);
+        free(q);
+    }
+    return refs;
+}
+
+/* A request this DLL cannot pass to dsr: a failure in enqueue order, reported by the next status. */
+static void refuse(struct queue *q, const DSTORAGE_REQUEST *request, HRESULT hr) {
+    UINT64 seq = q->next_seq++;
+    if (the_factory.debug_flags & DSTORAGE_DEBUG_SHOW_ERRORS)
+        fprintf(stderr, "dstorage: request %s refused: %#lx\n", request && request->Name ? request->Name : "",
+                (unsigned long)hr);
+    if (request) {
+        struct file *f = request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE
+                             ? file_of(request->Source.File.Source)
+                             : NULL;
+        record_failure(q, seq, hr, request, request->Name, f ? f->path : NULL);
+    }
+    pthread_mutex_lock(&q->lock);
+    if (q->failed_since_status == S_OK) q->failed_since_status = hr;
+    pthread_mutex_unlock(&q->lock);
+    SetEvent(q->error_event);
+}
+
+#define REFUSE(...)              \
+    do {                         \
+        refuse(__VA_ARGS__);     \
+        return;                  \
+    } while (0)
+
+static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const DSTORAGE_REQUEST *request) {
+    struct queue *q = queue_of(iface);
+    if (!request) REFUSE(q, NULL, E_INVALIDARG);
+    if (q->closed) REFUSE(q, request, E_DSTORAGE_QUEUE_CLOSED);
+    const DSTORAGE_REQUEST_OPTIONS *options = &request->Options;
+    if (options->SourceType != q->desc.SourceType) REFUSE(q, request, E_DSTORAGE_INVALID_SOURCE_TYPE);
+    if (options->Reserved || memcmp(options->Reserved1, "\0\0\0\0\0\0\0", 7))
+        REFUSE(q, request, E_DSTORAGE_RESERVED_FIELDS);
+    if (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_MEMORY)
+        REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_TYPE); /* D3D12 interop: not yet */
+    if (options->CompressionFormat > DSTORAGE_COMPRESSION_FORMAT_GDEFLATE)
+        REFUSE(q, request, E_NOTIMPL); /* custom formats: not yet */
+
+    dsr_request r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    if (options->SourceType == DSTORAGE_REQUEST_SOURCE_FILE) {
+        struct file *f = file_of(request->Source.File.Source);
+        if (!f || !f->handle) REFUSE(q, request, E_DSTORAGE_INVALID_FILE_HANDLE);
+        r.kind = DSR_REQUEST_READ_FILE;
+        r.file = f->handle;
+        r.file_offset = request->Source.File.Offset;
+        r.source_size = request->Source.File.Size;
+    } else {
+        r.kind = DSR_REQUEST_READ_MEMORY;
+        r.source = request->Source.Memory.Source;
+        r.source_size = request->Source.Memory.Size;
+    }
+    r.destination = request->Destination.Memory.Buffer;
+    r.destination_size = request->Destination.Memory.Size;
+    if (options->CompressionFormat == DSTORAGE_COMPRESSION_FORMAT_GDEFLATE) {
+        r.compression = DSR_COMPRESSION_GDEFLATE;
+        if (request->UncompressedSize > request->Destination.Memory.Size)
+            REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_SIZE);
+        r.destination_size = request->UncompressedSize;
+    } else if (r.source_size != r.destination_size) {
+        REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_SIZE);
+    }
+    r.tag = request->CancellationTag;
+    r.name = request->Name;
+    struct pending *p = malloc(sizeof *p);
+    if (!p) REFUSE(q, request, E_OUTOFMEMORY);
+    p->queue = q;
+    p->seq = q->next_seq++;
+    p->request = *request;
+    p->request.Name = NULL; /* the game's string is not ours to keep: a copy */
+    memset(p->name, 0, sizeof p->name);
+    if (request->Name) strncpy(p->name, request->Name, sizeof p->name - 1);
+    p->path = NULL;
+    if (r.kind == DSR_REQUEST_READ_FILE) {
+        p->path = file_of(request->Source.File.Source)->path;
+        if (p->path) InterlockedIncrement(&p->path->refs);
+    }
+    r.callback = on_request_done;
+    r.user_data = p;
+    dsr_result result = dsr_queue_enqueue(q->handle, &r);
+    if (result != DSR_OK) {
+        path_release(p->path);
+        free(p);
+        q->next_seq--;
+        refuse(q, request, result == DSR_E_INVALID_ARGUMENT ? E_INVALIDARG : hresult_of(result));
+    }
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueStatus(IDStorageQueue *iface, IDStorageStatusArray *array, UINT32 index) {
+    struct queue *q = queue_of(iface);
+    struct status_array *s = status_of(array);
+    if (!s || index >= s->capacity || q->closed) return;
+    pthread_mutex_lock(&q->lock);
+    s->override[index] = q->failed_since_status;
+    q->failed_since_status = S_OK;
+    pthread_mutex_unlock(&q->lock);
+    dsr_queue_enqueue_status(q->handle, s->handle, index);
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueSignal(IDStorageQueue *iface, ID3D12Fence *fence, UINT64 value) {
+    struct queue *q = queue_of(iface);
+    struct watch *w;
+    if (!fence || q->closed || !(w = calloc(1, sizeof *w))) return;
+    if (dsr_fence_create(&w->dsr_fence) != DSR_OK || dsr_fence_eventfd(w->dsr_fence, &w->fd) != DSR_OK) {
+        free(w);
+        return;
+    }
+    w->kind = WATCH_FENCE;
+    w->d3d12 = fence;
+    w->value = value;
+    w->owner = q;
+    fence->lpVtbl->AddRef(fence);
+    if (dsr_queue_enqueue_signal(q->handle, w->dsr_fence, 1) != DSR_OK || !watch_add(w)) {
+        fence->lpVtbl->Release(fence);
+        dsr_fence_destroy(w->dsr_fence);
+        free(w);
+    }
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueSetEvent(IDStorageQueue *iface, HANDLE event) {
+    struct queue *q = queue_of(iface);
+    struct watch *w;
+    if (!event || q->closed || !(w = calloc(1, sizeof *w))) return;
+    w->kind = WATCH_EVENT_ONCE;
+    w->owner = q;
+    w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->fd < 0 || !DuplicateHandle(GetCurrentProcess(), event, GetCurrentProcess(), &w->event, 0, FALSE,
+                                      DUPLICATE_SAME_ACCESS)) {
+        if (w->fd >= 0) close(w->fd);
+        free(w);
+        return;
+    }
+    /* dsr duplicates the descriptor it writes; ours is the one the dispatcher reads. */
+    if (dsr_queue_enqueue_event(q->handle, w->fd) != DSR_OK || !watch_add(w)) {
+        CloseHandle(w->event);
+        close(w->fd);
+        free(w);
+    }
+}
+
+static void STDMETHODCALLTYPE queue_Submit(IDStorageQueue *iface) {
+    struct queue *q = queue_of(iface);
+    if (!q->closed) dsr_queue_submit(q->handle);
+}
+
+static void STDMETHODCALLTYPE queue_CancelRequestsWithTag(IDStorageQueue *iface, UINT64 mask, UINT64 value) {
+    struct queue *q = queue_of(iface);
+    if (!q->closed) dsr_queue_cancel(q->handle, mask, value);
+}
+
+static HANDLE STDMETHODCALLTYPE queue_GetErrorEvent(IDStorageQueue *iface) {
+    return queue_of(iface)->error_event;
+}
+
+static void STDMETHODCALLTYPE queue_RetrieveErrorRecord(IDStorageQueue *iface, DSTORAGE_ERROR_RECORD *record) {
+    struct queue *q = queue_of(iface);
+    if (!record) return;
+    memset(record, 0, sizeof *record);
+    pthread_mutex_lock(&q->lock);
+    record->FailureCount = q->failure_count;
+    if (q->failure_count) record->FirstFailure = q->first;
+    else record->FirstFailure.CommandType = DSTORAGE_COMMAND_TYPE_NONE;
+    q->failure_count = 0;
+    pthread_mutex_unlock(&q->lock);
+    ResetEvent(q->error_event);
+}
+
+static void STDMETHODCALLTYPE queue_Query(IDStorageQueue *iface, DSTORAGE_QUEUE_INFO *info) {
+    struct queue *q = queue_of(iface);
+    dsr_queue_info dsr_info;
+    if (!info) return;
+    memset(info, 0, sizeof *info);
+    info->Desc = q->desc;
+    memset(&dsr_info, 0, sizeof dsr_info);
+    dsr_info.struct_size = sizeof dsr_info;
+    if (dsr_queue_query(q->handle, &dsr_info) == DSR_OK) {
+        info->EmptySlotCount = (UINT16)dsr_info.empty_slots;
+        info->RequestCountUntilAutoSubmit = (UINT16)dsr_info.until_auto_submit;
+    }
+}
+
+static DSTORAGE_COMPRESSION_SUPPORT STDMETHODCALLTYPE queue_GetCompressionSupport(IDStorageQueue *iface,
+                                                                                  DSTORAGE_COMPRESSION_FORMAT format) {
+    (void)iface;
+    /* dsr decodes GDeflate on the CPU; the GPU decoder is its next step. */
+    return (format & 0xff) == DSTORAGE_COMPRESSION_FORMAT_GDEFLATE ? DSTORAGE_COMPRESSION_SUPPORT_CPU_FALLBACK
+                                                                   : DSTORAGE_COMPRESSION_SUPPORT_NONE;
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueRequests(IDStorageQueue *iface, const DSTORAGE_REQUEST *requests,
+                                                    UINT count, ID3D12Fence *fence, UINT64 value,
+                                                    DSTORAGE_ENQUEUE_REQUEST_FLAGS flags) {
+    struct queue *q = queue_of(iface);
+    (void)value;
+    (void)flags;
+    if (fence) {
+        /* Gating requests on a D3D12 fence needs the D3D12 interop: refuse them all. */
+        for (UINT i = 0; i < count; i++) refuse(q, &requests[i], E_NOTIMPL);
+        return;
+    }
+    for (UINT i = 0; requests && i < count; i++) queue_EnqueueRequest(iface, &requests[i]);
+}
+
+static const IDStorageQueueVtbl queue_vtbl = {
+    queue_QueryInterface,   queue_AddRef,        queue_Release,
+    queue_EnqueueRequest,   queue_EnqueueStatus, queue_EnqueueSignal,
+    queue_Submit,           queue_CancelRequestsWithTag, queue_Close,
+    queue_GetErrorEvent,    queue_RetrieveErrorRecord,   queue_Query,
+    queue_EnqueueSetEvent,  queue_GetCompressionSupport, queue_EnqueueRequests,
+};
+
+/* ---- the factory's methods ------------------------------------------------------------------ */
+
+static HRESULT STDMETHODCALLTYPE factory_QueryInterface(IDStorageFactory *iface, REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageFactory)) {
+        iface->lpVtbl->AddRef(iface);
+        *out = iface;
+        return S_OK;
+    }
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE factory_AddRef(IDStorageFactory *iface) {
+    return InterlockedIncrement(&((struct factory *)iface)->refs);
+}
+
+static ULONG STDMETHODCALLTYPE factory_Release(IDStorageFactory *iface) {
+    /* The factory is a process singleton, as DirectStorage's is: it stays. */
+    LONG refs = InterlockedDecrement(&((struct factory *)iface)->refs);
+    return refs > 0 ? (ULONG)refs : 0;
+}
+
+static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, const DSTORAGE_QUEUE_DESC *desc,
+                                                     REFIID riid, void **out) {
+    struct factory *f = (struct factory *)iface;
+    if (!out) return E_POINTER;
+    *out = NULL;
+    if (!desc || !riid) return E_INVALIDARG;
+    if (desc->SourceType > DSTORAGE_REQUEST_SOURCE_MEMORY) return E_INVALIDARG;
+    if (desc->Capacity < DSTORAGE_MIN_QUEUE_CAPACITY || desc->Capacity > DSTORAGE_MAX_QUEUE_CAPACITY)
+        return E_DSTORAGE_INVALID_QUEUE_CAPACITY;
+    if (desc->Priority < DSTORAGE_PRIORITY_LOW || desc->Priority > DSTORAGE_PRIORITY_REALTIME)
+        return E_DSTORAGE_INVALID_QUEUE_PRIORITY;
+    dsr_runtime runtime = factory_runtime(f);
+    if (!runtime) return E_FAIL;
+    struct queue *q = calloc(1, sizeof *q);
+    if (!q) return E_OUTOFMEMORY;
+    q->iface.lpVtbl = &queue_vtbl;
+    q->refs = 1;
+    q->desc = *desc;
+    if (desc->Name) lstrcpynA(q->name, desc->Name, sizeof q->name);
+    q->desc.Name = q->name;
+    pthread_mutex_init(&q->lock, NULL);
+    q->error_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    dsr_queue_desc d;
+    memset(&d, 0, sizeof d);
+    d.struct_size = sizeof d;
+    d.source_type = desc->SourceType == DSTORAGE_REQUEST_SOURCE_FILE ? DSR_SOURCE_FILE : DSR_SOURCE_MEMORY;
+    d.capacity = desc->Capacity;
+    d.priority = desc->Priority;
+    d.name = q->name;
+    dsr_result result = dsr_queue_create(runtime, &d, &q->handle);
+    struct watch *w = calloc(1, sizeof *w);
+    if (result == DSR_OK && w && dsr_queue_error_event(q->handle, &w->fd) == DSR_OK) {
+        w->kind = WATCH_ERROR_EVENT;
+        w->event = q->error_event;
+        w->owner = q;
+        if (!watch_add(w)) result = DSR_E_INTERNAL;
+    } else if (result == DSR_OK) {
+        result = DSR_E_OUT_OF_MEMORY;
+    }
+    if (result != DSR_OK) {
+        free(w);
+        if (q->handle) dsr_queue_destroy(q->handle);
+        CloseHandle(q->error_event);
+        free(q);
+        return hresult_of(result);
+    }
+    HRESULT hr = queue_QueryInterface(&q->iface, riid, out);
+    queue_Release(&q->iface);
+    return hr;
+}
+
+static HRESULT STDMETHODCALLTYPE factory_OpenFile(IDStorageFactory *iface, const WCHAR *path, REFIID riid,
+                                                  void **out) {
+    struct factory *f = (struct factory *)iface;
+    if (!out) return E_POINTER;
+    *out = NULL;
+    if (!path || !riid) return E_INVALIDARG;
+    HANDLE win32 = CreateFileW(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                               OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (win32 == INVALID_HANDLE_VALUE) return HRESULT_FROM_WIN32(GetLastError());
+    char *unix_name = wine_get_unix_file_name(path);
+    dsr_runtime runtime = factory_runtime(f);
+    struct file *file = calloc(1, sizeof *file);
+    dsr_result result = !unix_name ? DSR_E_NOT_FOUND : !runtime ? DSR_E_INTERNAL : !file ? DSR_E_OUT_OF_MEMORY
+                        : dsr_file_open(runtime, unix_name, &file->handle, NULL);
+    HeapFree(GetProcessHeap(), 0, unix_name);
+    if (result != DSR_OK) {
+        CloseHandle(win32);
+        free(file);
+        return hresult_of(result);
+    }
+    file->iface.lpVtbl = &file_vtbl;
+    file->refs = 1;
+    file->win32 = win32;
+    if ((file->path = calloc(1, sizeof *file->path))) {
+        file->path->refs = 1;
+        lstrcpynW(file->path->path, path, MAX_PATH);
+    }
+    HRESULT hr = file_QueryInterface(&file->iface, riid, out);
+    file_Release(&file->iface);
+    return hr;
+}
+
+static HRESULT STDMETHODCALLTYPE factory_CreateStatusArray(IDStorageFactory *iface, UINT32 capacity,
+                                                           const CHAR *name, REFIID riid, void **out) {
+    (void)iface;
+    (void)name;
+    if (!out) return E_POINTER;
+    *out = NULL;
+    if (!riid || !capacity) return E_INVALIDARG;
+    struct status_array *s = calloc(1, sizeof *s);
+    if (!s || !(s->override = calloc(capacity, sizeof *s->override))) {
+        free(s);
+        return E_OUTOFMEMORY;
+    }
+    dsr_result result = dsr_status_array_create(capacity, &s->handle);
+    if (result != DSR_OK) {
+        free(s->override);
+        free(s);
+        return hresult_of(result);
+    }
+    s->iface.lpVtbl = &status_vtbl;
+    s->refs = 1;
+    s->capacity = capacity;
+    HRESULT hr = status_QueryInterface(&s->iface, riid, out);
+    status_Release(&s->iface);
+    return hr;
+}
+
+static void STDMETHODCALLTYPE factory_SetDebugFlags(IDStorageFactory *iface, UINT32 flags) {
+    ((struct factory *)iface)->debug_flags = flags;
+}
+
+static HRESULT STDMETHODCALLTYPE factory_SetStagingBufferSize(IDStorageFactory *iface, UINT32 size) {
+    struct factory *f = (struct factory *)iface;
+    dsr_runtime runtime = factory_runtime(f);
+    if (!runtime) return E_FAIL;
+    pthread_mutex_lock(&f->lock);
+    dsr_runtime_config config = f->config;
+    config.staging_bytes = size ? size : DSTORAGE_STAGING_BUFFER_SIZE_32MB;
+    dsr_result result = dsr_runtime_set_config(runtime, &config);
+    if (result == DSR_OK) f->config = config;
+    pthread_mutex_unlock(&f->lock);
+    return hresult_of(result);
+}
+
+static const IDStorageFactoryVtbl factory_vtbl = {
+    factory_QueryInterface, factory_AddRef,       factory_Release,      factory_CreateQueue,
+    factory_OpenFile,       factory_CreateStatusArray, factory_SetDebugFlags, factory_SetStagingBufferSize,
+};
+
+static struct factory the_factory = {{&factory_vtbl}, 0, PTHREAD_MUTEX_INITIALIZER, 0, {0}, 0};
+
+/* ---- exports -------------------------------------------------------------------------------- */
+
+HRESULT WINAPI DStorageGetFactory(REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    *out = NULL;
+    if (!riid) return E_INVALIDARG;
+    return factory_QueryInterface(&the_factory.iface, riid, out);
+}
+
+HRESULT WINAPI DStorageSetConfiguration1(const DSTORAGE_CONFIGURATION1 *config) {
+    if (!config) return E_INVALIDARG;
+    pthread_mutex_lock(&the_factory.lock);
+    BOOL started = the_factory.runtime != 0;
+    if (!started) configuration = *config;
+    pthread_mutex_unlock(&the_factory.lock);
+    return started ? E_DSTORAGE_STAGING_BUFFER_LOCKED : S_OK;
+}
+
+HRESULT WINAPI DStorageSetConfiguration(const DSTORAGE_CONFIGURATION *config) {
+    DSTORAGE_CONFIGURATION1 config1;
+    if (!config) return E_INVALIDARG;
+    memset(&config1, 0, sizeof config1);
+    memcpy(&config1, config, sizeof *config);
+    return DStorageSetConfiguration1(&config1);
+}
+
+HRESULT WINAPI DStorageCreateCompressionCodec(DSTORAGE_COMPRESSION_FORMAT format, UINT32 threads, REFIID riid,
+                                              void **out) {
+    (void)format;
+    (void)threads;
+    (void)riid;
+    if (out) *out = NULL;
+    return E_NOTIMPL; /* the codec object is the next step (wine/README) */
+}

@@ -1,0 +1,301 @@
+/* A Windows program using DirectStorage as a game does, run under Wine with dsr's dstorage.dll:
+ * the factory, files on C: and Z:, file and memory queues, plain and GDeflate requests checked
+ * byte for byte, status arrays with failures in enqueue order, Win32 events, a D3D12 fence's
+ * Signal, cancellation by tag, error records, QueryInterface, and hostile calls.
+ * Usage: queues.exe C_PATH Z_PATH PACKED_PATH SIZE
+ * (the same asset on C: and on Z:, the GDeflate stream of it, its size) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INITGUID
+#include "dstorage.h"
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+#define EXPECT_HR(call, want)                                                        \
+    do {                                                                             \
+        HRESULT hr_ = (call);                                                        \
+        if (hr_ != (HRESULT)(want)) {                                                \
+            printf("%s:%d: %s returned %#lx, not %#lx\n", __FILE__, __LINE__, #call, \
+                   (unsigned long)hr_, (unsigned long)(want));                       \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+static unsigned char asset_byte(size_t i) {
+    static const char text[] = "dsr streams assets from disk ";
+    return (unsigned char)text[i % (sizeof text - 1)];
+}
+
+static WCHAR *wide(const char *text) {
+    int n = MultiByteToWideChar(CP_UTF8, 0, text, -1, NULL, 0);
+    WCHAR *out = malloc(n * sizeof(WCHAR));
+    MultiByteToWideChar(CP_UTF8, 0, text, -1, out, n);
+    return out;
+}
+
+/* A D3D12 fence as far as dstorage.dll uses it: AddRef, Release, Signal (slot 10). */
+typedef struct fake_fence_vtbl {
+    HRESULT(STDMETHODCALLTYPE *QueryInterface)(ID3D12Fence *, REFIID, void **);
+    ULONG(STDMETHODCALLTYPE *AddRef)(ID3D12Fence *);
+    ULONG(STDMETHODCALLTYPE *Release)(ID3D12Fence *);
+    void *unused[7];
+    HRESULT(STDMETHODCALLTYPE *Signal)(ID3D12Fence *, UINT64);
+} fake_fence_vtbl;
+struct ID3D12Fence {
+    const fake_fence_vtbl *lpVtbl;
+    LONG refs;
+    volatile LONG64 value;
+};
+static HRESULT STDMETHODCALLTYPE fence_qi(ID3D12Fence *f, REFIID r, void **o) {
+    (void)f, (void)r, *o = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG STDMETHODCALLTYPE fence_addref(ID3D12Fence *f) { return InterlockedIncrement(&f->refs); }
+static ULONG STDMETHODCALLTYPE fence_release(ID3D12Fence *f) { return InterlockedDecrement(&f->refs); }
+static HRESULT STDMETHODCALLTYPE fence_signal(ID3D12Fence *f, UINT64 v) {
+    InterlockedExchange64(&f->value, (LONG64)v);
+    return S_OK;
+}
+static const fake_fence_vtbl fence_vtbl = {fence_qi, fence_addref, fence_release, {0}, fence_signal};
+
+static IDStorageQueue *make_queue(IDStorageFactory *factory, DSTORAGE_REQUEST_SOURCE_TYPE source) {
+    DSTORAGE_QUEUE_DESC desc;
+    memset(&desc, 0, sizeof desc);
+    desc.SourceType = source;
+    desc.Capacity = DSTORAGE_MAX_QUEUE_CAPACITY;
+    desc.Priority = DSTORAGE_PRIORITY_NORMAL;
+    desc.Name = "test queue";
+    IDStorageQueue *queue = NULL;
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, (void **)&queue), S_OK);
+    return queue;
+}
+
+static DSTORAGE_REQUEST file_request(IDStorageFile *file, UINT64 offset, UINT32 size, void *dest, UINT32 dest_size) {
+    DSTORAGE_REQUEST r;
+    memset(&r, 0, sizeof r);
+    r.Options.SourceType = DSTORAGE_REQUEST_SOURCE_FILE;
+    r.Options.DestinationType = DSTORAGE_REQUEST_DESTINATION_MEMORY;
+    r.Source.File.Source = file;
+    r.Source.File.Offset = offset;
+    r.Source.File.Size = size;
+    r.Destination.Memory.Buffer = dest;
+    r.Destination.Memory.Size = dest_size;
+    r.UncompressedSize = dest_size;
+    return r;
+}
+
+/* Waits for entry `index` of `status` (10 s at most). */
+static HRESULT wait_status(IDStorageStatusArray *status, UINT32 index) {
+    for (int i = 0; i < 10000 && !status->lpVtbl->IsComplete(status, index); i++) Sleep(1);
+    return status->lpVtbl->GetHResult(status, index);
+}
+
+int main(int argc, char **argv) {
+    CHECK(argc == 5);
+    size_t size = (size_t)strtoull(argv[4], NULL, 10);
+    DSTORAGE_CONFIGURATION1 config;
+    memset(&config, 0, sizeof config);
+    config.NumBuiltInCpuDecompressionThreads = 2;
+    EXPECT_HR(DStorageSetConfiguration1(&config), S_OK);
+
+    IDStorageFactory *factory = NULL;
+    void *nothing = (void *)1;
+    EXPECT_HR(DStorageGetFactory(&IID_IDStorageQueue, &nothing), E_NOINTERFACE);
+    CHECK(nothing == NULL);
+    EXPECT_HR(DStorageGetFactory(&IID_IDStorageFactory, NULL), E_POINTER);
+    EXPECT_HR(DStorageGetFactory(&IID_IDStorageFactory, (void **)&factory), S_OK);
+    factory->lpVtbl->SetDebugFlags(factory, DSTORAGE_DEBUG_NONE);
+
+    /* The same asset through C: and through Z:, and its GDeflate stream. */
+    IDStorageFile *on_c = NULL, *on_z = NULL, *packed = NULL;
+    WCHAR *c_path = wide(argv[1]), *z_path = wide(argv[2]), *packed_path = wide(argv[3]);
+    EXPECT_HR(factory->lpVtbl->OpenFile(factory, c_path, &IID_IDStorageFile, (void **)&on_c), S_OK);
+    EXPECT_HR(factory->lpVtbl->OpenFile(factory, z_path, &IID_IDStorageFile, (void **)&on_z), S_OK);
+    EXPECT_HR(factory->lpVtbl->OpenFile(factory, packed_path, &IID_IDStorageFile, (void **)&packed), S_OK);
+    BY_HANDLE_FILE_INFORMATION info;
+    EXPECT_HR(on_c->lpVtbl->GetFileInformation(on_c, &info), S_OK);
+    CHECK(info.nFileSizeLow == size && info.nFileSizeHigh == 0);
+    EXPECT_HR(packed->lpVtbl->GetFileInformation(packed, &info), S_OK);
+    UINT32 packed_size = info.nFileSizeLow;
+    EXPECT_HR(factory->lpVtbl->OpenFile(factory, L"C:\\no\\such\\asset.bin", &IID_IDStorageFile, (void **)&nothing),
+              HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND));
+
+    /* A file queue: raw from C:, raw from Z:, GDeflate; a status, a Win32 event, a fence. */
+    IDStorageQueue *files = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE);
+    IDStorageStatusArray *status = NULL;
+    EXPECT_HR(factory->lpVtbl->CreateStatusArray(factory, 4, "statuses", &IID_IDStorageStatusArray, (void **)&status),
+              S_OK);
+    unsigned char *from_c = calloc(1, size), *from_z = calloc(1, size), *decoded = calloc(1, size);
+    DSTORAGE_REQUEST r = file_request(on_c, 0, (UINT32)size, from_c, (UINT32)size);
+    r.Name = "raw from C:";
+    files->lpVtbl->EnqueueRequest(files, &r);
+    r = file_request(on_z, 0, (UINT32)size, from_z, (UINT32)size);
+    files->lpVtbl->EnqueueRequest(files, &r);
+    r = file_request(packed, 0, packed_size, decoded, (UINT32)size);
+    r.Options.CompressionFormat = DSTORAGE_COMPRESSION_FORMAT_GDEFLATE;
+    r.UncompressedSize = (UINT32)size;
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 0);
+    HANDLE event = CreateEventW(NULL, FALSE, FALSE, NULL);
+    IDStorageQueue *files1 = NULL;
+    EXPECT_HR(files->lpVtbl->QueryInterface(files, &IID_IDStorageQueue1, (void **)&files1), S_OK);
+    files->lpVtbl->EnqueueSetEvent(files, event);
+    struct ID3D12Fence fence = {&fence_vtbl, 1, 0};
+    files->lpVtbl->EnqueueSignal(files, &fence, 7);
+    files->lpVtbl->Submit(files);
+    CHECK(WaitForSingleObject(event, 10000) == WAIT_OBJECT_0);
+    EXPECT_HR(status->lpVtbl->GetHResult(status, 0), S_OK);
+    for (size_t i = 0; i < size; i++) CHECK(from_c[i] == asset_byte(i) && from_z[i] == asset_byte(i));
+    for (size_t i = 0; i < size; i++) CHECK(decoded[i] == asset_byte(i));
+    for (int i = 0; i < 10000 && fence.value != 7; i++) Sleep(1);
+    CHECK(fence.value == 7);
+    for (int i = 0; i < 10000 && fence.refs != 1; i++) Sleep(1);
+    CHECK(fence.refs == 1); /* the DLL's reference went back */
+    printf("file queue: C: and Z: raw and GDeflate reads verified; event set; fence signalled\n");
+
+    /* Failures in enqueue order: past the end of the file, then a missing-file handle. */
+    unsigned char small[64];
+    r = file_request(on_c, size - 10, 64, small, 64);
+    r.Name = "past the end";
+    files->lpVtbl->EnqueueRequest(files, &r);
+    r = file_request(on_c, 0, 64, small, 32); /* destination too small: refused by the DLL */
+    r.Name = "too small";
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 1);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 1), E_DSTORAGE_END_OF_FILE);
+    CHECK(WaitForSingleObject(files->lpVtbl->GetErrorEvent(files), 10000) == WAIT_OBJECT_0);
+    DSTORAGE_ERROR_RECORD record;
+    files->lpVtbl->RetrieveErrorRecord(files, &record);
+    CHECK(record.FailureCount == 2);
+    EXPECT_HR(record.FirstFailure.HResult, E_DSTORAGE_END_OF_FILE);
+    CHECK(record.FirstFailure.CommandType == DSTORAGE_COMMAND_TYPE_REQUEST);
+    CHECK(strcmp(record.FirstFailure.Request.RequestName, "past the end") == 0);
+    CHECK(lstrcmpiW(record.FirstFailure.Request.Filename, c_path) == 0);
+    CHECK(record.FirstFailure.Request.Request.Source.File.Offset == size - 10);
+    files->lpVtbl->RetrieveErrorRecord(files, &record);
+    CHECK(record.FailureCount == 0 && record.FirstFailure.CommandType == DSTORAGE_COMMAND_TYPE_NONE);
+    printf("failures: the first in enqueue order, in the status and the error record\n");
+
+    /* A memory queue: GDeflate from memory; a file request on it is refused. */
+    IDStorageQueue *memory = make_queue(factory, DSTORAGE_REQUEST_SOURCE_MEMORY);
+    unsigned char *stream = malloc(packed_size);
+    HANDLE h = CreateFileW(packed_path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, 0, NULL);
+    DWORD got = 0;
+    CHECK(ReadFile(h, stream, packed_size, &got, NULL) && got == packed_size);
+    CloseHandle(h);
+    memset(decoded, 0, size);
+    DSTORAGE_REQUEST m;
+    memset(&m, 0, sizeof m);
+    m.Options.SourceType = DSTORAGE_REQUEST_SOURCE_MEMORY;
+    m.Options.CompressionFormat = DSTORAGE_COMPRESSION_FORMAT_GDEFLATE;
+    m.Source.Memory.Source = stream;
+    m.Source.Memory.Size = packed_size;
+    m.Destination.Memory.Buffer = decoded;
+    m.Destination.Memory.Size = (UINT32)size;
+    m.UncompressedSize = (UINT32)size;
+    memory->lpVtbl->EnqueueRequest(memory, &m);
+    memory->lpVtbl->EnqueueStatus(memory, status, 2);
+    memory->lpVtbl->Submit(memory);
+    EXPECT_HR(wait_status(status, 2), S_OK);
+    for (size_t i = 0; i < size; i++) CHECK(decoded[i] == asset_byte(i));
+    r = file_request(on_c, 0, 64, small, 64);
+    memory->lpVtbl->EnqueueRequest(memory, &r);
+    memory->lpVtbl->EnqueueStatus(memory, status, 3);
+    memory->lpVtbl->Submit(memory);
+    EXPECT_HR(wait_status(status, 3), E_DSTORAGE_INVALID_SOURCE_TYPE);
+    printf("memory queue: GDeflate from memory verified; the wrong source type refused\n");
+
+    /* Cancellation by tag is not a failure. */
+    unsigned char *cancelled = calloc(64, 64);
+    for (UINT32 i = 0; i < 64; i++) {
+        r = file_request(on_z, 64 * i, 64, cancelled + 64 * i, 64);
+        r.CancellationTag = 0x100 | (i & 1);
+        files->lpVtbl->EnqueueRequest(files, &r);
+    }
+    files->lpVtbl->CancelRequestsWithTag(files, 0x1ff, 0x101);
+    files->lpVtbl->EnqueueStatus(files, status, 0);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 0), S_OK);
+    for (UINT32 i = 0; i < 64; i += 2) CHECK(memcmp(cancelled + 64 * i, from_c + 64 * i, 64) == 0);
+    files->lpVtbl->RetrieveErrorRecord(files, &record);
+    CHECK(record.FailureCount == 0);
+    printf("cancellation by tag: not a failure\n");
+
+    /* Interfaces and queries. */
+    IDStorageQueue *q3 = NULL;
+    EXPECT_HR(files->lpVtbl->QueryInterface(files, &IID_IDStorageQueue3, (void **)&q3), S_OK);
+    EXPECT_HR(files->lpVtbl->QueryInterface(files, &IID_IDStorageFile, (void **)&nothing), E_NOINTERFACE);
+    CHECK(files->lpVtbl->GetCompressionSupport(files, DSTORAGE_COMPRESSION_FORMAT_GDEFLATE) ==
+          DSTORAGE_COMPRESSION_SUPPORT_CPU_FALLBACK);
+    CHECK(files->lpVtbl->GetCompressionSupport(files, DSTORAGE_CUSTOM_COMPRESSION_0) == 0);
+    DSTORAGE_QUEUE_INFO qinfo;
+    files->lpVtbl->Query(files, &qinfo);
+    CHECK(qinfo.Desc.Capacity == DSTORAGE_MAX_QUEUE_CAPACITY && qinfo.EmptySlotCount == DSTORAGE_MAX_QUEUE_CAPACITY - 1);
+    CHECK(strcmp(qinfo.Desc.Name, "test queue") == 0);
+    q3->lpVtbl->Release(q3);
+    files1->lpVtbl->Release(files1);
+
+    /* Hostile calls: the right HRESULT, never a crash. */
+    DSTORAGE_QUEUE_DESC desc;
+    memset(&desc, 0, sizeof desc);
+    desc.Capacity = DSTORAGE_MIN_QUEUE_CAPACITY - 1;
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, &nothing),
+              E_DSTORAGE_INVALID_QUEUE_CAPACITY);
+    desc.Capacity = DSTORAGE_MIN_QUEUE_CAPACITY;
+    desc.Priority = 5;
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, &nothing),
+              E_DSTORAGE_INVALID_QUEUE_PRIORITY);
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, NULL, &IID_IDStorageQueue, &nothing), E_INVALIDARG);
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, NULL), E_POINTER);
+    EXPECT_HR(factory->lpVtbl->OpenFile(factory, NULL, &IID_IDStorageFile, &nothing), E_INVALIDARG);
+    EXPECT_HR(factory->lpVtbl->CreateStatusArray(factory, 0, NULL, &IID_IDStorageStatusArray, &nothing), E_INVALIDARG);
+    EXPECT_HR(status->lpVtbl->GetHResult(status, 99), E_DSTORAGE_INDEX_BOUND);
+    EXPECT_HR(factory->lpVtbl->SetStagingBufferSize(factory, 64 << 20), E_DSTORAGE_STAGING_BUFFER_LOCKED);
+    EXPECT_HR(DStorageSetConfiguration1(&config), E_DSTORAGE_STAGING_BUFFER_LOCKED);
+    EXPECT_HR(DStorageSetConfiguration1(NULL), E_INVALIDARG);
+    files->lpVtbl->EnqueueRequest(files, NULL);
+    files->lpVtbl->EnqueueStatus(files, NULL, 0);
+    files->lpVtbl->EnqueueSetEvent(files, NULL);
+    files->lpVtbl->EnqueueSignal(files, NULL, 1);
+    files->lpVtbl->RetrieveErrorRecord(files, NULL);
+    files->lpVtbl->Query(files, NULL);
+    files->lpVtbl->EnqueueStatus(files, status, 1);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 1), E_INVALIDARG); /* the null request, first since the last status */
+    r = file_request(on_c, 0, 64, small, 64);
+    r.Options.DestinationType = DSTORAGE_REQUEST_DESTINATION_BUFFER; /* no D3D12 device here */
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 1);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 1), E_DSTORAGE_INVALID_DESTINATION_TYPE);
+    on_c->lpVtbl->Close(on_c);
+    r = file_request(on_c, 0, 64, small, 64); /* a closed file */
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 1);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 1), E_DSTORAGE_INVALID_FILE_HANDLE);
+    EXPECT_HR(on_c->lpVtbl->GetFileInformation(on_c, &info), E_DSTORAGE_FILE_NOT_OPEN);
+    files->lpVtbl->Close(files);
+    files->lpVtbl->Close(files);
+    files->lpVtbl->EnqueueRequest(files, &r); /* after close: recorded, never run */
+    files->lpVtbl->Submit(files);
+    printf("hostile calls: each got its HRESULT\n");
+
+    files->lpVtbl->Release(files);
+    memory->lpVtbl->Release(memory);
+    status->lpVtbl->Release(status);
+    on_c->lpVtbl->Release(on_c);
+    on_z->lpVtbl->Release(on_z);
+    packed->lpVtbl->Release(packed);
+    factory->lpVtbl->Release(factory);
+    printf("dstorage.dll under Wine: every check passed\n");
+    return 0;
+}
