@@ -4,6 +4,9 @@
 //! positioned reads, `DSR_IO_BACKEND=pread`: valgrind cannot see the kernel fill memory through
 //! io_uring, and would call those bytes uninitialised).
 //!
+//! The Wine `dstorage.dll` (`wine/`) is built on the same `libdsr.so` and its Windows test
+//! programs run under Wine here too (docs/wine.md).
+//!
 //! `cargo test` does not build a package's `cdylib` for its integration tests, so the first
 //! test to need it runs `cargo build -p dsr-capi` (same profile and target directory; quick when
 //! it is up to date).

@@ -32,6 +32,10 @@
 #include "dstorage.h"
 #include "dsr.h"
 
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
 char *CDECL wine_get_unix_file_name(const WCHAR *dos);
 
 /* ---- results ------------------------------------------------------------------------------ */
@@ -185,6 +189,24 @@ static void watch_remove_owner(void *owner) {
     if (dispatcher.wake >= 0) (void)!write(dispatcher.wake, &one, sizeof one);
 }
 
+/* ---- COM ------------------------------------------------------------------------------------ */
+
+/* QueryInterface for an object whose vtable starts with IUnknown's methods and that answers
+ * IUnknown and `iids`. */
+static HRESULT query(void *iface, const GUID *const *iids, size_t count, REFIID riid, void **out) {
+    if (!out) return E_POINTER;
+    BOOL known = riid && IsEqualGUID(riid, &IID_IUnknown);
+    for (size_t i = 0; riid && !known && i < count; i++) known = IsEqualGUID(riid, iids[i]);
+    if (!known) {
+        *out = NULL;
+        return E_NOINTERFACE;
+    }
+    IUnknown *unknown = iface;
+    unknown->lpVtbl->AddRef(unknown);
+    *out = iface;
+    return S_OK;
+}
+
 /* ---- the factory ---------------------------------------------------------------------------- */
 
 struct factory {
@@ -246,14 +268,8 @@ static struct file *file_of(IDStorageFile *iface) {
 }
 
 static HRESULT STDMETHODCALLTYPE file_QueryInterface(IDStorageFile *iface, REFIID riid, void **out) {
-    if (!out) return E_POINTER;
-    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageFile)) {
-        iface->lpVtbl->AddRef(iface);
-        *out = iface;
-        return S_OK;
-    }
-    *out = NULL;
-    return E_NOINTERFACE;
+    static const GUID *const iids[] = {&IID_IDStorageFile};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
 }
 
 static ULONG STDMETHODCALLTYPE file_AddRef(IDStorageFile *iface) {
@@ -307,14 +323,8 @@ static struct status_array *status_of(IDStorageStatusArray *iface) {
 }
 
 static HRESULT STDMETHODCALLTYPE status_QueryInterface(IDStorageStatusArray *iface, REFIID riid, void **out) {
-    if (!out) return E_POINTER;
-    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageStatusArray)) {
-        iface->lpVtbl->AddRef(iface);
-        *out = iface;
-        return S_OK;
-    }
-    *out = NULL;
-    return E_NOINTERFACE;
+    static const GUID *const iids[] = {&IID_IDStorageStatusArray};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
 }
 
 static ULONG STDMETHODCALLTYPE status_AddRef(IDStorageStatusArray *iface) {
@@ -414,16 +424,8 @@ static void on_request_done(void *user_data, dsr_result result) {
 }
 
 static HRESULT STDMETHODCALLTYPE queue_QueryInterface(IDStorageQueue *iface, REFIID riid, void **out) {
-    if (!out) return E_POINTER;
-    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageQueue) ||
-        IsEqualGUID(riid, &IID_IDStorageQueue1) || IsEqualGUID(riid, &IID_IDStorageQueue2) ||
-        IsEqualGUID(riid, &IID_IDStorageQueue3)) {
-        iface->lpVtbl->AddRef(iface);
-        *out = iface;
-        return S_OK;
-    }
-    *out = NULL;
-    return E_NOINTERFACE;
+    static const GUID *const iids[] = {&IID_IDStorageQueue, &IID_IDStorageQueue1, &IID_IDStorageQueue2, &IID_IDStorageQueue3};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
 }
 
 static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
@@ -665,14 +667,8 @@ static const IDStorageQueueVtbl queue_vtbl = {
 /* ---- the factory's methods ------------------------------------------------------------------ */
 
 static HRESULT STDMETHODCALLTYPE factory_QueryInterface(IDStorageFactory *iface, REFIID riid, void **out) {
-    if (!out) return E_POINTER;
-    if (IsEqualGUID(riid, &IID_IUnknown) || IsEqualGUID(riid, &IID_IDStorageFactory)) {
-        iface->lpVtbl->AddRef(iface);
-        *out = iface;
-        return S_OK;
-    }
-    *out = NULL;
-    return E_NOINTERFACE;
+    static const GUID *const iids[] = {&IID_IDStorageFactory};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
 }
 
 static ULONG STDMETHODCALLTYPE factory_AddRef(IDStorageFactory *iface) {
