@@ -99,6 +99,8 @@ static struct {
     HANDLE thread;
 } dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL};
 
+/* Polls the watches (255 at a time: later ones wait until earlier ones fire) and fires what is
+ * ready. */
 static DWORD WINAPI dispatch(void *unused) {
     (void)unused;
     for (;;) {
@@ -369,9 +371,9 @@ struct queue {
     DSTORAGE_QUEUE_DESC desc;
     char name[DSTORAGE_REQUEST_MAX_NAME];
     HANDLE error_event;
-    BOOL closed;
+    LONG closed;           /* games call a queue from several threads: atomics */
     pthread_mutex_t lock;  /* the error record and the pending failure */
-    UINT64 next_seq;
+    LONG64 next_seq;
     UINT32 failure_count;
     UINT64 first_seq;
     DSTORAGE_ERROR_FIRST_FAILURE first;
@@ -434,8 +436,7 @@ static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
 
 static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
     struct queue *q = queue_of(iface);
-    if (q->closed) return;
-    q->closed = TRUE;
+    if (InterlockedExchange(&q->closed, TRUE)) return;
     dsr_queue_close(q->handle);
     watch_remove_owner(q);
 }
@@ -455,7 +456,7 @@ static ULONG STDMETHODCALLTYPE queue_Release(IDStorageQueue *iface) {
 
 /* A request this DLL cannot pass to dsr: a failure in enqueue order, reported by the next status. */
 static void refuse(struct queue *q, const DSTORAGE_REQUEST *request, HRESULT hr) {
-    UINT64 seq = q->next_seq++;
+    UINT64 seq = (UINT64)InterlockedIncrement64(&q->next_seq);
     if (the_factory.debug_flags & DSTORAGE_DEBUG_SHOW_ERRORS)
         fprintf(stderr, "dstorage: request %s refused: %#lx\n", request && request->Name ? request->Name : "",
                 (unsigned long)hr);
@@ -520,7 +521,7 @@ static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const 
     struct pending *p = malloc(sizeof *p);
     if (!p) REFUSE(q, request, E_OUTOFMEMORY);
     p->queue = q;
-    p->seq = q->next_seq++;
+    p->seq = (UINT64)InterlockedIncrement64(&q->next_seq);
     p->request = *request;
     p->request.Name = NULL; /* the game's string is not ours to keep: a copy */
     memset(p->name, 0, sizeof p->name);
@@ -535,8 +536,7 @@ static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const 
     dsr_result result = dsr_queue_enqueue(q->handle, &r);
     if (result != DSR_OK) {
         path_release(p->path);
-        free(p);
-        q->next_seq--;
+        free(p); /* its number stays unused: the refusal takes the next */
         refuse(q, request, result == DSR_E_INVALID_ARGUMENT ? E_INVALIDARG : hresult_of(result));
     }
 }
