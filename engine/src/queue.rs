@@ -20,10 +20,12 @@
 //! its flag in its batch's [`Track`] and gives its slot back (an atomic count). It takes the lock
 //! only when a submitted status, signal, event or notify entry is waiting (it may be what that
 //! entry waits for) or a full queue has an enqueuer waiting; otherwise the enqueuing thread pops
-//! finished requests as it enqueues. Both sides of each handshake use sequentially consistent
-//! accesses: a finisher sets its flag, then reads how many entries wait; a submission counts its
-//! entries, then reads the flags at the front. One of them sees the other, so no entry is left
-//! waiting for a request that finished. Failures take the lock, to be recorded in order.
+//! finished requests as it enqueues. Each handshake is a store, a sequentially consistent fence
+//! and a load on each side: a finisher sets its flag, then reads how many entries wait; a
+//! submission counts its entries, then reads the flags at the front. One of them sees the other,
+//! so no entry is left waiting for a request that finished; the same holds between a finisher
+//! giving its slot back and an enqueuer about to sleep. Loom models at the end of this file
+//! check both on the real code. Failures take the lock, to be recorded in order.
 //!
 //! **Slots.** A queue of capacity C holds at most C − 1 operations (DirectStorage's ring with one
 //! reserved slot). `enqueue` blocks while the queue is full and `try_enqueue` returns
@@ -41,7 +43,6 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::eventfd::EventFd;
 use crate::executor::Executor;
 use crate::request::{IoPolicy, Priority, Request, RequestRecord, Source};
+use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The fewest slots a queue may have.
 pub const MIN_CAPACITY: u32 = 0x80;
@@ -384,7 +386,6 @@ struct Ledger {
 }
 
 /// What a finisher checks before it may skip the ledger's lock.
-#[derive(Default)]
 struct FinisherFlags {
     /// Enqueuers waiting for a slot.
     waiters: AtomicU32,
@@ -396,16 +397,106 @@ struct FinisherFlags {
     closed: AtomicBool,
 }
 
-struct Shared {
-    executor: Arc<Executor>,
-    config: QueueConfig,
-    ledger: Mutex<Ledger>,
+/// The atomics finishers and the ledger's holders meet on (see the module docs). Each handshake
+/// is a store then a load on each side, with a sequentially consistent fence between them: two
+/// such fences are ordered, so one side's load sees the other's store. (Sequentially consistent
+/// accesses alone would do in the C++ model, but loom does not model them for this pattern, and
+/// the fences are what its models below check.)
+struct Handshake {
     /// Slots given back, by finishers (without the lock) and by entries as they fire; slots
     /// held are the ledger's `taken` less this. On a line of its own: finishers write it, the
     /// enqueuing thread reads it only when the queue looks full.
     returned: CachePadded<AtomicU64>,
     /// What finishers read on every request, written rarely; on a line of its own.
     flags: CachePadded<FinisherFlags>,
+}
+
+/// What a request that finished well must do beyond its flag and its slot.
+#[derive(Debug, PartialEq, Eq)]
+struct AfterFinish {
+    /// Wake the enqueuers waiting for slots (enough came back).
+    wake_enqueuers: bool,
+    /// Take the lock and advance the ledger (an entry waits, perhaps for this request).
+    advance: bool,
+}
+
+impl Handshake {
+    fn new() -> Handshake {
+        Handshake {
+            returned: CachePadded::new(AtomicU64::new(0)),
+            flags: CachePadded::new(FinisherFlags {
+                waiters: AtomicU32::new(0),
+                wake_at: AtomicU64::new(0),
+                waiting: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A request finished well: sets its `flag`, gives its slot back, and says what else to do.
+    fn finished_well(&self, flag: &AtomicBool) -> AfterFinish {
+        flag.store(true, Ordering::SeqCst);
+        let returned = self.give_back();
+        fence(Ordering::SeqCst);
+        AfterFinish {
+            wake_enqueuers: self.flags.waiters.load(Ordering::SeqCst) > 0
+                && returned >= self.flags.wake_at.load(Ordering::SeqCst),
+            advance: self.flags.waiting.load(Ordering::SeqCst) > 0,
+        }
+    }
+
+    /// Counts a slot given back; returns the count of those given back.
+    fn give_back(&self) -> u64 {
+        self.returned.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Slots given back so far.
+    fn returned(&self) -> u64 {
+        self.returned.load(Ordering::SeqCst)
+    }
+
+    /// `entries` (not requests) were submitted: finishers must advance until they fire. Called
+    /// with the ledger locked, before it looks at the flags.
+    fn entries_submitted(&self, entries: u64) {
+        self.flags.waiting.fetch_add(entries, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// A submitted entry fired (with the ledger locked): one less waits, its slot is back.
+    fn entry_fired(&self) {
+        self.flags.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.give_back();
+    }
+
+    /// An enqueuer is about to wait for slots (with the ledger locked): finishers wake it once
+    /// `batch` more have come back. It must look at the slots once more before it sleeps.
+    fn enqueuer_waits(&self, batch: u64) {
+        self.flags.waiters.fetch_add(1, Ordering::SeqCst);
+        let returned = self.returned();
+        self.flags.wake_at.store(returned + batch, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The enqueuer woke up (or did not need to sleep).
+    fn enqueuer_woke(&self) {
+        self.flags.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn close(&self) {
+        self.flags.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.flags.closed.load(Ordering::SeqCst)
+    }
+}
+
+struct Shared {
+    executor: Arc<Executor>,
+    config: QueueConfig,
+    ledger: Mutex<Ledger>,
+    /// Where finishers and lock holders meet without the lock.
+    handshake: Handshake,
     /// Signalled when slots come back or the queue closes.
     space: Condvar,
     error_event: EventFd,
@@ -468,8 +559,7 @@ impl Queue {
                     first_failure_seq: 0,
                     closed: false,
                 }),
-                returned: CachePadded::new(AtomicU64::new(0)),
-                flags: CachePadded::new(FinisherFlags::default()),
+                handshake: Handshake::new(),
                 space: Condvar::new(),
                 error_event,
             }),
@@ -568,7 +658,7 @@ impl Queue {
         let half = self.shared.config.capacity / 2;
         QueueInfo {
             empty_slots: (self.shared.config.capacity - 1)
-                .saturating_sub(ledger.taken.saturating_sub(self.shared.returned.load(Ordering::SeqCst)) as u32),
+                .saturating_sub(ledger.taken.saturating_sub(self.shared.handshake.returned()) as u32),
             until_auto_submit: half.saturating_sub(ledger.pending_ops),
         }
     }
@@ -606,7 +696,7 @@ impl Shared {
     /// Slots held, as of the last read of the count given back (`fresh`: read it now).
     fn used(&self, ledger: &mut Ledger, fresh: bool) -> u32 {
         if fresh {
-            ledger.returned_seen = self.returned.load(Ordering::SeqCst);
+            ledger.returned_seen = self.handshake.returned();
         }
         ledger.taken.saturating_sub(ledger.returned_seen) as u32
     }
@@ -637,14 +727,12 @@ impl Shared {
             // wake it once an eighth of the queue has come back, not for every slot: waking an
             // enqueuer costs more than the enqueue (entries that fire, failures and a close wake
             // it at once).
-            self.flags.waiters.fetch_add(1, Ordering::SeqCst);
-            let returned = self.returned.load(Ordering::SeqCst);
-            let batch = u64::from(self.config.capacity / 8).max(1);
-            self.flags.wake_at.store(returned + batch, Ordering::SeqCst);
+            self.handshake
+                .enqueuer_waits(u64::from(self.config.capacity / 8).max(1));
             if self.used(&mut ledger, true) >= usable {
                 ledger = self.space.wait(ledger).unwrap_or_else(|p| p.into_inner());
             }
-            self.flags.waiters.fetch_sub(1, Ordering::SeqCst);
+            self.handshake.enqueuer_woke();
         }
     }
 
@@ -712,7 +800,7 @@ impl Shared {
         ledger.submitted = ledger.front + ledger.entries.len() as u64;
         // Counted before `advance` looks at the flags (see the module docs).
         let entries = std::mem::take(&mut ledger.pending_entries);
-        self.flags.waiting.fetch_add(entries, Ordering::SeqCst);
+        self.handshake.entries_submitted(entries);
         if let Some(mut batch) = ledger.pending.take() {
             let finish = std::mem::take(&mut ledger.pending_finish);
             let track = Arc::new(Track {
@@ -739,7 +827,7 @@ impl Shared {
                 // the queue can do nothing more.
                 Err(err) => {
                     ledger.closed = true;
-                    self.flags.closed.store(true, Ordering::SeqCst);
+                    self.handshake.close();
                     self.space.notify_all();
                     return Err(err);
                 }
@@ -757,7 +845,7 @@ impl Shared {
     /// sets its flag and gives its slot back (see the module docs); a failure is recorded under
     /// the lock.
     fn finished(&self, track: &Track, index: usize, status: &RequestStatus) {
-        if self.flags.closed.load(Ordering::SeqCst) {
+        if self.handshake.is_closed() {
             return;
         }
         let (done, copy) = std::mem::take(&mut *track.finish[index].lock().unwrap_or_else(|p| p.into_inner()));
@@ -771,30 +859,18 @@ impl Shared {
             return;
         }
         drop(copy);
-        track.finished[index].store(true, Ordering::SeqCst);
-        self.release_slot();
-        if self.flags.waiting.load(Ordering::SeqCst) > 0 {
+        let after = self.handshake.finished_well(&track.finished[index]);
+        if after.wake_enqueuers {
+            // Taking the lock orders this notify after the waiter's check-then-wait.
+            drop(self.lock());
+            self.space.notify_all();
+        }
+        if after.advance {
             // An entry waits, perhaps for this request: pop what finished, fire what is uncovered.
             let mut ledger = self.lock();
             if !ledger.closed {
                 self.advance(&mut ledger);
             }
-        }
-    }
-
-    /// Counts a slot given back; returns the count of those given back.
-    fn give_back_slot(&self) -> u64 {
-        self.returned.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    /// Gives a request's slot back, waking an enqueuer that waits for slots once enough came
-    /// back.
-    fn release_slot(&self) {
-        let returned = self.give_back_slot();
-        if self.flags.waiters.load(Ordering::SeqCst) > 0 && returned >= self.flags.wake_at.load(Ordering::SeqCst) {
-            // Taking the lock orders this notify after the waiter's check-then-wait.
-            drop(self.lock());
-            self.space.notify_all();
         }
     }
 
@@ -812,7 +888,7 @@ impl Shared {
             return;
         };
         *failure = Some(error.clone());
-        self.give_back_slot();
+        self.handshake.give_back();
         if self.config.debug.contains(DebugFlags::SHOW_ERRORS) {
             eprintln!("dsr queue {:?}: {error}", self.config.name);
         }
@@ -879,8 +955,7 @@ impl Shared {
                 }
             };
             if fired {
-                self.flags.waiting.fetch_sub(1, Ordering::SeqCst);
-                self.give_back_slot();
+                self.handshake.entry_fired();
                 freed = true;
             }
         }
@@ -897,7 +972,7 @@ impl Shared {
                 return;
             }
             ledger.closed = true;
-            self.flags.closed.store(true, Ordering::SeqCst);
+            self.handshake.close();
             // Never submitted: dropping the builder hands its destinations back.
             ledger.pending = None;
             ledger.pending_seqs.clear();
@@ -908,7 +983,7 @@ impl Shared {
                 }
             }
             // Nothing holds a slot any more; later finishers may count past `taken`.
-            ledger.taken = self.returned.load(Ordering::SeqCst);
+            ledger.taken = self.handshake.returned();
             std::mem::take(&mut ledger.in_flight)
         };
         self.space.notify_all();
@@ -936,5 +1011,104 @@ impl Drop for Shared {
     /// memory they write until they retire.
     fn drop(&mut self) {
         self.close(false);
+    }
+}
+
+/// The handshakes of the module docs, on the real [`Handshake`], every interleaving explored
+/// (`RUSTFLAGS="--cfg loom" cargo test -p dsr-engine --release --lib loom_models`). The ledger
+/// is modelled by what the handshakes need of it: a lock over "submitted", "fired" and the slots
+/// taken, and the condition variable enqueuers sleep on.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+
+    #[derive(Default)]
+    struct Ledger {
+        submitted: bool,
+        fired: bool,
+        taken: u64,
+    }
+
+    /// What `Shared::advance` does for the model: fire the submitted entry once the request
+    /// before it has finished.
+    fn advance(ledger: &mut Ledger, handshake: &Handshake, flag: &AtomicBool) {
+        if ledger.submitted && !ledger.fired && flag.load(Ordering::SeqCst) {
+            ledger.fired = true;
+            handshake.entry_fired();
+        }
+    }
+
+    /// A request finishing (without the lock) races the submission of the signal entry after
+    /// it: the entry fires either way, exactly once.
+    #[test]
+    fn an_entry_never_waits_for_a_request_that_finished() {
+        loom::model(|| {
+            let handshake = Arc::new(Handshake::new());
+            let flag = Arc::new(AtomicBool::new(false));
+            let ledger = Arc::new(Mutex::new(Ledger::default()));
+            let finisher = {
+                let (handshake, flag, ledger) = (handshake.clone(), flag.clone(), ledger.clone());
+                thread::spawn(move || {
+                    if handshake.finished_well(&flag).advance {
+                        advance(&mut ledger.lock().unwrap(), &handshake, &flag);
+                    }
+                })
+            };
+            {
+                let mut ledger = ledger.lock().unwrap();
+                ledger.submitted = true;
+                handshake.entries_submitted(1);
+                advance(&mut ledger, &handshake, &flag);
+            }
+            finisher.join().unwrap();
+            assert!(ledger.lock().unwrap().fired, "the entry fired");
+            assert_eq!(handshake.flags.waiting.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// An enqueuer finds the queue full (one usable slot, taken) and sleeps; the request holding
+    /// the slot finishes without the lock. The enqueuer is woken (loom fails a model that
+    /// sleeps forever) and takes the slot.
+    #[test]
+    fn a_blocked_enqueuer_is_woken_when_its_slot_comes_back() {
+        loom::model(|| {
+            let handshake = Arc::new(Handshake::new());
+            let ledger = Arc::new((
+                Mutex::new(Ledger {
+                    taken: 1,
+                    ..Ledger::default()
+                }),
+                Condvar::new(),
+            ));
+            let usable = 1;
+            let finisher = {
+                let (handshake, ledger) = (handshake.clone(), ledger.clone());
+                thread::spawn(move || {
+                    let flag = AtomicBool::new(false);
+                    if handshake.finished_well(&flag).wake_enqueuers {
+                        drop(ledger.0.lock().unwrap());
+                        ledger.1.notify_all();
+                    }
+                })
+            };
+            let (lock, space) = &*ledger;
+            let mut guard = lock.lock().unwrap();
+            loop {
+                if guard.taken - handshake.returned() < usable {
+                    guard.taken += 1;
+                    break;
+                }
+                handshake.enqueuer_waits(1);
+                if guard.taken - handshake.returned() >= usable {
+                    guard = space.wait(guard).unwrap();
+                }
+                handshake.enqueuer_woke();
+            }
+            drop(guard);
+            finisher.join().unwrap();
+            assert_eq!(handshake.flags.waiters.load(Ordering::SeqCst), 0);
+        });
     }
 }
