@@ -276,6 +276,24 @@ dsr_result dsr_status_array_destroy(dsr_status_array array);
 /* *result_out: DSR_PENDING, DSR_OK (also for an entry never enqueued) or the first failure. */
 dsr_result dsr_status_array_get(dsr_status_array array, uint32_t index, dsr_result *result_out);
 
+/* GDeflate, as dsr encodes and decodes it: DirectStorage's TileStream format, on the calling
+ * thread. Levels run from 0 (stored) to 12 (smallest). */
+#define DSR_GDEFLATE_LEVEL_STORED  0u
+#define DSR_GDEFLATE_LEVEL_FASTEST 1u
+#define DSR_GDEFLATE_LEVEL_DEFAULT 6u
+#define DSR_GDEFLATE_LEVEL_BEST    12u
+/* The most bytes dsr_gdeflate_compress writes for `size` input bytes; DSR_E_UNSUPPORTED for
+ * sizes no stream holds (0, or over 65535 tiles of 64 KiB). */
+dsr_result dsr_gdeflate_compress_bound(uint64_t size, uint64_t *bound_out);
+/* Compresses `source` into `destination`; *written_out is the stream's size, or, with
+ * DSR_E_DESTINATION_TOO_SMALL, the capacity it needs. */
+dsr_result dsr_gdeflate_compress(const void *source, uint64_t source_size, uint32_t level, void *destination,
+                                 uint64_t destination_capacity, uint64_t *written_out);
+/* Decodes a whole stream into `destination`; *written_out is the decoded size, or, with
+ * DSR_E_DESTINATION_TOO_SMALL, the capacity it needs. DSR_E_CORRUPT for a bad stream. */
+dsr_result dsr_gdeflate_decompress(const void *source, uint64_t source_size, void *destination,
+                                   uint64_t destination_capacity, uint64_t *written_out);
+
 /* A short English name of a result code ("DSR_E_NOT_FOUND"); never NULL. */
 const char *dsr_result_name(dsr_result result);
 

@@ -1001,6 +1001,118 @@ pub unsafe extern "C" fn dsr_status_array_get(
     })
 }
 
+// ---- GDeflate ------------------------------------------------------------------------------
+
+/// # Safety
+/// `bound_out` points at a writable `uint64_t`, or is null.
+#[no_mangle]
+pub unsafe extern "C" fn dsr_gdeflate_compress_bound(size: u64, bound_out: *mut u64) -> dsr_result {
+    guard(|| {
+        let bound = dsr_gdeflate::compress_bound(size).ok_or(DSR_E_UNSUPPORTED)?;
+        // SAFETY: the caller's pointer, checked for null.
+        unsafe { write_out(bound_out, bound) }
+    })
+}
+
+/// A caller's byte range, refusing null with a non-zero length and lengths past `isize::MAX`.
+///
+/// # Safety
+/// `ptr`, if not null, points at `len` readable bytes.
+unsafe fn bytes<'a>(ptr: *const c_void, len: u64) -> Result<&'a [u8], dsr_result> {
+    if len > isize::MAX as u64 || (ptr.is_null() && len > 0) {
+        return Err(DSR_E_INVALID_ARGUMENT);
+    }
+    if len == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: by the caller's premise.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len as usize) })
+}
+
+/// [`bytes`], writable.
+///
+/// # Safety
+/// `ptr`, if not null, points at `len` writable bytes nothing else uses during the call.
+unsafe fn bytes_mut<'a>(ptr: *mut c_void, len: u64) -> Result<&'a mut [u8], dsr_result> {
+    if len > isize::MAX as u64 || (ptr.is_null() && len > 0) {
+        return Err(DSR_E_INVALID_ARGUMENT);
+    }
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: by the caller's premise.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len as usize) })
+}
+
+/// # Safety
+/// `source` points at `source_size` readable bytes, `destination` at `destination_capacity`
+/// writable ones (or either is null when its size is 0); `written_out` at a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn dsr_gdeflate_compress(
+    source: *const c_void,
+    source_size: u64,
+    level: u32,
+    destination: *mut c_void,
+    destination_capacity: u64,
+    written_out: *mut u64,
+) -> dsr_result {
+    guard(|| {
+        // SAFETY: the caller's ranges, as the header describes them.
+        let (input, output) = unsafe {
+            (
+                bytes(source, source_size)?,
+                bytes_mut(destination, destination_capacity)?,
+            )
+        };
+        if written_out.is_null() || level > DSR_GDEFLATE_LEVEL_BEST {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        if input.is_empty() {
+            return Err(DSR_E_UNSUPPORTED);
+        }
+        let stream =
+            dsr_gdeflate::compress(input, dsr_gdeflate::Level::new(level as u8)).map_err(|_| DSR_E_UNSUPPORTED)?;
+        // SAFETY: checked for null above.
+        unsafe { write_out(written_out, stream.len() as u64) }?;
+        let fits = output.get_mut(..stream.len()).ok_or(DSR_E_DESTINATION_TOO_SMALL)?;
+        fits.copy_from_slice(&stream);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`dsr_gdeflate_compress`].
+#[no_mangle]
+pub unsafe extern "C" fn dsr_gdeflate_decompress(
+    source: *const c_void,
+    source_size: u64,
+    destination: *mut c_void,
+    destination_capacity: u64,
+    written_out: *mut u64,
+) -> dsr_result {
+    guard(|| {
+        // SAFETY: the caller's ranges, as the header describes them.
+        let (input, output) = unsafe {
+            (
+                bytes(source, source_size)?,
+                bytes_mut(destination, destination_capacity)?,
+            )
+        };
+        if written_out.is_null() {
+            return Err(DSR_E_INVALID_ARGUMENT);
+        }
+        let stream = dsr_gdeflate::TileStream::parse(input).map_err(|_| DSR_E_CORRUPT)?;
+        let len = stream.uncompressed_len();
+        // SAFETY: checked for null above.
+        unsafe { write_out(written_out, len) }?;
+        let out = usize::try_from(len)
+            .ok()
+            .and_then(|len| output.get_mut(..len))
+            .ok_or(DSR_E_DESTINATION_TOO_SMALL)?;
+        dsr_gdeflate::decompress(input, out).map_err(|_| DSR_E_CORRUPT)
+    })
+}
+
 /// # Safety
 /// Any value is accepted.
 #[no_mangle]

@@ -81,6 +81,10 @@ pub const DSR_COMPRESSION_GDEFLATE: u32 = 1;
 pub const DSR_OPTION_SYNC: u32 = 0x1;
 pub const DSR_OPTION_BUFFERED: u32 = 0x2;
 pub const DSR_OPTION_DIRECT: u32 = 0x4;
+pub const DSR_GDEFLATE_LEVEL_STORED: u32 = 0;
+pub const DSR_GDEFLATE_LEVEL_FASTEST: u32 = 1;
+pub const DSR_GDEFLATE_LEVEL_DEFAULT: u32 = 6;
+pub const DSR_GDEFLATE_LEVEL_BEST: u32 = 12;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

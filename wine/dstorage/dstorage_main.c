@@ -840,11 +840,90 @@ HRESULT WINAPI DStorageSetConfiguration(const DSTORAGE_CONFIGURATION *config) {
     return DStorageSetConfiguration1(&config1);
 }
 
+/* ---- the GDeflate codec: dsr's encoder and decoder, on the calling thread ------------------- */
+
+struct codec {
+    IDStorageCompressionCodec iface;
+    LONG refs;
+};
+
+static const IDStorageCompressionCodecVtbl codec_vtbl;
+
+static HRESULT STDMETHODCALLTYPE codec_QueryInterface(IDStorageCompressionCodec *iface, REFIID riid, void **out) {
+    static const GUID *const iids[] = {&IID_IDStorageCompressionCodec};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
+}
+
+static ULONG STDMETHODCALLTYPE codec_AddRef(IDStorageCompressionCodec *iface) {
+    return InterlockedIncrement(&((struct codec *)iface)->refs);
+}
+
+static ULONG STDMETHODCALLTYPE codec_Release(IDStorageCompressionCodec *iface) {
+    struct codec *c = (struct codec *)iface;
+    ULONG refs = InterlockedDecrement(&c->refs);
+    if (!refs) free(c);
+    return refs;
+}
+
+/* The size-and-code convention both directions share: too small a buffer is Win32's
+ * insufficient-buffer error, with the size needed written. */
+static HRESULT codec_result(dsr_result result, uint64_t size, size_t *written) {
+    if (written) *written = (size_t)size;
+    if (result == DSR_E_DESTINATION_TOO_SMALL) return HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER);
+    if (result == DSR_E_CORRUPT) return E_DSTORAGE_DECOMPRESSION_ERROR;
+    return hresult_of(result);
+}
+
+static HRESULT STDMETHODCALLTYPE codec_CompressBuffer(IDStorageCompressionCodec *iface, const void *source,
+                                                      size_t source_size, DSTORAGE_COMPRESSION level,
+                                                      void *destination, size_t destination_size, size_t *written) {
+    (void)iface;
+    uint32_t dsr_level;
+    switch (level) {
+    case DSTORAGE_COMPRESSION_FASTEST: dsr_level = DSR_GDEFLATE_LEVEL_FASTEST; break;
+    case DSTORAGE_COMPRESSION_DEFAULT: dsr_level = DSR_GDEFLATE_LEVEL_DEFAULT; break;
+    case DSTORAGE_COMPRESSION_BEST_RATIO: dsr_level = DSR_GDEFLATE_LEVEL_BEST; break;
+    default: return E_INVALIDARG;
+    }
+    if (!written) return E_POINTER;
+    uint64_t size = 0;
+    dsr_result result = dsr_gdeflate_compress(source, source_size, dsr_level, destination, destination_size, &size);
+    return codec_result(result, size, written);
+}
+
+static HRESULT STDMETHODCALLTYPE codec_DecompressBuffer(IDStorageCompressionCodec *iface, const void *source,
+                                                        size_t source_size, void *destination,
+                                                        size_t destination_size, size_t *written) {
+    (void)iface;
+    if (!written) return E_POINTER;
+    uint64_t size = 0;
+    dsr_result result = dsr_gdeflate_decompress(source, source_size, destination, destination_size, &size);
+    return codec_result(result, size, written);
+}
+
+static size_t STDMETHODCALLTYPE codec_CompressBufferBound(IDStorageCompressionCodec *iface, size_t size) {
+    uint64_t bound = 0;
+    (void)iface;
+    return dsr_gdeflate_compress_bound(size, &bound) == DSR_OK ? (size_t)bound : 0;
+}
+
+static const IDStorageCompressionCodecVtbl codec_vtbl = {
+    codec_QueryInterface, codec_AddRef, codec_Release, codec_CompressBuffer, codec_DecompressBuffer,
+    codec_CompressBufferBound,
+};
+
+/* `threads` is accepted and unused: each call encodes or decodes on the caller's thread. */
 HRESULT WINAPI DStorageCreateCompressionCodec(DSTORAGE_COMPRESSION_FORMAT format, UINT32 threads, REFIID riid,
                                               void **out) {
-    (void)format;
     (void)threads;
-    (void)riid;
-    if (out) *out = NULL;
-    return E_NOTIMPL; /* the codec object is the next step (wine/README) */
+    if (!out) return E_POINTER;
+    *out = NULL;
+    if (!riid || format != DSTORAGE_COMPRESSION_FORMAT_GDEFLATE) return E_INVALIDARG;
+    struct codec *c = calloc(1, sizeof *c);
+    if (!c) return E_OUTOFMEMORY;
+    c->iface.lpVtbl = &codec_vtbl;
+    c->refs = 1;
+    HRESULT hr = codec_QueryInterface(&c->iface, riid, out);
+    codec_Release(&c->iface);
+    return hr;
 }

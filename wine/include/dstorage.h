@@ -386,6 +386,23 @@ struct IDStorageFactory {
     const IDStorageFactoryVtbl *lpVtbl;
 };
 
+typedef struct IDStorageCompressionCodec IDStorageCompressionCodec;
+typedef struct IDStorageCompressionCodecVtbl {
+    HRESULT(STDMETHODCALLTYPE *QueryInterface)(IDStorageCompressionCodec *This, REFIID riid, void **object);
+    ULONG(STDMETHODCALLTYPE *AddRef)(IDStorageCompressionCodec *This);
+    ULONG(STDMETHODCALLTYPE *Release)(IDStorageCompressionCodec *This);
+    HRESULT(STDMETHODCALLTYPE *CompressBuffer)(IDStorageCompressionCodec *This, const void *source, size_t source_size,
+                                               DSTORAGE_COMPRESSION level, void *destination,
+                                               size_t destination_size, size_t *written);
+    HRESULT(STDMETHODCALLTYPE *DecompressBuffer)(IDStorageCompressionCodec *This, const void *source,
+                                                 size_t source_size, void *destination, size_t destination_size,
+                                                 size_t *written);
+    size_t(STDMETHODCALLTYPE *CompressBufferBound)(IDStorageCompressionCodec *This, size_t uncompressed_size);
+} IDStorageCompressionCodecVtbl;
+struct IDStorageCompressionCodec {
+    const IDStorageCompressionCodecVtbl *lpVtbl;
+};
+
 /* dstorage.dll's exports. */
 HRESULT WINAPI DStorageGetFactory(REFIID riid, void **object);
 HRESULT WINAPI DStorageSetConfiguration(const DSTORAGE_CONFIGURATION *configuration);

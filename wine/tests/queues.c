@@ -289,6 +289,45 @@ int main(int argc, char **argv) {
     files->lpVtbl->Submit(files);
     printf("hostile calls: each got its HRESULT\n");
 
+    /* The codec: a round trip through dsr's GDeflate, the bound, too small a buffer, bad data. */
+    IDStorageCompressionCodec *codec = NULL;
+    EXPECT_HR(DStorageCreateCompressionCodec(DSTORAGE_COMPRESSION_FORMAT_NONE, 0, &IID_IDStorageCompressionCodec,
+                                             (void **)&codec),
+              E_INVALIDARG);
+    EXPECT_HR(DStorageCreateCompressionCodec(DSTORAGE_COMPRESSION_FORMAT_GDEFLATE, 2, &IID_IDStorageFactory,
+                                             (void **)&codec),
+              E_NOINTERFACE);
+    EXPECT_HR(DStorageCreateCompressionCodec(DSTORAGE_COMPRESSION_FORMAT_GDEFLATE, 2, &IID_IDStorageCompressionCodec,
+                                             (void **)&codec),
+              S_OK);
+    size_t bound = codec->lpVtbl->CompressBufferBound(codec, size);
+    CHECK(bound > size);
+    unsigned char *packed_here = malloc(bound);
+    size_t packed_len = 0, unpacked_len = 0;
+    EXPECT_HR(codec->lpVtbl->CompressBuffer(codec, from_c, size, DSTORAGE_COMPRESSION_BEST_RATIO, packed_here, bound,
+                                            &packed_len),
+              S_OK);
+    CHECK(packed_len > 0 && packed_len < size);
+    memset(decoded, 0, size);
+    EXPECT_HR(codec->lpVtbl->DecompressBuffer(codec, packed_here, packed_len, decoded, size, &unpacked_len), S_OK);
+    CHECK(unpacked_len == size && memcmp(decoded, from_c, size) == 0);
+    /* What the queue decodes, the codec decodes: the harness's stream, from memory. */
+    EXPECT_HR(codec->lpVtbl->DecompressBuffer(codec, stream, packed_size, decoded, size, &unpacked_len), S_OK);
+    CHECK(unpacked_len == size && decoded[size - 1] == asset_byte(size - 1));
+    EXPECT_HR(codec->lpVtbl->DecompressBuffer(codec, packed_here, packed_len, decoded, size - 1, &unpacked_len),
+              HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER));
+    CHECK(unpacked_len == size);
+    EXPECT_HR(codec->lpVtbl->CompressBuffer(codec, from_c, size, DSTORAGE_COMPRESSION_DEFAULT, packed_here, 10,
+                                            &packed_len),
+              HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER));
+    EXPECT_HR(codec->lpVtbl->DecompressBuffer(codec, packed_here, 5, decoded, size, &unpacked_len),
+              E_DSTORAGE_DECOMPRESSION_ERROR);
+    EXPECT_HR(codec->lpVtbl->CompressBuffer(codec, from_c, size, 7, packed_here, bound, &packed_len), E_INVALIDARG);
+    CHECK(codec->lpVtbl->CompressBufferBound(codec, 0) == 0);
+    codec->lpVtbl->Release(codec);
+    free(packed_here);
+    printf("codec: GDeflate round trip, the queue's stream, bound and errors\n");
+
     files->lpVtbl->Release(files);
     memory->lpVtbl->Release(memory);
     status->lpVtbl->Release(status);

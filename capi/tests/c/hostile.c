@@ -148,6 +148,41 @@ int main(int argc, char **argv) {
     EXPECT(dsr_runtime_destroy(runtime), DSR_E_INVALID_HANDLE);
     CHECK(strcmp(dsr_result_name(DSR_E_NOT_FOUND), "DSR_E_NOT_FOUND") == 0);
     CHECK(strcmp(dsr_result_name(12345), "DSR_UNKNOWN_RESULT") == 0);
+
+    /* The GDeflate codec: a round trip, then what it refuses. */
+    size_t plain_size = 200000;
+    unsigned char *plain = malloc(plain_size), *back = malloc(plain_size);
+    CHECK(plain != NULL && back != NULL);
+    for (size_t i = 0; i < plain_size; i++) plain[i] = asset_byte(i);
+    uint64_t bound = 0, written = 0, needed = 0;
+    OK(dsr_gdeflate_compress_bound(plain_size, &bound));
+    CHECK(bound > plain_size);
+    unsigned char *stream = malloc(bound);
+    CHECK(stream != NULL);
+    OK(dsr_gdeflate_compress(plain, plain_size, DSR_GDEFLATE_LEVEL_DEFAULT, stream, bound, &written));
+    CHECK(written > 0 && written < plain_size);
+    OK(dsr_gdeflate_decompress(stream, written, back, plain_size, &needed));
+    CHECK(needed == plain_size && memcmp(plain, back, plain_size) == 0);
+    EXPECT(dsr_gdeflate_compress(plain, plain_size, DSR_GDEFLATE_LEVEL_BEST, stream, 16, &needed),
+           DSR_E_DESTINATION_TOO_SMALL);
+    CHECK(needed > 16); /* the capacity it needs */
+    EXPECT(dsr_gdeflate_decompress(stream, written, back, plain_size - 1, &needed), DSR_E_DESTINATION_TOO_SMALL);
+    CHECK(needed == plain_size);
+    stream[written / 2] ^= 0x5a; /* a flipped byte inside the compressed data */
+    dsr_result flipped = dsr_gdeflate_decompress(stream, written, back, plain_size, &needed);
+    /* GDeflate has no checksum (archives carry tile hashes for that): a flip decodes to other
+     * bytes or fails, and never crashes or writes past the destination. */
+    CHECK(flipped == DSR_E_CORRUPT || flipped == DSR_OK);
+    EXPECT(dsr_gdeflate_decompress(stream, 7, back, plain_size, &needed), DSR_E_CORRUPT); /* truncated header */
+    EXPECT(dsr_gdeflate_decompress(NULL, 64, back, plain_size, &needed), DSR_E_INVALID_ARGUMENT);
+    EXPECT(dsr_gdeflate_compress(plain, plain_size, 13, stream, bound, &needed), DSR_E_INVALID_ARGUMENT);
+    EXPECT(dsr_gdeflate_compress(plain, plain_size, 6, stream, bound, NULL), DSR_E_INVALID_ARGUMENT);
+    EXPECT(dsr_gdeflate_compress(plain, 0, 6, stream, bound, &needed), DSR_E_UNSUPPORTED);
+    EXPECT(dsr_gdeflate_compress_bound(0, &bound), DSR_E_UNSUPPORTED);
+    EXPECT(dsr_gdeflate_compress_bound(16, NULL), DSR_E_INVALID_ARGUMENT);
+    free(plain);
+    free(back);
+    free(stream);
     printf("every hostile call got an error code\n");
     return 0;
 }

@@ -40,4 +40,4 @@ pub use decode::Decoder;
 pub use encode::{lanes, Encoder, Level};
 pub use error::{Error, Reason};
 pub use tables::TILE_SIZE;
-pub use tilestream::{compress, decompress, TileStream};
+pub use tilestream::{compress, compress_bound, decompress, TileStream};

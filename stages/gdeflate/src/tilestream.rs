@@ -188,6 +188,18 @@ pub fn compress(input: &[u8], level: Level) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// The most bytes [`compress`] writes for `len` input bytes at any level (DirectStorage's
+/// `CompressBufferBound`): a tile never grows past its stored form, 136 bytes over a full tile
+/// (the encoder module says why), plus the header and the tile table. `None` where `len` cannot
+/// be a TileStream (empty, or over 65535 tiles).
+pub fn compress_bound(len: u64) -> Option<u64> {
+    let tiles = tile_count(len).ok()? as u64;
+    Some(HEADER_LEN as u64 + tiles * (4 + TILE_SIZE as u64 + STORED_OVERHEAD))
+}
+
+/// What a tile's stored form adds to its bytes, at most.
+const STORED_OVERHEAD: u64 = 136;
+
 /// Decompresses a whole TileStream into `out`, which must be exactly its uncompressed size.
 pub fn decompress(stream: &[u8], out: &mut [u8]) -> Result<(), Error> {
     let stream = TileStream::parse(stream)?;
@@ -206,6 +218,26 @@ mod tests {
         let input = vec![7u8; (1 << 20) + 100];
         let stream = compress(&input, Level::FASTEST).unwrap();
         assert_eq!(&stream[..8], &[0x04, 0xFB, 0x11, 0x00, 0x91, 0x01, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn compress_never_exceeds_its_bound() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for len in [1usize, 100, TILE_SIZE - 1, TILE_SIZE, TILE_SIZE + 1, 3 * TILE_SIZE + 17] {
+            let random: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let sparse: Vec<u8> = (0..len).map(|i| if i % 7 == 0 { rng.u8(..) } else { 0 }).collect();
+            for input in [&random, &sparse] {
+                for level in [0, 1, 6, 12] {
+                    let out = compress(input, Level::new(level)).unwrap();
+                    assert!(
+                        out.len() as u64 <= compress_bound(len as u64).unwrap(),
+                        "{len} bytes at {level}"
+                    );
+                }
+            }
+        }
+        assert_eq!(compress_bound(0), None);
+        assert_eq!(compress_bound(65536 * 65536), None);
     }
 
     #[test]
