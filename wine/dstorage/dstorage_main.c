@@ -259,7 +259,7 @@ struct file {
     IDStorageFile iface;
     LONG refs;
     dsr_file handle;       /* 0 once closed */
-    HANDLE win32;          /* for GetFileInformation */
+    HANDLE win32;          /* for GetFileInformation, opened on its first call */
     struct path_ref *path;
 };
 
@@ -301,6 +301,14 @@ static HRESULT STDMETHODCALLTYPE file_GetFileInformation(IDStorageFile *iface, B
     struct file *f = file_of(iface);
     if (!info) return E_POINTER;
     if (!f->handle) return E_DSTORAGE_FILE_NOT_OPEN;
+    if (f->win32 == INVALID_HANDLE_VALUE && f->path) {
+        /* A Win32 handle costs wineserver round trips: only files asked about get one. */
+        HANDLE opened = CreateFileW(f->path->path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                                    OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+        if (opened != INVALID_HANDLE_VALUE &&
+            InterlockedCompareExchangePointer(&f->win32, opened, INVALID_HANDLE_VALUE) != INVALID_HANDLE_VALUE)
+            CloseHandle(opened); /* another thread's won */
+    }
     return GetFileInformationByHandle(f->win32, info) ? S_OK : HRESULT_FROM_WIN32(GetLastError());
 }
 
@@ -738,9 +746,6 @@ static HRESULT STDMETHODCALLTYPE factory_OpenFile(IDStorageFactory *iface, const
     if (!out) return E_POINTER;
     *out = NULL;
     if (!path || !riid) return E_INVALIDARG;
-    HANDLE win32 = CreateFileW(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
-                               OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
-    if (win32 == INVALID_HANDLE_VALUE) return HRESULT_FROM_WIN32(GetLastError());
     char *unix_name = wine_get_unix_file_name(path);
     dsr_runtime runtime = factory_runtime(f);
     struct file *file = calloc(1, sizeof *file);
@@ -748,13 +753,19 @@ static HRESULT STDMETHODCALLTYPE factory_OpenFile(IDStorageFactory *iface, const
                         : dsr_file_open(runtime, unix_name, &file->handle, NULL);
     HeapFree(GetProcessHeap(), 0, unix_name);
     if (result != DSR_OK) {
-        CloseHandle(win32);
         free(file);
+        if (result == DSR_E_NOT_FOUND || result == DSR_E_PERMISSION || result == DSR_E_IO) {
+            /* Win32's own error for the path (a missing directory is not a missing file). */
+            HANDLE probe = CreateFileW(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                                       NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+            if (probe == INVALID_HANDLE_VALUE) return HRESULT_FROM_WIN32(GetLastError());
+            CloseHandle(probe);
+        }
         return hresult_of(result);
     }
     file->iface.lpVtbl = &file_vtbl;
     file->refs = 1;
-    file->win32 = win32;
+    file->win32 = INVALID_HANDLE_VALUE;
     if ((file->path = calloc(1, sizeof *file->path))) {
         file->path->refs = 1;
         lstrcpynW(file->path->path, path, MAX_PATH);

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# dsr's dstorage.dll under Wine against the same Windows program reading with ReadFile under Wine
+# (what games fall back to) and against native `dsr load`, on the same assets, warm, in one run:
+# invocations alternate, medians reported. Times are the program's own (first open to last byte
+# in memory) and the whole process (a player waits for that too; Wine starts in ~0.2 s).
+# Usage: benches/wine-load.sh [INVOCATIONS] [ASSETS] [KIB_PER_ASSET]
+# Needs a release build (cargo build --release), Wine's tools and mingw-w64 (docs/wine.md).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+n=${1:-5}
+count=${2:-256}
+kib=${3:-1024}
+dsr=$root/target/release/dsr
+build=$root/target/wine-bench
+make -s -C "$root/wine" LIBDSR="$root/target/release" BUILD="$build" >/dev/null
+cp "$build/dstorage.dll.so" "$build/dstorage.dll"
+wine=$(command -v wine64 || echo /usr/lib/wine/wine64)
+export WINEPREFIX=$root/target/wine-prefix WINEDEBUG=-all WINEDLLPATH=$build
+export WINEDLLOVERRIDES="dstorage=b;winemenubuilder.exe=d"
+unset DISPLAY
+[ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot -i >/dev/null 2>&1
+# One wineserver for the whole run, so no invocation pays for starting it.
+wineserver=$(dirname "$(readlink -f "$wine")")/wineserver
+[ -x "$wineserver" ] || wineserver=wineserver
+"$wineserver" -p
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"; "$wineserver" -k 2>/dev/null || true' EXIT
+
+# Assets like a game's: text-like records with numbers (GDeflate packs them about 3:1), each
+# ending in a non-zero byte (load.exe checks it landed).
+python3 - "$tmp" "$count" "$kib" <<'PY'
+import random, sys
+out, count, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(7)
+words = [b"vertex", b"normal", b"texcoord", b"material", b"bone", b"weight", b"index", b"mip", b"lod"]
+for i in range(count):
+    parts, size = [], 0
+    while size < kib * 1024:
+        part = b"%s %d %d %d\n" % (rng.choice(words), rng.randrange(1 << 20), rng.randrange(1 << 16), rng.randrange(997))
+        parts.append(part)
+        size += len(part)
+    data = b"".join(parts)[: kib * 1024 - 1] + b"\n"
+    open(f"{out}/asset{i:05}.bin", "wb").write(data)
+PY
+for f in "$tmp"/asset*.bin; do "$dsr" gdeflate compress --threads 1 "$f" "$f.gdf" >/dev/null 2>&1; done
+winpath() { echo "Z:$(echo "$1" | tr / '\\')"; }
+: > "$tmp/raw.list"; : > "$tmp/packed.list"
+for f in "$tmp"/asset*.bin; do
+  printf '%s\t%s\t%s\n' "$(winpath "$f")" "$(stat -c %s "$f")" "$(stat -c %s "$f")" >> "$tmp/raw.list"
+  printf '%s\t%s\t%s\n' "$(winpath "$f.gdf")" "$(stat -c %s "$f.gdf")" "$(stat -c %s "$f")" >> "$tmp/packed.list"
+done
+cat "$tmp"/asset* > /dev/null
+
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+for i in $(seq 1 "$n"); do
+  for io in auto buffered; do
+    start=$(date +%s%N)
+    "$dsr" load "$tmp"/asset*.bin --io "$io" --json > "$tmp/native.json"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["runs"][0]["elapsed_s"], sys.argv[3])' \
+      "$tmp/native.json" "native-$io" "$(ms "$start")" >> "$tmp/runs"
+  done
+  for case in "readfile raw" "dstorage raw" "dstorage packed" "dstorage-buffered raw" "dstorage-buffered packed"; do
+    set -- $case
+    start=$(date +%s%N)
+    "$wine" "$build/load.exe" "$1" "$(winpath "$tmp/$2.list")" > "$tmp/out.json"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["seconds"], sys.argv[3])' \
+      "$tmp/out.json" "$1-$2" "$(ms "$start")" >> "$tmp/runs"
+  done
+done
+python3 - "$tmp/runs" "$count" "$kib" "$(cat "$tmp"/asset*.gdf | wc -c)" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+count, kib, packed = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+decoded = count * kib * 1024
+med = lambda case, col: statistics.median(float(r[col]) for r in rows if r[0] == case)
+cases = ["native-auto", "native-buffered", "readfile-raw", "dstorage-raw", "dstorage-packed",
+         "dstorage-buffered-raw", "dstorage-buffered-packed"]
+print(f"{count} assets of {kib} KiB ({decoded / 2**20:.0f} MiB decoded, {packed / 2**20:.0f} MiB as GDeflate), warm, "
+      f"{len(rows) // len(cases)} alternating invocations; medians:")
+for case in cases:
+    s, w = med(case, 1), med(case, 2)
+    print(f"  {case:<24} {s * 1e3:8.1f} ms in the program ({decoded / s / 1e9:6.2f} GB/s decoded), {w:6.0f} ms whole process")
+r = lambda a, b, col=1: med(a, col) / med(b, col)
+print("dstorage.dll vs native dsr load, same I/O policy (goal >= 0.9): "
+      f"default {r('native-auto', 'dstorage-raw'):.2f}x, ForceFileBuffering vs --io buffered "
+      f"{r('native-buffered', 'dstorage-buffered-raw'):.2f}x")
+print("dstorage.dll vs ReadFile, uncompressed (goal >= 1.0): "
+      f"default {r('readfile-raw', 'dstorage-raw'):.2f}x, ForceFileBuffering {r('readfile-raw', 'dstorage-buffered-raw'):.2f}x")
+print("dstorage.dll GDeflate vs ReadFile of the uncompressed assets (goal >= 1.5): "
+      f"default {r('readfile-raw', 'dstorage-packed'):.2f}x, ForceFileBuffering {r('readfile-raw', 'dstorage-buffered-packed'):.2f}x")
+print("whole process, the same ratios: "
+      f"{r('native-auto', 'dstorage-raw', 2):.2f}x / {r('native-buffered', 'dstorage-buffered-raw', 2):.2f}x, "
+      f"{r('readfile-raw', 'dstorage-raw', 2):.2f}x / {r('readfile-raw', 'dstorage-buffered-raw', 2):.2f}x, "
+      f"{r('readfile-raw', 'dstorage-packed', 2):.2f}x / {r('readfile-raw', 'dstorage-buffered-packed', 2):.2f}x")
+PY
