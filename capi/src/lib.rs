@@ -1044,6 +1044,29 @@ unsafe fn bytes_mut<'a>(ptr: *mut c_void, len: u64) -> Result<&'a mut [u8], dsr_
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len as usize) })
 }
 
+/// The codec calls' arguments as slices, refusing a null `written_out`.
+///
+/// # Safety
+/// As [`dsr_gdeflate_compress`].
+unsafe fn codec_args<'a>(
+    source: *const c_void,
+    source_size: u64,
+    destination: *mut c_void,
+    destination_capacity: u64,
+    written_out: *mut u64,
+) -> Result<(&'a [u8], &'a mut [u8]), dsr_result> {
+    if written_out.is_null() {
+        return Err(DSR_E_INVALID_ARGUMENT);
+    }
+    // SAFETY: the caller's ranges, as the header describes them.
+    unsafe {
+        Ok((
+            bytes(source, source_size)?,
+            bytes_mut(destination, destination_capacity)?,
+        ))
+    }
+}
+
 /// # Safety
 /// `source` points at `source_size` readable bytes, `destination` at `destination_capacity`
 /// writable ones (or either is null when its size is 0); `written_out` at a writable `uint64_t`.
@@ -1057,14 +1080,10 @@ pub unsafe extern "C" fn dsr_gdeflate_compress(
     written_out: *mut u64,
 ) -> dsr_result {
     guard(|| {
-        // SAFETY: the caller's ranges, as the header describes them.
-        let (input, output) = unsafe {
-            (
-                bytes(source, source_size)?,
-                bytes_mut(destination, destination_capacity)?,
-            )
-        };
-        if written_out.is_null() || level > DSR_GDEFLATE_LEVEL_BEST {
+        // SAFETY: the caller's pointers, as the header describes them.
+        let (input, output) =
+            unsafe { codec_args(source, source_size, destination, destination_capacity, written_out) }?;
+        if level > DSR_GDEFLATE_LEVEL_BEST {
             return Err(DSR_E_INVALID_ARGUMENT);
         }
         if input.is_empty() {
@@ -1091,16 +1110,9 @@ pub unsafe extern "C" fn dsr_gdeflate_decompress(
     written_out: *mut u64,
 ) -> dsr_result {
     guard(|| {
-        // SAFETY: the caller's ranges, as the header describes them.
-        let (input, output) = unsafe {
-            (
-                bytes(source, source_size)?,
-                bytes_mut(destination, destination_capacity)?,
-            )
-        };
-        if written_out.is_null() {
-            return Err(DSR_E_INVALID_ARGUMENT);
-        }
+        // SAFETY: the caller's pointers, as the header describes them.
+        let (input, output) =
+            unsafe { codec_args(source, source_size, destination, destination_capacity, written_out) }?;
         let stream = dsr_gdeflate::TileStream::parse(input).map_err(|_| DSR_E_CORRUPT)?;
         let len = stream.uncompressed_len();
         // SAFETY: checked for null above.
