@@ -22,7 +22,7 @@ unset DISPLAY
 # One wineserver for the whole run, so no invocation pays for starting it.
 wineserver=$(dirname "$(readlink -f "$wine")")/wineserver
 [ -x "$wineserver" ] || wineserver=wineserver
-"$wineserver" -p
+"$wineserver" -p 2>/dev/null || true  # already running for this prefix: fine
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; "$wineserver" -k 2>/dev/null || true' EXIT
 
 # Assets like a game's: text-like records with numbers (GDeflate packs them about 3:1), each
