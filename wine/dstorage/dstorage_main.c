@@ -374,7 +374,9 @@ static const IDStorageStatusArrayVtbl status_vtbl = {
 
 struct queue {
     IDStorageQueue iface;
-    LONG refs;
+    LONG refs;             /* the game's references */
+    LONG memory_refs;      /* the game's (one for all) and each request's in flight: a request's
+                            * callback may still run on a dsr worker after Close returns */
     dsr_queue handle;
     DSTORAGE_QUEUE_DESC desc;
     char name[DSTORAGE_REQUEST_MAX_NAME];
@@ -423,14 +425,18 @@ static void record_failure(struct queue *q, UINT64 seq, HRESULT hr, const DSTORA
     pthread_mutex_unlock(&q->lock);
 }
 
+static void queue_unhold(struct queue *q);
+
 /* A request dsr finished, on a dsr worker. */
 static void on_request_done(void *user_data, dsr_result result) {
     struct pending *p = user_data;
     if (result != DSR_OK && result != DSR_E_CANCELLED) {
         record_failure(p->queue, p->seq, hresult_of(result), &p->request, p->name, p->path);
     }
+    struct queue *q = p->queue;
     path_release(p->path);
     free(p);
+    queue_unhold(q);
 }
 
 static HRESULT STDMETHODCALLTYPE queue_QueryInterface(IDStorageQueue *iface, REFIID riid, void **out) {
@@ -440,6 +446,16 @@ static HRESULT STDMETHODCALLTYPE queue_QueryInterface(IDStorageQueue *iface, REF
 
 static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
     return InterlockedIncrement(&queue_of(iface)->refs);
+}
+
+/* Drops a hold on the queue's memory; the last one frees it (plain C: any thread). A request
+ * whose callback dsr never calls (its queue closed first) keeps its hold: a small leak rather
+ * than a callback into freed memory. */
+static void queue_unhold(struct queue *q) {
+    if (!InterlockedDecrement(&q->memory_refs)) {
+        pthread_mutex_destroy(&q->lock);
+        free(q);
+    }
 }
 
 static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
@@ -456,8 +472,7 @@ static ULONG STDMETHODCALLTYPE queue_Release(IDStorageQueue *iface) {
         queue_Close(iface);
         dsr_queue_destroy(q->handle);
         CloseHandle(q->error_event);
-        pthread_mutex_destroy(&q->lock);
-        free(q);
+        queue_unhold(q);
     }
     return refs;
 }
@@ -529,6 +544,7 @@ static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const 
     struct pending *p = malloc(sizeof *p);
     if (!p) REFUSE(q, request, E_OUTOFMEMORY);
     p->queue = q;
+    InterlockedIncrement(&q->memory_refs);
     p->seq = (UINT64)InterlockedIncrement64(&q->next_seq);
     p->request = *request;
     p->request.Name = NULL; /* the game's string is not ours to keep: a copy */
@@ -545,6 +561,7 @@ static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const 
     if (result != DSR_OK) {
         path_release(p->path);
         free(p); /* its number stays unused: the refusal takes the next */
+        InterlockedDecrement(&q->memory_refs); /* the game's hold remains */
         refuse(q, request, result == DSR_E_INVALID_ARGUMENT ? E_INVALIDARG : hresult_of(result));
     }
 }
@@ -706,6 +723,7 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     if (!q) return E_OUTOFMEMORY;
     q->iface.lpVtbl = &queue_vtbl;
     q->refs = 1;
+    q->memory_refs = 1;
     q->desc = *desc;
     if (desc->Name) lstrcpynA(q->name, desc->Name, sizeof q->name);
     q->desc.Name = q->name;
