@@ -254,6 +254,8 @@ fn run_submit(args: SubmitArgs) -> CliResult {
             "rust_req_per_s": result.rust.req_per_s,
             "c_req_per_s": c_run.map(|c| c.req_per_s),
             "submit_cpu_ns_per_req": result.rust.submit_cpu_ns_per_req,
+            "rust_distinct_req_per_s": result.rust_distinct.req_per_s,
+            "rust_distinct_submit_cpu_ns_per_req": result.rust_distinct.submit_cpu_ns_per_req,
             "c_submit_cpu_ns_per_req": c_run.map(|c| c.submit_cpu_ns_per_req),
             "c_error": result.c.as_ref().err(),
         });
@@ -270,6 +272,7 @@ fn run_submit(args: SubmitArgs) -> CliResult {
     };
     line("batch API", &result.batch);
     line("Rust queue", &result.rust);
+    line("  (distinct)", &result.rust_distinct);
     match &result.c {
         Ok(run) => line("C ABI", run),
         Err(reason) => println!("C ABI        not measured: {reason}"),

@@ -167,6 +167,8 @@ fn bench_submit_measures_the_rust_queue_and_the_c_abi_against_the_batch_api() {
         "c_req_per_s",
         "submit_cpu_ns_per_req",
         "c_submit_cpu_ns_per_req",
+        "rust_distinct_req_per_s",
+        "rust_distinct_submit_cpu_ns_per_req",
     ] {
         assert!(doc[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {doc}");
     }

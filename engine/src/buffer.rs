@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Alignment of every host allocation: a page, so O_DIRECT reads can land in place.
+/// Alignment of every host allocation of a page or more, so O_DIRECT reads can land in place
+/// (smaller ones are aligned to a cache line).
 pub const HOST_ALIGN: usize = crate::memory::PAGE;
 
 /// A caller's host memory: the destination of requests.
@@ -56,7 +57,7 @@ impl Drop for HostAlloc {
 }
 
 impl HostBuffer {
-    /// A zeroed, page-aligned buffer of `len` bytes. Large buffers are mapped on first touch
+    /// A zeroed buffer of `len` bytes, page-aligned from a page up. Large buffers are mapped on first touch
     /// (see [`HostBuffer::prefault`] for loads that should not pay for that) and use huge
     /// pages where the system allows, which makes direct I/O into them cheaper.
     pub fn new(len: usize) -> Self {

@@ -1,4 +1,6 @@
-//! Zeroed, page-aligned memory for destinations and scratch.
+//! Zeroed, aligned memory for destinations and scratch: page-aligned from a page up (so O_DIRECT
+//! can land in place), cache-line-aligned below (a request of a few bytes cannot be read with
+//! direct I/O anyway, and a page-aligned 64-byte block costs the allocator a page of its own).
 //!
 //! Large blocks come straight from the kernel as anonymous mappings: their pages are zero and
 //! mapped on first touch, where the allocator would `memset` an over-aligned block up front
@@ -9,8 +11,11 @@
 use std::alloc::{self, Layout};
 use std::ptr::{self, NonNull};
 
-/// Alignment of every block: a page, so O_DIRECT reads can land in place.
+/// Alignment of every block of a page or more, so O_DIRECT reads can land in place.
 pub const PAGE: usize = 4096;
+
+/// Alignment of smaller blocks: a cache line, so two of them never share one.
+const SMALL_ALIGN: usize = 64;
 
 /// From here up, blocks are anonymous mappings.
 const MMAP_FROM: usize = 256 << 10;
@@ -19,7 +24,8 @@ const MMAP_FROM: usize = 256 << 10;
 const HUGE_FROM: usize = 2 << 20;
 
 fn layout(len: usize) -> Layout {
-    Layout::from_size_align(len, PAGE).expect("block sizes are checked by their callers")
+    let align = if len >= PAGE { PAGE } else { SMALL_ALIGN };
+    Layout::from_size_align(len, align).expect("block sizes are checked by their callers")
 }
 
 /// `len` (non-zero) zeroed, page-aligned bytes, or `None` if memory is exhausted.
@@ -72,9 +78,10 @@ mod tests {
 
     #[test]
     fn blocks_of_every_kind_are_zeroed_aligned_and_writable() {
-        for len in [1, PAGE * 3 + 1, MMAP_FROM - 1, MMAP_FROM, HUGE_FROM + 5] {
+        for len in [1, 64, PAGE - 1, PAGE, PAGE * 3 + 1, MMAP_FROM - 1, MMAP_FROM, HUGE_FROM + 5] {
             let ptr = allocate_zeroed(len).unwrap();
-            assert_eq!(ptr.as_ptr() as usize % PAGE, 0, "{len}");
+            let align = if len >= PAGE { PAGE } else { SMALL_ALIGN };
+            assert_eq!(ptr.as_ptr() as usize % align, 0, "{len}");
             // SAFETY: a fresh block of `len` bytes, used only here.
             let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
             assert!(bytes.iter().all(|&b| b == 0), "{len}");

@@ -85,6 +85,38 @@ fn queue_once(queue: &dsr::Queue, source: &Arc<[u8]>, requests: u64) -> Result<(
     Ok((start.elapsed(), cpu))
 }
 
+/// The Rust queue with the C side's shape: every request its own source bytes and its own
+/// destination (made inside the clock, as the C ABI makes its handle per request), so nothing a
+/// request touches is shared with the other requests in flight. The shared case above counts
+/// references and reserves ranges on one source and one destination that every finishing worker
+/// also writes; this one shows what the queue itself costs.
+fn queue_distinct_once(queue: &dsr::Queue, requests: u64) -> Result<(Duration, Duration)> {
+    let fence = dsr::Fence::new().map_err(|e| Error::from_io(e, "cannot make a fence"))?;
+    let mut dests = Vec::with_capacity(requests as usize);
+    let (start, cpu) = (Instant::now(), thread_cpu());
+    for i in 0..requests {
+        let dest = HostBuffer::new(REQUEST_BYTES as usize);
+        let source = vec![(i % 251) as u8; REQUEST_BYTES as usize];
+        queue.enqueue(Request::memory(source, 0, REQUEST_BYTES, &dest, 0))?;
+        dests.push(dest);
+    }
+    queue.enqueue_signal(&fence, 1)?;
+    queue.submit()?;
+    let cpu = thread_cpu() - cpu;
+    fence.wait(1);
+    let wall = start.elapsed();
+    for (i, dest) in dests.iter_mut().enumerate() {
+        let expected = (i as u64 % 251) as u8;
+        if dest.as_slice().is_none_or(|bytes| bytes.iter().any(|&b| b != expected)) {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "a copy through the Rust queue landed wrong bytes",
+            ));
+        }
+    }
+    Ok((wall, cpu))
+}
+
 /// The C ABI's types this harness uses, as `include/dsr.h` lays them out (the library refuses a
 /// struct whose `struct_size` it does not know, so a drift fails the benchmark loudly).
 mod c {
@@ -328,6 +360,8 @@ pub fn default_library() -> Option<PathBuf> {
 pub struct SubmitResult {
     pub batch: SubmitRun,
     pub rust: SubmitRun,
+    /// The Rust queue, each request with its own source and destination.
+    pub rust_distinct: SubmitRun,
     pub c: std::result::Result<SubmitRun, String>,
 }
 
@@ -355,7 +389,7 @@ pub fn measure(requests: u64, runs: usize, workers: usize, library: Option<&Path
         Ok(lib) => CQueue::new(lib, workers).map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
     };
-    let mut samples: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
+    let mut samples: [(Vec<Duration>, Vec<Duration>); 4] = Default::default();
     for _ in 0..runs.max(1) {
         let (wall, cpu) = batch_once(&executor, &source, requests)?;
         samples[0].0.push(wall);
@@ -368,8 +402,12 @@ pub fn measure(requests: u64, runs: usize, workers: usize, library: Option<&Path
             samples[2].0.push(wall);
             samples[2].1.push(cpu);
         }
+        let (wall, cpu) = queue_distinct_once(&queue, requests)?;
+        samples[3].0.push(wall);
+        samples[3].1.push(cpu);
     }
-    let [(mut batch_walls, mut batch_cpus), (mut rust_walls, mut rust_cpus), (mut c_walls, mut c_cpus)] = samples;
+    let [(mut batch_walls, mut batch_cpus), (mut rust_walls, mut rust_cpus), (mut c_walls, mut c_cpus), (mut distinct_walls, mut distinct_cpus)] =
+        samples;
     let c_result = match c_queue {
         Ok(_) => Ok(summarize(requests, &mut c_walls, &mut c_cpus)),
         Err(reason) => Err(reason),
@@ -377,6 +415,7 @@ pub fn measure(requests: u64, runs: usize, workers: usize, library: Option<&Path
     Ok(SubmitResult {
         batch: summarize(requests, &mut batch_walls, &mut batch_cpus),
         rust: summarize(requests, &mut rust_walls, &mut rust_cpus),
+        rust_distinct: summarize(requests, &mut distinct_walls, &mut distinct_cpus),
         c: c_result,
     })
 }
