@@ -23,6 +23,11 @@ enum Bench {
     DecodeCpu(CodecArgs),
     /// GDeflate compression ratio and speed, dsr's levels against the reference's.
     EncodeCpu(CodecArgs),
+    /// GDeflate decoding on the GPU: dsr's shader against the driver's
+    /// VK_NV_memory_decompression (where the device has it) on the same tiles, by batch size,
+    /// GB/s of output from GPU timestamps, every byte verified; and dsr's CPU decoder on all
+    /// workers, in the same run.
+    DecodeGpu(DecodeGpuArgs),
     /// File reads, dsr against fio with the same settings in the same run: warm page cache and
     /// O_DIRECT, 1 MiB sequential and 64 KiB random at depth 32.
     Read(ReadArgs),
@@ -135,6 +140,33 @@ impl CodecArgs {
 }
 
 #[derive(Debug, Args)]
+struct DecodeGpuArgs {
+    /// Data to use (default: the generated mixed corpus of --size-mib).
+    file: Option<std::path::PathBuf>,
+    /// Size of the generated corpus, in MiB.
+    #[arg(long, default_value_t = 256)]
+    size_mib: usize,
+    /// Output per submission, in MiB (the corpus's tiles repeat to fill a larger batch).
+    #[arg(long, value_delimiter = ',', default_value = "8,32,128,512")]
+    batch_mib: Vec<u64>,
+    /// Compression level of the tiles (dsr's encoder).
+    #[arg(long, default_value_t = 9)]
+    level: u8,
+    /// Timed decodes per side per round (two rounds, alternating); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+    /// CPU workers for the CPU decoder's side (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The shader's form: auto (wave32 where subgroups are 32 lanes), shared or wave32.
+    #[arg(long, default_value = "auto")]
+    form: String,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct ExecArgs {
     /// Nodes per graph.
     #[arg(long, default_value_t = 1_000_000)]
@@ -155,10 +187,105 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Exec(args) => run_exec(args),
         Bench::DecodeCpu(args) => run_decode(args),
         Bench::EncodeCpu(args) => run_encode(args),
+        Bench::DecodeGpu(args) => run_decode_gpu(args),
         Bench::Read(args) => run_read(args),
         Bench::Upload(args) => run_upload(args),
         Bench::Submit(args) => run_submit(args),
     }
+}
+
+fn run_decode_gpu(args: DecodeGpuArgs) -> CliResult {
+    use dsr_cli::harness::{codec, decode_gpu};
+    let form = match args.form.as_str() {
+        "auto" => None,
+        "shared" => Some(dsr::gpu::Form::Shared),
+        "wave32" => Some(dsr::gpu::Form::Wave32),
+        other => {
+            return Err(CliError::usage(format!(
+                "--form is auto, shared or wave32, not {other:?}"
+            )))
+        }
+    };
+    if args.batch_mib.is_empty() || args.batch_mib.contains(&0) {
+        return Err(CliError::usage("--batch-mib takes sizes of at least 1 MiB"));
+    }
+    let codec_args = CodecArgs {
+        file: args.file.clone(),
+        size_mib: args.size_mib,
+        threads: Vec::new(),
+        levels: Vec::new(),
+        runs: 1,
+        json: false,
+    };
+    let (data, what) = codec_args.data()?;
+    let level = dsr_gdeflate::Level::new(args.level.min(12));
+    let mut encoder = dsr_gdeflate::Encoder::new(level);
+    let tiles = codec::Tiles::new(&data, |t| {
+        let mut out = Vec::new();
+        encoder.encode_tile(t, &mut out);
+        out
+    });
+    let context = dsr::gpu::GpuContext::new(&dsr::gpu::GpuConfig::from_env())?;
+    let batches: Vec<u64> = args.batch_mib.iter().map(|&m| m << 20).collect();
+    let result =
+        decode_gpu::measure(&context, &data, &tiles, &batches, args.runs.max(1), form).map_err(CliError::failed)?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let stream = codec::tilestream_of(&tiles);
+    let cpu_gbps =
+        codec::engine_decode(&stream, data.len(), workers, args.runs.max(1) as usize).map_err(CliError::failed)? / 1e3;
+    let largest = result.batches.last().expect("at least one batch");
+    let info = context.info();
+    if args.json {
+        let doc = json!({
+            "bench": "decode-gpu",
+            "device": info.name,
+            "driver": info.driver,
+            "data": what,
+            "level": level.get(),
+            "form": result.form.name(),
+            "tiles": tiles.bounds.len(),
+            "uncompressed_bytes": data.len(),
+            "compressed_bytes": tiles.compressed(),
+            "dsr_gbps": largest.dsr_gbps,
+            "nv_gbps": largest.nv_gbps,
+            "nv_missing": result.nv_missing,
+            "cpu_gbps": cpu_gbps,
+            "cpu_workers": workers,
+            "e2e_gbps": null,
+            "e2e_missing": "the file -> GDeflate -> GPU buffer route through the engine (DecompressGpu stage) is not built yet",
+            "runs": args.runs,
+            "batches": result.batches,
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "{} ({}), {what}, level {}: {} tiles, ratio {:.3}, shader form {}",
+        info.name,
+        info.driver,
+        level.get(),
+        tiles.bounds.len(),
+        tiles.compressed() as f64 / data.len() as f64,
+        result.form.name()
+    );
+    for case in &result.batches {
+        let nv = case.nv_gbps.map_or("n/a".to_owned(), |nv| {
+            format!("{nv:.2} GB/s ({:.2}x)", case.dsr_gbps / nv)
+        });
+        println!(
+            "batch {:>9} ({:>5} tiles)   dsr shader {:>7.2} GB/s   VK_NV_memory_decompression {nv}",
+            dsr::viz::dot::human_bytes(case.output_bytes),
+            case.tiles,
+            case.dsr_gbps
+        );
+    }
+    if let Some(why) = &result.nv_missing {
+        println!("VK_NV_memory_decompression not measured: {why}");
+    }
+    println!("CPU decoder, {workers} workers: {cpu_gbps:.2} GB/s");
+    Ok(())
 }
 
 fn run_upload(args: UploadArgs) -> CliResult {

@@ -78,7 +78,16 @@ mod tests {
 
     #[test]
     fn blocks_of_every_kind_are_zeroed_aligned_and_writable() {
-        for len in [1, 64, PAGE - 1, PAGE, PAGE * 3 + 1, MMAP_FROM - 1, MMAP_FROM, HUGE_FROM + 5] {
+        for len in [
+            1,
+            64,
+            PAGE - 1,
+            PAGE,
+            PAGE * 3 + 1,
+            MMAP_FROM - 1,
+            MMAP_FROM,
+            HUGE_FROM + 5,
+        ] {
             let ptr = allocate_zeroed(len).unwrap();
             let align = if len >= PAGE { PAGE } else { SMALL_ALIGN };
             assert_eq!(ptr.as_ptr() as usize % align, 0, "{len}");

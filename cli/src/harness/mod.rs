@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod corpus;
+pub mod decode_gpu;
 pub mod exec;
 pub mod read;
 pub mod submit;

@@ -38,6 +38,9 @@ pub enum Reason {
     SizeMismatch,
     /// The input cannot be a TileStream (empty data, or more than 65535 tiles).
     Unsupported,
+    /// The GPU decoder's bound on its steps was reached (every loop of the shader has one; a
+    /// tile the CPU decoder accepts never reaches it).
+    StepLimit,
 }
 
 impl Reason {
@@ -60,6 +63,7 @@ impl Reason {
             Reason::BadTileTable => "the TileStream's tile table is out of order or points past the end",
             Reason::SizeMismatch => "the output size differs from the size the stream declares",
             Reason::Unsupported => "a TileStream holds 1 to 65535 tiles: empty or larger data cannot be one",
+            Reason::StepLimit => "the GPU decoder gave up on the tile after its bound on steps",
         }
     }
 }

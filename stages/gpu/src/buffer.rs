@@ -74,12 +74,29 @@ impl Drop for GpuBuffer {
 }
 
 /// The usages dsr's own buffers get: copy targets and sources (uploads, GPU copies, read-back)
-/// and storage (the GPU decoder).
-const USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
-    vk::BufferUsageFlags::TRANSFER_DST.as_raw()
-        | vk::BufferUsageFlags::TRANSFER_SRC.as_raw()
-        | vk::BufferUsageFlags::STORAGE_BUFFER.as_raw(),
-);
+/// and storage (the GPU decoder), with device addresses (the decoder's tile lists point into
+/// them) where the device has them enabled.
+fn usage(context: &GpuContext) -> vk::BufferUsageFlags {
+    let usage =
+        vk::BufferUsageFlags::TRANSFER_DST | vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::STORAGE_BUFFER;
+    if context.device_address() {
+        usage | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS
+    } else {
+        usage
+    }
+}
+
+/// The device address of `buffer`, a buffer of `context`'s made with [`usage`].
+pub(crate) fn device_address(context: &GpuContext, buffer: vk::Buffer) -> vk::DeviceAddress {
+    debug_assert!(context.device_address());
+    // SAFETY: a live buffer of this device, made with SHADER_DEVICE_ADDRESS usage (checked by
+    // the callers through `device_address()`).
+    unsafe {
+        context
+            .device()
+            .get_buffer_device_address(&vk::BufferDeviceAddressInfo::default().buffer(buffer))
+    }
+}
 
 /// A device-local buffer of `len` bytes, allocated by dsr.
 pub fn allocate_buffer(context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuffer> {
@@ -91,7 +108,7 @@ pub fn allocate_buffer(context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuff
     }
     let info = vk::BufferCreateInfo::default()
         .size(len)
-        .usage(USAGE)
+        .usage(usage(context))
         .sharing_mode(vk::SharingMode::EXCLUSIVE);
     let alloc = vk_mem::AllocationCreateInfo {
         usage: vk_mem::MemoryUsage::AutoPreferDevice,
@@ -144,7 +161,7 @@ impl HostVisible {
     pub fn new(context: &GpuContext, len: u64) -> Result<Self> {
         let info = vk::BufferCreateInfo::default()
             .size(len.max(1))
-            .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
+            .usage(usage(context))
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
         let alloc = vk_mem::AllocationCreateInfo {
             usage: vk_mem::MemoryUsage::AutoPreferHost,

@@ -160,6 +160,15 @@ impl fmt::Debug for ExternalDevice {
     }
 }
 
+/// Features dsr enabled on a device it made (a caller's device has none of these for dsr).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Enabled {
+    /// Buffer device addresses, 8-bit storage and 64-bit integers: what the GPU decoder needs.
+    pub decoder: bool,
+    /// `VK_NV_memory_decompression` with its `memoryDecompression` feature.
+    pub nv_decompression: bool,
+}
+
 /// What `dsr info` and callers learn of the device.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
@@ -214,6 +223,8 @@ pub struct GpuContext {
     host_import: bool,
     /// Whether `hostQueryReset` is enabled (devices dsr made, where the driver has it).
     host_query_reset: bool,
+    /// The decoder's features and the NV decompression extension, where dsr enabled them.
+    enabled: Enabled,
     lost: AtomicBool,
     /// Test hook: the next submission reports `VK_ERROR_DEVICE_LOST` without reaching the driver.
     inject_loss: AtomicBool,
@@ -318,16 +329,15 @@ impl GpuContext {
             None
         };
         match Self::own_device(&instance, config) {
-            Ok((physical_device, device, transfer, compute)) => Self::finish(
+            Ok((physical_device, device, transfer, compute, enabled)) => Self::finish(
                 entry,
                 instance,
                 physical_device,
                 device,
-                transfer,
-                compute,
+                (transfer, compute),
                 None,
                 validation,
-                true,
+                Some(enabled),
             ),
             Err(err) => {
                 // SAFETY: the messenger was made on this instance, and nothing else made from
@@ -360,11 +370,10 @@ impl GpuContext {
             instance,
             external.physical_device,
             device,
-            external.transfer,
-            external.compute,
+            (external.transfer, external.compute),
             Some(external.queue_lock),
             None,
-            false,
+            None,
         )
     }
 
@@ -372,7 +381,7 @@ impl GpuContext {
     fn own_device(
         instance: &ash::Instance,
         config: &GpuConfig,
-    ) -> Result<(vk::PhysicalDevice, ash::Device, QueueRef, QueueRef)> {
+    ) -> Result<(vk::PhysicalDevice, ash::Device, QueueRef, QueueRef, Enabled)> {
         // SAFETY: plain queries of a live instance.
         let devices =
             unsafe { instance.enumerate_physical_devices() }.map_err(|r| vk_error(r, "cannot list Vulkan devices"))?;
@@ -412,9 +421,12 @@ impl GpuContext {
         };
         // Timeline semaphores are the GPU edges: without them nothing here works.
         let mut v12 = vk::PhysicalDeviceVulkan12Features::default();
-        let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12);
-        // SAFETY: a query into structures that live across the call.
-        unsafe { instance.get_physical_device_features2(physical_device, &mut features) };
+        let shader_int64 = {
+            let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12);
+            // SAFETY: a query into structures that live across the call.
+            unsafe { instance.get_physical_device_features2(physical_device, &mut features) };
+            features.features.shader_int64 == vk::TRUE
+        };
         if v12.timeline_semaphore == vk::FALSE {
             return Err(unsupported(format!(
                 "the Vulkan device {} lacks timeline semaphores (Vulkan 1.2), which dsr's GPU stages need",
@@ -459,15 +471,42 @@ impl GpuContext {
         {
             extensions.push(ash::ext::external_memory_host::NAME.as_ptr());
         }
+        // The GPU decoder reads tiles and writes bytes through buffer device addresses, with
+        // 64-bit bit reservoirs and byte stores.
+        let enabled_decoder =
+            v12.buffer_device_address == vk::TRUE && v12.storage_buffer8_bit_access == vk::TRUE && shader_int64;
+        // The driver's own GDeflate decoder, the peer of dsr's in `dsr bench decode-gpu`.
+        let mut nv_features = vk::PhysicalDeviceMemoryDecompressionFeaturesNV::default();
+        let nv_present = enabled_decoder
+            && available
+                .iter()
+                .any(|e| vk_str(&e.extension_name) == "VK_NV_memory_decompression")
+            && {
+                let mut query = vk::PhysicalDeviceFeatures2::default().push_next(&mut nv_features);
+                // SAFETY: a query into structures that live across the call.
+                unsafe { instance.get_physical_device_features2(physical_device, &mut query) };
+                nv_features.memory_decompression == vk::TRUE
+            };
+        if nv_present {
+            extensions.push(ash::nv::memory_decompression::NAME.as_ptr());
+        }
         // Host query reset lets the transfer queue's timestamp queries be reset from the CPU:
         // a transfer-only family may not reset queries in a command buffer.
         let mut enable12 = vk::PhysicalDeviceVulkan12Features::default()
             .timeline_semaphore(true)
-            .host_query_reset(v12.host_query_reset == vk::TRUE);
-        let create = vk::DeviceCreateInfo::default()
+            .host_query_reset(v12.host_query_reset == vk::TRUE)
+            .buffer_device_address(enabled_decoder)
+            .storage_buffer8_bit_access(enabled_decoder);
+        let enable10 = vk::PhysicalDeviceFeatures::default().shader_int64(enabled_decoder);
+        let mut enable_nv = vk::PhysicalDeviceMemoryDecompressionFeaturesNV::default().memory_decompression(true);
+        let mut create = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queue_infos)
             .enabled_extension_names(&extensions)
+            .enabled_features(&enable10)
             .push_next(&mut enable12);
+        if nv_present {
+            create = create.push_next(&mut enable_nv);
+        }
         // SAFETY: the create info and everything it points to live across the call.
         let device = unsafe { instance.create_device(physical_device, &create, None) }
             .map_err(|r| vk_error(r, "cannot create the Vulkan device"))?;
@@ -477,7 +516,11 @@ impl GpuContext {
             family,
         };
         let (transfer, compute) = (queue(transfer), queue(compute));
-        Ok((physical_device, device, transfer, compute))
+        let enabled = Enabled {
+            decoder: enabled_decoder,
+            nv_decompression: nv_present,
+        };
+        Ok((physical_device, device, transfer, compute, enabled))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -486,12 +529,14 @@ impl GpuContext {
         instance: ash::Instance,
         physical_device: vk::PhysicalDevice,
         device: ash::Device,
-        transfer: QueueRef,
-        compute: QueueRef,
+        (transfer, compute): (QueueRef, QueueRef),
         queue_lock: Option<Arc<dyn SubmitLock>>,
         validation: Option<Validation>,
-        owned: bool,
+        // What dsr enabled on a device of its own; `None` for a caller's device.
+        own: Option<Enabled>,
     ) -> Result<Arc<GpuContext>> {
+        let owned = own.is_some();
+        let enabled = own.unwrap_or_default();
         // `own_device` enables host query reset wherever the device has it; a caller's device
         // may not have, so it is not used there.
         let host_query_reset = owned && supports_host_query_reset(&instance, physical_device);
@@ -505,6 +550,9 @@ impl GpuContext {
         );
         let mut create = vk_mem::AllocatorCreateInfo::new(&instance, &device, physical_device);
         create.vulkan_api_version = vk::API_VERSION_1_2;
+        if enabled.decoder {
+            create.flags |= vk_mem::AllocatorCreateFlags::BUFFER_DEVICE_ADDRESS;
+        }
         // SAFETY: the instance, device and physical device are valid and outlive the allocator
         // (it is destroyed first, in `Drop`).
         let allocator = match unsafe { vk_mem::Allocator::new(create) } {
@@ -536,6 +584,7 @@ impl GpuContext {
             owned,
             host_import: owned && info.external_memory_host,
             host_query_reset,
+            enabled,
             info,
             lost: AtomicBool::new(false),
             inject_loss: AtomicBool::new(false),
@@ -565,6 +614,18 @@ impl GpuContext {
     /// Whether host memory can be imported (`VK_EXT_external_memory_host` enabled).
     pub fn host_import(&self) -> bool {
         self.host_import
+    }
+
+    /// Whether buffer device addresses, 8-bit storage and 64-bit integers are enabled: what
+    /// the GPU decoder needs (devices dsr made, where the driver has them).
+    pub fn device_address(&self) -> bool {
+        self.enabled.decoder
+    }
+
+    /// Whether `VK_NV_memory_decompression` is enabled (devices dsr made, where the driver has
+    /// it).
+    pub fn nv_decompression(&self) -> bool {
+        self.enabled.nv_decompression
     }
 
     /// Whether queries may be reset from the host (`vkResetQueryPool`, Vulkan 1.2's

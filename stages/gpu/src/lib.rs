@@ -15,7 +15,9 @@
 //!   copies, read-backs) recorded on per-worker command pools, and the timeline semaphore that
 //!   says when the GPU is done and carries GPU edges; `timeline.rs`: the thread that turns the
 //!   timeline into an eventfd for workers waiting on several sources;
-//! - [`stage`]: the `Upload` stage and the GPU side of the `Copy` stage.
+//! - [`stage`]: the `Upload` stage and the GPU side of the `Copy` stage;
+//! - [`decode`]: dsr's GDeflate decoder (`shaders/gdeflate.comp`) as a compute pipeline, and the
+//!   runs that decode staged tiles with it or with `VK_NV_memory_decompression`.
 //!
 //! The design choice that shapes it: the GPU is a completion source like the io_uring ring. A
 //! stage hands its node to [`Transfers`], which submits many nodes' copies at once, marks them
@@ -26,6 +28,7 @@
 
 pub mod buffer;
 pub mod context;
+pub mod decode;
 pub mod import;
 pub mod stage;
 mod timeline;
@@ -39,6 +42,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef, SubmitLock};
+pub use decode::{DecodeRun, Form, GpuDecoder, TileJob};
 pub use import::HostImports;
 pub use stage::{GpuCopyStage, UploadStage};
 pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
