@@ -23,8 +23,10 @@ for line in open(sys.argv[1]):
     rows[(int(w), build)].append(json.loads(doc))
 for (w, build), docs in sorted(rows.items()):
     med = lambda key: statistics.median(d[key] for d in docs if d.get(key) is not None)
+    distinct = (f", Rust queue with per-request buffers {med('rust_distinct_submit_cpu_ns_per_req'):.0f} ns"
+                if any(d.get('rust_distinct_submit_cpu_ns_per_req') for d in docs) else "")
     print(f"workers {w:>2}  {build}: batch {med('batch_submit_cpu_ns_per_req'):.0f} ns, "
-          f"Rust queue {med('submit_cpu_ns_per_req'):.0f} ns, C ABI {med('c_submit_cpu_ns_per_req'):.0f} ns per request; "
+          f"Rust queue {med('submit_cpu_ns_per_req'):.0f} ns{distinct}, C ABI {med('c_submit_cpu_ns_per_req'):.0f} ns per request; "
           f"{med('rust_req_per_s')/1e3:.0f}k / {med('c_req_per_s')/1e3:.0f}k / {med('batch_req_per_s')/1e3:.0f}k requests/s "
           f"(queue / C / batch), {len(docs)} rounds")
 PY

@@ -20,6 +20,12 @@
 // are `Reason`'s, in `stages/gpu/src/decode.rs`.
 
 #version 460
+#ifndef PROFILE
+#define PROFILE 0
+#endif
+#ifndef RING_BITS
+#define RING_BITS 14
+#endif
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
@@ -31,7 +37,23 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 
+#if PROFILE
+#extension GL_ARB_shader_clock : require
+#endif
+
 layout(local_size_x = 32) in;
+
+// The profiling build (-DPROFILE=1) sums cycles per phase over the tiles, in units of 256, into
+// the words after the statuses: 0 tile, 1 Huffman symbols, 2 copies, 3 refills, 4 stored blocks,
+// 5 dynamic headers, 6 fixed-code tables, 7 rounds.
+#if PROFILE
+uint64_t prof[8];
+#define PROF_START(name) uint64_t name = clockARB()
+#define PROF_ADD(k, name) prof[k] += clockARB() - name
+#else
+#define PROF_START(name)
+#define PROF_ADD(k, name)
+#endif
 
 // A tile: where its words are, where its bytes go, how many of each.
 struct Tile {
@@ -44,7 +66,7 @@ struct Tile {
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Tiles { Tile t[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Words { uint w[]; };
 layout(buffer_reference, std430, buffer_reference_align = 1) coherent buffer Bytes { uint8_t b[]; };
-layout(buffer_reference, std430, buffer_reference_align = 4) writeonly buffer Status { uint s[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Status { uint s[]; };
 
 layout(push_constant) uniform Push {
     uint64_t tiles;
@@ -107,6 +129,22 @@ shared uint s_row[2][LANES];
 shared uint s_copy_dst[LANES];
 shared uint s_copy_dist[LANES];
 shared uint s_copy_len[LANES];
+shared uint s_copy_first[LANES];
+// The last RING bytes of the tile's output, position p at p mod RING, so copies from nearby read
+// the group's shared memory instead of the output in device memory (which must be read coherent,
+// at the latency of the GPU's L2). The rule that keeps it right: with `frontier` the end of what
+// the current round writes, a byte goes into the ring only if it lies within RING of the frontier,
+// and a copy reads its source from the ring only from there too. Bytes within RING of one
+// frontier never share a slot, so the ring holds exactly the bytes it is read for (a long copy
+// writing two bytes RING apart at once, or a copy finishing below a later literal, cannot leave
+// an older byte in a slot); the frontier only grows, so a byte too far for the ring once stays
+// too far, and is read from the output.
+#if RING_BITS > 0
+const uint RING = 1u << RING_BITS;
+shared uint8_t s_ring[RING];
+#else
+const uint RING = 0u;
+#endif
 
 uint lane;
 uint ballot_slot;
@@ -180,22 +218,34 @@ uint pos;          // output bytes so far
 uint size;         // the tile's output size
 uint fault;        // the first failure (0 = none)
 
+// The next input words: lane L holds word `cursor + L` (0 past the end), loaded a refill ahead,
+// so a refill takes its words from registers and the loads overlap the round that follows.
+uint window;
+
+uint word_at(uint at) {
+    return at < words ? src.w[at] : 0u;
+}
+
 // Refills, in the serial decoder's order starting at lane `first`, every lane in `candidate`
 // that holds fewer than 32 bits.
 void refill(bool candidate, uint first) {
+    PROF_START(t0);
     bool need = candidate && count < 32u;
     uint mask = ballot(need);
+    uint rotated = first == 0u ? mask : (mask >> first) | (mask << (LANES - first));
+    uint rank = bitCount(rotated & ((1u << ((lane - first) & 31u)) - 1u));
+    uint word = shuffle(window, rank);
     if (need) {
-        uint rotated = first == 0u ? mask : (mask >> first) | (mask << (LANES - first));
-        uint rank = bitCount(rotated & ((1u << ((lane - first) & 31u)) - 1u));
-        uint at = cursor + rank;
-        uint word = at < words ? src.w[at] : 0u;
         bits |= uint64_t(word) << count;
         count += 32u;
     }
     uint taken = bitCount(mask);
     truncated = truncated || cursor + taken > words;
     cursor += taken;
+    // Slide the window: the words still ahead move down, the lanes past them load.
+    uint kept = shuffle(window, min(lane + taken, LANES - 1u));
+    window = lane + taken < LANES ? kept : word_at(cursor + lane);
+    PROF_ADD(3, t0);
 }
 
 uint take(uint n) {
@@ -284,41 +334,120 @@ void check(bool bad, uint reason) {
     }
 }
 
-// Runs the copies in `mask`'s lanes (dst, distance, length in the s_copy arrays), one after
-// another in lane order, each by the whole group: byte t of a copy reads byte t mod distance of
-// its source, so an overlapping copy reads only bytes that are already final.
-void copies(uint mask) {
-    barrier();
-    while (mask != 0u) {
-        uint c = findLSB(mask);
-        mask &= mask - 1u;
-        uint to = s_copy_dst[c];
-        uint d = s_copy_dist[c];
-        uint n = s_copy_len[c];
-        uint from = to - d;
-        for (uint t = lane; t < n; t += LANES) {
-            dst.b[to + t] = dst.b[from + t % d];
-        }
-        memoryBarrierBuffer();
-        barrier();
+// Makes every lane's writes to shared memory, and with `device_memory` to the output, visible to the
+// whole group. (A memory barrier on the output waits for the group's writes to it to land, which
+// costs far more than the barrier: copies that read only the ring skip it.)
+void sync(bool device_memory) {
+    if (device_memory) {
+        groupMemoryBarrier();
     }
+    barrier();
+}
+
+// Runs the copies of `mask`'s lanes (destination, distance, length in the s_copy arrays) as if
+// one after another in lane order. Byte t of a copy reads byte t mod distance of its source, so
+// a copy never reads its own output and every byte of a copy can move at once. A copy whose
+// source overlaps the output of an earlier copy of the same round must wait for it; so the
+// copies go in batches: each batch is the longest run, in lane order, of copies none of which
+// reads another's output, and all bytes of a batch are spread over the group at once.
+// Writes output byte `at`, in the output, and in the ring when it is within RING of `frontier`.
+void put(uint at, uint v, uint frontier) {
+    dst.b[at] = uint8_t(v);
+#if RING_BITS > 0
+    if (at + RING >= frontier) {
+        s_ring[at & (RING - 1u)] = uint8_t(v);
+    }
+#endif
+}
+
+// (`frontier`: every output byte written so far lies below it; `far`: some copy reads the output
+// rather than the ring.)
+void copies(uint mask, uint frontier, bool far) {
+    if (mask == 0u) {
+        return;
+    }
+    // Earlier rounds' bytes, and this round's copy list, visible to every lane. (A round without
+    // copies skips this: the next round with copies makes everything before it visible.)
+    sync(far);
+    // Bounded: every batch takes at least the lowest remaining copy.
+    while (mask != 0u) {
+        bool mine = (mask & (1u << lane)) != 0u;
+        bool dependent = false;
+        if (mine) {
+            uint to = s_copy_dst[lane];
+            uint d = s_copy_dist[lane];
+            uint from = to - d;
+            uint end = from + min(d, s_copy_len[lane]);
+            for (uint earlier = mask & ((1u << lane) - 1u); earlier != 0u; earlier &= earlier - 1u) {
+                uint i = findLSB(earlier);
+                uint at = s_copy_dst[i];
+                dependent = dependent || (from < at + s_copy_len[i] && end > at);
+            }
+        }
+        uint waits = ballot(dependent);
+        uint batch = waits == 0u ? mask : mask & ((1u << findLSB(waits)) - 1u);
+        uint total;
+        uint first = exclusive_sum((batch & (1u << lane)) != 0u ? s_copy_len[lane] : 0u, total);
+        s_copy_first[lane] = first;
+        barrier();
+        // Four bytes per lane per step, their loads issued before their stores.
+        for (uint k0 = lane; k0 < total; k0 += 4u * LANES) {
+            uint v[4];
+            uint at[4];
+            for (uint u = 0u; u < 4u; u++) {
+                uint k = k0 + u * LANES;
+                at[u] = 0xFFFFFFFFu;
+                if (k < total) {
+                    // The copy holding byte k: the last lane whose first byte is at or before k.
+                    uint c = 0u;
+                    for (uint step = 16u; step > 0u; step >>= 1) {
+                        c += s_copy_first[c + step] <= k ? step : 0u;
+                    }
+                    uint o = k - s_copy_first[c];
+                    uint to = s_copy_dst[c];
+                    uint d = s_copy_dist[c];
+                    at[u] = to + o;
+                    uint from = to - d + o % d;
+#if RING_BITS > 0
+                    v[u] = from + RING >= frontier ? uint(s_ring[from & (RING - 1u)]) : uint(dst.b[from]);
+#else
+                    v[u] = uint(dst.b[from]);
+#endif
+                }
+            }
+            for (uint u = 0u; u < 4u; u++) {
+                if (at[u] != 0xFFFFFFFFu) {
+                    put(at[u], v[u], frontier);
+                }
+            }
+        }
+        mask &= ~batch;
+        if (mask != 0u) {
+            sync(far);
+        }
+    }
+    // Nobody reads the copy list any more when the next round writes it.
+    barrier();
 }
 
 void stored_block() {
+    PROF_START(t0);
     uint len = shuffle(lane == 0u ? take(16u) : 0u, 0u);
     if (pos + len > size) {
         fault = OUTPUT_OVERFLOW;
+        PROF_ADD(4, t0);
         return;
     }
     for (uint k = 0u; k < len; k += LANES) {
         bool live = k + lane < len;
         if (live) {
-            dst.b[pos + k + lane] = uint8_t(take(8u));
+            put(pos + k + lane, take(8u), pos + len);
         }
         refill(live, 0u);
     }
     refill(true, len % LANES);
     pos += len;
+    PROF_ADD(4, t0);
 }
 
 // A dynamic block's header: the precode, then the lit/len and distance code lengths.
@@ -427,6 +556,10 @@ void huffman_block() {
             fault = STEP_LIMIT;
             return;
         }
+        PROF_START(t_round);
+#if PROFILE
+        prof[7] += 256ul;
+#endif
         bool pending = pend_len != 0u;
         uint len;
         uint sym;
@@ -486,7 +619,7 @@ void huffman_block() {
             take(used);
         }
         if (live && out_len == 1u && sym < 256u) {
-            dst.b[at] = uint8_t(sym);
+            put(at, sym, pos + total);
         }
         if (pending) {
             s_copy_dst[lane] = pend_dst;
@@ -494,13 +627,16 @@ void huffman_block() {
             s_copy_len[lane] = pend_len;
             pend_len = 0u;
         }
-        copies(ballot(pending));
+        uint copy_mask = ballot(pending);
+        PROF_ADD(1, t_round);
+        PROF_START(t_copies);
+        copies(copy_mask, pos + total, ballot(pending && pend_dst - distance + RING < pos + total) != 0u);
+        PROF_ADD(2, t_copies);
         if (live && !stop && out_len > 0u && sym > 256u) {
             pend_len = out_len;
             pend_dst = at;
         }
         pos += total;
-        memoryBarrierBuffer();
         refill(live || pending, 0u);
         if (draining) {
             return;
@@ -535,6 +671,7 @@ uint decode_tile(Tile tile) {
     dst = Bytes(tile.dst);
     words = tile.src_bytes / 4u;
     cursor = 0u;
+    window = word_at(lane);
     truncated = false;
     pos = 0u;
     fault = OK;
@@ -560,12 +697,16 @@ uint decode_tile(Tile tile) {
         if (kind == 0u) {
             stored_block();
         } else if (kind == 1u) {
+            PROF_START(t_fixed);
             fixed_code();
+            PROF_ADD(6, t_fixed);
             if (fault == OK) {
                 huffman_block();
             }
         } else if (kind == 2u) {
+            PROF_START(t_header);
             dynamic_header();
+            PROF_ADD(5, t_header);
             if (fault == OK) {
                 huffman_block();
             }
@@ -602,9 +743,21 @@ void main() {
     Tiles tiles = Tiles(pc.tiles);
     Status status = Status(pc.status);
     for (uint i = gl_WorkGroupID.x; i < pc.count; i += gl_NumWorkGroups.x) {
+#if PROFILE
+        for (uint k = 0u; k < 8u; k++) {
+            prof[k] = 0ul;
+        }
+        uint64_t t_tile = clockARB();
+#endif
         uint result = decode_tile(tiles.t[i]);
         if (lane == 0u) {
             status.s[i] = result;
+#if PROFILE
+            prof[0] = clockARB() - t_tile;
+            for (uint k = 0u; k < 8u; k++) {
+                atomicAdd(status.s[pc.count + k], uint(prof[k] >> 8));
+            }
+#endif
         }
         // The next tile's shared state is written only after everyone is done with this one's.
         barrier();

@@ -26,6 +26,11 @@ pub struct BatchCase {
     pub dsr_gbps: f64,
     /// `VK_NV_memory_decompression`, GB/s of output (median); `None` without the extension.
     pub nv_gbps: Option<f64>,
+    /// With the shader's profiling build (`DSR_GDEFLATE_SPIRV`), per tile: cycles in each
+    /// phase (tile, Huffman symbols, copies, refills, stored blocks, dynamic headers, fixed
+    /// tables) and rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<f64>>,
 }
 
 /// The whole run.
@@ -98,6 +103,7 @@ pub fn measure(
         let out_bytes: u64 = jobs.iter().map(|j| j.dst_len as u64).sum();
         let run = DecodeRun::new(&decoder, &input, &jobs, output_len).map_err(|e| e.to_string())?;
         let (mut dsr_times, mut nv_times) = (Vec::new(), Vec::new());
+        let mut profile = None;
         for round in 0..2 {
             let times = run.decode(runs).map_err(|e| e.to_string())?;
             if let Some((i, err)) = run
@@ -110,6 +116,13 @@ pub fn measure(
             }
             if round == 0 {
                 verify(&run, data, &expected, "dsr's shader")?;
+                let words = run.profile();
+                if words.iter().any(|&w| w != 0) {
+                    let per_tile = (jobs.len() as f64) * runs as f64;
+                    let mut figures: Vec<f64> = words[..7].iter().map(|&w| w as f64 * 256.0 / per_tile).collect();
+                    figures.push(words[7] as f64 / per_tile);
+                    profile = Some(figures);
+                }
             }
             dsr_times.extend(times.into_iter().flatten());
             if nv_missing.is_none() {
@@ -132,6 +145,7 @@ pub fn measure(
             tiles: jobs.len(),
             dsr_gbps: gbps(out_bytes, &mut dsr_times),
             nv_gbps: (!nv_times.is_empty()).then(|| gbps(out_bytes, &mut nv_times)),
+            profile,
         });
     }
     Ok(DecodeGpu {

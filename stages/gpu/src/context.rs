@@ -163,7 +163,7 @@ impl fmt::Debug for ExternalDevice {
 /// Features dsr enabled on a device it made (a caller's device has none of these for dsr).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Enabled {
-    /// Buffer device addresses, 8-bit storage and 64-bit integers: what the GPU decoder needs.
+    /// Buffer device addresses, 8-bit storage and integers, and 64-bit integers: what the GPU decoder needs.
     pub decoder: bool,
     /// `VK_NV_memory_decompression` with its `memoryDecompression` feature.
     pub nv_decompression: bool,
@@ -490,13 +490,23 @@ impl GpuContext {
         if nv_present {
             extensions.push(ash::nv::memory_decompression::NAME.as_ptr());
         }
+        // Subgroup clocks, for the decoder's profiling build (`DSR_GDEFLATE_SPIRV`).
+        let clock = enabled_decoder
+            && available
+                .iter()
+                .any(|e| vk_str(&e.extension_name) == "VK_KHR_shader_clock");
+        if clock {
+            extensions.push(c"VK_KHR_shader_clock".as_ptr());
+        }
+        let mut enable_clock = vk::PhysicalDeviceShaderClockFeaturesKHR::default().shader_subgroup_clock(true);
         // Host query reset lets the transfer queue's timestamp queries be reset from the CPU:
         // a transfer-only family may not reset queries in a command buffer.
         let mut enable12 = vk::PhysicalDeviceVulkan12Features::default()
             .timeline_semaphore(true)
             .host_query_reset(v12.host_query_reset == vk::TRUE)
             .buffer_device_address(enabled_decoder)
-            .storage_buffer8_bit_access(enabled_decoder);
+            .storage_buffer8_bit_access(enabled_decoder)
+            .shader_int8(enabled_decoder);
         let enable10 = vk::PhysicalDeviceFeatures::default().shader_int64(enabled_decoder);
         let mut enable_nv = vk::PhysicalDeviceMemoryDecompressionFeaturesNV::default().memory_decompression(true);
         let mut create = vk::DeviceCreateInfo::default()
@@ -506,6 +516,9 @@ impl GpuContext {
             .push_next(&mut enable12);
         if nv_present {
             create = create.push_next(&mut enable_nv);
+        }
+        if clock {
+            create = create.push_next(&mut enable_clock);
         }
         // SAFETY: the create info and everything it points to live across the call.
         let device = unsafe { instance.create_device(physical_device, &create, None) }
@@ -616,7 +629,7 @@ impl GpuContext {
         self.host_import
     }
 
-    /// Whether buffer device addresses, 8-bit storage and 64-bit integers are enabled: what
+    /// Whether buffer device addresses, 8-bit storage and integers, and 64-bit integers are enabled: what
     /// the GPU decoder needs (devices dsr made, where the driver has them).
     pub fn device_address(&self) -> bool {
         self.enabled.decoder

@@ -26,6 +26,9 @@ const SPIRV_SHARED: &[u8] = include_bytes!("../../../shaders/gdeflate.spv");
 /// The shader with subgroup operations: devices whose subgroups are exactly 32 lanes.
 const SPIRV_WAVE32: &[u8] = include_bytes!("../../../shaders/gdeflate-wave32.spv");
 
+/// Words after the statuses where the shader's profiling build sums its counters.
+pub const PROFILE_WORDS: usize = 8;
+
 /// How long a decode may take before dsr calls the GPU stuck (a bound, not an expectation: the
 /// shader's loops are bounded, so only a broken driver gets here).
 const GPU_TIMEOUT: Duration = Duration::from_secs(120);
@@ -120,7 +123,7 @@ impl GpuDecoder {
     pub fn new(context: &Arc<GpuContext>, form: Option<Form>) -> Result<GpuDecoder> {
         if !context.device_address() {
             return Err(unsupported(
-                "the GPU decoder needs buffer device addresses, 8-bit storage and 64-bit integers, \
+                "the GPU decoder needs buffer device addresses, 8-bit storage and integers, and 64-bit integers, \
                  which this device lacks or dsr did not enable (a caller's device)",
             ));
         }
@@ -137,9 +140,21 @@ impl GpuDecoder {
             None if wave32_ok => Form::Wave32,
             None => Form::Shared,
         };
-        let code = match form {
-            Form::Shared => SPIRV_SHARED,
-            Form::Wave32 => SPIRV_WAVE32,
+        // A development hook: another build of the shader (the profiling one, see
+        // `DecodeRun::profile`), same interface.
+        let custom = match std::env::var_os("DSR_GDEFLATE_SPIRV") {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("cannot read DSR_GDEFLATE_SPIRV {}: {e}", path.to_string_lossy()),
+                )
+            })?),
+            None => None,
+        };
+        let code = match (&custom, form) {
+            (Some(code), _) => &code[..],
+            (None, Form::Shared) => SPIRV_SHARED,
+            (None, Form::Wave32) => SPIRV_WAVE32,
         };
         let words: Vec<u32> = code
             .chunks_exact(4)
@@ -353,7 +368,7 @@ impl<'a> DecodeRun<'a> {
         let (src_base, dst_base) = (run.address(&run.input), run.address(&run.output));
         let descs = HostVisible::new(context, (tiles.len() * std::mem::size_of::<TileDesc>()) as u64)?;
         run.descs = Some(descs);
-        let status = HostVisible::new(context, 4 * tiles.len() as u64)?;
+        let status = HostVisible::new(context, 4 * (tiles.len() + PROFILE_WORDS) as u64)?;
         run.status = Some(status);
         let table: Vec<TileDesc> = tiles
             .iter()
@@ -415,6 +430,9 @@ impl<'a> DecodeRun<'a> {
         let context = &self.decoder.context;
         let (tiles, status) = (device_address(context, descs), device_address(context, status));
         let count = self.tiles.len() as u32;
+        let words = self.status.as_ref().expect("made in new").ptr.cast::<u32>();
+        // SAFETY: the profile words after the statuses, in a mapping no GPU work uses now.
+        unsafe { std::ptr::write_bytes(words.add(self.tiles.len()), 0, PROFILE_WORDS) };
         self.timed(repeats, |cb| {
             // SAFETY: the descriptors and statuses are live host-visible buffers of this run,
             // the tiles were checked in `new`; `cb` is recording on the compute family.
@@ -547,6 +565,20 @@ impl<'a> DecodeRun<'a> {
         // SAFETY: the mapping holds one u32 per tile; the GPU work writing it has completed.
         let words = unsafe { std::slice::from_raw_parts(status.ptr.cast::<u32>(), self.tiles.len()) };
         words.iter().map(|&w| status_result(w)).collect()
+    }
+
+    /// What the shader's profiling build (`glslc -DPROFILE=1`, loaded through
+    /// `DSR_GDEFLATE_SPIRV`) counted over the last decode, summed over the tiles: cycles per
+    /// phase (subgroup clock) in units of 256, and rounds; zeros from the normal build. The
+    /// words follow the statuses in their buffer.
+    pub fn profile(&self) -> [u32; PROFILE_WORDS] {
+        let status = self.status.as_ref().expect("made in new");
+        let mut words = [0u32; PROFILE_WORDS];
+        // SAFETY: the mapping holds the statuses and then PROFILE_WORDS words; the GPU work
+        // writing it has completed.
+        let all = unsafe { std::slice::from_raw_parts(status.ptr.cast::<u32>(), self.tiles.len() + PROFILE_WORDS) };
+        words.copy_from_slice(&all[self.tiles.len()..]);
+        words
     }
 
     /// The output buffer's bytes, read back.

@@ -113,9 +113,15 @@ fn check_against_cpu(decoder: &GpuDecoder, set: &Set, cpu: &[Result<(), Reason>]
         let range = job.dst_offset as usize..(job.dst_offset + job.dst_len as u64) as usize;
         if gpu.is_ok() {
             assert!(
-                output[range] == expected[..],
-                "{what} ({:?}), tile {i}: wrong bytes",
-                decoder.form()
+                output[range.clone()] == expected[..],
+                "{what} ({:?}), tile {i}: wrong bytes (first difference at {:?} of {})",
+                decoder.form(),
+                output[range.clone()]
+                    .iter()
+                    .zip(expected)
+                    .position(|(a, b)| a != b)
+                    .map(|p| (p, output[range.start + p], expected[p])),
+                expected.len()
             );
         } else {
             failed += 1;
@@ -161,6 +167,19 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     mixed.extend_from_slice(&text[..25_000]);
     mixed.extend(std::iter::repeat_n(9u8, 20_536));
     inputs.push(("random then text then run".into(), mixed));
+    // A match longer than the decoder's ring (16 KiB of recent output in shared memory), then
+    // matches whose sources lie inside it, near and far: the ring must hold the newest byte of
+    // each slot after a copy that wrote the slot more than once.
+    let period = random(200);
+    let mut long_then_near: Vec<u8> = period.iter().cycle().take(40_000).copied().collect();
+    while long_then_near.len() < 65_536 {
+        let back = 100 + long_then_near.len() % 7_000;
+        let start = long_then_near.len() - back;
+        long_then_near.extend_from_within(start..start + 40);
+        long_then_near.extend(random(9));
+    }
+    long_then_near.truncate(65_536);
+    inputs.push(("a long match, then matches into it".into(), long_then_near));
     let mut matches = random(300);
     matches.extend_from_within(0..258);
     matches.extend_from_within(0..259);
