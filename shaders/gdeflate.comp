@@ -23,9 +23,6 @@
 #ifndef PROFILE
 #define PROFILE 0
 #endif
-#ifndef RING_BITS
-#define RING_BITS 14
-#endif
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
@@ -130,21 +127,6 @@ shared uint s_copy_dst[LANES];
 shared uint s_copy_dist[LANES];
 shared uint s_copy_len[LANES];
 shared uint s_copy_first[LANES];
-// The last RING bytes of the tile's output, position p at p mod RING, so copies from nearby read
-// the group's shared memory instead of the output in device memory (which must be read coherent,
-// at the latency of the GPU's L2). The rule that keeps it right: with `frontier` the end of what
-// the current round writes, a byte goes into the ring only if it lies within RING of the frontier,
-// and a copy reads its source from the ring only from there too. Bytes within RING of one
-// frontier never share a slot, so the ring holds exactly the bytes it is read for (a long copy
-// writing two bytes RING apart at once, or a copy finishing below a later literal, cannot leave
-// an older byte in a slot); the frontier only grows, so a byte too far for the ring once stays
-// too far, and is read from the output.
-#if RING_BITS > 0
-const uint RING = 1u << RING_BITS;
-shared uint8_t s_ring[RING];
-#else
-const uint RING = 0u;
-#endif
 
 uint lane;
 uint ballot_slot;
@@ -334,13 +316,9 @@ void check(bool bad, uint reason) {
     }
 }
 
-// Makes every lane's writes to shared memory, and with `device_memory` to the output, visible to the
-// whole group. (A memory barrier on the output waits for the group's writes to it to land, which
-// costs far more than the barrier: copies that read only the ring skip it.)
-void sync(bool device_memory) {
-    if (device_memory) {
-        groupMemoryBarrier();
-    }
+// Makes every lane's writes to the output and to shared memory visible to the whole group.
+void sync() {
+    groupMemoryBarrier();
     barrier();
 }
 
@@ -350,25 +328,18 @@ void sync(bool device_memory) {
 // source overlaps the output of an earlier copy of the same round must wait for it; so the
 // copies go in batches: each batch is the longest run, in lane order, of copies none of which
 // reads another's output, and all bytes of a batch are spread over the group at once.
-// Writes output byte `at`, in the output, and in the ring when it is within RING of `frontier`.
-void put(uint at, uint v, uint frontier) {
+// Writes output byte `at`.
+void put(uint at, uint v) {
     dst.b[at] = uint8_t(v);
-#if RING_BITS > 0
-    if (at + RING >= frontier) {
-        s_ring[at & (RING - 1u)] = uint8_t(v);
-    }
-#endif
 }
 
-// (`frontier`: every output byte written so far lies below it; `far`: some copy reads the output
-// rather than the ring.)
-void copies(uint mask, uint frontier, bool far) {
+void copies(uint mask) {
     if (mask == 0u) {
         return;
     }
     // Earlier rounds' bytes, and this round's copy list, visible to every lane. (A round without
     // copies skips this: the next round with copies makes everything before it visible.)
-    sync(far);
+    sync();
     // Bounded: every batch takes at least the lowest remaining copy.
     while (mask != 0u) {
         bool mine = (mask & (1u << lane)) != 0u;
@@ -408,22 +379,18 @@ void copies(uint mask, uint frontier, bool far) {
                     uint d = s_copy_dist[c];
                     at[u] = to + o;
                     uint from = to - d + o % d;
-#if RING_BITS > 0
-                    v[u] = from + RING >= frontier ? uint(s_ring[from & (RING - 1u)]) : uint(dst.b[from]);
-#else
                     v[u] = uint(dst.b[from]);
-#endif
                 }
             }
             for (uint u = 0u; u < 4u; u++) {
                 if (at[u] != 0xFFFFFFFFu) {
-                    put(at[u], v[u], frontier);
+                    put(at[u], v[u]);
                 }
             }
         }
         mask &= ~batch;
         if (mask != 0u) {
-            sync(far);
+            sync();
         }
     }
     // Nobody reads the copy list any more when the next round writes it.
@@ -441,7 +408,7 @@ void stored_block() {
     for (uint k = 0u; k < len; k += LANES) {
         bool live = k + lane < len;
         if (live) {
-            put(pos + k + lane, take(8u), pos + len);
+            put(pos + k + lane, take(8u));
         }
         refill(live, 0u);
     }
@@ -619,7 +586,7 @@ void huffman_block() {
             take(used);
         }
         if (live && out_len == 1u && sym < 256u) {
-            put(at, sym, pos + total);
+            put(at, sym);
         }
         if (pending) {
             s_copy_dst[lane] = pend_dst;
@@ -630,7 +597,7 @@ void huffman_block() {
         uint copy_mask = ballot(pending);
         PROF_ADD(1, t_round);
         PROF_START(t_copies);
-        copies(copy_mask, pos + total, ballot(pending && pend_dst - distance + RING < pos + total) != 0u);
+        copies(copy_mask);
         PROF_ADD(2, t_copies);
         if (live && !stop && out_len > 0u && sym > 256u) {
             pend_len = out_len;

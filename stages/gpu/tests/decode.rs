@@ -167,9 +167,9 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     mixed.extend_from_slice(&text[..25_000]);
     mixed.extend(std::iter::repeat_n(9u8, 20_536));
     inputs.push(("random then text then run".into(), mixed));
-    // A match longer than the decoder's ring (16 KiB of recent output in shared memory), then
-    // matches whose sources lie inside it, near and far: the ring must hold the newest byte of
-    // each slot after a copy that wrote the slot more than once.
+    // A match of 40,000 bytes, then matches whose sources lie inside it, near and far (this tile
+    // broke an experiment that kept recent output in shared memory, whose slots the long copy
+    // wrote more than once).
     let period = random(200);
     let mut long_then_near: Vec<u8> = period.iter().cycle().take(40_000).copied().collect();
     while long_then_near.len() < 65_536 {
