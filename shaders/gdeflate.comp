@@ -344,12 +344,15 @@ void copies(uint mask) {
     while (mask != 0u) {
         bool mine = (mask & (1u << lane)) != 0u;
         bool dependent = false;
+        // Every earlier copy writes at or after the lowest one's destination: a source that
+        // ends before it needs no closer look.
+        uint lowest = s_copy_dst[findLSB(mask)];
         if (mine) {
             uint to = s_copy_dst[lane];
             uint d = s_copy_dist[lane];
             uint from = to - d;
             uint end = from + min(d, s_copy_len[lane]);
-            for (uint earlier = mask & ((1u << lane) - 1u); earlier != 0u; earlier &= earlier - 1u) {
+            for (uint earlier = end > lowest ? mask & ((1u << lane) - 1u) : 0u; earlier != 0u; earlier &= earlier - 1u) {
                 uint i = findLSB(earlier);
                 uint at = s_copy_dst[i];
                 dependent = dependent || (from < at + s_copy_len[i] && end > at);
@@ -360,6 +363,8 @@ void copies(uint mask) {
         uint total;
         uint first = exclusive_sum((batch & (1u << lane)) != 0u ? s_copy_len[lane] : 0u, total);
         s_copy_first[lane] = first;
+        // A batch of one copy needs no search for the copy of a byte.
+        uint single = bitCount(batch) == 1u ? findLSB(batch) : LANES;
         barrier();
         // Four bytes per lane per step, their loads issued before their stores.
         for (uint k0 = lane; k0 < total; k0 += 4u * LANES) {
@@ -370,15 +375,18 @@ void copies(uint mask) {
                 at[u] = 0xFFFFFFFFu;
                 if (k < total) {
                     // The copy holding byte k: the last lane whose first byte is at or before k.
-                    uint c = 0u;
-                    for (uint step = 16u; step > 0u; step >>= 1) {
-                        c += s_copy_first[c + step] <= k ? step : 0u;
+                    uint c = single;
+                    if (single == LANES) {
+                        c = 0u;
+                        for (uint step = 16u; step > 0u; step >>= 1) {
+                            c += s_copy_first[c + step] <= k ? step : 0u;
+                        }
                     }
                     uint o = k - s_copy_first[c];
                     uint to = s_copy_dst[c];
                     uint d = s_copy_dist[c];
                     at[u] = to + o;
-                    uint from = to - d + o % d;
+                    uint from = to - d + (o < d ? o : o % d);
                     v[u] = uint(dst.b[from]);
                 }
             }
