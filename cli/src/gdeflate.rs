@@ -33,12 +33,17 @@ enum Gdeflate {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Decompress the TileStream IN into OUT, through the engine (tile groups on every worker).
+    /// Decompress the TileStream IN into OUT: through the engine (tile groups on every worker),
+    /// or with `--decode gpu` through dsr's GPU decoder (every tile in one dispatch, read back).
     Decompress {
         /// The TileStream to decode.
         input: PathBuf,
         /// Where the decoded bytes go.
         output: PathBuf,
+        /// Where to decode: cpu (the engine's workers) or gpu (dsr's shader on the Vulkan
+        /// device DSR_VK_DEVICE names, or the first).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+        decode: String,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -93,7 +98,12 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             );
             Ok(())
         }
-        Gdeflate::Decompress { input, output, engine } => {
+        Gdeflate::Decompress {
+            input, output, decode, ..
+        } if decode == "gpu" => decompress_gpu(&input, &output),
+        Gdeflate::Decompress {
+            input, output, engine, ..
+        } => {
             let stream: Arc<[u8]> = read(&input)?.into();
             let parsed =
                 TileStream::parse(&stream).map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
@@ -122,4 +132,56 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `dsr gdeflate decompress --decode gpu`: the whole stream staged on the device, every tile in
+/// one dispatch of dsr's shader, statuses checked, the output read back.
+fn decompress_gpu(input: &PathBuf, output: &PathBuf) -> CliResult {
+    use dsr::gpu::{DecodeRun, GpuConfig, GpuContext, GpuDecoder, TileJob};
+    let stream = read(input)?;
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", input.display()));
+    let parsed = TileStream::parse(&stream).map_err(|e| failed(&e))?;
+    let mut jobs = Vec::with_capacity(parsed.tiles());
+    for i in 0..parsed.tiles() {
+        let (span, size) = parsed.tile_span(i).map_err(|e| failed(&e))?;
+        jobs.push(TileJob {
+            src_offset: span.start as u64,
+            src_len: span.len() as u32,
+            dst_offset: (i * TILE_SIZE) as u64,
+            dst_len: size as u32,
+        });
+    }
+    let len = parsed.uncompressed_len();
+    let context = GpuContext::new(&GpuConfig::from_env())?;
+    let decoder = GpuDecoder::new(&context, None)?;
+    let start = Instant::now();
+    let run = DecodeRun::new(&decoder, &stream, &jobs, len).map_err(|e| failed(&e))?;
+    let gpu = run.decode(1)?.first().copied().flatten();
+    if let Some((tile, reason)) = run
+        .statuses()
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.err().map(|r| (i, r)))
+    {
+        return Err(failed(&dsr_gdeflate::Error {
+            reason,
+            tile: Some(tile as u32),
+        }));
+    }
+    let bytes = run.read_output()?;
+    let elapsed = start.elapsed();
+    write(output, &bytes)?;
+    eprintln!(
+        "{} → {len} bytes on {} ({} decoder): {:.2} ms with staging and read-back{}",
+        stream.len(),
+        context.info().name,
+        decoder.form().name(),
+        elapsed.as_secs_f64() * 1e3,
+        gpu.map_or(String::new(), |t| format!(
+            ", {:.2} ms on the GPU ({:.2} GB/s)",
+            t.as_secs_f64() * 1e3,
+            len as f64 / t.as_secs_f64() / 1e9
+        ))
+    );
+    Ok(())
 }

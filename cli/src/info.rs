@@ -60,9 +60,16 @@ pub fn run(args: InfoArgs) -> CliResult {
             "host-visible copy"
         }
     };
+    // GDeflate decoding on the GPU: dsr's shader (its form), the driver's extension if enabled.
+    let gpu_decoder = |context: &std::sync::Arc<dsr::gpu::GpuContext>| match dsr::gpu::GpuDecoder::new(context, None) {
+        Ok(decoder) => format!("dsr shader ({} form)", decoder.form().name()),
+        Err(err) => format!("none ({err})"),
+    };
     let vulkan = gpu.as_ref().ok().map(|context| {
         let info = context.info();
         json!({
+            "gdeflate_decoder": gpu_decoder(context),
+            "nv_memory_decompression_enabled": context.nv_decompression(),
             "device": info.name,
             "type": info.kind,
             "driver": info.driver,
@@ -124,6 +131,15 @@ pub fn run(args: InfoArgs) -> CliResult {
                 info.subgroup_size,
                 info.external_memory_host,
                 info.memory_decompression.as_deref().unwrap_or("no")
+            );
+            println!(
+                "  GDeflate on the GPU: {}; VK_NV_memory_decompression {}",
+                gpu_decoder(context),
+                if context.nv_decompression() {
+                    "enabled (a bench peer)"
+                } else {
+                    "not enabled"
+                }
             );
             println!("  staging: {}", staging(context));
         }

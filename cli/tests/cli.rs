@@ -441,6 +441,101 @@ fn info_describes_the_vulkan_device() {
         vulkan.get("memory_decompression").is_some(),
         "null when absent, but present: {vulkan}"
     );
+    assert!(
+        vulkan["gdeflate_decoder"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("dsr shader")),
+        "dsr's own devices run its GPU decoder: {vulkan}"
+    );
+}
+
+/// `dsr bench decode-gpu` on this machine's device: every byte of both batch sizes verified
+/// (the command fails otherwise), the figures and keys the issue names.
+#[test]
+fn bench_decode_gpu_verifies_and_reports_each_batch() {
+    let info = json(&dsr(&["info", "--json"]));
+    if !vulkan_here(&info) {
+        return;
+    }
+    let doc = json(&dsr(&[
+        "bench",
+        "decode-gpu",
+        "--size-mib",
+        "1",
+        "--batch-mib",
+        "1,2",
+        "--runs",
+        "1",
+        "--workers",
+        "2",
+        "--json",
+    ]));
+    for key in ["dsr_gbps", "cpu_gbps"] {
+        assert!(doc[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {doc}");
+    }
+    assert_eq!(doc["tiles"], 16, "{doc}");
+    assert!(doc.get("nv_gbps").is_some() && doc.get("e2e_gbps").is_some(), "{doc}");
+    let batches = doc["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(
+        batches[1]["tiles"], 32,
+        "the 2 MiB batch repeats the corpus's tiles: {doc}"
+    );
+}
+
+/// `dsr gdeflate decompress --decode gpu` lands the same bytes as the CPU, and names the tile a
+/// damaged stream breaks, as the CPU does.
+#[test]
+fn gdeflate_decompress_on_the_gpu_matches_the_cpu() {
+    let info = json(&dsr(&["info", "--json"]));
+    if !vulkan_here(&info) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    // Compressible with some noise: Huffman blocks with matches, which damage breaks.
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i / 7 % 251) as u8 ^ if i % 13 == 0 { (i % 256) as u8 } else { 0 })
+        .collect();
+    std::fs::write(&input, &data).unwrap();
+    let stream = dir.path().join("in.gdf");
+    let out = dsr(&[
+        "gdeflate",
+        "compress",
+        input.to_str().unwrap(),
+        stream.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = dir.path().join("back.bin");
+    let decompress = |stream: &std::path::Path, decode: &str| {
+        dsr(&[
+            "gdeflate",
+            "decompress",
+            stream.to_str().unwrap(),
+            back.to_str().unwrap(),
+            "--decode",
+            decode,
+        ])
+    };
+    let out = decompress(&stream, "gpu");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&back).unwrap() == data);
+
+    let mut damaged = std::fs::read(&stream).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle..middle + 64].fill(0xff);
+    std::fs::write(&stream, &damaged).unwrap();
+    let (gpu, cpu) = (decompress(&stream, "gpu"), decompress(&stream, "cpu"));
+    assert_eq!(gpu.status.code(), Some(1));
+    assert_eq!(cpu.status.code(), Some(1));
+    let tile_of = |out: &Output| {
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let at = text
+            .find("GDeflate tile ")
+            .unwrap_or_else(|| panic!("no tile named: {text}"));
+        text[at..].split(':').next().unwrap().to_owned()
+    };
+    assert_eq!(tile_of(&gpu), tile_of(&cpu));
 }
 
 #[test]

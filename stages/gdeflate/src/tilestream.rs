@@ -124,6 +124,15 @@ impl<'a> TileStream<'a> {
         self.data.len()
     }
 
+    /// Where tile `i`'s compressed bytes lie in the stream the TileStream was parsed from (its
+    /// header and table included), and its uncompressed size: for a decoder that reads the
+    /// stream where it already is, such as the GPU's. The same checks as [`TileStream::tile`].
+    pub fn tile_span(&self, i: usize) -> Result<(std::ops::Range<usize>, usize), Error> {
+        let (bytes, size) = self.tile(i)?;
+        let start = HEADER_LEN + self.table.len() + if i == 0 { 0 } else { self.entry(i) };
+        Ok((start..start + bytes.len(), size))
+    }
+
     /// Tile `i`'s compressed bytes and its uncompressed size; an error if the table places it
     /// out of order or outside the data.
     pub fn tile(&self, i: usize) -> Result<(&'a [u8], usize), Error> {
