@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dsr::gpu::{GpuConfig, GpuContext, StagingConfig, Transfers};
-use dsr::{DeviceBuffer, ErrorKind, ExecutorConfig, HostBuffer, IoConfig, Request, RequestStatus};
+use dsr::{DecodeRoute, DeviceBuffer, ErrorKind, ExecutorConfig, HostBuffer, IoConfig, Request, RequestStatus};
 
 use crate::common::*;
 
@@ -171,6 +171,62 @@ fn memory_and_compressed_assets_reach_the_gpu() {
     assert!(report.all_done(), "{report:?}");
     assert!(read_back(&executor, &gpu, 3, plain.len() as u64) == plain);
     assert!(read_back(&executor, &gpu, 300_000, text.len() as u64) == text);
+    drop(executor);
+    assert_valid(&context);
+}
+
+/// GDeflate assets decoded by the GPU decoder straight into GPU buffers (the `DecompressGpu`
+/// route, forced and automatic), files and memory, many tiles and a partial last one, beside a
+/// damaged stream that fails alone, naming its tile, and requests the route cannot take.
+#[test]
+fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
+    let Some(context) = context() else { return };
+    let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+    let text: Vec<u8> = (0..700_001u32)
+        .map(|i| b"the decoder runs on the GPU; "[(i % 29) as usize] ^ (i % 97 == 0) as u8)
+        .collect();
+    let packed = dsr_gdeflate::compress(&text, dsr_gdeflate::Level::new(6)).unwrap();
+    let packed_file = temp_file(&packed);
+    let mut damaged = packed.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle..middle + 64].fill(0xff);
+    let gpu = dsr::gpu::allocate_buffer(&context, 3 << 20).unwrap();
+    let requests = [
+        Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, 0)
+            .gdeflate(text.len() as u64)
+            .decode_on(DecodeRoute::Gpu),
+        Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 1 << 20).gdeflate(text.len() as u64),
+        Request::memory_to_device(damaged, 0, packed.len() as u64, &gpu, 2 << 20)
+            .gdeflate(text.len() as u64)
+            .decode_on(DecodeRoute::Gpu),
+    ];
+    let mut batch = executor.batch();
+    for request in requests {
+        batch.push(request).unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(matches!(report.requests[0].status, RequestStatus::Done), "{report:?}");
+    assert!(matches!(report.requests[1].status, RequestStatus::Done), "{report:?}");
+    let RequestStatus::Failed(err) = &report.requests[2].status else {
+        panic!("the damaged stream decoded: {report:?}")
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("GDeflate tile"), "names the tile: {err}");
+    assert!(read_back(&executor, &gpu, 0, text.len() as u64) == text);
+    assert!(read_back(&executor, &gpu, 1 << 20, text.len() as u64) == text);
+
+    // Tile hashes are checked on the CPU route only: forcing the GPU is refused at once.
+    let mut batch = executor.batch();
+    let hashes: Arc<[u64]> = Arc::from(vec![0u64; text.len().div_ceil(65536)]);
+    let err = batch
+        .push(
+            Request::memory_to_device(packed, 0, 1, &gpu, 0)
+                .gdeflate(text.len() as u64)
+                .verify_tiles(hashes)
+                .decode_on(DecodeRoute::Gpu),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     drop(executor);
     assert_valid(&context);
 }

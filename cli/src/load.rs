@@ -42,6 +42,12 @@ pub struct LoadArgs {
     /// their tile hashes (reading GPU buffers back first).
     #[arg(long)]
     verify: bool,
+    /// With `--dest gpu`, where compressed assets decode: auto (the GPU decoder where it can
+    /// run: archives need `--no-verify`, since tile hashes are checked on the CPU route), cpu
+    /// (decoded by the workers, then uploaded) or gpu (uploaded compressed, decoded by dsr's
+    /// shader; refused where it cannot run).
+    #[arg(long, value_enum, default_value_t = Decode::Auto)]
+    decode: Decode,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -59,6 +65,24 @@ pub struct LoadArgs {
 enum Via {
     Batch,
     Queue,
+}
+
+/// `--decode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Decode {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl Decode {
+    fn route(self) -> dsr::DecodeRoute {
+        match self {
+            Decode::Auto => dsr::DecodeRoute::Auto,
+            Decode::Cpu => dsr::DecodeRoute::Cpu,
+            Decode::Gpu => dsr::DecodeRoute::Gpu,
+        }
+    }
 }
 
 /// `--dest`.
@@ -558,7 +582,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     let loaded = repeat(&args, &engine, bytes, assets.len(), || {
         dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify)
             .zip(&slots)
-            .map(|(request, &slot)| landing.place(request.io(policy), slot))
+            .map(|(request, &slot)| landing.place(request.io(policy).decode_on(args.decode.route()), slot))
             .collect()
     })?;
     let header = format!(

@@ -306,6 +306,8 @@ struct DeviceInner {
     len: u64,
     handle: Box<dyn Any + Send + Sync>,
     reservations: Ranges,
+    /// The GPU decoder can write into it (its GPU side has device addresses).
+    decodable: bool,
 }
 
 impl DeviceBuffer {
@@ -317,8 +319,26 @@ impl DeviceBuffer {
                 len,
                 handle: Box::new(handle),
                 reservations: Ranges::default(),
+                decodable: false,
             }),
         }
+    }
+
+    /// The same, marked as a buffer the GPU decoder can write into (for `dsr-gpu`, which knows).
+    pub fn new_decodable(len: u64, handle: impl Any + Send + Sync) -> Self {
+        DeviceBuffer {
+            inner: Arc::new(DeviceInner {
+                len,
+                handle: Box::new(handle),
+                reservations: Ranges::default(),
+                decodable: true,
+            }),
+        }
+    }
+
+    /// Whether the GPU decoder can write into it.
+    pub fn decodable(&self) -> bool {
+        self.inner.decodable
     }
 
     /// Length in bytes.

@@ -74,7 +74,7 @@ pub use queue::{
     RequestDone, SourceType, StatusArray, StatusEntry,
 };
 pub use reactor::{Completer, Reactor};
-pub use request::{Compression, Destination, IoPolicy, Place, Priority, Request, RequestRecord, Source};
+pub use request::{Compression, DecodeRoute, Destination, IoPolicy, Place, Priority, Request, RequestRecord, Source};
 pub use scratch::{ScratchHooks, ScratchStats};
 pub use stage::{DeviceRange, Input, NodeRef, PendingNode, Stage};
 pub use state::NodeState;

@@ -10,6 +10,8 @@
 //! | file, GDeflate → GPU          | `Acquire` → `Read` × chunks → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
 //! | memory, uncompressed → GPU    | `Upload` × chunks, from the caller's bytes        |
 //! | memory, GDeflate → GPU        | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
+//! | file, GDeflate → GPU, decoded there | `Acquire` → `Read` × chunks into scratch → `DecompressGpu` → `Release` |
+//! | memory, GDeflate → GPU, decoded there | `DecompressGpu`, from the caller's bytes |
 //! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
 //! | memory → file (a write)       | `Write` × chunks [→ `Sync`]                        |
 //! | GPU buffer → file             | `Acquire` → `Copy` × chunks into scratch, each → its `Write` [→ `Sync`] → `Release` |
@@ -22,13 +24,14 @@
 //! sized here but held only from `Acquire` to `Release`, within the executor's scratch budget
 //! (`crate::scratch`). A GPU destination is reached through `Upload` nodes from host memory
 //! (scratch, or the caller's bytes), each following the node that filled its piece, so pieces
-//! go to the GPU while later ones are still being read or decoded. (GDeflate decoding on the GPU
-//! comes with the GPU decoder; until then compressed assets take this CPU route.)
+//! go to the GPU while later ones are still being read or decoded. A GDeflate stream may instead
+//! decode on the GPU (`DecodeRoute`): one `DecompressGpu` node takes the whole compressed stream
+//! and writes every tile into the destination.
 
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{EdgeKind, GraphBuilder, NodeId, NodeKind, NodeSpec, RequestId, RequestInfo, ResourceKind, Span};
-use crate::request::{Compression, Destination, Request, Source};
+use crate::request::{Compression, DecodeRoute, Destination, Request, Source};
 
 /// Knobs of lowering.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +40,9 @@ pub struct LoweringConfig {
     pub read_chunk: u64,
     /// 64 KiB tiles one `DecompressCpu` node decodes; larger streams split into groups.
     pub decode_group_tiles: u32,
+    /// Whether the executor runs `DecompressGpu` nodes (the GPU decoder is installed): GDeflate
+    /// requests into GPU buffers may then decode there.
+    pub gpu_decode: bool,
 }
 
 impl Default for LoweringConfig {
@@ -44,6 +50,7 @@ impl Default for LoweringConfig {
         LoweringConfig {
             read_chunk: 1 << 20,
             decode_group_tiles: 8,
+            gpu_decode: false,
         }
     }
 }
@@ -153,11 +160,14 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         )
     })?;
     let on_device = matches!(request.destination, Destination::Device { .. });
-    // Scratch: compressed file bytes between reads and decodes, and (for a GPU destination) the
-    // bytes uploads copy from, after the compressed ones. Sized before anything is added, so a
-    // refusal leaves the graph as it was.
+    let gpu_decode = decodes_on_gpu(config, &request)?;
+    // Scratch: compressed file bytes between reads and decodes, and (for a GPU destination
+    // decoded on the CPU) the bytes uploads copy from, after the compressed ones. Sized before
+    // anything is added, so a refusal leaves the graph as it was.
     let src_len = request.source.len();
     let scratch_len = match (&request.source, request.compression, on_device) {
+        (Source::File { .. }, Compression::GDeflate { .. }, true) if gpu_decode => Some(src_len),
+        (Source::Memory { .. }, Compression::GDeflate { .. }, true) if gpu_decode => None,
         (Source::File { .. }, Compression::None, false)
         | (Source::Memory { .. } | Source::Device { .. }, Compression::None, _) => None,
         (Source::File { .. }, Compression::None, true) => Some(src_len),
@@ -219,6 +229,25 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
 
     // The nodes that produce the output, and, for each, the node whose end lets it go on.
     let sinks: Vec<NodeId> = match (source, memory, request.compression, hold) {
+        // Decoded on the GPU: the compressed stream (read into scratch, or the caller's bytes)
+        // goes to one `DecompressGpu` node, which uploads it and decodes every tile into the
+        // destination in one submission.
+        (Some((file, offset, len)), _, Compression::GDeflate { uncompressed_len }, Some((staged, acquire)))
+            if gpu_decode =>
+        {
+            let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
+            join(graph, id, &[acquire], &reads);
+            let decode = add_gpu_decode(graph, id, staged, len, dst, uncompressed_len);
+            join(graph, id, &reads, &[decode]);
+            vec![decode]
+        }
+        (_, Some((memory, offset, len)), Compression::GDeflate { uncompressed_len }, None) if gpu_decode => {
+            let src = Span {
+                resource: memory,
+                offset,
+            };
+            vec![add_gpu_decode(graph, id, src, len, dst, uncompressed_len)]
+        }
         (Some((file, offset, len)), _, Compression::None, None) => {
             add_reads(graph, config, id, Span { resource: file, offset }, dst, len)
         }
@@ -284,6 +313,56 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         join(graph, id, &sinks, &[release]);
     }
     Ok(id)
+}
+
+/// Whether `request` decodes on the GPU: a GDeflate stream into a GPU buffer, on the route it
+/// asks for. `Auto` takes the GPU where the executor has the decoder, the destination can be
+/// written by it and no tile hashes are to be checked (they are checked on the CPU route only);
+/// `Gpu` is refused where any of those is missing.
+fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
+    let Destination::Device { buffer, .. } = &request.destination else {
+        return Ok(false);
+    };
+    if request.compression == Compression::None {
+        return Ok(false);
+    }
+    let refusal = if !config.gpu_decode {
+        Some("the executor has no GPU decoder (no Vulkan device with buffer device addresses and 8-bit storage, or a caller's device)")
+    } else if !buffer.decodable() {
+        Some("the GPU decoder cannot write into this buffer (a caller's buffer, made without device addresses)")
+    } else if request.verify.is_some() {
+        Some("tile hashes are checked on the CPU route only: decode on the CPU, or skip verification")
+    } else {
+        None
+    };
+    match (request.decode, refusal) {
+        (DecodeRoute::Cpu, _) => Ok(false),
+        (DecodeRoute::Auto, refusal) => Ok(refusal.is_none()),
+        (DecodeRoute::Gpu, None) => Ok(true),
+        (DecodeRoute::Gpu, Some(why)) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("this request cannot decode on the GPU: {why}"),
+        )),
+    }
+}
+
+/// The `DecompressGpu` node of a whole stream: `src_len` compressed bytes at `src` into
+/// `uncompressed_len` bytes at `dst` (a GPU buffer).
+fn add_gpu_decode(
+    graph: &mut GraphBuilder,
+    request: RequestId,
+    src: Span,
+    src_len: u64,
+    dst: Span,
+    uncompressed_len: u64,
+) -> NodeId {
+    graph.add_lowered_node(NodeSpec {
+        src: Some(src),
+        dst: Some(dst),
+        len: uncompressed_len,
+        src_len,
+        ..NodeSpec::bare(NodeKind::DecompressGpu, request)
+    })
 }
 
 /// A write request: memory (or a GPU buffer, read back into scratch first) into a file range,
@@ -506,7 +585,65 @@ mod tests {
         LoweringConfig {
             read_chunk: 100,
             decode_group_tiles: 2,
+            gpu_decode: false,
         }
+    }
+
+    fn kinds_of(config: &LoweringConfig, request: Request) -> Result<Vec<NodeKind>> {
+        let mut g = GraphBuilder::new();
+        lower(&mut g, config, request)?;
+        Ok(g.compile().unwrap().nodes().map(|n| n.kind).collect())
+    }
+
+    #[test]
+    fn gdeflate_into_gpu_buffers_decodes_on_the_route_it_may_take() {
+        use crate::buffer::DeviceBuffer;
+        use NodeKind::*;
+        let gpu = LoweringConfig {
+            gpu_decode: true,
+            ..config()
+        };
+        let decodable = DeviceBuffer::new_decodable(1000, ());
+        let callers = DeviceBuffer::new(1000, ());
+        let file = |buffer: &DeviceBuffer| Request::file_to_device("/a", 0, 150, buffer, 0).gdeflate(1000);
+        let memory =
+            |buffer: &DeviceBuffer| Request::memory_to_device(vec![0u8; 150], 0, 150, buffer, 0).gdeflate(1000);
+        let cpu_file = [Acquire, Read, Read, DecompressCpu, Upload, Release];
+        // Auto: the GPU where the executor decodes there and the buffer allows it.
+        assert_eq!(
+            kinds_of(&gpu, file(&decodable)).unwrap(),
+            [Acquire, Read, Read, DecompressGpu, Release]
+        );
+        assert_eq!(kinds_of(&gpu, memory(&decodable)).unwrap(), [DecompressGpu]);
+        assert_eq!(kinds_of(&config(), file(&decodable)).unwrap(), cpu_file);
+        assert_eq!(kinds_of(&gpu, file(&callers)).unwrap(), cpu_file);
+        let hashed = file(&decodable).verify_tiles(Arc::from(vec![0u64; 1]));
+        assert_eq!(
+            kinds_of(&gpu, hashed).unwrap(),
+            cpu_file,
+            "tile hashes are checked on the CPU"
+        );
+        // Forced routes.
+        assert_eq!(
+            kinds_of(&gpu, file(&decodable).decode_on(DecodeRoute::Cpu)).unwrap(),
+            cpu_file
+        );
+        for (config, buffer, why) in [
+            (&config(), &decodable, "no GPU decoder"),
+            (&gpu, &callers, "a caller's buffer"),
+        ] {
+            let err = kinds_of(config, file(buffer).decode_on(DecodeRoute::Gpu)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "{why}: {err}");
+        }
+        // Host destinations decode on the CPU whatever the route says.
+        let host = HostBuffer::new(1000);
+        let to_host = Request::file("/a", 0, 150, &host, 0)
+            .gdeflate(1000)
+            .decode_on(DecodeRoute::Gpu);
+        assert_eq!(
+            kinds_of(&gpu, to_host).unwrap(),
+            [Acquire, Read, Read, DecompressCpu, Release]
+        );
     }
 
     #[test]

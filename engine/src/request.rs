@@ -156,6 +156,22 @@ pub struct Request {
     pub verify: Option<Arc<[u64]>>,
     /// How file bytes are read.
     pub io: IoPolicy,
+    /// Where a GDeflate stream bound for a GPU buffer is decoded.
+    pub decode: DecodeRoute,
+}
+
+/// Where a GDeflate request into a GPU buffer decodes. Host destinations always decode on the
+/// CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeRoute {
+    /// The GPU where the executor has the GPU decoder and the request allows it (a destination
+    /// the decoder can address, no tile hashes to check), the CPU otherwise.
+    #[default]
+    Auto,
+    /// On the CPU's workers, then uploaded.
+    Cpu,
+    /// Uploaded compressed and decoded by the GPU decoder; refused where it cannot run.
+    Gpu,
 }
 
 impl Request {
@@ -297,7 +313,14 @@ impl Request {
             priority: Priority::Normal,
             verify: None,
             io: IoPolicy::Auto,
+            decode: DecodeRoute::Auto,
         }
+    }
+
+    /// Chooses where a GDeflate stream bound for a GPU buffer decodes.
+    pub fn decode_on(mut self, route: DecodeRoute) -> Self {
+        self.decode = route;
+        self
     }
 
     /// Marks the source as a GDeflate stream that decodes to `uncompressed_len` bytes.

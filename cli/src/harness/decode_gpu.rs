@@ -154,3 +154,79 @@ pub fn measure(
         nv_missing,
     })
 }
+
+/// Warm file → GDeflate → device-local buffer through the engine's GPU route, against the two
+/// halves alone in the same run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EndToEnd {
+    /// The whole request (read, upload, decode on the GPU), GB/s of output, wall clock (median).
+    pub e2e_gbps: f64,
+    /// The same file read alone into host memory through the engine, GB/s of file bytes.
+    pub read_gbps: f64,
+    /// The same tiles decoded alone by the shader in one submission, GB/s of output (GPU time).
+    pub decode_gbps: f64,
+    /// e2e against the slower of the two halves, each as the time its part of the request takes.
+    pub ratio_vs_slower: f64,
+}
+
+/// `stream` (a TileStream of `len` bytes) written to a file in the temporary directory, warmed,
+/// then loaded into a GPU buffer on the GPU route `runs` times; the read alone and the decode alone
+/// measured beside it.
+pub fn end_to_end(
+    context: &std::sync::Arc<GpuContext>,
+    stream: &[u8],
+    len: u64,
+    decode_gbps: f64,
+    runs: usize,
+) -> Result<EndToEnd, String> {
+    use std::time::Instant;
+    let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    std::fs::write(file.path(), stream).map_err(|e| e.to_string())?;
+    let _ = std::fs::read(file.path()).map_err(|e| e.to_string())?; // warm
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let config = dsr::ExecutorConfig {
+        workers,
+        metrics: false,
+        ..dsr::ExecutorConfig::default()
+    };
+    let (executor, _, _) =
+        dsr::executor_with_gpu(config, dsr::io_from_env(), context, dsr::gpu::StagingConfig::default())
+            .map_err(|e| e.to_string())?;
+    let gpu = dsr::gpu::allocate_buffer(context, len).map_err(|e| e.to_string())?;
+    let host = dsr::HostBuffer::prefault(stream.len());
+    let once = |request: dsr::Request| -> Result<std::time::Duration, String> {
+        let mut batch = executor.batch();
+        batch.push(request).map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let report = executor.submit(batch).map_err(|e| e.to_string())?.wait();
+        let elapsed = start.elapsed();
+        match report.first_failure() {
+            Some((_, err)) => Err(err.to_string()),
+            None => Ok(elapsed),
+        }
+    };
+    let (mut e2e, mut read) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) + 1 {
+        e2e.push(once(
+            dsr::Request::file_to_device(file.path(), 0, stream.len() as u64, &gpu, 0)
+                .gdeflate(len)
+                .decode_on(dsr::DecodeRoute::Gpu),
+        )?);
+        read.push(once(dsr::Request::file(file.path(), 0, stream.len() as u64, &host, 0))?);
+    }
+    // The first run of each warms the executor, the device's allocations and the destination.
+    e2e.remove(0);
+    read.remove(0);
+    let e2e_gbps = len as f64 / super::median(&mut e2e).as_secs_f64() / 1e9;
+    let read_gbps = stream.len() as f64 / super::median(&mut read).as_secs_f64() / 1e9;
+    // Each half's time for this request; the slower bounds the whole.
+    let read_time = stream.len() as f64 / (read_gbps * 1e9);
+    let decode_time = len as f64 / (decode_gbps * 1e9);
+    let slower_gbps = len as f64 / read_time.max(decode_time) / 1e9;
+    Ok(EndToEnd {
+        e2e_gbps,
+        read_gbps,
+        decode_gbps,
+        ratio_vs_slower: e2e_gbps / slower_gbps,
+    })
+}

@@ -106,10 +106,16 @@ pub fn allocate_buffer(context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuff
             "a GPU buffer needs at least one byte",
         ));
     }
-    let info = vk::BufferCreateInfo::default()
-        .size(len)
-        .usage(usage(context))
-        .sharing_mode(vk::SharingMode::EXCLUSIVE);
+    // Uploads and copies run on the transfer queue, the GPU decoder on the compute queue: where
+    // those are different families, both use the buffer without ownership transfers.
+    let families = [context.transfer_queue().family, context.compute_queue().family];
+    let info = vk::BufferCreateInfo::default().size(len).usage(usage(context));
+    let info = if families[0] != families[1] {
+        info.sharing_mode(vk::SharingMode::CONCURRENT)
+            .queue_family_indices(&families)
+    } else {
+        info.sharing_mode(vk::SharingMode::EXCLUSIVE)
+    };
     let alloc = vk_mem::AllocationCreateInfo {
         usage: vk_mem::MemoryUsage::AutoPreferDevice,
         ..Default::default()
@@ -118,14 +124,17 @@ pub fn allocate_buffer(context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuff
     // `GpuBuffer::drop`, with the allocator that made them.
     let (buffer, allocation) = unsafe { context.allocator().create_buffer(&info, &alloc) }
         .map_err(|r| vk_error(r, &format!("cannot allocate a {len}-byte GPU buffer")))?;
-    Ok(DeviceBuffer::new(
-        len,
-        GpuBuffer {
-            context: context.clone(),
-            buffer,
-            allocation: Some(allocation),
-        },
-    ))
+    let gpu = GpuBuffer {
+        context: context.clone(),
+        buffer,
+        allocation: Some(allocation),
+    };
+    // With device addresses, the GPU decoder can write into it.
+    Ok(if context.device_address() {
+        DeviceBuffer::new_decodable(len, gpu)
+    } else {
+        DeviceBuffer::new(len, gpu)
+    })
 }
 
 /// A caller's `VkBuffer` of `len` bytes as a destination. dsr never destroys it.

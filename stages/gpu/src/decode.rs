@@ -55,11 +55,11 @@ impl Form {
 /// One tile as the shader reads it (`struct Tile` in the shader, std430).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct TileDesc {
-    src: u64,
-    dst: u64,
-    src_bytes: u32,
-    dst_bytes: u32,
+pub(crate) struct TileDesc {
+    pub src: u64,
+    pub dst: u64,
+    pub src_bytes: u32,
+    pub dst_bytes: u32,
 }
 
 /// The shader's push constants.
@@ -208,6 +208,11 @@ impl GpuDecoder {
         self.form
     }
 
+    /// The context it runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.context
+    }
+
     /// Records the decode of `count` tiles described at `tiles` (an array of the shader's
     /// `Tile`), statuses to `status` (one `u32` per tile).
     ///
@@ -215,7 +220,7 @@ impl GpuDecoder {
     /// `cb` is recording, on a queue family with compute; the addresses point at live buffers
     /// holding what the shader expects, whose tiles satisfy the module comment's rules, until
     /// the work completes.
-    unsafe fn record(&self, cb: vk::CommandBuffer, tiles: u64, status: u64, count: u32) {
+    pub(crate) unsafe fn record(&self, cb: vk::CommandBuffer, tiles: u64, status: u64, count: u32) {
         let push = Push {
             tiles,
             status,
@@ -636,16 +641,48 @@ fn timestamp_period(context: &GpuContext, family: u32) -> Option<f32> {
     (bits > 0 && props.limits.timestamp_period > 0.0).then_some(props.limits.timestamp_period)
 }
 
-/// Records `record` into a fresh command buffer on the compute queue, submits it and waits.
-/// Everything made here is destroyed before returning, unless the GPU does not finish within
-/// [`GPU_TIMEOUT`], when they are leaked (the work may still use them) and the call fails.
-fn one_shot(context: &GpuContext, record: impl FnOnce(&ash::Device, vk::CommandBuffer)) -> Result<()> {
+/// A submission on the compute queue: its command pool and the fence it signals.
+pub(crate) struct Submitted {
+    pool: vk::CommandPool,
+    fence: vk::Fence,
+}
+
+impl Submitted {
+    /// Waits up to [`GPU_TIMEOUT`] for the GPU; then destroys the pool and fence. On a timeout
+    /// they are leaked (the work may still use them) and the call fails.
+    pub(crate) fn wait(self, context: &GpuContext) -> Result<()> {
+        let device = context.device();
+        // SAFETY: the fence and pool are this submission's; they are destroyed only once the
+        // fence has signalled.
+        unsafe {
+            match device.wait_for_fences(&[self.fence], true, GPU_TIMEOUT.as_nanos() as u64) {
+                Ok(()) => {
+                    device.destroy_fence(self.fence, None);
+                    device.destroy_command_pool(self.pool, None);
+                    Ok(())
+                }
+                Err(vk::Result::TIMEOUT) => Err(Error::new(
+                    ErrorKind::Device,
+                    format!("the GPU did not finish within {} s", GPU_TIMEOUT.as_secs()),
+                )),
+                Err(r) => Err(context.check(r, "cannot wait for the GPU")),
+            }
+        }
+    }
+}
+
+/// Records `record` into a fresh command buffer on the compute queue and submits it.
+pub(crate) fn submit_once(
+    context: &GpuContext,
+    record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+) -> Result<Submitted> {
     let device = context.device();
     let queue = context.compute_queue();
     let pool_info = vk::CommandPoolCreateInfo::default()
         .queue_family_index(queue.family)
         .flags(vk::CommandPoolCreateFlags::TRANSIENT);
-    // SAFETY: valid create infos; the objects are destroyed below once the work is done.
+    // SAFETY: valid create infos; on failure everything made here is destroyed before returning,
+    // on success the objects go to the caller with the work.
     unsafe {
         let pool = device
             .create_command_pool(&pool_info, None)
@@ -690,16 +727,11 @@ fn one_shot(context: &GpuContext, record: impl FnOnce(&ash::Device, vk::CommandB
             destroy(fence);
             return Err(err);
         }
-        match device.wait_for_fences(&[fence], true, GPU_TIMEOUT.as_nanos() as u64) {
-            Ok(()) => {
-                destroy(fence);
-                Ok(())
-            }
-            Err(vk::Result::TIMEOUT) => Err(Error::new(
-                ErrorKind::Device,
-                format!("the GPU did not finish within {} s", GPU_TIMEOUT.as_secs()),
-            )),
-            Err(r) => Err(context.check(r, "cannot wait for the GPU")),
-        }
+        Ok(Submitted { pool, fence })
     }
+}
+
+/// Records `record`, submits it on the compute queue and waits (see [`Submitted::wait`]).
+fn one_shot(context: &GpuContext, record: impl FnOnce(&ash::Device, vk::CommandBuffer)) -> Result<()> {
+    submit_once(context, record)?.wait(context)
 }

@@ -29,6 +29,7 @@
 pub mod buffer;
 pub mod context;
 pub mod decode;
+pub mod decode_stage;
 pub mod import;
 pub mod stage;
 mod timeline;
@@ -43,12 +44,14 @@ pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef, SubmitLock};
 pub use decode::{DecodeRun, Form, GpuDecoder, TileJob};
+pub use decode_stage::DecompressGpuStage;
 pub use import::HostImports;
 pub use stage::{GpuCopyStage, UploadStage};
 pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
 
 /// Adds the `Upload` stage, the GPU side of the `Copy` stage (wrapping the host copy stage
-/// already set, if any) and their reactor, on `context`, to `builder`; returns the transfer
+/// already set, if any), the `DecompressGpu` stage where the device runs dsr's GPU decoder, and
+/// their reactor, on `context`, to `builder`; returns the transfer
 /// queue too (its statistics, and the timeline a renderer can wait on). Call it after the host
 /// stages are set and the worker count is final: it keeps a command pool per worker.
 pub fn install_gpu(
@@ -62,6 +65,21 @@ pub fn install_gpu(
     let builder = match imports {
         Some(imports) => builder.scratch_hooks(imports),
         None => builder,
+    };
+    // The GPU decoder where the device runs it: GDeflate requests into GPU buffers may then
+    // decode there (see `DecodeRoute`).
+    let builder = match GpuDecoder::new(context, None).map(DecompressGpuStage::new) {
+        Ok(Ok(stage)) => {
+            let lowering = dsr_engine::LoweringConfig {
+                gpu_decode: true,
+                ..builder.configured().lowering
+            };
+            builder
+                .stage(NodeKind::DecompressGpu, Arc::new(stage))
+                .lowering(lowering)
+        }
+        Ok(Err(err)) => return Err(dsr_engine::Error::from_io(err, "cannot start the GPU decoder's thread")),
+        Err(_) => builder,
     };
     let builder = builder
         .stage(NodeKind::Upload, Arc::new(UploadStage::new(transfers.clone())))
