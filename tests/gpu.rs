@@ -176,8 +176,9 @@ fn memory_and_compressed_assets_reach_the_gpu() {
 }
 
 /// GDeflate assets decoded by the GPU decoder straight into GPU buffers (the `DecompressGpu`
-/// route, forced and automatic), files and memory, many tiles and a partial last one, beside a
-/// damaged stream that fails alone, naming its tile, and requests the route cannot take.
+/// route), files and memory, many tiles and a partial last one, beside the same asset on the
+/// automatic route (which sends one this small to the CPU) and a damaged stream that fails alone,
+/// naming its tile; and a request the route cannot take.
 #[test]
 fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
     let Some(context) = context() else { return };
@@ -190,15 +191,18 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
     let mut damaged = packed.clone();
     let middle = damaged.len() / 2;
     damaged[middle..middle + 64].fill(0xff);
-    let gpu = dsr::gpu::allocate_buffer(&context, 3 << 20).unwrap();
+    let gpu = dsr::gpu::allocate_buffer(&context, 4 << 20).unwrap();
     let requests = [
         Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, 0)
             .gdeflate(text.len() as u64)
             .decode_on(DecodeRoute::Gpu),
-        Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 1 << 20).gdeflate(text.len() as u64),
+        Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 1 << 20)
+            .gdeflate(text.len() as u64)
+            .decode_on(DecodeRoute::Gpu),
         Request::memory_to_device(damaged, 0, packed.len() as u64, &gpu, 2 << 20)
             .gdeflate(text.len() as u64)
             .decode_on(DecodeRoute::Gpu),
+        Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 3 << 20).gdeflate(text.len() as u64),
     ];
     let mut batch = executor.batch();
     for request in requests {
@@ -212,8 +216,10 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
     };
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains("GDeflate tile"), "names the tile: {err}");
-    assert!(read_back(&executor, &gpu, 0, text.len() as u64) == text);
-    assert!(read_back(&executor, &gpu, 1 << 20, text.len() as u64) == text);
+    assert!(matches!(report.requests[3].status, RequestStatus::Done), "{report:?}");
+    for at in [0, 1 << 20, 3 << 20] {
+        assert!(read_back(&executor, &gpu, at, text.len() as u64) == text, "at {at}");
+    }
 
     // Tile hashes are checked on the CPU route only: forcing the GPU is refused at once.
     let mut batch = executor.batch();

@@ -43,6 +43,11 @@ pub struct LoweringConfig {
     /// Whether the executor runs `DecompressGpu` nodes (the GPU decoder is installed): GDeflate
     /// requests into GPU buffers may then decode there.
     pub gpu_decode: bool,
+    /// `DecodeRoute::Auto` sends a request to the GPU only from this many bytes of output: one
+    /// tile is 32 lanes of latency-bound work, and each `DecompressGpu` node is a submission of
+    /// its own, so small assets finish sooner on the CPU's workers (measured: an archive of 394
+    /// assets, mostly under 1 MiB, loaded 10× faster through the CPU route on an H100 machine).
+    pub gpu_decode_min_bytes: u64,
 }
 
 impl Default for LoweringConfig {
@@ -51,6 +56,7 @@ impl Default for LoweringConfig {
             read_chunk: 1 << 20,
             decode_group_tiles: 8,
             gpu_decode: false,
+            gpu_decode_min_bytes: 16 << 20,
         }
     }
 }
@@ -317,8 +323,9 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
 
 /// Whether `request` decodes on the GPU: a GDeflate stream into a GPU buffer, on the route it
 /// asks for. `Auto` takes the GPU where the executor has the decoder, the destination can be
-/// written by it and no tile hashes are to be checked (they are checked on the CPU route only);
-/// `Gpu` is refused where any of those is missing.
+/// written by it, no tile hashes are to be checked (they are checked on the CPU route only) and
+/// the output is large enough (`gpu_decode_min_bytes`); `Gpu` is refused where any of the first
+/// three is missing.
 fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
     let Destination::Device { buffer, .. } = &request.destination else {
         return Ok(false);
@@ -326,6 +333,9 @@ fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
     if request.compression == Compression::None {
         return Ok(false);
     }
+    let Compression::GDeflate { uncompressed_len } = request.compression else {
+        return Ok(false);
+    };
     let refusal = if !config.gpu_decode {
         Some("the executor has no GPU decoder (no Vulkan device with buffer device addresses and 8-bit storage, or a caller's device)")
     } else if !buffer.decodable() {
@@ -337,7 +347,7 @@ fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
     };
     match (request.decode, refusal) {
         (DecodeRoute::Cpu, _) => Ok(false),
-        (DecodeRoute::Auto, refusal) => Ok(refusal.is_none()),
+        (DecodeRoute::Auto, refusal) => Ok(refusal.is_none() && uncompressed_len >= config.gpu_decode_min_bytes),
         (DecodeRoute::Gpu, None) => Ok(true),
         (DecodeRoute::Gpu, Some(why)) => Err(Error::new(
             ErrorKind::Unsupported,
@@ -586,6 +596,7 @@ mod tests {
             read_chunk: 100,
             decode_group_tiles: 2,
             gpu_decode: false,
+            gpu_decode_min_bytes: 1000,
         }
     }
 
