@@ -618,3 +618,56 @@ fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
         assert_eq!((stats.in_use, stats.waiting, stats.peak), (0, 0, block), "{backend:?}");
     }
 }
+
+/// `IoPolicy::Auto` asks the page cache first: a range that is cached reads through the cache,
+/// a cold one with direct I/O. The file lives under the build's temporary directory, on the
+/// build disk (the system's temporary directory may be tmpfs, which has no direct I/O and
+/// whose pages cannot be dropped).
+#[test]
+fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(4 << 20, 21);
+    let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
+    file.as_file().sync_all().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("the ring backend");
+    let counts = || {
+        let stats = ring.stats();
+        (
+            stats.auto_cached.load(Ordering::Relaxed),
+            stats.direct_landed.load(Ordering::Relaxed),
+        )
+    };
+    let load_aligned = || {
+        let dest = HostBuffer::new(4 << 20);
+        let mut batch = executor.batch();
+        batch
+            .push(Request::file(file.path(), 0, 4 << 20, &dest, 0).io(IoPolicy::Auto))
+            .unwrap();
+        assert!(executor.submit(batch).unwrap().wait().all_done());
+        let mut dest = dest;
+        assert!(dest.as_slice().unwrap() == &data[..]);
+    };
+    // Cold: dropped from the cache, so Auto reads it directly (four 1 MiB reads).
+    // SAFETY: advice on the file's own descriptor.
+    unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let before = counts();
+    load_aligned();
+    let cold = counts();
+    assert_eq!(cold.0, before.0, "no cold read went through the cache");
+    assert_eq!(cold.1, before.1 + 4, "the cold reads landed directly");
+    // Warm: read once through the cache, then Auto reads it through the cache too.
+    let _ = std::fs::read(file.path()).unwrap();
+    load_aligned();
+    let warm = counts();
+    assert_eq!(warm.0, cold.0 + 4, "the warm reads went through the cache");
+    assert_eq!(warm.1, cold.1, "no warm read was direct");
+    assert!(
+        ["cachestat", "mincore"].contains(&dsr::stages::io::residency::probe().name()),
+        "a probe is in use"
+    );
+}

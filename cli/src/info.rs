@@ -91,6 +91,7 @@ pub fn run(args: InfoArgs) -> CliResult {
         "workers": executor.workers(),
         "io_uring": ring,
         "direct_io": direct,
+        "page_cache_probe": dsr::stages::io::residency::probe().name(),
         "vulkan": vulkan,
         "vulkan_error": gpu.as_ref().err().map(ToString::to_string),
     });
@@ -102,6 +103,10 @@ pub fn run(args: InfoArgs) -> CliResult {
     if let Some(reason) = &io.reason {
         println!("  {reason}");
     }
+    println!(
+        "  --io auto reads ranges mostly in the page cache through it (probe: {}), others with direct I/O",
+        dsr::stages::io::residency::probe().name()
+    );
     if let Some(ring) = &io.ring {
         let f = ring.features();
         println!(

@@ -341,6 +341,10 @@ fn info_names_the_backend_and_probes_direct_io() {
     let forced = json(&dsr(&["info", "--json", "--io-backend", "pread"]));
     assert_eq!(forced["backend"], "pread");
     assert!(forced["io_uring"].is_null());
+    assert!(
+        ["cachestat", "mincore"].contains(&doc["page_cache_probe"].as_str().unwrap_or_default()),
+        "the page-cache probe is named"
+    );
 }
 
 #[test]

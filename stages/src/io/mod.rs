@@ -9,6 +9,8 @@
 //!   writes), `files.rs` (the registered-file table), [`config`] (its knobs and what the kernel
 //!   allowed), [`staging`] (its fixed-buffer budget);
 //! - [`open`]: buffered and direct opens, and the direct-I/O probe;
+//! - [`residency`]: how much of a range is in the page cache (`cachestat`, or `mincore`), which
+//!   `IoPolicy::Auto` asks before it reads with direct I/O;
 //! - [`faults`]: the fault plan tests inject through either stage, and how it rewrites the ring's
 //!   completions.
 //!
@@ -21,6 +23,7 @@ mod files;
 mod op;
 pub mod open;
 pub mod pread;
+pub mod residency;
 pub mod ring;
 pub mod staging;
 pub mod uring_read;

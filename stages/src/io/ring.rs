@@ -62,6 +62,9 @@ pub struct RingStats {
     pub direct_landed: AtomicU64,
     /// Buffered reads.
     pub buffered: AtomicU64,
+    /// Of those, reads `IoPolicy::Auto` sent through the page cache because most of their range
+    /// was already there.
+    pub auto_cached: AtomicU64,
     /// Operations that waited for a staging slot or queue room (back-pressure).
     pub waited: AtomicU64,
 }

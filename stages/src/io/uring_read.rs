@@ -8,6 +8,7 @@ use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
 use super::op::{Op, OpFile, Target};
 use super::open::{open_buffered, open_direct};
+use super::residency;
 use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
 
@@ -37,8 +38,18 @@ impl Stage for UringReadStage {
             Err(err) => return Outcome::Failed(err),
         };
         let policy = node.request_info().io;
+        // Auto reads a range that is mostly in the page cache through the cache: a direct read
+        // would fetch it from the disk again.
+        let cached = policy == IoPolicy::Auto && residency::mostly_resident(buffered, offset, len);
+        if cached {
+            self.ring
+                .stats()
+                .auto_cached
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let direct = match policy {
             IoPolicy::Buffered => None,
+            IoPolicy::Auto if cached => None,
             IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(open_direct) {
                 Ok(f) => Some(std::os::fd::AsRawFd::as_raw_fd(f)),
                 Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),

@@ -1,0 +1,171 @@
+//! How much of a file range is in the page cache: what `IoPolicy::Auto` asks before it reads a
+//! range with direct I/O. A range already resident reads at memory speed through the cache,
+//! while a direct read of it would go to the disk again (measured: a warm 1 GiB file at 3.2 GB/s
+//! direct against 12–14 GB/s buffered on the development VM).
+//!
+//! Two probes, chosen once per process:
+//! - `cachestat(2)` (Linux 6.5): one syscall on the descriptor, nothing mapped;
+//! - `mincore(2)` on a short-lived mapping of the range, where the kernel lacks `cachestat` (or a
+//!   seccomp policy refuses it).
+//!
+//! A probe that fails answers "unknown", and the read keeps its policy.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+/// The probe in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `cachestat(2)`.
+    Cachestat,
+    /// `mincore(2)` on a mapping of the range.
+    Mincore,
+}
+
+impl Probe {
+    /// Its name, for `dsr info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::Cachestat => "cachestat",
+            Probe::Mincore => "mincore",
+        }
+    }
+}
+
+const PAGE: u64 = 4096;
+/// `cachestat`'s number on every Linux architecture (the generic table).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+fn cachestat(fd: RawFd, offset: u64, len: u64) -> Option<u64> {
+    let range = CachestatRange { off: offset, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: the syscall reads `range` and writes `stat`, both live for the call; a bad
+    // descriptor is an error return.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0,
+        )
+    };
+    (rc == 0).then_some(stat.nr_cache)
+}
+
+fn mincore(fd: RawFd, offset: u64, len: u64) -> Option<u64> {
+    let start = offset / PAGE * PAGE;
+    let span = (offset + len).div_ceil(PAGE) * PAGE - start;
+    // SAFETY: a fresh read-only shared mapping of the file range at an address of the kernel's
+    // choosing; it touches no existing memory, is only inspected by `mincore` (never read, so a
+    // range past the end of the file cannot fault), and is unmapped below.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            span as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            start as libc::off_t,
+        );
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        let mut pages = vec![0u8; (span / PAGE) as usize];
+        let rc = libc::mincore(map, span as usize, pages.as_mut_ptr());
+        libc::munmap(map, span as usize);
+        (rc == 0).then(|| pages.iter().filter(|&&p| p & 1 != 0).count() as u64)
+    }
+}
+
+/// The probe this process uses: `cachestat` where the kernel answers it, `mincore` otherwise.
+pub fn probe() -> Probe {
+    static PROBE: OnceLock<Probe> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let file = std::fs::File::open("/proc/self/exe");
+        match file {
+            Ok(file) if cachestat(std::os::fd::AsRawFd::as_raw_fd(&file), 0, PAGE).is_some() => Probe::Cachestat,
+            _ => Probe::Mincore,
+        }
+    })
+}
+
+/// Pages of `[offset, offset + len)` of the file open as `fd` that are in the page cache, and
+/// how many pages the range spans; `None` when the probe cannot tell.
+pub fn resident(fd: RawFd, offset: u64, len: u64) -> Option<(u64, u64)> {
+    if len == 0 {
+        return Some((0, 0));
+    }
+    let pages = (offset + len).div_ceil(PAGE) - offset / PAGE;
+    let cached = match probe() {
+        Probe::Cachestat => cachestat(fd, offset, len)?,
+        Probe::Mincore => mincore(fd, offset, len)?,
+    };
+    Some((cached.min(pages), pages))
+}
+
+/// Whether `Auto` should read the range through the page cache: most of it (half or more of its
+/// pages) is already there.
+pub fn mostly_resident(fd: RawFd, offset: u64, len: u64) -> bool {
+    resident(fd, offset, len).is_some_and(|(cached, pages)| pages > 0 && 2 * cached >= pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn both_probes_see_a_file_just_written_and_agree() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&vec![7u8; 64 << 10]).unwrap();
+        file.flush().unwrap();
+        let fd = file.as_file().as_raw_fd();
+        let by_mincore = mincore(fd, 0, 64 << 10).unwrap();
+        assert_eq!(by_mincore, 16, "a file just written is in the cache");
+        if let Some(by_cachestat) = cachestat(fd, 0, 64 << 10) {
+            assert_eq!(by_cachestat, by_mincore);
+        } else {
+            eprintln!("cachestat is not available on this kernel: only mincore was checked");
+        }
+        assert_eq!(resident(fd, 100, 5000), Some((2, 2)), "a range across two pages");
+        assert!(mostly_resident(fd, 0, 64 << 10));
+        // Written back and dropped from the cache, it is not resident any more (on a file
+        // system with a page cache of its own: tmpfs pages are the file and stay).
+        file.as_file().sync_all().unwrap();
+        // SAFETY: advice on our own descriptor.
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let after = resident(fd, 0, 64 << 10).unwrap();
+        if on_tmpfs(fd) {
+            eprintln!("the temporary directory is tmpfs: eviction not checked");
+        } else {
+            assert_eq!(after.0, 0, "evicted pages are counted out: {after:?}");
+            assert!(!mostly_resident(fd, 0, 64 << 10));
+        }
+    }
+
+    fn on_tmpfs(fd: RawFd) -> bool {
+        // SAFETY: `statfs` writes the struct we pass; the descriptor is ours.
+        unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            libc::fstatfs(fd, &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
+        }
+    }
+}
