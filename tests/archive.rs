@@ -141,3 +141,50 @@ fn names_must_be_unique_and_non_empty() {
     assert!(writer.add("a", b"2").is_err());
     assert!(writer.add("", b"3").is_err());
 }
+
+/// Assets GDeflate would barely shrink are stored raw (the writer's `min_gain`), load with a
+/// read straight into place, and are checked against their tile hashes all the same: a flipped
+/// byte in a raw asset fails that asset alone, naming its tile.
+#[test]
+fn raw_assets_load_in_place_and_their_hashes_still_catch_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = sample();
+    let path = pack(dir.path(), &assets);
+    let archive = Archive::open(&path).unwrap();
+    let codec = |name: &str| archive.find(name).unwrap().codec;
+    assert_eq!(codec("noise.bin"), Codec::Raw, "random bytes do not repay decoding");
+    assert_eq!(codec("maps/one.map"), Codec::GDeflate);
+    let (report, contents) = load_all(&path, true);
+    assert!(report.all_done(), "{report:?}");
+    for ((_, expected), got) in assets.iter().zip(&contents) {
+        assert!(got == expected);
+    }
+    // Everything compressed when asked to (min gain 0): the random bytes still shrink a little.
+    let everything = dir.path().join("all.pak");
+    let mut writer = ArchiveWriter::create(&everything, Level::FASTEST)
+        .unwrap()
+        .min_gain(0.0);
+    writer.add("text", &assets[0].1).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(Archive::open(&everything).unwrap().assets[0].codec, Codec::GDeflate);
+
+    // One byte of the raw asset's second tile flipped in the file.
+    let noise = archive.find("noise.bin").unwrap().clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(noise.offset + 65_536 + 10) as usize] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let (report, _) = load_all(&path, true);
+    for (request, (name, _)) in report.requests.iter().zip(&assets) {
+        match (&request.status, *name == "noise.bin") {
+            (RequestStatus::Failed(err), true) => {
+                assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+                assert_eq!(err.tile(), Some(1), "{err}");
+            }
+            (RequestStatus::Done, false) => {}
+            (status, _) => panic!("{name}: {status:?}"),
+        }
+    }
+    // Without verification the damage goes through, as for compressed assets.
+    let (report, _) = load_all(&path, false);
+    assert!(report.all_done());
+}

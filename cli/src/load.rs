@@ -116,7 +116,15 @@ impl Landing {
     fn place(&self, request: Request, slot: u64) -> Request {
         match self {
             Landing::Host(_) => request,
-            Landing::Gpu(buffer) => request.on_device(buffer, slot),
+            Landing::Gpu(buffer) => {
+                let mut request = request.on_device(buffer, slot);
+                // An archive's raw assets are checked in host memory, where they land; in GPU
+                // memory only `--verify` (reading them back) checks them.
+                if request.compression == dsr::Compression::None {
+                    request.verify = None;
+                }
+                request
+            }
         }
     }
 
@@ -594,7 +602,11 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
         dsr::viz::dot::human_bytes(stored),
         engine.executor.workers(),
         super::backend_name(&engine.io),
-        if args.no_verify { "not checked" } else { "verified" }
+        match (args.no_verify, &landing) {
+            (true, _) => "not checked",
+            (false, Landing::Gpu(_)) => "verified (compressed assets; raw ones only with --verify)",
+            (false, Landing::Host(_)) => "verified",
+        }
     );
     let doc = json!({
         "archive": path,

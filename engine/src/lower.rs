@@ -167,6 +167,16 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     })?;
     let on_device = matches!(request.destination, Destination::Device { .. });
     let gpu_decode = decodes_on_gpu(config, &request)?;
+    // Tile hashes of bytes stored as they are (an archive's raw assets) are checked in host
+    // memory, where they land.
+    let verify_raw = request.verify.is_some() && request.compression == Compression::None;
+    if verify_raw && (on_device || matches!(request.source, Source::Device { .. })) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "tile hashes of uncompressed bytes are checked in host memory: load them into host \
+             memory, or skip verification",
+        ));
+    }
     // Scratch: compressed file bytes between reads and decodes, and (for a GPU destination
     // decoded on the CPU) the bytes uploads copy from, after the compressed ones. Sized before
     // anything is added, so a refusal leaves the graph as it was.
@@ -313,6 +323,35 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             }
         }
         (_, _, _, hold) => unreachable!("scratch is sized above for every shape (held: {})", hold.is_some()),
+    };
+    // Tile hashes on bytes stored as they are (an archive's raw assets) are checked where they
+    // land, each piece after the node that wrote it.
+    let sinks = if verify_raw && !config.read_chunk.is_multiple_of(TILE_BYTES) {
+        // Pieces that do not start on tile boundaries: one check of the whole range, after all.
+        let verify = graph.add_lowered_node(NodeSpec {
+            dst: Some(dst),
+            len: dst_len,
+            ..NodeSpec::bare(NodeKind::Verify, id)
+        });
+        join(graph, id, &sinks, &[verify]);
+        vec![verify]
+    } else if verify_raw {
+        sinks
+            .iter()
+            .map(|&writer| {
+                let (dst, len) = graph.node_dst(writer);
+                let verify = graph.add_lowered_node(NodeSpec {
+                    dst,
+                    len,
+                    tile: dst.map_or(0, |d| ((d.offset - dst_offset) / TILE_BYTES) as u32),
+                    ..NodeSpec::bare(NodeKind::Verify, id)
+                });
+                graph.add_edge(writer, verify, EdgeKind::Cpu);
+                verify
+            })
+            .collect()
+    } else {
+        sinks
     };
     if let Some((held, _)) = hold {
         let release = graph.add_lowered_node(hold_spec(held.resource, NodeKind::Release));
@@ -604,6 +643,42 @@ mod tests {
         let mut g = GraphBuilder::new();
         lower(&mut g, config, request)?;
         Ok(g.compile().unwrap().nodes().map(|n| n.kind).collect())
+    }
+
+    #[test]
+    fn raw_bytes_with_tile_hashes_are_checked_after_each_piece_lands() {
+        use NodeKind::*;
+        let dest = HostBuffer::new(300_000);
+        let hashes: Arc<[u64]> = Arc::from(vec![0u64; 4]);
+        let tiles = LoweringConfig {
+            read_chunk: 2 * TILE_BYTES,
+            ..config()
+        };
+        let mut g = GraphBuilder::new();
+        let request = Request::file("/a", 0, 200_000, &dest, 4096).verify_tiles(hashes.clone());
+        lower(&mut g, &tiles, request).unwrap();
+        let g = g.compile().unwrap();
+        let nodes: Vec<_> = g.nodes().collect();
+        let kinds: Vec<_> = nodes.iter().map(|n| n.kind).collect();
+        assert_eq!(kinds, [Read, Read, Verify, Verify]);
+        let verifies: Vec<_> = nodes.iter().filter(|n| n.kind == Verify).collect();
+        assert_eq!(verifies.iter().map(|n| n.tile).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(verifies.iter().map(|n| n.len).collect::<Vec<_>>(), [131_072, 68_928]);
+        assert!(verifies.iter().all(|n| n.predecessors == 1));
+        // Pieces off tile boundaries: one check after all of them.
+        let kinds = kinds_of(
+            &config(),
+            Request::file("/a", 0, 250, &dest, 0).verify_tiles(Arc::from(vec![0u64])),
+        );
+        assert_eq!(kinds.unwrap(), [Read, Read, Read, Verify]);
+        // Not in GPU memory.
+        let gpu = crate::buffer::DeviceBuffer::new(300_000, ());
+        let err = kinds_of(
+            &config(),
+            Request::file_to_device("/a", 0, 100, &gpu, 0).verify_tiles(Arc::from(vec![0u64])),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum NodeKind {
     Write,
     /// A file's written bytes made durable (`fdatasync`), after a request's writes.
     Sync,
+    /// Bytes that landed in host memory checked against their tiles' hashes (stored assets of
+    /// an archive, read as they are): reads its destination range after the nodes that wrote it.
+    Verify,
     /// A status or fence entry: completes when everything before it has.
     Barrier,
     /// Takes a request's scratch (its `src` span) from the executor's budget; waits, deferred,
@@ -34,7 +37,7 @@ pub enum NodeKind {
 
 impl NodeKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [NodeKind; 10] = [
+    pub const ALL: [NodeKind; 11] = [
         NodeKind::Read,
         NodeKind::DecompressCpu,
         NodeKind::Upload,
@@ -42,6 +45,7 @@ impl NodeKind {
         NodeKind::Copy,
         NodeKind::Write,
         NodeKind::Sync,
+        NodeKind::Verify,
         NodeKind::Barrier,
         NodeKind::Acquire,
         NodeKind::Release,
@@ -82,6 +86,7 @@ impl NodeKind {
             NodeKind::Copy => "copy",
             NodeKind::Write => "write",
             NodeKind::Sync => "sync",
+            NodeKind::Verify => "verify",
             NodeKind::Barrier => "barrier",
             NodeKind::Acquire => "acquire",
             NodeKind::Release => "release",

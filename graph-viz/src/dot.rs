@@ -16,6 +16,7 @@ fn shape(kind: NodeKind) -> &'static str {
         NodeKind::Copy => "ellipse",
         NodeKind::Write => "house",
         NodeKind::Sync => "octagon",
+        NodeKind::Verify => "note",
         NodeKind::Barrier => "diamond",
         NodeKind::Acquire => "cds",
         NodeKind::Release => "larrow",

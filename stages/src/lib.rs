@@ -31,6 +31,7 @@
 pub mod copy;
 pub mod decompress_cpu;
 pub mod io;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind};
 pub use copy::CopyStage;
 pub use decompress_cpu::{tile_hash, DecompressCpuStage};
 pub use io::{PreadStage, PwriteStage, SyncStage};
+pub use verify::VerifyStage;
 
 /// Adds every CPU stage to `builder`, with positioned reads and writes.
 pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {
@@ -48,6 +50,7 @@ pub fn install_cpu_stages(builder: ExecutorBuilder) -> ExecutorBuilder {
         .stage(NodeKind::Sync, Arc::new(SyncStage))
         .stage(NodeKind::Copy, Arc::new(CopyStage))
         .stage(NodeKind::DecompressCpu, Arc::new(DecompressCpuStage))
+        .stage(NodeKind::Verify, Arc::new(VerifyStage))
 }
 
 /// Adds every CPU stage to `builder`, with the read backend `io` chooses (io_uring when it is

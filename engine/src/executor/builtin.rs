@@ -53,7 +53,8 @@ pub(super) fn run(worker: &WorkerCtx, task: Task, kind: NodeKind) -> Ran {
         | NodeKind::DecompressGpu
         | NodeKind::Copy
         | NodeKind::Write
-        | NodeKind::Sync => {
+        | NodeKind::Sync
+        | NodeKind::Verify => {
             unreachable!("{kind} nodes run a stage")
         }
     }

@@ -292,6 +292,13 @@ impl GraphBuilder {
         NodeId(self.kind.len() as u32 - 1)
     }
 
+    /// The destination span of `node` (if it has one) and the bytes it writes there.
+    pub(crate) fn node_dst(&self, node: NodeId) -> (Option<Span>, u64) {
+        let i = node.0 as usize;
+        let dst = self.dst[i];
+        ((dst != NO_SPAN).then_some(dst), self.len[i])
+    }
+
     /// Makes `to` wait for `from`.
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, kind: EdgeKind) {
         self.edges.push((from, to, kind));

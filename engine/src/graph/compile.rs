@@ -286,7 +286,9 @@ impl GraphBuilder {
                         format!("{kind} node {i} writes past the end of its destination"),
                     ));
                 }
-                if len > 0 {
+                // A `Verify` node reads its destination range after the nodes that wrote it
+                // (edges order them) and writes nothing: it takes no part in the overlap check.
+                if len > 0 && kind != NodeKind::Verify {
                     writes.push((dst.resource, dst.offset, dst.offset + len, i));
                 }
             }
