@@ -20,6 +20,22 @@ pub fn tile_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
+/// Checks `bytes`, tiles `first..` of a request's output, against its tile `hashes`; the first
+/// tile that differs fails it, named (`what` the bytes are: "decoded", "stored").
+pub(crate) fn check_tiles(first: usize, bytes: &[u8], hashes: &[u64], what: &str) -> Result<(), Error> {
+    for (i, tile) in bytes.chunks(TILE_SIZE).enumerate() {
+        let at = first + i;
+        if hashes.get(at) != Some(&tile_hash(tile)) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("the {what} tile does not match its hash: the asset is damaged, repack it"),
+            )
+            .at_tile(at as u32));
+        }
+    }
+    Ok(())
+}
+
 impl Stage for DecompressCpuStage {
     fn run(&self, mut node: NodeRef<'_>) -> Outcome {
         let Input::Bytes(stream) = node.input() else {
@@ -65,16 +81,8 @@ impl Stage for DecompressCpuStage {
             return Outcome::Failed(corrupt(err));
         }
         if let Some(hashes) = hashes {
-            for (tile, bytes) in tiles.zip(out.chunks(TILE_SIZE)) {
-                if hashes.get(tile) != Some(&tile_hash(bytes)) {
-                    return Outcome::Failed(
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            "the decoded tile does not match its hash: the asset is damaged, repack it",
-                        )
-                        .at_tile(tile as u32),
-                    );
-                }
+            if let Err(err) = check_tiles(first, out, &hashes, "decoded") {
+                return Outcome::Failed(err);
             }
         }
         Outcome::Done {

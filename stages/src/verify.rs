@@ -3,9 +3,8 @@
 //! raw asset is an error, as a damaged compressed one is.
 
 use dsr_engine::{Error, ErrorKind, NodeRef, Outcome, Stage};
-use dsr_gdeflate::TILE_SIZE;
 
-use crate::decompress_cpu::tile_hash;
+use crate::decompress_cpu::check_tiles;
 
 /// The `Verify` stage (see the module comment).
 #[derive(Debug, Default)]
@@ -27,17 +26,8 @@ impl Stage for VerifyStage {
                 "a verify node needs the bytes it checks",
             ));
         };
-        for (i, tile) in bytes.chunks(TILE_SIZE).enumerate() {
-            let at = first + i;
-            if hashes.get(at) != Some(&tile_hash(tile)) {
-                return Outcome::Failed(
-                    Error::new(
-                        ErrorKind::Corrupt,
-                        "the stored tile does not match its hash: the asset is damaged, repack it",
-                    )
-                    .at_tile(at as u32),
-                );
-            }
+        if let Err(err) = check_tiles(first, bytes, &hashes, "stored") {
+            return Outcome::Failed(err);
         }
         Outcome::Done { bytes: 0 }
     }
