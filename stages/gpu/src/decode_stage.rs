@@ -25,7 +25,7 @@ struct InFlight {
     pending: PendingNode,
     submitted: Submitted,
     /// The device-local copy of the stream (freed with the last handle).
-    _input: DeviceBuffer,
+    input: DeviceBuffer,
     staging: HostVisible,
     descs: HostVisible,
     status: HostVisible,
@@ -238,7 +238,7 @@ impl Stage for DecompressGpuStage {
         let job = Box::new(InFlight {
             pending,
             submitted,
-            _input: input,
+            input,
             staging,
             descs,
             status,
@@ -271,7 +271,7 @@ fn finish(context: &Arc<GpuContext>, job: InFlight) {
     let InFlight {
         pending,
         submitted,
-        _input,
+        input,
         staging,
         descs,
         status,
@@ -280,7 +280,7 @@ fn finish(context: &Arc<GpuContext>, job: InFlight) {
     } = job;
     if let Err(err) = submitted.wait(context) {
         // The buffers may still be in use: leak them rather than free them under the GPU.
-        std::mem::forget((staging, descs, status, _input));
+        std::mem::forget((staging, descs, status, input));
         pending.complete(Err(err));
         return;
     }
@@ -296,7 +296,7 @@ fn finish(context: &Arc<GpuContext>, job: InFlight) {
         descs.destroy(context);
         status.destroy(context);
     }
-    drop(_input);
+    drop(input);
     pending.complete(match failure {
         None => Ok(bytes),
         Some((tile, reason)) => Err(corrupt(dsr_gdeflate::Error {
