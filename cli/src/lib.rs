@@ -9,3 +9,7 @@
 //! pull none of it.
 
 pub mod harness;
+
+/// When the process started (set first thing in `main`): `dsr load` reports whole-process time
+/// beside load time, since a user waits for the whole command.
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

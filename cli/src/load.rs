@@ -92,6 +92,38 @@ enum Dest {
     Gpu,
 }
 
+/// A host destination of `len` bytes. Its pages are first touched by the reads themselves (in
+/// the kernel's copies, on io_uring's workers, in parallel): measured on a machine whose memory
+/// holds a lot of page cache, that beat touching them up front on one thread (which stalled for
+/// up to a second in huge-page compaction) and on one thread per core (docs/benchmarks.md).
+/// `DSR_DEST_TOUCH=upfront|parallel` measures the others.
+fn host_destination(len: usize) -> HostBuffer {
+    match std::env::var("DSR_DEST_TOUCH").as_deref() {
+        Ok("upfront") => HostBuffer::prefault(len),
+        Ok("parallel") => {
+            let mut buffer = HostBuffer::new(len);
+            if let Some(bytes) = buffer.as_mut_slice() {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let per = bytes.len().div_ceil(threads).next_multiple_of(4096).max(4096);
+                std::thread::scope(|scope| {
+                    for part in bytes.chunks_mut(per) {
+                        scope.spawn(move || {
+                            for page in part.chunks_mut(4096) {
+                                // Volatile: the pages are known zero, so a plain store of zero
+                                // could be dropped, and with it the fault this is for.
+                                // SAFETY: `page` is a live, exclusively borrowed, non-empty chunk.
+                                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+                            }
+                        });
+                    }
+                });
+            }
+            buffer
+        }
+        _ => HostBuffer::new(len),
+    }
+}
+
 /// The memory a load lands in.
 enum Landing {
     Host(HostBuffer),
@@ -106,7 +138,7 @@ impl Landing {
                 let len = usize::try_from(total).map_err(|_| {
                     CliError::failed(format!("{total} bytes do not fit in this machine's address space"))
                 })?;
-                Ok(Landing::Host(HostBuffer::prefault(len)))
+                Ok(Landing::Host(host_destination(len)))
             }
             Some(context) => Ok(Landing::Gpu(dsr::gpu::allocate_buffer(context, total.max(1))?)),
         }
@@ -434,6 +466,7 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
             .map(|d| json!({"elapsed_s": d.as_secs_f64(), "gbps": output::gbps(bytes, *d)}))
             .collect();
         doc["median_gbps"] = json!(output::gbps(bytes, median));
+        doc["process_s"] = json!(process_seconds());
         doc["via"] = json!(format!("{:?}", args.via).to_lowercase());
         doc["request_latency"] = latency.as_ref().map_or(serde_json::Value::Null, output::latency_json);
         doc["stages"] = output::stages_json(&metrics);
@@ -463,6 +496,10 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
                 output::gbps(bytes, median)
             );
         }
+        println!(
+            "  whole process so far: {:.2} ms (start-up, the destination's first touch, every run)",
+            process_seconds() * 1e3
+        );
         if let Some(latency) = &latency {
             println!("{}", output::latency_line("request latency", latency));
         }
@@ -638,4 +675,9 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
         }
     }
     Ok(())
+}
+
+/// Seconds since the process started (whole-process time, up to the report).
+fn process_seconds() -> f64 {
+    dsr_cli::STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
 }

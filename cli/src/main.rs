@@ -232,6 +232,7 @@ pub fn resolve_files(files: &[PathBuf], range: Option<Range>) -> Result<Vec<(Pat
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    dsr_cli::STARTED.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -71,6 +71,16 @@ fn load_reports_throughput_and_writes_the_run_graph() {
     assert_eq!(doc["bytes"], 3 << 20);
     assert_eq!(doc["runs"].as_array().unwrap().len(), 2);
     assert!(doc["median_gbps"].as_f64().unwrap() > 0.0);
+    let runs: f64 = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["elapsed_s"].as_f64().unwrap())
+        .sum();
+    assert!(
+        doc["process_s"].as_f64().is_some_and(|p| p >= runs),
+        "whole-process time covers the runs: {doc}"
+    );
     assert_eq!(doc["stages"][0]["stage"], "read");
     assert!(std::fs::read_to_string(&dot).unwrap().starts_with("digraph"));
 
