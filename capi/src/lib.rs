@@ -674,10 +674,15 @@ fn enqueue(queue: dsr_queue, request: *const dsr_request, wait: bool) -> dsr_res
         let seq = queue.next.fetch_add(1, Ordering::Relaxed);
         let copy = RequestCopy(c_request);
         let weak: Weak<CQueue> = Arc::downgrade(&queue);
+        let track = queue.track;
         let done = Box::new(move |status: &RequestStatus| {
             let copy = copy;
             let result = result_of_status(status);
-            if let Some(queue) = weak.upgrade() {
+            // The queue's records change only for a failure or when completions are tracked:
+            // a request that simply finishes leaves the queue's counts alone (every finishing
+            // worker upgrading the same handle would contend on it).
+            let records = track || matches!(status, RequestStatus::Failed(_));
+            if let Some(queue) = records.then(|| weak.upgrade()).flatten() {
                 queue.finished(seq, &copy, status, result);
             }
             if let Some(callback) = copy.0.callback {
