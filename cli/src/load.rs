@@ -92,35 +92,16 @@ enum Dest {
     Gpu,
 }
 
-/// A host destination of `len` bytes. Its pages are first touched by the reads themselves (in
-/// the kernel's copies, on io_uring's workers, in parallel): measured on a machine whose memory
-/// holds a lot of page cache, that beat touching them up front on one thread (which stalled for
-/// up to a second in huge-page compaction) and on one thread per core (docs/benchmarks.md).
-/// `DSR_DEST_TOUCH=upfront|parallel` measures the others.
+/// A host destination of `len` bytes, its pages touched up front by one thread per core: measured
+/// on a machine whose memory holds a lot of page cache, that was the fastest and steadiest way
+/// (one thread stalled for up to a second in huge-page compaction; leaving the faults to the
+/// reads' copies was as fast at its median but as unsteady; docs/benchmarks.md).
+/// `DSR_DEST_TOUCH=upfront|lazy` measures the others.
 fn host_destination(len: usize) -> HostBuffer {
     match std::env::var("DSR_DEST_TOUCH").as_deref() {
         Ok("upfront") => HostBuffer::prefault(len),
-        Ok("parallel") => {
-            let mut buffer = HostBuffer::new(len);
-            if let Some(bytes) = buffer.as_mut_slice() {
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let per = bytes.len().div_ceil(threads).next_multiple_of(4096).max(4096);
-                std::thread::scope(|scope| {
-                    for part in bytes.chunks_mut(per) {
-                        scope.spawn(move || {
-                            for page in part.chunks_mut(4096) {
-                                // Volatile: the pages are known zero, so a plain store of zero
-                                // could be dropped, and with it the fault this is for.
-                                // SAFETY: `page` is a live, exclusively borrowed, non-empty chunk.
-                                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
-                            }
-                        });
-                    }
-                });
-            }
-            buffer
-        }
-        _ => HostBuffer::new(len),
+        Ok("lazy") => HostBuffer::new(len),
+        _ => HostBuffer::prefault_on(len, std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 

@@ -100,13 +100,35 @@ impl HostBuffer {
     /// A buffer whose pages are already mapped, so a load into it measures I/O rather than page
     /// faults (first touch of fresh memory runs at 1–2 GB/s on small VMs).
     pub fn prefault(len: usize) -> Self {
-        let mut buffer = HostBuffer::new(len);
-        if let Some(bytes) = buffer.as_mut_slice() {
-            for page in bytes.chunks_mut(HOST_ALIGN) {
+        Self::prefault_on(len, 1)
+    }
+
+    /// The same, its pages touched by `threads` threads at once (page faults, and the zeroing
+    /// behind them, are per-thread work).
+    pub fn prefault_on(len: usize, threads: usize) -> Self {
+        fn touch(part: &mut [u8]) {
+            for page in part.chunks_mut(HOST_ALIGN) {
                 // Volatile: the allocator promised zeroes, so the optimiser may drop a plain
                 // store of zero (and with it the page fault this exists to take now).
                 // SAFETY: `page` is a live, exclusively borrowed, non-empty chunk.
                 unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+            }
+        }
+        let mut buffer = HostBuffer::new(len);
+        if let Some(bytes) = buffer.as_mut_slice() {
+            if threads <= 1 {
+                touch(bytes);
+            } else {
+                let per = bytes
+                    .len()
+                    .div_ceil(threads)
+                    .next_multiple_of(HOST_ALIGN)
+                    .max(HOST_ALIGN);
+                std::thread::scope(|scope| {
+                    for part in bytes.chunks_mut(per) {
+                        scope.spawn(move || touch(part));
+                    }
+                });
             }
         }
         buffer
