@@ -237,6 +237,93 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
     assert_valid(&context);
 }
 
+/// A stream read in small pieces decodes on the GPU piece by piece (each piece's tiles as soon as
+/// the reads before it are in), many requests' pieces sharing submissions; a stream cut short and
+/// one whose tile table is out of order fail, naming the problem, and their neighbours land.
+#[test]
+fn streams_read_in_pieces_decode_on_the_gpu_as_they_arrive() {
+    let Some(context) = context() else { return };
+    let config = ExecutorConfig {
+        workers: 2,
+        lowering: dsr::LoweringConfig {
+            read_chunk: 40_000,
+            ..dsr::LoweringConfig::default()
+        },
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, _) =
+        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(41);
+    // Text with random runs: tiles of very different compressed sizes.
+    let data: Vec<u8> = (0..(3 << 20) + 777)
+        .map(|i: usize| {
+            if (i / 5000).is_multiple_of(3) {
+                rng.u8(..)
+            } else {
+                b"pieces of a stream "[i % 19]
+            }
+        })
+        .collect();
+    let packed = dsr_gdeflate::compress(&data, dsr_gdeflate::Level::new(6)).unwrap();
+    let whole = temp_file(&packed);
+    let cut = temp_file(&packed[..packed.len() - 100]);
+    let mut shuffled = packed.clone();
+    shuffled[8 + 4 * 20..8 + 4 * 21].copy_from_slice(&1u32.to_le_bytes());
+    let shuffled = temp_file(&shuffled);
+    let small: Vec<_> = (0..12)
+        .map(|i| {
+            let asset = &data[i * 100_000..i * 100_000 + 70_000 + i * 3000];
+            (
+                asset,
+                temp_file(&dsr_gdeflate::compress(asset, dsr_gdeflate::Level::new(4)).unwrap()),
+            )
+        })
+        .collect();
+    let gpu = dsr::gpu::allocate_buffer(&context, 16 << 20).unwrap();
+    let len = data.len() as u64;
+    let file = |path: &std::path::Path, bytes: u64, at: u64| {
+        Request::file_to_device(path, 0, bytes, &gpu, at)
+            .gdeflate(len)
+            .decode_on(DecodeRoute::Gpu)
+    };
+    let mut batch = executor.batch();
+    batch.push(file(whole.path(), packed.len() as u64, 0)).unwrap();
+    batch
+        .push(file(cut.path(), packed.len() as u64 - 100, 4 << 20))
+        .unwrap();
+    batch.push(file(shuffled.path(), packed.len() as u64, 8 << 20)).unwrap();
+    for (i, (asset, path)) in small.iter().enumerate() {
+        let bytes = std::fs::metadata(path.path()).unwrap().len();
+        batch
+            .push(
+                Request::file_to_device(path.path(), 0, bytes, &gpu, (12 << 20) + i as u64 * 65536 * 2)
+                    .gdeflate(asset.len() as u64)
+                    .decode_on(DecodeRoute::Gpu),
+            )
+            .unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(matches!(report.requests[0].status, RequestStatus::Done), "{report:?}");
+    for (i, what) in [(1, "cut short"), (2, "table out of order")] {
+        let RequestStatus::Failed(err) = &report.requests[i].status else {
+            panic!("the stream {what} decoded: {:?}", report.requests[i])
+        };
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+        assert!(err.to_string().contains("tile table"), "{what}: {err}");
+    }
+    assert!(read_back(&executor, &gpu, 0, len) == data, "the whole stream");
+    for (i, (asset, _)) in small.iter().enumerate() {
+        assert_eq!(report.requests[3 + i].status, RequestStatus::Done, "small asset {i}");
+        let at = (12 << 20) + i as u64 * 65536 * 2;
+        assert!(
+            read_back(&executor, &gpu, at, asset.len() as u64) == *asset,
+            "small asset {i}"
+        );
+    }
+    drop(executor);
+    assert_valid(&context);
+}
+
 #[test]
 fn gpu_copies_and_read_backs_land_byte_exact() {
     let Some(context) = context() else { return };

@@ -10,7 +10,7 @@
 //! | file, GDeflate → GPU          | `Acquire` → `Read` × chunks → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
 //! | memory, uncompressed → GPU    | `Upload` × chunks, from the caller's bytes        |
 //! | memory, GDeflate → GPU        | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Upload` → `Release` |
-//! | file, GDeflate → GPU, decoded there | `Acquire` → `Read` × chunks into scratch → `DecompressGpu` → `Release` |
+//! | file, GDeflate → GPU, decoded there | `Acquire` → `Read` × chunks into scratch, each → a `DecompressGpu` piece (after the reads before it) → `Release` |
 //! | memory, GDeflate → GPU, decoded there | `DecompressGpu`, from the caller's bytes |
 //! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
 //! | memory → file (a write)       | `Write` × chunks [→ `Sync`]                        |
@@ -245,17 +245,14 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
 
     // The nodes that produce the output, and, for each, the node whose end lets it go on.
     let sinks: Vec<NodeId> = match (source, memory, request.compression, hold) {
-        // Decoded on the GPU: the compressed stream (read into scratch, or the caller's bytes)
-        // goes to one `DecompressGpu` node, which uploads it and decodes every tile into the
-        // destination in one submission.
+        // Decoded on the GPU: the compressed stream read into scratch goes to the GPU piece by
+        // piece, each piece's tiles decoded as soon as the reads before it are in.
         (Some((file, offset, len)), _, Compression::GDeflate { uncompressed_len }, Some((staged, acquire)))
             if gpu_decode =>
         {
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
             join(graph, id, &[acquire], &reads);
-            let decode = add_gpu_decode(graph, id, staged, len, dst, uncompressed_len);
-            join(graph, id, &reads, &[decode]);
-            vec![decode]
+            add_gpu_decode_pieces(graph, config, id, &reads, staged, len, dst, uncompressed_len)
         }
         (_, Some((memory, offset, len)), Compression::GDeflate { uncompressed_len }, None) if gpu_decode => {
             let src = Span {
@@ -410,8 +407,56 @@ fn add_gpu_decode(
         dst: Some(dst),
         len: uncompressed_len,
         src_len,
+        tile: 1,
         ..NodeSpec::bare(NodeKind::DecompressGpu, request)
     })
+}
+
+/// `DecompressGpu` pieces of a stream that `reads` bring into `staged` in order (`len` bytes,
+/// `read_chunk` each): piece k sees the stream up to the end of read k and takes the tiles
+/// whose compressed bytes end within read k (`NodeSpec::from`), the last piece every tile left.
+/// So tiles go to the GPU while later ones are still being read. Piece k waits for reads
+/// 0..=k through a chain of barriers (three edges a piece, not k).
+#[allow(clippy::too_many_arguments)]
+fn add_gpu_decode_pieces(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    request: RequestId,
+    reads: &[NodeId],
+    staged: Span,
+    len: u64,
+    dst: Span,
+    uncompressed_len: u64,
+) -> Vec<NodeId> {
+    let chunk = config.read_chunk.max(1);
+    let mut gate: Option<NodeId> = None;
+    let mut pieces = Vec::with_capacity(reads.len());
+    for (k, &read) in reads.iter().enumerate() {
+        let from = k as u64 * chunk;
+        let last = k + 1 == reads.len();
+        let piece = graph.add_lowered_node(NodeSpec {
+            src: Some(staged),
+            src_len: if last { len } else { from + chunk },
+            dst: Some(dst),
+            len: uncompressed_len,
+            tile: u32::from(last),
+            from,
+            ..NodeSpec::bare(NodeKind::DecompressGpu, request)
+        });
+        let ready = match gate {
+            None => read,
+            Some(before) => {
+                let barrier = graph.add_lowered_node(NodeSpec::bare(NodeKind::Barrier, request));
+                graph.add_edge(before, barrier, EdgeKind::Cpu);
+                graph.add_edge(read, barrier, EdgeKind::Cpu);
+                barrier
+            }
+        };
+        graph.add_edge(ready, piece, EdgeKind::Cpu);
+        gate = Some(ready);
+        pieces.push(piece);
+    }
+    pieces
 }
 
 /// A write request: memory (or a GPU buffer, read back into scratch first) into a file range,
@@ -696,10 +741,21 @@ mod tests {
             |buffer: &DeviceBuffer| Request::memory_to_device(vec![0u8; 150], 0, 150, buffer, 0).gdeflate(1000);
         let cpu_file = [Acquire, Read, Read, DecompressCpu, Upload, Release];
         // Auto: the GPU where the executor decodes there and the buffer allows it.
-        assert_eq!(
-            kinds_of(&gpu, file(&decodable)).unwrap(),
-            [Acquire, Read, Read, DecompressGpu, Release]
-        );
+        let pieces = [Acquire, Read, Read, DecompressGpu, DecompressGpu, Barrier, Release];
+        assert_eq!(kinds_of(&gpu, file(&decodable)).unwrap(), pieces);
+        {
+            // Piece k sees the stream up to the end of read k, takes what ends after read k-1,
+            // and waits for both reads (the second through a barrier over the first and read 1).
+            let mut g = GraphBuilder::new();
+            lower(&mut g, &gpu, file(&decodable)).unwrap();
+            let g = g.compile().unwrap();
+            let decodes: Vec<_> = g.nodes().filter(|n| n.kind == DecompressGpu).collect();
+            let window: Vec<_> = decodes.iter().map(|n| (n.from, n.src_len, n.tile, n.len)).collect();
+            assert_eq!(window, [(0, 100, 0, 1000), (100, 150, 1, 1000)]);
+            assert!(decodes.iter().all(|n| n.predecessors == 1));
+            let barrier = g.nodes().find(|n| n.kind == Barrier).unwrap();
+            assert_eq!(barrier.predecessors, 2);
+        }
         assert_eq!(kinds_of(&gpu, memory(&decodable)).unwrap(), [DecompressGpu]);
         assert_eq!(kinds_of(&config(), file(&decodable)).unwrap(), cpu_file);
         assert_eq!(kinds_of(&gpu, file(&callers)).unwrap(), cpu_file);

@@ -103,6 +103,11 @@ impl<'a> NodeRef<'a> {
     pub fn tile(&self) -> u32 {
         self.graph.tile(self.task.node)
     }
+    /// For `DecompressGpu` nodes, where its part of the stream starts: it takes the tiles whose
+    /// compressed bytes end after this offset of its input (see `NodeSpec::from`).
+    pub fn from(&self) -> u64 {
+        self.graph.from(self.task.node)
+    }
     /// Bytes the node produces at its destination.
     pub fn len(&self) -> u64 {
         self.graph.len(self.task.node)

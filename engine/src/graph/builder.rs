@@ -47,9 +47,14 @@ pub struct NodeSpec {
     pub len: u64,
     /// How many bytes it consumes at `src` (equal to `len` for reads and copies).
     pub src_len: u64,
-    /// For decode nodes, the first compressed tile it decodes (its group runs from there for
-    /// `len` bytes of output); 0 otherwise.
+    /// For `DecompressCpu` nodes, the first compressed tile it decodes (its group runs from there
+    /// for `len` bytes of output); for `DecompressGpu` nodes, 1 where its input ends with the
+    /// stream (it takes the stream's last tile); 0 otherwise.
     pub tile: u32,
+    /// For `DecompressGpu` nodes: the tiles whose compressed bytes end at or before this offset
+    /// of its input were taken by an earlier node of the request (a stream read in pieces
+    /// decodes piece by piece; see `lower`); 0 otherwise.
+    pub from: u64,
 }
 
 impl NodeSpec {
@@ -64,6 +69,7 @@ impl NodeSpec {
             len: 0,
             src_len: 0,
             tile: 0,
+            from: 0,
         }
     }
 }
@@ -88,6 +94,7 @@ pub struct GraphBuilder {
     pub(super) len: Vec<u64>,
     pub(super) src_len: Vec<u64>,
     pub(super) tile: Vec<u32>,
+    pub(super) from: Vec<u64>,
     pub(super) edges: Vec<(NodeId, NodeId, EdgeKind)>,
     /// Per node: whether lowering added it.
     pub(super) lowered: Vec<bool>,
@@ -125,6 +132,7 @@ impl GraphBuilder {
             len: Vec::new(),
             src_len: Vec::new(),
             tile: Vec::new(),
+            from: Vec::new(),
             edges: Vec::new(),
             reservations: Vec::new(),
         }
@@ -160,6 +168,7 @@ impl GraphBuilder {
         self.len.reserve(nodes);
         self.src_len.reserve(nodes);
         self.tile.reserve(nodes);
+        self.from.reserve(nodes);
         self.lowered.reserve(nodes);
         self.edges.reserve(edges);
     }
@@ -289,6 +298,7 @@ impl GraphBuilder {
         self.len.push(spec.len);
         self.src_len.push(spec.src_len);
         self.tile.push(spec.tile);
+        self.from.push(spec.from);
         NodeId(self.kind.len() as u32 - 1)
     }
 

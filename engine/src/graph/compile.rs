@@ -155,6 +155,7 @@ impl GraphBuilder {
             len: arena.copy_slice(&self.len),
             src_len: arena.copy_slice(&self.src_len),
             tile: arena.copy_slice(&self.tile),
+            from: arena.copy_slice(&self.from),
             preds: arena.copy_slice(&preds),
             state: arena.fill_with(n, |i| StateWord::new(preds[i])),
             succ_offsets: arena.copy_slice(&succ_offsets),
@@ -288,7 +289,11 @@ impl GraphBuilder {
                 }
                 // A `Verify` node reads its destination range after the nodes that wrote it
                 // (edges order them) and writes nothing: it takes no part in the overlap check.
-                if len > 0 && kind != NodeKind::Verify {
+                // Neither do the later pieces of a stream decoded on the GPU piece by piece: each
+                // names the request's whole output and writes the tiles of its part, and the first
+                // piece stands for them all.
+                let later_piece = kind == NodeKind::DecompressGpu && self.from[i] > 0 && self.lowered[i];
+                if len > 0 && kind != NodeKind::Verify && !later_piece {
                     writes.push((dst.resource, dst.offset, dst.offset + len, i));
                 }
             }

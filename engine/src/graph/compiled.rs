@@ -21,6 +21,7 @@ pub(super) struct Columns {
     pub(super) len: ArenaSlice<u64>,
     pub(super) src_len: ArenaSlice<u64>,
     pub(super) tile: ArenaSlice<u32>,
+    pub(super) from: ArenaSlice<u64>,
     pub(super) preds: ArenaSlice<u32>,
     pub(super) state: ArenaSlice<StateWord>,
     pub(super) succ_offsets: ArenaSlice<u32>,
@@ -85,6 +86,8 @@ pub struct NodeView {
     pub src_len: u64,
     /// First tile it decodes (decode nodes).
     pub tile: u32,
+    /// Where its part of a stream starts (`DecompressGpu` nodes; see `NodeSpec::from`).
+    pub from: u64,
     /// How many predecessors it has.
     pub predecessors: u32,
     /// Its state word now.
@@ -132,6 +135,7 @@ impl CompiledGraph {
             len: c.len[i],
             src_len: c.src_len[i],
             tile: c.tile[i],
+            from: c.from[i],
             predecessors: c.preds[i],
             state: c.state[i].load(),
         }
@@ -223,6 +227,9 @@ impl CompiledGraph {
     }
     pub(crate) fn tile(&self, node: NodeId) -> u32 {
         self.columns.tile[node.index()]
+    }
+    pub(crate) fn from(&self, node: NodeId) -> u64 {
+        self.columns.from[node.index()]
     }
     pub(crate) fn src_len(&self, node: NodeId) -> u64 {
         self.columns.src_len[node.index()]

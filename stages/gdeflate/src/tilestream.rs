@@ -65,7 +65,30 @@ pub struct TileStream<'a> {
 impl<'a> TileStream<'a> {
     /// Parses and validates the header and tile table of `bytes` (the whole stream).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
-        let header = bytes.get(..HEADER_LEN).ok_or(Error::stream(Reason::BadHeader))?;
+        let Some(stream) = Self::parse_prefix(bytes)? else {
+            return Err(match bytes.len() {
+                ..HEADER_LEN => Reason::BadHeader.into(),
+                _ => Reason::BadTileTable.into(),
+            });
+        };
+        // The last tile must end exactly at the end of the data. Each tile's own bounds are
+        // checked when it is looked up, so parsing is O(1) however many tiles there are (every
+        // decode node of a large asset parses the stream).
+        if stream.stream_len() != Some(bytes.len()) {
+            return Err(Reason::BadTileTable.into());
+        }
+        Ok(stream)
+    }
+
+    /// Parses the header and tile table at the start of `bytes`, a stream or the first part of
+    /// one (a stream still being read): `None` while `bytes` is too short to hold them. Tiles
+    /// can be looked up as in a whole stream; those whose bytes are not all in `bytes` yet fail
+    /// to ([`TileStream::tile`]). Nothing checks that the stream ends where its table says
+    /// ([`TileStream::stream_len`]), nor the table's order ([`TileStream::check_order`]).
+    pub fn parse_prefix(bytes: &'a [u8]) -> Result<Option<Self>, Error> {
+        let Some(header) = bytes.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
         if header[0] != GDEFLATE_ID || header[1] != GDEFLATE_ID ^ 0xFF {
             return Err(Reason::BadHeader.into());
         }
@@ -79,29 +102,63 @@ impl<'a> TileStream<'a> {
             return Err(Reason::BadHeader.into());
         }
         let table_end = HEADER_LEN + 4 * tiles;
-        let table = bytes
-            .get(HEADER_LEN..table_end)
-            .ok_or(Error::stream(Reason::BadTileTable))?;
-        let data = &bytes[table_end..];
+        let Some(table) = bytes.get(HEADER_LEN..table_end) else {
+            return Ok(None);
+        };
         let full = if last_size == 0 {
             TILE_SIZE as u64
         } else {
             last_size as u64
         };
-        let stream = TileStream {
+        Ok(Some(TileStream {
             table,
-            data,
+            data: &bytes[table_end..],
             tiles,
             uncompressed: (tiles as u64 - 1) * TILE_SIZE as u64 + full,
-        };
-        // The last tile must end exactly at the end of the data. Each tile's own bounds are
-        // checked when it is looked up, so parsing is O(1) however many tiles there are (every
-        // decode node of a large asset parses the stream).
-        let last_start = if tiles == 1 { 0 } else { stream.entry(tiles - 1) };
-        if last_start.checked_add(stream.entry(0)) != Some(data.len()) {
-            return Err(Reason::BadTileTable.into());
+        }))
+    }
+
+    /// The length of the whole stream by its table (header, table and every tile), or `None` if
+    /// that overflows.
+    pub fn stream_len(&self) -> Option<usize> {
+        let last_start = if self.tiles == 1 { 0 } else { self.entry(self.tiles - 1) };
+        (HEADER_LEN + self.table.len())
+            .checked_add(last_start)?
+            .checked_add(self.entry(0))
+    }
+
+    /// Whether the table's offsets rise from tile to tile, as [`TileStream::tile`] checks one
+    /// tile at a time: an error naming the first tile out of order.
+    pub fn check_order(&self) -> Result<(), Error> {
+        let mut before = 0;
+        for i in 1..self.tiles {
+            let at = self.entry(i);
+            if at < before {
+                return Err(Error::in_tile(Reason::BadTileTable, i as u32 - 1));
+            }
+            before = at;
         }
-        Ok(stream)
+        Ok(())
+    }
+
+    /// Where tile `i`'s compressed bytes end, as an offset into the stream, by the table alone
+    /// (its start is checked by [`TileStream::tile`]).
+    pub fn tile_end(&self, i: usize) -> usize {
+        let data = HEADER_LEN + self.table.len();
+        if i + 1 < self.tiles {
+            data + self.entry(i + 1)
+        } else {
+            self.stream_len().unwrap_or(usize::MAX)
+        }
+    }
+
+    /// The tiles whose compressed bytes end after offset `from` of the stream and at or before
+    /// `to`, for a table in order ([`TileStream::check_order`]): what a decoder of a stream
+    /// arriving in pieces can take once the bytes up to `to` are in.
+    pub fn tiles_ending_in(&self, from: usize, to: usize) -> std::ops::Range<usize> {
+        let first = partition(self.tiles, |i| self.tile_end(i) <= from);
+        let end = partition(self.tiles, |i| self.tile_end(i) <= to);
+        first..end.max(first)
     }
 
     fn entry(&self, i: usize) -> usize {
@@ -142,7 +199,12 @@ impl<'a> TileStream<'a> {
         }
         let start = if i == 0 { 0 } else { self.entry(i) };
         let last = i + 1 == self.tiles;
-        let end = if last { self.data.len() } else { self.entry(i + 1) };
+        // The last tile's size is entry 0 (so a stream still arriving knows where it ends).
+        let end = if last {
+            start.checked_add(self.entry(0)).ok_or_else(bad)?
+        } else {
+            self.entry(i + 1)
+        };
         let bytes = self.data.get(start..end).ok_or_else(bad)?;
         let size = if last {
             (self.uncompressed - (self.tiles as u64 - 1) * TILE_SIZE as u64) as usize
@@ -218,6 +280,20 @@ pub fn decompress(stream: &[u8], out: &mut [u8]) -> Result<(), Error> {
     stream.decode_tiles(&mut Decoder::new(), 0..stream.tiles(), out)
 }
 
+/// The first `i` below `n` for which `below(i)` is false, `below` being true then false.
+fn partition(n: usize, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +303,56 @@ mod tests {
         let input = vec![7u8; (1 << 20) + 100];
         let stream = compress(&input, Level::FASTEST).unwrap();
         assert_eq!(&stream[..8], &[0x04, 0xFB, 0x11, 0x00, 0x91, 0x01, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn a_stream_arriving_in_pieces_gives_each_tile_to_exactly_one_piece() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let input: Vec<u8> = (0..5 * TILE_SIZE + 999)
+            .map(|i| if i % 3 == 0 { rng.u8(..) } else { 1 })
+            .collect();
+        let stream = compress(&input, Level::new(6)).unwrap();
+        let whole = TileStream::parse(&stream).unwrap();
+        assert_eq!(whole.stream_len(), Some(stream.len()));
+        whole.check_order().unwrap();
+        for piece in [1usize, 7, 100, 4096, 30_000, stream.len()] {
+            let mut taken = Vec::new();
+            let mut from = 0;
+            while from < stream.len() {
+                let to = (from + piece).min(stream.len());
+                match TileStream::parse_prefix(&stream[..to]).unwrap() {
+                    None => assert!(to < 8 + 4 * 6, "the table is {} bytes", 8 + 4 * 6),
+                    Some(prefix) => {
+                        assert_eq!(prefix.stream_len(), Some(stream.len()));
+                        for i in prefix.tiles_ending_in(from, to) {
+                            // Every tile taken is all in the prefix, where the whole stream has it.
+                            assert_eq!(prefix.tile_span(i).unwrap(), whole.tile_span(i).unwrap());
+                            taken.push(i);
+                        }
+                    }
+                }
+                from = to;
+            }
+            assert_eq!(taken, (0..6).collect::<Vec<_>>(), "pieces of {piece} bytes");
+        }
+        // The last tile, cut short, is refused in the prefix and the whole.
+        let short = &stream[..stream.len() - 1];
+        let prefix = TileStream::parse_prefix(short).unwrap().unwrap();
+        assert!(prefix.tile_span(5).is_err());
+        assert!(TileStream::parse(short).is_err());
+        // A table out of order is found.
+        let mut bad = stream.clone();
+        bad[8 + 4 * 2..8 + 4 * 3].copy_from_slice(&1u32.to_le_bytes());
+        let err = TileStream::parse_prefix(&bad)
+            .unwrap()
+            .unwrap()
+            .check_order()
+            .unwrap_err();
+        assert_eq!(
+            (err.reason, err.tile),
+            (Reason::BadTileTable, Some(1)),
+            "tile 1 would end before it starts"
+        );
     }
 
     #[test]

@@ -1,53 +1,133 @@
-//! The `DecompressGpu` stage: a whole GDeflate stream (read into scratch, or the caller's bytes)
-//! uploaded and decoded by dsr's shader straight into the request's GPU buffer range, in one
-//! submission on the compute queue. A waiter thread takes the submissions in order, checks every
-//! tile's status when the GPU is done, and completes the node: a bad tile fails its request
-//! with the tile named, as the CPU route does; other requests are untouched.
+//! The `DecompressGpu` stage: GDeflate tiles decoded by dsr's shader straight into the request's
+//! GPU buffer range.
 //!
-//! What it allocates per node (outside the staging budget, for now): the compressed bytes twice
-//! (host-visible staging and a device-local copy the shader reads), and the tile list and
-//! statuses.
+//! A node is a piece of a stream (`NodeRef::from`): the tiles whose compressed bytes end within
+//! it, its input being the stream up to its end (read into scratch, or the caller's bytes). The
+//! stage parses the stream's table, picks the piece's tiles and queues them as a job:
+//!
+//! - **Batched.** While fewer than [`MAX_IN_FLIGHT`] submissions are on the GPU a job goes at
+//!   once; otherwise it waits, and the next submission takes every job waiting (from any request
+//!   or batch), so a busy GPU gets fewer, larger dispatches: a tile is 32 lanes of serial work
+//!   and the GPU needs thousands of them at once. Each submission is one command buffer on the
+//!   compute queue: the jobs' compressed bytes copied into one device-local buffer, one dispatch
+//!   over all their tiles.
+//! - **No copy on the CPU** where the bytes lie in a scratch block imported into Vulkan
+//!   ([`HostImports`]): the GPU copies them from where the read put them. Other bytes (the
+//!   caller's, or a block not imported) are copied into pooled host-visible staging first.
+//! - **Pooled.** Device copies, staging and tile lists come from a small pool, so a steady
+//!   stream of loads allocates nothing.
+//!
+//! A waiter thread takes the submissions in order, checks every tile's status when the GPU is
+//! done and completes the jobs' nodes (a bad tile fails its request naming the tile, as the CPU
+//! route does; other requests are untouched), then submits what waited meanwhile.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use ash::vk;
 use dsr_engine::{DeviceBuffer, Error, ErrorKind, Input, NodeRef, Outcome, PendingNode, Stage};
-use dsr_gdeflate::{TileStream, TILE_SIZE};
+use dsr_gdeflate::{Reason, TileStream, TILE_SIZE};
 
 use crate::buffer::{allocate_buffer, device_address, GpuBuffer, HostVisible};
 use crate::context::GpuContext;
 use crate::decode::{status_result, submit_once, GpuDecoder, Submitted, TileDesc, PROFILE_WORDS};
+use crate::import::HostImports;
 
-/// A node's work on the GPU, and what it holds until the GPU is done.
-struct InFlight {
+/// Submissions on the GPU at once before new jobs wait to be batched.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Tiles waiting that are submitted whatever is in flight.
+const FLUSH_TILES: usize = 16384;
+/// Buffers of each kind the pool keeps for reuse.
+const POOL_KEEP: usize = 8;
+/// The smallest buffer the pool makes (larger requests round up to a power of two).
+const POOL_MIN: u64 = 1 << 20;
+
+/// Where a job's compressed bytes are copied to the GPU from.
+enum Source {
+    /// An imported scratch block, at this offset: copied straight from where the read put them.
+    Imported { buffer: vk::Buffer, offset: u64 },
+    /// Pooled host-visible staging holding them.
+    Staged(HostVisible),
+}
+
+/// One node's tiles, waiting for a submission or in one.
+struct Job {
     pending: PendingNode,
-    submitted: Submitted,
-    /// The device-local copy of the stream (freed with the last handle).
-    input: DeviceBuffer,
-    staging: HostVisible,
-    descs: HostVisible,
-    status: HostVisible,
-    tiles: usize,
+    piece: Piece,
+}
+
+/// A node's tiles and where their bytes are.
+struct Piece {
+    source: Source,
+    /// The bytes of the stream copied (`start` 4-byte aligned, as every tile's start is).
+    window: Range<u64>,
+    /// The first tile's index in the stream (the others follow it).
+    first: u32,
+    /// The tiles, `src` an offset into `window` until the submission places it.
+    tiles: Vec<TileDesc>,
+    /// Bytes of output.
     bytes: u64,
 }
 
-// SAFETY: the mappings' pointers are process memory, valid from any thread; an `InFlight` is
-// owned by one thread at a time (the stage's worker, then the waiter), which alone touches them.
-unsafe impl Send for InFlight {}
+// SAFETY: a piece's pointers (its staging mapping) are process memory, valid from any thread; a
+// piece is owned by one thread at a time (its stage's worker, the submitting thread, the waiter).
+unsafe impl Send for Piece {}
+
+/// A submission on the GPU and what it holds until the GPU is done.
+struct Flight {
+    submitted: Submitted,
+    jobs: Vec<Job>,
+    input: DeviceBuffer,
+    /// The tile list, then one status word per tile and the profile words.
+    list: HostVisible,
+    tiles: usize,
+}
+
+// SAFETY: as for `Job`.
+unsafe impl Send for Flight {}
+
+/// Buffers kept for reuse, the smallest that fits taken first.
+struct Pool {
+    device: Mutex<Vec<DeviceBuffer>>,
+    host: Mutex<Vec<HostVisible>>,
+}
+
+// SAFETY: the kept buffers' mappings are process memory, valid from any thread; each is
+// reached only through the mutexes, by one holder at a time.
+unsafe impl Send for Pool {}
+// SAFETY: as above: shared access goes through the mutexes.
+unsafe impl Sync for Pool {}
+
+/// What waits to be submitted, and how much is on the GPU.
+#[derive(Default)]
+struct State {
+    waiting: Vec<Job>,
+    waiting_tiles: usize,
+    in_flight: usize,
+}
+
+/// The stage's shared half: the decoder, the queue of jobs and the pool.
+struct Decoding {
+    decoder: Arc<GpuDecoder>,
+    imports: Option<Arc<HostImports>>,
+    state: Mutex<State>,
+    pool: Pool,
+}
 
 /// The `DecompressGpu` stage (see the module comment).
 pub struct DecompressGpuStage {
-    decoder: Arc<GpuDecoder>,
-    waiter: Mutex<Option<mpsc::Sender<Box<InFlight>>>>,
+    decoding: Arc<Decoding>,
+    waiter: Mutex<Option<mpsc::Sender<Flight>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for DecompressGpuStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecompressGpuStage")
-            .field("form", &self.decoder.form())
+            .field("form", &self.decoding.decoder.form())
             .finish()
     }
 }
@@ -61,28 +141,40 @@ fn corrupt(err: dsr_gdeflate::Error) -> Error {
     error.with_source(err)
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl DecompressGpuStage {
-    /// The stage on `decoder`'s device, with its waiter thread.
-    pub fn new(decoder: GpuDecoder) -> std::io::Result<DecompressGpuStage> {
-        let decoder = Arc::new(decoder);
-        let (tx, rx) = mpsc::channel::<Box<InFlight>>();
-        let context = decoder.context().clone();
+    /// The stage on `decoder`'s device, with its waiter thread; `imports` are the executor's
+    /// scratch blocks imported into Vulkan (copied from directly), if any.
+    pub fn new(decoder: GpuDecoder, imports: Option<Arc<HostImports>>) -> std::io::Result<DecompressGpuStage> {
+        let decoding = Arc::new(Decoding {
+            decoder: Arc::new(decoder),
+            imports,
+            state: Mutex::new(State::default()),
+            pool: Pool {
+                device: Mutex::new(Vec::new()),
+                host: Mutex::new(Vec::new()),
+            },
+        });
+        let (tx, rx) = mpsc::channel::<Flight>();
+        let shared = decoding.clone();
         let thread = std::thread::Builder::new()
             .name("dsr-gpu-decode".into())
-            .spawn(move || {
-                for job in rx {
-                    finish(&context, *job);
-                }
-            })?;
+            .spawn(move || shared.wait_loop(rx))?;
         Ok(DecompressGpuStage {
-            decoder,
+            decoding,
             waiter: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    fn start(&self, node: &mut NodeRef<'_>) -> Result<(Submitted, DeviceBuffer, [HostVisible; 3], usize, u64), Error> {
-        let context = self.decoder.context();
+    /// The node's job: its tiles, and its bytes where the GPU can copy them from. `None` when
+    /// the piece holds no whole tile.
+    fn piece(&self, node: &NodeRef<'_>) -> Result<Option<Piece>, Error> {
+        let decoding = &self.decoding;
+        let context = decoding.decoder.context();
         if context.is_lost() {
             return Err(context.lost_error());
         }
@@ -99,7 +191,17 @@ impl DecompressGpuStage {
                 "the GPU decoder cannot write into this buffer (made without device addresses)",
             ));
         }
-        let stream = TileStream::parse(bytes).map_err(corrupt)?;
+        // The piece ending the stream (`tile` 1) sees all of it and checks it whole; the others
+        // see the stream up to their end, and may not hold its table yet.
+        let last = node.tile() == 1;
+        let stream = if last {
+            TileStream::parse(bytes).map_err(corrupt)?
+        } else {
+            match TileStream::parse_prefix(bytes).map_err(corrupt)? {
+                Some(stream) => stream,
+                None => return Ok(None),
+            }
+        };
         if stream.uncompressed_len() != dst.len {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -110,86 +212,265 @@ impl DecompressGpuStage {
                 ),
             ));
         }
-        // The stream is copied to offset 0 of the device copy, so tiles keep their places in
-        // it; the shader reads words, so every tile must start 4-byte aligned.
-        let input_len = (bytes.len() as u64).next_multiple_of(4).max(4);
-        let input = allocate_buffer(context, input_len)?;
-        let input_raw = GpuBuffer::of(&input, context)?.raw();
-        let (src_base, dst_base) = (
-            device_address(context, input_raw),
-            device_address(context, target.raw()) + dst.offset,
-        );
-        let mut table = Vec::with_capacity(stream.tiles());
-        for i in 0..stream.tiles() {
+        if last {
+            // With the table in order and the stream ending where it says, the pieces take
+            // every tile exactly once; otherwise this piece fails the request.
+            stream.check_order().map_err(corrupt)?;
+        }
+        let from = usize::try_from(node.from()).unwrap_or(usize::MAX);
+        let tiles = match last {
+            true => stream.tiles_ending_in(from, usize::MAX),
+            false => stream.tiles_ending_in(from, bytes.len()),
+        };
+        if tiles.is_empty() {
+            return Ok(None);
+        }
+        let dst_base = device_address(context, target.raw()) + dst.offset;
+        let (mut start, mut end) = (u64::MAX, 0);
+        let mut spans = Vec::with_capacity(tiles.len());
+        for i in tiles.clone() {
             let (span, size) = stream.tile_span(i).map_err(corrupt)?;
             if span.start % 4 != 0 {
                 return Err(corrupt(dsr_gdeflate::Error {
-                    reason: dsr_gdeflate::Reason::Misaligned,
+                    reason: Reason::Misaligned,
                     tile: Some(i as u32),
                 }));
             }
-            table.push(TileDesc {
-                src: src_base + span.start as u64,
+            start = start.min(span.start as u64);
+            end = end.max(span.end as u64);
+            spans.push((span, size));
+        }
+        let window = start..end;
+        let mut descs = Vec::with_capacity(spans.len());
+        let mut out = 0;
+        for (i, (span, size)) in tiles.clone().zip(spans) {
+            descs.push(TileDesc {
+                src: span.start as u64 - window.start,
                 dst: dst_base + (i * TILE_SIZE) as u64,
                 src_bytes: span.len() as u32,
                 dst_bytes: size as u32,
             });
+            out += size as u64;
         }
-        let staging = HostVisible::new(context, input_len)?;
-        let descs = HostVisible::new(context, std::mem::size_of_val(&table[..]) as u64);
-        let status = HostVisible::new(context, 4 * (table.len() + PROFILE_WORDS) as u64);
-        let (descs, status) = match (descs, status) {
-            (Ok(descs), Ok(status)) => (descs, status),
-            (descs, status) => {
-                // SAFETY: made just now, never used by the GPU.
-                unsafe {
-                    staging.destroy(context);
-                    for made in [descs.ok(), status.ok()].into_iter().flatten() {
-                        made.destroy(context);
-                    }
-                }
-                return Err(Error::new(
-                    ErrorKind::OutOfMemory,
-                    "cannot allocate the GPU decode's buffers",
-                ));
+        let piece = &bytes[window.start as usize..window.end as usize];
+        let imported = decoding
+            .imports
+            .as_ref()
+            .and_then(|imports| imports.lookup(piece.as_ptr(), piece.len() as u64));
+        let source = match imported {
+            Some((buffer, offset)) => Source::Imported { buffer, offset },
+            None => {
+                let staging = decoding.pool.host(context, piece.len() as u64)?;
+                // SAFETY: the staging maps at least `piece.len()` bytes, this job's alone.
+                unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), staging.ptr, piece.len()) };
+                Source::Staged(staging)
             }
         };
-        // SAFETY: each mapping holds what is copied into it (made for exactly these sizes),
-        // and no GPU work uses them yet.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), staging.ptr, bytes.len());
-            std::ptr::copy_nonoverlapping(
-                table.as_ptr().cast::<u8>(),
-                descs.ptr,
-                std::mem::size_of_val(&table[..]),
-            );
+        Ok(Some(Piece {
+            source,
+            window,
+            first: tiles.start as u32,
+            tiles: descs,
+            bytes: out,
+        }))
+    }
+}
+
+impl Stage for DecompressGpuStage {
+    fn run(&self, node: NodeRef<'_>) -> Outcome {
+        let piece = match self.piece(&node) {
+            Ok(Some(piece)) => piece,
+            Ok(None) => return Outcome::Done { bytes: 0 },
+            Err(err) => return Outcome::Failed(err),
+        };
+        let (pending, outcome) = node.defer();
+        let job = Job { pending, piece };
+        if let Some(flight) = self.decoding.queue(job) {
+            let waiter = lock(&self.waiter);
+            match waiter.as_ref().map(|tx| tx.send(flight)) {
+                Some(Ok(())) => {}
+                // The waiter is gone (the stage is shutting down): wait here instead.
+                Some(Err(mpsc::SendError(flight))) => {
+                    drop(waiter);
+                    self.decoding.finish(flight);
+                }
+                None => unreachable!("the sender lives as long as the stage"),
+            }
         }
-        let (tiles_addr, status_addr) = (
-            device_address(context, descs.buffer),
-            device_address(context, status.buffer),
-        );
-        let count = table.len() as u32;
-        let staging_buffer = staging.buffer;
+        outcome
+    }
+}
+
+impl Drop for DecompressGpuStage {
+    fn drop(&mut self) {
+        // Closing the channel ends the waiter once it has finished what was submitted and
+        // what waited behind it.
+        lock(&self.waiter).take();
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        self.decoding.pool.clear(self.decoding.decoder.context());
+    }
+}
+
+impl Decoding {
+    /// Queues `job`; returns a submission to hand to the waiter when the GPU has room for it
+    /// (or enough waits).
+    fn queue(&self, job: Job) -> Option<Flight> {
+        let jobs = {
+            let mut state = lock(&self.state);
+            state.waiting_tiles += job.piece.tiles.len();
+            state.waiting.push(job);
+            if state.in_flight >= MAX_IN_FLIGHT && state.waiting_tiles < FLUSH_TILES {
+                return None;
+            }
+            take_waiting(&mut state)
+        };
+        self.submit(jobs).or_else(|| self.done_one())
+    }
+
+    /// The waiter: finishes submissions in order, submitting what waited behind each.
+    fn wait_loop(&self, rx: mpsc::Receiver<Flight>) {
+        let mut own = VecDeque::new();
+        while let Some(flight) = own.pop_front().or_else(|| rx.recv().ok()) {
+            self.finish(flight);
+            if let Some(next) = self.done_one() {
+                own.push_back(next);
+            }
+        }
+        // The channel is closed and nothing is in flight: nothing can be waiting either, as a
+        // job waits only while a submission is in flight.
+    }
+
+    /// One submission left the GPU (or never reached it): submits the jobs that waited, if
+    /// any. A job waits only while something is in flight, so none is left behind.
+    fn done_one(&self) -> Option<Flight> {
+        loop {
+            let jobs = {
+                let mut state = lock(&self.state);
+                state.in_flight -= 1;
+                if state.waiting.is_empty() {
+                    return None;
+                }
+                take_waiting(&mut state)
+            };
+            if let Some(flight) = self.submit(jobs) {
+                return Some(flight);
+            }
+        }
+    }
+
+    /// Records and submits `jobs` (counted in flight already): their bytes into one device
+    /// buffer, one dispatch over all their tiles. Cancelled jobs are let go first; when nothing
+    /// is left, or on failure (the jobs fail), `None`.
+    fn submit(&self, jobs: Vec<Job>) -> Option<Flight> {
+        let (live, cancelled): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !j.pending.is_tombstoned());
+        for job in cancelled {
+            self.release_job(job, None);
+        }
+        match self.record(live) {
+            Ok(flight) => flight,
+            Err((jobs, err)) => {
+                for job in jobs {
+                    self.release_job(job, Some(Err(err.clone())));
+                }
+                None
+            }
+        }
+    }
+
+    fn record(&self, jobs: Vec<Job>) -> Result<Option<Flight>, (Vec<Job>, Error)> {
+        if jobs.is_empty() {
+            return Ok(None);
+        }
+        let context = self.decoder.context();
+        if context.is_lost() {
+            return Err((jobs, context.lost_error()));
+        }
+        // Each job's window at a 4-byte-aligned place of the device copy.
+        let mut at = Vec::with_capacity(jobs.len());
+        let mut input_len = 0u64;
+        for job in &jobs {
+            at.push(input_len);
+            input_len = (input_len + (job.piece.window.end - job.piece.window.start)).next_multiple_of(4);
+        }
+        let tiles: usize = jobs.iter().map(|j| j.piece.tiles.len()).sum();
+        let desc_bytes = (tiles * std::mem::size_of::<TileDesc>()) as u64;
+        let list_len = desc_bytes + 4 * (tiles + PROFILE_WORDS) as u64;
+        let input = match self.pool.device(context, input_len.max(4)) {
+            Ok(input) => input,
+            Err(err) => return Err((jobs, err)),
+        };
+        let list = match self.pool.host(context, list_len) {
+            Ok(list) => list,
+            Err(err) => {
+                self.pool.give_device(input);
+                return Err((jobs, err));
+            }
+        };
+        let input_raw = match GpuBuffer::of(&input, context) {
+            Ok(gpu) => gpu.raw(),
+            Err(err) => {
+                self.pool.give_device(input);
+                self.pool.give_host(context, list);
+                return Err((jobs, err));
+            }
+        };
+        let input_addr = device_address(context, input_raw);
+        // The tile list: each job's tiles pointed at its window's place in the device copy.
+        let descs = list.ptr.cast::<TileDesc>();
+        let mut n = 0;
+        for (job, &place) in jobs.iter().zip(&at) {
+            for tile in &job.piece.tiles {
+                let placed = TileDesc {
+                    src: input_addr + place + tile.src,
+                    ..*tile
+                };
+                // SAFETY: the list maps `tiles` descriptors (sized above); host-visible memory
+                // the GPU does not use yet; unaligned-safe write.
+                unsafe { descs.add(n).write_unaligned(placed) };
+                n += 1;
+            }
+        }
+        let status_addr = device_address(context, list.buffer) + desc_bytes;
+        let tiles_addr = device_address(context, list.buffer);
         let decoder = &self.decoder;
+        let copies: Vec<(vk::Buffer, vk::BufferCopy)> = jobs
+            .iter()
+            .zip(&at)
+            .map(|(job, &place)| {
+                let size = job.piece.window.end - job.piece.window.start;
+                let (buffer, offset) = match &job.piece.source {
+                    Source::Imported { buffer, offset } => (*buffer, *offset),
+                    Source::Staged(staging) => (staging.buffer, 0),
+                };
+                (
+                    buffer,
+                    vk::BufferCopy::default()
+                        .src_offset(offset)
+                        .dst_offset(place)
+                        .size(size),
+                )
+            })
+            .collect();
         let submitted = submit_once(context, |device, cb| {
-            let region = [vk::BufferCopy::default().size(input_len)];
             let to_shader = [vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
                 .dst_access_mask(vk::AccessFlags::SHADER_READ)];
+            // Only the host waits for the statuses: later dispatches are not held back, and
+            // GPU work after the node's completion is submitted after the host saw the fence.
             let after = [vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                .dst_access_mask(
-                    vk::AccessFlags::SHADER_READ
-                        | vk::AccessFlags::TRANSFER_READ
-                        | vk::AccessFlags::TRANSFER_WRITE
-                        | vk::AccessFlags::HOST_READ,
-                )];
+                .dst_access_mask(vk::AccessFlags::HOST_READ)];
             // SAFETY: `cb` is recording on the compute family; every buffer lives until the
-            // waiter has seen the fence; the tile list was checked above (inputs inside the
-            // device copy at aligned offsets, outputs inside the reserved destination range,
-            // one 64 KiB slot each, so no two overlap).
+            // waiter has seen the fence (imported blocks: their requests hold the scratch until
+            // their nodes complete); the tile lists were checked by the stage (inputs inside
+            // their windows at aligned offsets, outputs in their nodes' reserved destination
+            // ranges, one 64 KiB slot each, and no tile in two jobs).
             unsafe {
-                device.cmd_copy_buffer(cb, staging_buffer, input_raw, &region);
+                for (buffer, region) in &copies {
+                    device.cmd_copy_buffer(cb, *buffer, input_raw, std::slice::from_ref(region));
+                }
                 device.cmd_pipeline_barrier(
                     cb,
                     vk::PipelineStageFlags::TRANSFER,
@@ -199,11 +480,11 @@ impl DecompressGpuStage {
                     &[],
                     &[],
                 );
-                decoder.record(cb, tiles_addr, status_addr, count);
+                decoder.record(cb, tiles_addr, status_addr, tiles as u32);
                 device.cmd_pipeline_barrier(
                     cb,
                     vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
+                    vk::PipelineStageFlags::HOST,
                     vk::DependencyFlags::empty(),
                     &after,
                     &[],
@@ -211,99 +492,147 @@ impl DecompressGpuStage {
                 );
             }
         });
-        let submitted = match submitted {
-            Ok(submitted) => submitted,
+        match submitted {
+            Ok(submitted) => Ok(Some(Flight {
+                submitted,
+                jobs,
+                input,
+                list,
+                tiles,
+            })),
             Err(err) => {
-                // SAFETY: the submission failed, so no GPU work uses them.
-                unsafe {
-                    staging.destroy(context);
-                    descs.destroy(context);
-                    status.destroy(context);
-                }
-                return Err(err);
+                // Never submitted: the buffers are free again.
+                self.pool.give_device(input);
+                self.pool.give_host(context, list);
+                Err((jobs, err))
             }
-        };
-        Ok((submitted, input, [staging, descs, status], table.len(), dst.len))
+        }
     }
-}
 
-impl Stage for DecompressGpuStage {
-    fn run(&self, mut node: NodeRef<'_>) -> Outcome {
-        let started = self.start(&mut node);
-        let (submitted, input, [staging, descs, status], tiles, bytes) = match started {
-            Ok(started) => started,
-            Err(err) => return Outcome::Failed(err),
-        };
-        let (pending, outcome) = node.defer();
-        let job = Box::new(InFlight {
-            pending,
+    /// Waits for one submission, checks its tiles, completes its jobs' nodes and gives its
+    /// buffers back.
+    fn finish(&self, flight: Flight) {
+        let context = self.decoder.context();
+        let Flight {
             submitted,
+            jobs,
             input,
-            staging,
-            descs,
-            status,
+            list,
             tiles,
-            bytes,
-        });
-        let waiter = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
-        match waiter.as_ref().map(|tx| tx.send(job)) {
-            Some(Ok(())) => {}
-            // The waiter is gone (the stage is shutting down): wait here instead.
-            Some(Err(mpsc::SendError(job))) => finish(self.decoder.context(), *job),
-            None => unreachable!("the sender lives as long as the stage"),
+        } = flight;
+        if let Err(err) = submitted.wait(context) {
+            // The buffers may still be in use: leak them rather than free them under the GPU.
+            std::mem::forget((input, list));
+            // (Their staging too: a `HostVisible` frees nothing unless destroyed.)
+            for job in jobs {
+                job.pending.complete(Err(err.clone()));
+            }
+            return;
         }
-        outcome
+        let desc_bytes = tiles * std::mem::size_of::<TileDesc>();
+        // SAFETY: the list maps the descriptors then one status word per tile, written by the
+        // work just waited for.
+        let words = unsafe { std::slice::from_raw_parts(list.ptr.add(desc_bytes).cast::<u32>(), tiles) };
+        let mut at = 0;
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let mine = &words[at..at + job.piece.tiles.len()];
+            at += job.piece.tiles.len();
+            let failure = mine
+                .iter()
+                .enumerate()
+                .find_map(|(i, &w)| status_result(w).err().map(|reason| (i, reason)));
+            results.push(match failure {
+                None => Ok(job.piece.bytes),
+                Some((i, reason)) => Err(corrupt(dsr_gdeflate::Error {
+                    reason,
+                    tile: Some(job.piece.first + i as u32),
+                })),
+            });
+        }
+        self.pool.give_device(input);
+        self.pool.give_host(context, list);
+        for (job, result) in jobs.into_iter().zip(results) {
+            self.release_job(job, Some(result));
+        }
+    }
+
+    /// Gives a job's staging back and completes its node: with `result`, or as cancelled.
+    fn release_job(&self, job: Job, result: Option<Result<u64, Error>>) {
+        let Job { pending, piece } = job;
+        if let Source::Staged(staging) = piece.source {
+            self.pool.give_host(self.decoder.context(), staging);
+        }
+        match result {
+            Some(result) => pending.complete(result),
+            None => pending.cancel(),
+        }
     }
 }
 
-impl Drop for DecompressGpuStage {
-    fn drop(&mut self) {
-        // Closing the channel ends the waiter once it has finished what was submitted.
-        self.waiter.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = thread.join();
+/// Takes every waiting job for a submission, counting it in flight.
+fn take_waiting(state: &mut State) -> Vec<Job> {
+    state.in_flight += 1;
+    state.waiting_tiles = 0;
+    std::mem::take(&mut state.waiting)
+}
+
+impl Pool {
+    fn size_for(len: u64) -> u64 {
+        len.max(POOL_MIN).next_power_of_two()
+    }
+
+    fn device(&self, context: &Arc<GpuContext>, len: u64) -> Result<DeviceBuffer, Error> {
+        let mut kept = lock(&self.device);
+        if let Some(i) = best_fit(kept.iter().map(|b| b.len()), len) {
+            return Ok(kept.swap_remove(i));
+        }
+        drop(kept);
+        allocate_buffer(context, Self::size_for(len))
+    }
+
+    fn host(&self, context: &GpuContext, len: u64) -> Result<HostVisible, Error> {
+        let mut kept = lock(&self.host);
+        if let Some(i) = best_fit(kept.iter().map(|b| b.len), len) {
+            return Ok(kept.swap_remove(i));
+        }
+        drop(kept);
+        HostVisible::new(context, Self::size_for(len))
+    }
+
+    fn give_device(&self, buffer: DeviceBuffer) {
+        let mut kept = lock(&self.device);
+        if kept.len() < POOL_KEEP {
+            kept.push(buffer);
+        }
+    }
+
+    fn give_host(&self, context: &GpuContext, buffer: HostVisible) {
+        let mut kept = lock(&self.host);
+        if kept.len() < POOL_KEEP {
+            kept.push(buffer);
+        } else {
+            drop(kept);
+            // SAFETY: given back only once the GPU is done with it.
+            unsafe { buffer.destroy(context) };
+        }
+    }
+
+    fn clear(&self, context: &GpuContext) {
+        lock(&self.device).clear();
+        for buffer in lock(&self.host).drain(..) {
+            // SAFETY: in the pool, so no GPU work uses it.
+            unsafe { buffer.destroy(context) };
         }
     }
 }
 
-/// Waits for one submission, checks its tiles, frees its buffers and completes its node.
-fn finish(context: &Arc<GpuContext>, job: InFlight) {
-    let InFlight {
-        pending,
-        submitted,
-        input,
-        staging,
-        descs,
-        status,
-        tiles,
-        bytes,
-    } = job;
-    if let Err(err) = submitted.wait(context) {
-        // The buffers may still be in use: leak them rather than free them under the GPU.
-        std::mem::forget((staging, descs, status, input));
-        pending.complete(Err(err));
-        return;
-    }
-    // SAFETY: the statuses mapping holds one word per tile, written by the work just waited for.
-    let words = unsafe { std::slice::from_raw_parts(status.ptr.cast::<u32>(), tiles) };
-    let failure = words
-        .iter()
-        .enumerate()
-        .find_map(|(i, &w)| status_result(w).err().map(|reason| (i, reason)));
-    // SAFETY: the GPU work using them has completed.
-    unsafe {
-        staging.destroy(context);
-        descs.destroy(context);
-        status.destroy(context);
-    }
-    drop(input);
-    pending.complete(match failure {
-        None => Ok(bytes),
-        Some((tile, reason)) => Err(corrupt(dsr_gdeflate::Error {
-            reason,
-            tile: Some(tile as u32),
-        })),
-    });
+/// The index of the smallest of `lens` that holds `len`.
+fn best_fit(lens: impl Iterator<Item = u64>, len: u64) -> Option<usize> {
+    lens.enumerate()
+        .filter(|&(_, have)| have >= len)
+        .min_by_key(|&(_, have)| have)
+        .map(|(i, _)| i)
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -168,11 +168,21 @@ impl HostImports {
             return None;
         }
         let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(handle_type);
+        // Uploads copy from it on the transfer queue, GPU decodes on the compute queue.
+        let families = [
+            self.context.transfer_queue().family,
+            self.context.compute_queue().family,
+        ];
         let info = vk::BufferCreateInfo::default()
             .size(len as u64)
             .usage(vk::BufferUsageFlags::TRANSFER_SRC)
-            .sharing_mode(vk::SharingMode::EXCLUSIVE)
             .push_next(&mut external);
+        let info = if families[0] != families[1] {
+            info.sharing_mode(vk::SharingMode::CONCURRENT)
+                .queue_family_indices(&families)
+        } else {
+            info.sharing_mode(vk::SharingMode::EXCLUSIVE)
+        };
         // SAFETY: a valid create info; destroyed below on failure, or in `unmapping`.
         let buffer = unsafe { device.create_buffer(&info, None) }.ok()?;
         // SAFETY: a plain query of the buffer just made.

@@ -62,13 +62,13 @@ pub fn install_gpu(
     let imports = HostImports::new(context);
     let transfers = Transfers::new(context, staging, builder.configured().workers, imports.clone())?;
     let host_copy = builder.stage_for(NodeKind::Copy);
-    let builder = match imports {
+    let builder = match imports.clone() {
         Some(imports) => builder.scratch_hooks(imports),
         None => builder,
     };
     // The GPU decoder where the device runs it: GDeflate requests into GPU buffers may then
     // decode there (see `DecodeRoute`).
-    let builder = match GpuDecoder::new(context, None).map(DecompressGpuStage::new) {
+    let builder = match GpuDecoder::new(context, None).map(|decoder| DecompressGpuStage::new(decoder, imports)) {
         Ok(Ok(stage)) => {
             let lowering = dsr_engine::LoweringConfig {
                 gpu_decode: true,
