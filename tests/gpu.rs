@@ -240,9 +240,17 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
 /// A stream read in small pieces decodes on the GPU piece by piece (each piece's tiles as soon as
 /// the reads before it are in), many requests' pieces sharing submissions; a stream cut short and
 /// one whose tile table is out of order fail, naming the problem, and their neighbours land.
+/// Both ways compressed bytes can reach the shader: copied to the device, or read where they lie.
 #[test]
 fn streams_read_in_pieces_decode_on_the_gpu_as_they_arrive() {
     let Some(context) = context() else { return };
+    for input in [dsr::gpu::DecodeInput::Copy, dsr::gpu::DecodeInput::Direct] {
+        pieces_decode_as_they_arrive(&context, input);
+    }
+    assert_valid(&context);
+}
+
+fn pieces_decode_as_they_arrive(context: &Arc<GpuContext>, input: dsr::gpu::DecodeInput) {
     let config = ExecutorConfig {
         workers: 2,
         lowering: dsr::LoweringConfig {
@@ -251,8 +259,14 @@ fn streams_read_in_pieces_decode_on_the_gpu_as_they_arrive() {
         },
         ..ExecutorConfig::default()
     };
-    let (executor, _, _) =
-        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let (builder, _) =
+        dsr::stages::install_stages(dsr::Executor::builder().config(config), IoConfig::default()).unwrap();
+    let decode = dsr::gpu::GpuDecodeConfig {
+        input,
+        ..dsr::gpu::GpuDecodeConfig::default()
+    };
+    let (builder, _) = dsr::gpu::install_gpu_with(builder, context, StagingConfig::default(), decode).unwrap();
+    let executor = builder.build().unwrap();
     let mut rng = fastrand::Rng::with_seed(41);
     // Text with random runs: tiles of very different compressed sizes.
     let data: Vec<u8> = (0..(3 << 20) + 777)
@@ -320,8 +334,6 @@ fn streams_read_in_pieces_decode_on_the_gpu_as_they_arrive() {
             "small asset {i}"
         );
     }
-    drop(executor);
-    assert_valid(&context);
 }
 
 #[test]

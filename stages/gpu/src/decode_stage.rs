@@ -5,7 +5,7 @@
 //! it, its input being the stream up to its end (read into scratch, or the caller's bytes). The
 //! stage parses the stream's table, picks the piece's tiles and queues them as a job:
 //!
-//! - **Batched.** While fewer than [`MAX_IN_FLIGHT`] submissions are on the GPU a job goes at
+//! - **Batched.** While fewer than [`GpuDecodeConfig::flights`] submissions are on the GPU a job goes at
 //!   once; otherwise it waits, and the next submission takes every job waiting (from any request
 //!   or batch), so a busy GPU gets fewer, larger dispatches: a tile is 32 lanes of serial work
 //!   and the GPU needs thousands of them at once. Each submission is one command buffer on the
@@ -36,8 +36,53 @@ use crate::context::GpuContext;
 use crate::decode::{status_result, submit_once, GpuDecoder, Submitted, TileDesc, PROFILE_WORDS};
 use crate::import::HostImports;
 
-/// Submissions on the GPU at once before new jobs wait to be batched.
-pub const MAX_IN_FLIGHT: usize = 4;
+/// How compressed bytes reach the shader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeInput {
+    /// Copied into a device-local buffer at the start of the submission, and read there.
+    Copy,
+    /// Read by the shader where they lie (an imported scratch block, or host-visible staging),
+    /// across the bus: no copy and no barrier in the submission.
+    Direct,
+}
+
+/// The `DecompressGpu` stage's knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuDecodeConfig {
+    /// How compressed bytes reach the shader.
+    pub input: DecodeInput,
+    /// Submissions on the GPU at once before new jobs wait to be batched into the next.
+    pub flights: usize,
+}
+
+impl Default for GpuDecodeConfig {
+    fn default() -> Self {
+        GpuDecodeConfig {
+            input: DecodeInput::Copy,
+            flights: 4,
+        }
+    }
+}
+
+impl GpuDecodeConfig {
+    /// The defaults, with `DSR_GPU_DECODE_INPUT=copy|direct` and `DSR_GPU_DECODE_FLIGHTS=N`
+    /// applied (for measuring one against the other).
+    pub fn from_env() -> Self {
+        let mut config = GpuDecodeConfig::default();
+        match std::env::var("DSR_GPU_DECODE_INPUT").as_deref() {
+            Ok("direct") => config.input = DecodeInput::Direct,
+            Ok("copy") => config.input = DecodeInput::Copy,
+            _ => {}
+        }
+        if let Some(n) = std::env::var("DSR_GPU_DECODE_FLIGHTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.flights = usize::max(n, 1);
+        }
+        config
+    }
+}
 /// Tiles waiting that are submitted whatever is in flight.
 const FLUSH_TILES: usize = 16384;
 /// Buffers of each kind the pool keeps for reuse.
@@ -80,7 +125,8 @@ unsafe impl Send for Piece {}
 struct Flight {
     submitted: Submitted,
     jobs: Vec<Job>,
-    input: DeviceBuffer,
+    /// The device copy of the jobs' bytes (`DecodeInput::Copy`).
+    input: Option<DeviceBuffer>,
     /// The tile list, then one status word per tile and the profile words.
     list: HostVisible,
     tiles: usize,
@@ -112,6 +158,7 @@ struct State {
 /// The stage's shared half: the decoder, the queue of jobs and the pool.
 struct Decoding {
     decoder: Arc<GpuDecoder>,
+    config: GpuDecodeConfig,
     imports: Option<Arc<HostImports>>,
     state: Mutex<State>,
     pool: Pool,
@@ -148,9 +195,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl DecompressGpuStage {
     /// The stage on `decoder`'s device, with its waiter thread; `imports` are the executor's
     /// scratch blocks imported into Vulkan (copied from directly), if any.
-    pub fn new(decoder: GpuDecoder, imports: Option<Arc<HostImports>>) -> std::io::Result<DecompressGpuStage> {
+    pub fn new(
+        decoder: GpuDecoder,
+        imports: Option<Arc<HostImports>>,
+        config: GpuDecodeConfig,
+    ) -> std::io::Result<DecompressGpuStage> {
         let decoding = Arc::new(Decoding {
             decoder: Arc::new(decoder),
+            config,
             imports,
             state: Mutex::new(State::default()),
             pool: Pool {
@@ -321,7 +373,7 @@ impl Decoding {
             let mut state = lock(&self.state);
             state.waiting_tiles += job.piece.tiles.len();
             state.waiting.push(job);
-            if state.in_flight >= MAX_IN_FLIGHT && state.waiting_tiles < FLUSH_TILES {
+            if state.in_flight >= self.config.flights && state.waiting_tiles < FLUSH_TILES {
                 return None;
             }
             take_waiting(&mut state)
@@ -387,7 +439,8 @@ impl Decoding {
         if context.is_lost() {
             return Err((jobs, context.lost_error()));
         }
-        // Each job's window at a 4-byte-aligned place of the device copy.
+        let direct = self.config.input == DecodeInput::Direct;
+        // Each job's window at a 4-byte-aligned place of the device copy, or where it lies.
         let mut at = Vec::with_capacity(jobs.len());
         let mut input_len = 0u64;
         for job in &jobs {
@@ -397,33 +450,58 @@ impl Decoding {
         let tiles: usize = jobs.iter().map(|j| j.piece.tiles.len()).sum();
         let desc_bytes = (tiles * std::mem::size_of::<TileDesc>()) as u64;
         let list_len = desc_bytes + 4 * (tiles + PROFILE_WORDS) as u64;
-        let input = match self.pool.device(context, input_len.max(4)) {
-            Ok(input) => input,
-            Err(err) => return Err((jobs, err)),
+        let input = match direct {
+            true => None,
+            false => match self.pool.device(context, input_len.max(4)) {
+                Ok(input) => Some(input),
+                Err(err) => return Err((jobs, err)),
+            },
+        };
+        let give_input = |input: Option<DeviceBuffer>| {
+            if let Some(input) = input {
+                self.pool.give_device(input);
+            }
         };
         let list = match self.pool.host(context, list_len) {
             Ok(list) => list,
             Err(err) => {
-                self.pool.give_device(input);
+                give_input(input);
                 return Err((jobs, err));
             }
         };
-        let input_raw = match GpuBuffer::of(&input, context) {
-            Ok(gpu) => gpu.raw(),
+        let input_raw = match input.as_ref().map(|input| GpuBuffer::of(input, context)).transpose() {
+            Ok(gpu) => gpu.map(GpuBuffer::raw),
             Err(err) => {
-                self.pool.give_device(input);
+                give_input(input);
                 self.pool.give_host(context, list);
                 return Err((jobs, err));
             }
         };
-        let input_addr = device_address(context, input_raw);
-        // The tile list: each job's tiles pointed at its window's place in the device copy.
+        // Where each job's window starts, as the shader reads it.
+        let sources: Vec<(vk::Buffer, u64)> = jobs
+            .iter()
+            .map(|job| match &job.piece.source {
+                Source::Imported { buffer, offset } => (*buffer, *offset),
+                Source::Staged(staging) => (staging.buffer, 0),
+            })
+            .collect();
+        let bases: Vec<u64> = match input_raw {
+            Some(raw) => {
+                let base = device_address(context, raw);
+                at.iter().map(|&place| base + place).collect()
+            }
+            None => sources
+                .iter()
+                .map(|&(buffer, offset)| device_address(context, buffer) + offset)
+                .collect(),
+        };
+        // The tile list: each job's tiles pointed at its window.
         let descs = list.ptr.cast::<TileDesc>();
         let mut n = 0;
-        for (job, &place) in jobs.iter().zip(&at) {
+        for (job, &base) in jobs.iter().zip(&bases) {
             for tile in &job.piece.tiles {
                 let placed = TileDesc {
-                    src: input_addr + place + tile.src,
+                    src: base + tile.src,
                     ..*tile
                 };
                 // SAFETY: the list maps `tiles` descriptors (sized above); host-visible memory
@@ -438,19 +516,14 @@ impl Decoding {
         let copies: Vec<(vk::Buffer, vk::BufferCopy)> = jobs
             .iter()
             .zip(&at)
-            .map(|(job, &place)| {
+            .zip(&sources)
+            .map(|((job, &place), &(buffer, offset))| {
                 let size = job.piece.window.end - job.piece.window.start;
-                let (buffer, offset) = match &job.piece.source {
-                    Source::Imported { buffer, offset } => (*buffer, *offset),
-                    Source::Staged(staging) => (staging.buffer, 0),
-                };
-                (
-                    buffer,
-                    vk::BufferCopy::default()
-                        .src_offset(offset)
-                        .dst_offset(place)
-                        .size(size),
-                )
+                let region = vk::BufferCopy::default()
+                    .src_offset(offset)
+                    .dst_offset(place)
+                    .size(size);
+                (buffer, region)
             })
             .collect();
         let submitted = submit_once(context, |device, cb| {
@@ -468,18 +541,20 @@ impl Decoding {
             // their windows at aligned offsets, outputs in their nodes' reserved destination
             // ranges, one 64 KiB slot each, and no tile in two jobs).
             unsafe {
-                for (buffer, region) in &copies {
-                    device.cmd_copy_buffer(cb, *buffer, input_raw, std::slice::from_ref(region));
+                if let Some(input_raw) = input_raw {
+                    for (buffer, region) in &copies {
+                        device.cmd_copy_buffer(cb, *buffer, input_raw, std::slice::from_ref(region));
+                    }
+                    device.cmd_pipeline_barrier(
+                        cb,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::DependencyFlags::empty(),
+                        &to_shader,
+                        &[],
+                        &[],
+                    );
                 }
-                device.cmd_pipeline_barrier(
-                    cb,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::DependencyFlags::empty(),
-                    &to_shader,
-                    &[],
-                    &[],
-                );
                 decoder.record(cb, tiles_addr, status_addr, tiles as u32);
                 device.cmd_pipeline_barrier(
                     cb,
@@ -502,7 +577,7 @@ impl Decoding {
             })),
             Err(err) => {
                 // Never submitted: the buffers are free again.
-                self.pool.give_device(input);
+                give_input(input);
                 self.pool.give_host(context, list);
                 Err((jobs, err))
             }
@@ -550,7 +625,9 @@ impl Decoding {
                 })),
             });
         }
-        self.pool.give_device(input);
+        if let Some(input) = input {
+            self.pool.give_device(input);
+        }
         self.pool.give_host(context, list);
         for (job, result) in jobs.into_iter().zip(results) {
             self.release_job(job, Some(result));

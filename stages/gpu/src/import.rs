@@ -173,9 +173,16 @@ impl HostImports {
             self.context.transfer_queue().family,
             self.context.compute_queue().family,
         ];
+        // Where shaders take device addresses, the GPU decoder reads compressed bytes straight
+        // from the block.
+        let addressable = self.context.device_address();
+        let usage = match addressable {
+            true => vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS,
+            false => vk::BufferUsageFlags::TRANSFER_SRC,
+        };
         let info = vk::BufferCreateInfo::default()
             .size(len as u64)
-            .usage(vk::BufferUsageFlags::TRANSFER_SRC)
+            .usage(usage)
             .push_next(&mut external);
         let info = if families[0] != families[1] {
             info.sharing_mode(vk::SharingMode::CONCURRENT)
@@ -201,10 +208,15 @@ impl HostImports {
             let mut import = vk::ImportMemoryHostPointerInfoEXT::default()
                 .handle_type(handle_type)
                 .host_pointer(base as *mut std::ffi::c_void);
+            let mut flags = vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
             let alloc = vk::MemoryAllocateInfo::default()
                 .allocation_size(len as u64)
                 .memory_type_index(memory_type)
                 .push_next(&mut import);
+            let alloc = match addressable {
+                true => alloc.push_next(&mut flags),
+                false => alloc,
+            };
             // SAFETY: `base` is a live, aligned mapping of `len` bytes (checked above), which
             // stays mapped until `unmapping` frees this memory first.
             let memory = unsafe { device.allocate_memory(&alloc, None) }.ok()?;

@@ -44,7 +44,7 @@ pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef, SubmitLock};
 pub use decode::{DecodeRun, Form, GpuDecoder, TileJob};
-pub use decode_stage::DecompressGpuStage;
+pub use decode_stage::{DecodeInput, DecompressGpuStage, GpuDecodeConfig};
 pub use import::HostImports;
 pub use stage::{GpuCopyStage, UploadStage};
 pub use transfer::{BatchSignal, StagingConfig, TransferStats, Transfers};
@@ -59,6 +59,16 @@ pub fn install_gpu(
     context: &Arc<GpuContext>,
     staging: StagingConfig,
 ) -> Result<(ExecutorBuilder, Arc<Transfers>)> {
+    install_gpu_with(builder, context, staging, GpuDecodeConfig::from_env())
+}
+
+/// [`install_gpu`] with the GPU decoder's knobs given.
+pub fn install_gpu_with(
+    builder: ExecutorBuilder,
+    context: &Arc<GpuContext>,
+    staging: StagingConfig,
+    decode: GpuDecodeConfig,
+) -> Result<(ExecutorBuilder, Arc<Transfers>)> {
     let imports = HostImports::new(context);
     let transfers = Transfers::new(context, staging, builder.configured().workers, imports.clone())?;
     let host_copy = builder.stage_for(NodeKind::Copy);
@@ -68,7 +78,8 @@ pub fn install_gpu(
     };
     // The GPU decoder where the device runs it: GDeflate requests into GPU buffers may then
     // decode there (see `DecodeRoute`).
-    let builder = match GpuDecoder::new(context, None).map(|decoder| DecompressGpuStage::new(decoder, imports)) {
+    let builder = match GpuDecoder::new(context, None).map(|decoder| DecompressGpuStage::new(decoder, imports, decode))
+    {
         Ok(Ok(stage)) => {
             let lowering = dsr_engine::LoweringConfig {
                 gpu_decode: true,
