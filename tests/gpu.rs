@@ -293,7 +293,7 @@ fn pieces_decode_as_they_arrive(context: &Arc<GpuContext>, input: dsr::gpu::Deco
             )
         })
         .collect();
-    let gpu = dsr::gpu::allocate_buffer(&context, 16 << 20).unwrap();
+    let gpu = dsr::gpu::allocate_buffer(context, 16 << 20).unwrap();
     let len = data.len() as u64;
     let file = |path: &std::path::Path, bytes: u64, at: u64| {
         Request::file_to_device(path, 0, bytes, &gpu, at)
