@@ -221,18 +221,40 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
         assert!(read_back(&executor, &gpu, at, text.len() as u64) == text, "at {at}");
     }
 
-    // Tile hashes are checked on the CPU route only: forcing the GPU is refused at once.
+    // Tile hashes are checked on the GPU route too: the right ones pass, one wrong hash fails
+    // its request naming the tile, whichever source the stream comes from.
+    let hashes: Vec<u64> = text.chunks(65536).map(dsr::stages::tile_hash).collect();
+    let mut wrong = hashes.clone();
+    wrong[7] ^= 1;
     let mut batch = executor.batch();
-    let hashes: Arc<[u64]> = Arc::from(vec![0u64; text.len().div_ceil(65536)]);
-    let err = batch
+    for (at, hashes) in [(0, &hashes), (1 << 20, &wrong)] {
+        batch
+            .push(
+                Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, at)
+                    .gdeflate(text.len() as u64)
+                    .verify_tiles(Arc::from(hashes.clone()))
+                    .decode_on(DecodeRoute::Gpu),
+            )
+            .unwrap();
+    }
+    batch
         .push(
-            Request::memory_to_device(packed, 0, 1, &gpu, 0)
+            Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 2 << 20)
                 .gdeflate(text.len() as u64)
-                .verify_tiles(hashes)
+                .verify_tiles(Arc::from(wrong))
                 .decode_on(DecodeRoute::Gpu),
         )
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    assert!(matches!(report.requests[0].status, RequestStatus::Done), "{report:?}");
+    for failed in &report.requests[1..] {
+        let RequestStatus::Failed(err) = &failed.status else {
+            panic!("a wrong tile hash passed: {report:?}")
+        };
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert_eq!(err.tile(), Some(7), "names the tile: {err}");
+    }
+    assert!(read_back(&executor, &gpu, 0, text.len() as u64) == text);
     drop(executor);
     assert_valid(&context);
 }
@@ -334,6 +356,89 @@ fn pieces_decode_as_they_arrive(context: &Arc<GpuContext>, input: dsr::gpu::Deco
             "small asset {i}"
         );
     }
+}
+
+/// An archive loaded into GPU memory is checked against its tile hashes on every route: a raw
+/// asset in scratch before its upload, a compressed one after decoding (on the GPU in the
+/// decode's own submission, or on the CPU). A flipped byte fails its asset, naming the tile; the
+/// others land; without verification the raw asset loads as stored.
+#[test]
+fn archives_loaded_into_gpu_memory_are_checked_against_their_tile_hashes() {
+    let Some(context) = context() else { return };
+    let (executor, _) = gpu_executor(&context, 2, StagingConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("game.dsrpak");
+    let mut rng = fastrand::Rng::with_seed(77);
+    let noise: Vec<u8> = (0..300_000).map(|_| rng.u8(..)).collect();
+    let text: Vec<u8> = (0..400_000u32)
+        .map(|i| b"spawn(player, level) "[(i % 21) as usize])
+        .collect();
+    let mut writer = dsr::archive::ArchiveWriter::create(&path, dsr_gdeflate::Level::new(4)).unwrap();
+    for (name, bytes) in [("noise", &noise), ("text", &text), ("noise2", &noise), ("text2", &text)] {
+        writer.add(name, bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    // Damage the second copy of each: a byte in the third tile of the raw one; in the compressed
+    // one, the first byte from its middle on whose flip changes what it decodes to (some bits
+    // of a stream are padding).
+    let archive = dsr::archive::Archive::open(&path).unwrap();
+    let (noise2, text2) = (archive.find("noise2").unwrap(), archive.find("text2").unwrap());
+    assert_eq!(noise2.codec, dsr::archive::Codec::Raw);
+    assert_eq!(text2.codec, dsr::archive::Codec::GDeflate);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(noise2.offset + 2 * 65536 + 17) as usize] ^= 0x40;
+    let stream = (text2.offset as usize)..(text2.offset + text2.stored_len) as usize;
+    let flip = (stream.start + stream.len() / 2..stream.end)
+        .find(|&at| {
+            let mut damaged = bytes[stream.clone()].to_vec();
+            damaged[at - stream.start] ^= 0x08;
+            let mut out = vec![0u8; text.len()];
+            dsr_gdeflate::decompress(&damaged, &mut out).map_or(true, |()| out != text)
+        })
+        .expect("some flip changes the stream");
+    bytes[flip] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+    let archive = dsr::archive::Archive::open(&path).unwrap();
+    let gpu = dsr::gpu::allocate_buffer(&context, 2 << 20).unwrap();
+    let host = HostBuffer::new(0);
+    let assets: Vec<_> = ["noise", "text", "noise2", "text2"]
+        .iter()
+        .map(|n| archive.find(n).unwrap())
+        .collect();
+    let slots = [0u64, 512 << 10, 1 << 20, 1536 << 10];
+    for route in [DecodeRoute::Gpu, DecodeRoute::Cpu] {
+        for verify in [true, false] {
+            let mut batch = executor.batch();
+            for (request, &slot) in dsr::archive::requests(&archive, &assets, &host, &slots, verify).zip(&slots) {
+                batch.push(request.on_device(&gpu, slot).decode_on(route)).unwrap();
+            }
+            let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+            let what = format!("{route:?}, verify {verify}");
+            assert_eq!(report.requests[0].status, RequestStatus::Done, "{what}");
+            assert_eq!(report.requests[1].status, RequestStatus::Done, "{what}");
+            assert!(read_back(&executor, &gpu, 0, noise.len() as u64) == noise, "{what}");
+            assert!(
+                read_back(&executor, &gpu, 512 << 10, text.len() as u64) == text,
+                "{what}"
+            );
+            match &report.requests[2].status {
+                RequestStatus::Failed(err) if verify => {
+                    assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+                    assert_eq!(err.tile(), Some(2), "{what}: {err}");
+                }
+                RequestStatus::Done if !verify => {}
+                other => panic!("{what}: the damaged raw asset ended {other:?}"),
+            }
+            if verify {
+                let RequestStatus::Failed(err) = &report.requests[3].status else {
+                    panic!("{what}: the damaged compressed asset loaded")
+                };
+                assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+            }
+        }
+    }
+    drop(executor);
+    assert_valid(&context);
 }
 
 #[test]

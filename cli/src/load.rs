@@ -42,10 +42,10 @@ pub struct LoadArgs {
     /// their tile hashes (reading GPU buffers back first).
     #[arg(long)]
     verify: bool,
-    /// With `--dest gpu`, where compressed assets decode: auto (the GPU decoder where it can
-    /// run: archives need `--no-verify`, since tile hashes are checked on the CPU route), cpu
-    /// (decoded by the workers, then uploaded) or gpu (uploaded compressed, decoded by dsr's
-    /// shader; refused where it cannot run).
+    /// With `--dest gpu`, where compressed assets decode: auto (the GPU decoder for large
+    /// assets where it can run, the workers otherwise), cpu (decoded by the workers, then
+    /// uploaded) or gpu (decoded by dsr's shader, tile hashes checked there too; refused where
+    /// it cannot run).
     #[arg(long, value_enum, default_value_t = Decode::Auto)]
     decode: Decode,
     /// Print one JSON document instead of text.
@@ -129,15 +129,10 @@ impl Landing {
     fn place(&self, request: Request, slot: u64) -> Request {
         match self {
             Landing::Host(_) => request,
-            Landing::Gpu(buffer) => {
-                let mut request = request.on_device(buffer, slot);
-                // An archive's raw assets are checked in host memory, where they land; in GPU
-                // memory only `--verify` (reading them back) checks them.
-                if request.compression == dsr::Compression::None {
-                    request.verify = None;
-                }
-                request
-            }
+            // Tile hashes are checked on the way: raw assets in scratch before their upload,
+            // compressed ones after decoding (on the CPU, or on the GPU in the decode's own
+            // submission).
+            Landing::Gpu(buffer) => request.on_device(buffer, slot),
         }
     }
 
@@ -620,11 +615,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
         dsr::viz::dot::human_bytes(stored),
         engine.executor.workers(),
         super::backend_name(&engine.io),
-        match (args.no_verify, &landing) {
-            (true, _) => "not checked",
-            (false, Landing::Gpu(_)) => "verified (compressed assets; raw ones only with --verify)",
-            (false, Landing::Host(_)) => "verified",
-        }
+        if args.no_verify { "not checked" } else { "verified" }
     );
     let doc = json!({
         "archive": path,

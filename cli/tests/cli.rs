@@ -501,9 +501,9 @@ fn bench_decode_gpu_verifies_and_reports_each_batch() {
     );
 }
 
-/// An archive into a GPU buffer on each decode route: the GPU route (which needs `--no-verify`,
-/// tile hashes being checked on the CPU route) and the CPU route land the same bytes, checked
-/// against the tile hashes after reading back; the GPU route with hashes is refused clearly.
+/// An archive into a GPU buffer on each decode route lands the same bytes, with or without tile
+/// hashes checked on the way (and against them after reading back); a damaged asset fails on
+/// the GPU route as on the CPU route, naming its tile.
 #[test]
 fn load_decodes_archives_into_gpu_buffers_on_either_route() {
     let info = json(&dsr(&["info", "--json"]));
@@ -522,33 +522,56 @@ fn load_decodes_archives_into_gpu_buffers_on_either_route() {
     let out = dsr(&["pack", assets.to_str().unwrap(), "-o", archive.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for route in ["gpu", "cpu", "auto"] {
-        let doc = json(&dsr(&[
-            "load",
-            archive.to_str().unwrap(),
-            "--dest",
-            "gpu",
-            "--decode",
-            route,
-            "--no-verify",
-            "--verify",
-            "--json",
-        ]));
-        assert!(doc["failures"].as_array().is_some_and(Vec::is_empty), "{route}: {doc}");
-        let decoded_on_gpu = doc["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["stage"] == "decompress-gpu" && s["bytes"].as_u64() > Some(0));
-        // Auto sends assets this small (under 16 MiB) to the CPU's workers.
-        assert_eq!(decoded_on_gpu, route == "gpu", "{route}: {doc}");
+        for hashes in [&["--no-verify"][..], &[]] {
+            let mut args = vec![
+                "load",
+                archive.to_str().unwrap(),
+                "--dest",
+                "gpu",
+                "--decode",
+                route,
+                "--verify",
+                "--json",
+            ];
+            args.extend(hashes);
+            let doc = json(&dsr(&args));
+            assert!(doc["failures"].as_array().is_some_and(Vec::is_empty), "{route}: {doc}");
+            let decoded_on_gpu = doc["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["stage"] == "decompress-gpu" && s["bytes"].as_u64() > Some(0));
+            // Auto sends assets this small (under 16 MiB) to the CPU's workers.
+            assert_eq!(decoded_on_gpu, route == "gpu", "{route} {hashes:?}: {doc}");
+        }
     }
-    let out = dsr(&["load", archive.to_str().unwrap(), "--dest", "gpu", "--decode", "gpu"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("CPU route only"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A flipped byte in the compressed asset's stream fails it on either route, naming a tile:
+    // the first from the stream's middle on that changes what it decodes to (a tile this
+    // repetitive leaves many bits of its lanes unused).
+    let asset = dsr::archive::Archive::open(&archive)
+        .unwrap()
+        .find("text.lua")
+        .unwrap()
+        .clone();
+    assert_eq!(asset.codec, dsr::archive::Codec::GDeflate);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let stream = asset.offset as usize..(asset.offset + asset.stored_len) as usize;
+    let flip = (stream.start + stream.len() / 2..stream.end)
+        .find(|&at| {
+            let mut damaged = bytes[stream.clone()].to_vec();
+            damaged[at - stream.start] ^= 0x10;
+            let mut out = vec![0u8; text.len()];
+            dsr_gdeflate::decompress(&damaged, &mut out).map_or(true, |()| out != text)
+        })
+        .expect("some flip changes the stream");
+    bytes[flip] ^= 0x10;
+    std::fs::write(&archive, &bytes).unwrap();
+    for route in ["gpu", "cpu"] {
+        let out = dsr(&["load", archive.to_str().unwrap(), "--dest", "gpu", "--decode", route]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{route}: {stderr}");
+        assert!(stderr.contains("tile"), "{route}: {stderr}");
+    }
 }
 
 /// `dsr gdeflate decompress --decode gpu` lands the same bytes as the CPU, and names the tile a

@@ -169,12 +169,13 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     let gpu_decode = decodes_on_gpu(config, &request)?;
     // Tile hashes of bytes stored as they are (an archive's raw assets) are checked in host
     // memory, where they land.
+    // (Into a GPU buffer, they are checked in scratch before they are uploaded.)
     let verify_raw = request.verify.is_some() && request.compression == Compression::None;
-    if verify_raw && (on_device || matches!(request.source, Source::Device { .. })) {
+    if verify_raw && !matches!(request.source, Source::File { .. }) {
         return Err(Error::new(
             ErrorKind::Unsupported,
-            "tile hashes of uncompressed bytes are checked in host memory: load them into host \
-             memory, or skip verification",
+            "tile hashes of uncompressed bytes are checked as a file's bytes land: verify the \
+             file, not a copy in memory",
         ));
     }
     // Scratch: compressed file bytes between reads and decodes, and (for a GPU destination
@@ -267,7 +268,11 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         (Some((file, offset, len)), _, Compression::None, Some((staged, acquire))) => {
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
             join(graph, id, &[acquire], &reads);
-            chase(graph, id, &reads, staged, dst, len, config.read_chunk)
+            let ready = match verify_raw {
+                true => add_verifies(graph, config, id, &reads, staged.offset, staged, len),
+                false => reads,
+            };
+            chase(graph, id, &ready, staged, dst, len, config.read_chunk)
         }
         (Some((file, offset, len)), _, Compression::GDeflate { uncompressed_len }, Some((staged, acquire))) => {
             let reads = add_reads(graph, config, id, Span { resource: file, offset }, staged, len);
@@ -322,31 +327,11 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         (_, _, _, hold) => unreachable!("scratch is sized above for every shape (held: {})", hold.is_some()),
     };
     // Tile hashes on bytes stored as they are (an archive's raw assets) are checked where they
-    // land, each piece after the node that wrote it.
-    let sinks = if verify_raw && !config.read_chunk.is_multiple_of(TILE_BYTES) {
-        // Pieces that do not start on tile boundaries: one check of the whole range, after all.
-        let verify = graph.add_lowered_node(NodeSpec {
-            dst: Some(dst),
-            len: dst_len,
-            ..NodeSpec::bare(NodeKind::Verify, id)
-        });
-        join(graph, id, &sinks, &[verify]);
-        vec![verify]
-    } else if verify_raw {
-        sinks
-            .iter()
-            .map(|&writer| {
-                let (dst, len) = graph.node_dst(writer);
-                let verify = graph.add_lowered_node(NodeSpec {
-                    dst,
-                    len,
-                    tile: dst.map_or(0, |d| ((d.offset - dst_offset) / TILE_BYTES) as u32),
-                    ..NodeSpec::bare(NodeKind::Verify, id)
-                });
-                graph.add_edge(writer, verify, EdgeKind::Cpu);
-                verify
-            })
-            .collect()
+    // land, each piece after the node that wrote it (into a GPU buffer: in scratch, above).
+    let sinks = if verify_raw && !on_device {
+        let mut verifies = add_verifies(graph, config, id, &sinks, dst_offset, dst, dst_len);
+        verifies.dedup();
+        verifies
     } else {
         sinks
     };
@@ -357,11 +342,49 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     Ok(id)
 }
 
+/// `Verify` nodes checking the tile hashes of `len` bytes at `whole` (tile 0 at offset `base`
+/// of its resource), written in order by `writers` in pieces of `read_chunk`: one after each
+/// writer where pieces start on tile boundaries, else one after them all. One node per writer
+/// is returned (the same one repeated in the second case), for what follows each piece.
+fn add_verifies(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    request: RequestId,
+    writers: &[NodeId],
+    base: u64,
+    whole: Span,
+    len: u64,
+) -> Vec<NodeId> {
+    if !config.read_chunk.is_multiple_of(TILE_BYTES) {
+        let verify = graph.add_lowered_node(NodeSpec {
+            dst: Some(whole),
+            len,
+            ..NodeSpec::bare(NodeKind::Verify, request)
+        });
+        join(graph, request, writers, &[verify]);
+        return vec![verify; writers.len()];
+    }
+    writers
+        .iter()
+        .map(|&writer| {
+            let (dst, len) = graph.node_dst(writer);
+            let verify = graph.add_lowered_node(NodeSpec {
+                dst,
+                len,
+                tile: dst.map_or(0, |d| ((d.offset - base) / TILE_BYTES) as u32),
+                ..NodeSpec::bare(NodeKind::Verify, request)
+            });
+            graph.add_edge(writer, verify, EdgeKind::Cpu);
+            verify
+        })
+        .collect()
+}
+
 /// Whether `request` decodes on the GPU: a GDeflate stream into a GPU buffer, on the route it
 /// asks for. `Auto` takes the GPU where the executor has the decoder, the destination can be
-/// written by it, no tile hashes are to be checked (they are checked on the CPU route only) and
-/// the output is large enough (`gpu_decode_min_bytes`); `Gpu` is refused where any of the first
-/// three is missing.
+/// written by it and the output is large enough (`gpu_decode_min_bytes`); `Gpu` is refused where
+/// either of the first two is missing. Tile hashes are checked on either route (on the GPU, by
+/// the decode's own submission).
 fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
     let Destination::Device { buffer, .. } = &request.destination else {
         return Ok(false);
@@ -376,8 +399,6 @@ fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
         Some("the executor has no GPU decoder (no Vulkan device with buffer device addresses and 8-bit storage, or a caller's device)")
     } else if !buffer.decodable() {
         Some("the GPU decoder cannot write into this buffer (a caller's buffer, made without device addresses)")
-    } else if request.verify.is_some() {
-        Some("tile hashes are checked on the CPU route only: decode on the CPU, or skip verification")
     } else {
         None
     };
@@ -716,11 +737,20 @@ mod tests {
             Request::file("/a", 0, 250, &dest, 0).verify_tiles(Arc::from(vec![0u64])),
         );
         assert_eq!(kinds.unwrap(), [Read, Read, Read, Verify]);
-        // Not in GPU memory.
+        // Into GPU memory: checked in scratch, each piece before its upload.
         let gpu = crate::buffer::DeviceBuffer::new(300_000, ());
+        let kinds = kinds_of(
+            &tiles,
+            Request::file_to_device("/a", 0, 200_000, &gpu, 0).verify_tiles(hashes.clone()),
+        );
+        assert_eq!(
+            kinds.unwrap(),
+            [Acquire, Read, Read, Verify, Verify, Upload, Upload, Release]
+        );
+        // Not from memory: only a file's bytes are checked as they land.
         let err = kinds_of(
             &config(),
-            Request::file_to_device("/a", 0, 100, &gpu, 0).verify_tiles(Arc::from(vec![0u64])),
+            Request::memory_to_device(vec![0u8; 100], 0, 100, &gpu, 0).verify_tiles(Arc::from(vec![0u64])),
         )
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
@@ -762,8 +792,8 @@ mod tests {
         let hashed = file(&decodable).verify_tiles(Arc::from(vec![0u64; 1]));
         assert_eq!(
             kinds_of(&gpu, hashed).unwrap(),
-            cpu_file,
-            "tile hashes are checked on the CPU"
+            pieces,
+            "tile hashes are checked on the GPU too"
         );
         // Forced routes.
         assert_eq!(

@@ -167,6 +167,9 @@ pub struct EndToEnd {
     pub decode_gbps: f64,
     /// e2e against the slower of the two halves, each as the time its part of the request takes.
     pub ratio_vs_slower: f64,
+    /// The whole request again with its tile hashes checked on the GPU (as an archive's are),
+    /// GB/s of output.
+    pub e2e_verified_gbps: f64,
 }
 
 /// `stream` (a TileStream of `len` bytes) written to a file in the temporary directory, warmed,
@@ -205,18 +208,25 @@ pub fn end_to_end(
             None => Ok(elapsed),
         }
     };
-    let (mut e2e, mut read) = (Vec::new(), Vec::new());
+    let mut plain = vec![0u8; len as usize];
+    dsr_gdeflate::decompress(stream, &mut plain).map_err(|e| e.to_string())?;
+    let hashes: std::sync::Arc<[u64]> = plain.chunks(65536).map(dsr::stages::tile_hash).collect();
+    drop(plain);
+    let to_gpu = || {
+        dsr::Request::file_to_device(file.path(), 0, stream.len() as u64, &gpu, 0)
+            .gdeflate(len)
+            .decode_on(dsr::DecodeRoute::Gpu)
+    };
+    let (mut e2e, mut read, mut verified) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(1) + 1 {
-        e2e.push(once(
-            dsr::Request::file_to_device(file.path(), 0, stream.len() as u64, &gpu, 0)
-                .gdeflate(len)
-                .decode_on(dsr::DecodeRoute::Gpu),
-        )?);
+        e2e.push(once(to_gpu())?);
         read.push(once(dsr::Request::file(file.path(), 0, stream.len() as u64, &host, 0))?);
+        verified.push(once(to_gpu().verify_tiles(hashes.clone()))?);
     }
     // The first run of each warms the executor, the device's allocations and the destination.
     e2e.remove(0);
     read.remove(0);
+    verified.remove(0);
     let e2e_gbps = len as f64 / super::median(&mut e2e).as_secs_f64() / 1e9;
     let read_gbps = stream.len() as f64 / super::median(&mut read).as_secs_f64() / 1e9;
     // Each half's time for this request; the slower bounds the whole.
@@ -228,5 +238,6 @@ pub fn end_to_end(
         read_gbps,
         decode_gbps,
         ratio_vs_slower: e2e_gbps / slower_gbps,
+        e2e_verified_gbps: len as f64 / super::median(&mut verified).as_secs_f64() / 1e9,
     })
 }

@@ -25,6 +25,9 @@ use crate::context::{vk_error, GpuContext};
 const SPIRV_SHARED: &[u8] = include_bytes!("../../../shaders/gdeflate.spv");
 /// The shader with subgroup operations: devices whose subgroups are exactly 32 lanes.
 const SPIRV_WAVE32: &[u8] = include_bytes!("../../../shaders/gdeflate-wave32.spv");
+/// The tile hash check (`shaders/tilehash.comp`): XXH3-64 of tiles in GPU memory against
+/// expected values.
+const SPIRV_TILEHASH: &[u8] = include_bytes!("../../../shaders/tilehash.spv");
 
 /// Words after the statuses where the shader's profiling build sums its counters.
 pub const PROFILE_WORDS: usize = 8;
@@ -62,7 +65,17 @@ pub(crate) struct TileDesc {
     pub dst_bytes: u32,
 }
 
-/// The shader's push constants.
+/// One tile as the hash check reads it (`struct Tile` in `tilehash.comp`, std430).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HashDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub pad: u32,
+    pub expected: u64,
+}
+
+/// The shaders' push constants (both have this shape).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct Push {
@@ -99,10 +112,99 @@ pub fn status_result(code: u32) -> std::result::Result<(), Reason> {
 /// The decoder's pipeline on one device.
 pub struct GpuDecoder {
     context: Arc<GpuContext>,
+    decode: Pipeline,
+    hash: Pipeline,
+    form: Form,
+}
+
+/// A compute pipeline and what it is made of.
+struct Pipeline {
     module: vk::ShaderModule,
     layout: vk::PipelineLayout,
     pipeline: vk::Pipeline,
-    form: Form,
+}
+
+impl Pipeline {
+    /// The pipeline of SPIR-V `code`, with the push constants of [`Push`].
+    fn new(device: &ash::Device, code: &[u8], what: &str) -> Result<Pipeline> {
+        let words: Vec<u32> = code
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        // SAFETY: SPIR-V compiled from our shaders (validated by glslc and the test that
+        // rebuilds it); every object made here is destroyed in `destroy`, or below on failure.
+        unsafe {
+            let module = device
+                .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)
+                .map_err(|r| vk_error(r, &format!("cannot create the {what} shader module")))?;
+            let ranges = [vk::PushConstantRange::default()
+                .stage_flags(vk::ShaderStageFlags::COMPUTE)
+                .size(std::mem::size_of::<Push>() as u32)];
+            let layout = match device.create_pipeline_layout(
+                &vk::PipelineLayoutCreateInfo::default().push_constant_ranges(&ranges),
+                None,
+            ) {
+                Ok(layout) => layout,
+                Err(r) => {
+                    device.destroy_shader_module(module, None);
+                    return Err(vk_error(r, &format!("cannot create the {what} pipeline layout")));
+                }
+            };
+            let stage = vk::PipelineShaderStageCreateInfo::default()
+                .stage(vk::ShaderStageFlags::COMPUTE)
+                .module(module)
+                .name(c"main");
+            let info = vk::ComputePipelineCreateInfo::default().stage(stage).layout(layout);
+            match device.create_compute_pipelines(vk::PipelineCache::null(), &[info], None) {
+                Ok(pipelines) => Ok(Pipeline {
+                    module,
+                    layout,
+                    pipeline: pipelines[0],
+                }),
+                Err((_, r)) => {
+                    device.destroy_pipeline_layout(layout, None);
+                    device.destroy_shader_module(module, None);
+                    Err(vk_error(r, &format!("cannot create the {what} pipeline")))
+                }
+            }
+        }
+    }
+
+    /// Records a dispatch of a workgroup per item (looping past the dispatch limit) with the
+    /// push constants `tiles`, `status`, `count`.
+    ///
+    /// # Safety
+    /// `cb` is recording, on a queue family with compute; the addresses hold what the shader
+    /// expects until the work completes.
+    unsafe fn record(&self, device: &ash::Device, cb: vk::CommandBuffer, tiles: u64, status: u64, count: u32) {
+        let push = Push {
+            tiles,
+            status,
+            count,
+            pad: 0,
+        };
+        // SAFETY: plain-old-data of the declared push-constant size.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&push as *const Push).cast::<u8>(), std::mem::size_of::<Push>()) };
+        let groups = count.clamp(1, 65_535);
+        // SAFETY: by the caller's premises.
+        unsafe {
+            device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, self.pipeline);
+            device.cmd_push_constants(cb, self.layout, vk::ShaderStageFlags::COMPUTE, 0, bytes);
+            device.cmd_dispatch(cb, groups, 1, 1);
+        }
+    }
+
+    /// # Safety
+    /// No work recorded with it is pending.
+    unsafe fn destroy(&self, device: &ash::Device) {
+        // SAFETY: by the caller's premise.
+        unsafe {
+            device.destroy_pipeline(self.pipeline, None);
+            device.destroy_pipeline_layout(self.layout, None);
+            device.destroy_shader_module(self.module, None);
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuDecoder {
@@ -156,51 +258,22 @@ impl GpuDecoder {
             (None, Form::Shared) => SPIRV_SHARED,
             (None, Form::Wave32) => SPIRV_WAVE32,
         };
-        let words: Vec<u32> = code
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
         let device = context.device();
-        // SAFETY: SPIR-V compiled from our shader (validated by glslc and the test that rebuilds
-        // it); every object made here is destroyed in `Drop`, or below on failure.
-        unsafe {
-            let module = device
-                .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)
-                .map_err(|r| vk_error(r, "cannot create the GDeflate shader module"))?;
-            let ranges = [vk::PushConstantRange::default()
-                .stage_flags(vk::ShaderStageFlags::COMPUTE)
-                .size(std::mem::size_of::<Push>() as u32)];
-            let layout = match device.create_pipeline_layout(
-                &vk::PipelineLayoutCreateInfo::default().push_constant_ranges(&ranges),
-                None,
-            ) {
-                Ok(layout) => layout,
-                Err(r) => {
-                    device.destroy_shader_module(module, None);
-                    return Err(vk_error(r, "cannot create the GDeflate pipeline layout"));
-                }
-            };
-            let stage = vk::PipelineShaderStageCreateInfo::default()
-                .stage(vk::ShaderStageFlags::COMPUTE)
-                .module(module)
-                .name(c"main");
-            let info = vk::ComputePipelineCreateInfo::default().stage(stage).layout(layout);
-            let pipeline = match device.create_compute_pipelines(vk::PipelineCache::null(), &[info], None) {
-                Ok(pipelines) => pipelines[0],
-                Err((_, r)) => {
-                    device.destroy_pipeline_layout(layout, None);
-                    device.destroy_shader_module(module, None);
-                    return Err(vk_error(r, "cannot create the GDeflate pipeline"));
-                }
-            };
-            Ok(GpuDecoder {
-                context: context.clone(),
-                module,
-                layout,
-                pipeline,
-                form,
-            })
-        }
+        let decode = Pipeline::new(device, code, "GDeflate")?;
+        let hash = match Pipeline::new(device, SPIRV_TILEHASH, "tile hash") {
+            Ok(hash) => hash,
+            Err(err) => {
+                // SAFETY: just made, never used.
+                unsafe { decode.destroy(device) };
+                return Err(err);
+            }
+        };
+        Ok(GpuDecoder {
+            context: context.clone(),
+            decode,
+            hash,
+            form,
+        })
     }
 
     /// The form that runs.
@@ -221,24 +294,87 @@ impl GpuDecoder {
     /// holding what the shader expects, whose tiles satisfy the module comment's rules, until
     /// the work completes.
     pub(crate) unsafe fn record(&self, cb: vk::CommandBuffer, tiles: u64, status: u64, count: u32) {
-        let push = Push {
-            tiles,
-            status,
-            count,
-            pad: 0,
-        };
-        // SAFETY: plain-old-data of the declared push-constant size.
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&push as *const Push).cast::<u8>(), std::mem::size_of::<Push>()) };
-        let device = self.context.device();
-        // A group per tile up to the dispatch limit; the groups loop over the rest.
-        let groups = count.clamp(1, 65_535);
         // SAFETY: by the caller's premises.
-        unsafe {
-            device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, self.pipeline);
-            device.cmd_push_constants(cb, self.layout, vk::ShaderStageFlags::COMPUTE, 0, bytes);
-            device.cmd_dispatch(cb, groups, 1, 1);
+        unsafe { self.decode.record(self.context.device(), cb, tiles, status, count) }
+    }
+
+    /// Records the hash check of `count` tiles described at `tiles` (an array of
+    /// [`HashDesc`]): each status word at `status` ends 0 where the tile's XXH3-64 is the
+    /// expected one, 1 where not.
+    ///
+    /// # Safety
+    /// As for [`GpuDecoder::record`]; every tile's range lies in a live buffer.
+    pub(crate) unsafe fn record_hash(&self, cb: vk::CommandBuffer, tiles: u64, status: u64, count: u32) {
+        // SAFETY: by the caller's premises.
+        unsafe { self.hash.record(self.context.device(), cb, tiles, status, count) }
+    }
+
+    /// Checks XXH3-64 hashes of ranges of `buffer` (offset, length, expected hash) on the GPU,
+    /// and waits: whether each matches. For tests and tools; the `DecompressGpu` stage checks
+    /// tiles in its own submissions.
+    pub fn check_hashes(&self, buffer: &DeviceBuffer, ranges: &[(u64, u32, u64)]) -> Result<Vec<bool>> {
+        let context = &self.context;
+        let gpu = GpuBuffer::of(buffer, context)?;
+        if !buffer.decodable() {
+            return Err(unsupported("the buffer was made without device addresses"));
         }
+        if let Some(&(at, len, _)) = ranges
+            .iter()
+            .find(|&&(at, len, _)| at.checked_add(len as u64).is_none_or(|end| end > buffer.len()))
+        {
+            return Err(invalid(format!("the range {at}+{len} runs past the buffer")));
+        }
+        let base = device_address(context, gpu.raw());
+        let descs: Vec<HashDesc> = ranges
+            .iter()
+            .map(|&(at, len, expected)| HashDesc {
+                addr: base + at,
+                len,
+                pad: 0,
+                expected,
+            })
+            .collect();
+        let desc_bytes = std::mem::size_of_val(&descs[..]) as u64;
+        let list = HostVisible::new(context, desc_bytes + 4 * ranges.len() as u64)?;
+        // SAFETY: the mapping holds the descriptors and statuses; no GPU work uses it yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(descs.as_ptr().cast::<u8>(), list.ptr, desc_bytes as usize);
+            std::ptr::write_bytes(list.ptr.add(desc_bytes as usize), 0xff, 4 * ranges.len());
+        }
+        let addr = device_address(context, list.buffer);
+        let done = one_shot(context, |device, cb| {
+            let after = [vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+                .dst_access_mask(vk::AccessFlags::HOST_READ)];
+            // SAFETY: the list and buffer live until `one_shot` has waited; the ranges were
+            // checked against the buffer above.
+            unsafe {
+                self.record_hash(cb, addr, addr + desc_bytes, ranges.len() as u32);
+                device.cmd_pipeline_barrier(
+                    cb,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::PipelineStageFlags::HOST,
+                    vk::DependencyFlags::empty(),
+                    &after,
+                    &[],
+                    &[],
+                );
+            }
+        });
+        // SAFETY: the statuses follow the descriptors; the work writing them is done (or
+        // failed, and the words are not read).
+        let matches = done.map(|()| unsafe {
+            std::slice::from_raw_parts(list.ptr.add(desc_bytes as usize).cast::<u32>(), ranges.len())
+                .iter()
+                .map(|&w| w == 0)
+                .collect()
+        });
+        // On a failed wait the GPU may still hold the list: leak it then.
+        if matches.is_ok() {
+            // SAFETY: the work using it was waited for above.
+            unsafe { list.destroy(context) };
+        }
+        matches
     }
 }
 
@@ -246,11 +382,10 @@ impl Drop for GpuDecoder {
     fn drop(&mut self) {
         let device = self.context.device();
         // SAFETY: made in `new`; work recorded with them was waited for by its `DecodeRun`
-        // (which borrows the decoder).
+        // (which borrows the decoder) or its stage.
         unsafe {
-            device.destroy_pipeline(self.pipeline, None);
-            device.destroy_pipeline_layout(self.layout, None);
-            device.destroy_shader_module(self.module, None);
+            self.decode.destroy(device);
+            self.hash.destroy(device);
         }
     }
 }
@@ -584,6 +719,11 @@ impl<'a> DecodeRun<'a> {
         let all = unsafe { std::slice::from_raw_parts(status.ptr.cast::<u32>(), self.tiles.len() + PROFILE_WORDS) };
         words.copy_from_slice(&all[self.tiles.len()..]);
         words
+    }
+
+    /// The output buffer (where the tiles decode to).
+    pub fn output(&self) -> &DeviceBuffer {
+        &self.output
     }
 
     /// The output buffer's bytes, read back.

@@ -33,7 +33,7 @@ use dsr_gdeflate::{Reason, TileStream, TILE_SIZE};
 
 use crate::buffer::{allocate_buffer, device_address, GpuBuffer, HostVisible};
 use crate::context::GpuContext;
-use crate::decode::{status_result, submit_once, GpuDecoder, Submitted, TileDesc, PROFILE_WORDS};
+use crate::decode::{status_result, submit_once, GpuDecoder, HashDesc, Submitted, TileDesc, PROFILE_WORDS};
 use crate::import::HostImports;
 
 /// How compressed bytes reach the shader.
@@ -115,6 +115,9 @@ struct Piece {
     tiles: Vec<TileDesc>,
     /// Bytes of output.
     bytes: u64,
+    /// The expected XXH3-64 of each tile's output, when the request carries tile hashes: checked
+    /// on the GPU after the decode, in the same submission.
+    hashes: Option<Vec<u64>>,
 }
 
 // SAFETY: a piece's pointers (its staging mapping) are process memory, valid from any thread; a
@@ -127,9 +130,37 @@ struct Flight {
     jobs: Vec<Job>,
     /// The device copy of the jobs' bytes (`DecodeInput::Copy`).
     input: Option<DeviceBuffer>,
-    /// The tile list, then one status word per tile and the profile words.
+    /// The tile list, statuses and hash checks, placed as `layout` says.
     list: HostVisible,
+    layout: ListLayout,
+}
+
+/// Where a submission's host-visible list holds what: the tile list, a status word per tile
+/// (and the profiling build's words), then the hash checks and a status word per check.
+#[derive(Clone, Copy, Debug)]
+struct ListLayout {
     tiles: usize,
+    hashed: usize,
+    status: u64,
+    hashes: u64,
+    hash_status: u64,
+    len: u64,
+}
+
+impl ListLayout {
+    fn new(tiles: usize, hashed: usize) -> ListLayout {
+        let status = (tiles * std::mem::size_of::<TileDesc>()) as u64;
+        let hashes = (status + 4 * (tiles + PROFILE_WORDS) as u64).next_multiple_of(8);
+        let hash_status = hashes + (hashed * std::mem::size_of::<HashDesc>()) as u64;
+        ListLayout {
+            tiles,
+            hashed,
+            status,
+            hashes,
+            hash_status,
+            len: hash_status + 4 * hashed as u64,
+        }
+    }
 }
 
 // SAFETY: as for `Job`.
@@ -167,7 +198,7 @@ struct Decoding {
 /// The `DecompressGpu` stage (see the module comment).
 pub struct DecompressGpuStage {
     decoding: Arc<Decoding>,
-    waiter: Mutex<Option<mpsc::Sender<Flight>>>,
+    waiter: Mutex<Option<mpsc::Sender<Box<Flight>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -210,7 +241,7 @@ impl DecompressGpuStage {
                 host: Mutex::new(Vec::new()),
             },
         });
-        let (tx, rx) = mpsc::channel::<Flight>();
+        let (tx, rx) = mpsc::channel::<Box<Flight>>();
         let shared = decoding.clone();
         let thread = std::thread::Builder::new()
             .name("dsr-gpu-decode".into())
@@ -304,6 +335,14 @@ impl DecompressGpuStage {
             });
             out += size as u64;
         }
+        let hashes = match &node.request_info().tile_hashes {
+            None => None,
+            Some(all) => Some(
+                all.get(tiles.clone())
+                    .ok_or_else(|| invalid("the request has fewer tile hashes than its stream has tiles"))?
+                    .to_vec(),
+            ),
+        };
         let piece = &bytes[window.start as usize..window.end as usize];
         let imported = decoding
             .imports
@@ -324,6 +363,7 @@ impl DecompressGpuStage {
             first: tiles.start as u32,
             tiles: descs,
             bytes: out,
+            hashes,
         }))
     }
 }
@@ -339,12 +379,12 @@ impl Stage for DecompressGpuStage {
         let job = Job { pending, piece };
         if let Some(flight) = self.decoding.queue(job) {
             let waiter = lock(&self.waiter);
-            match waiter.as_ref().map(|tx| tx.send(flight)) {
+            match waiter.as_ref().map(|tx| tx.send(Box::new(flight))) {
                 Some(Ok(())) => {}
                 // The waiter is gone (the stage is shutting down): wait here instead.
                 Some(Err(mpsc::SendError(flight))) => {
                     drop(waiter);
-                    self.decoding.finish(flight);
+                    self.decoding.finish(*flight);
                 }
                 None => unreachable!("the sender lives as long as the stage"),
             }
@@ -382,9 +422,9 @@ impl Decoding {
     }
 
     /// The waiter: finishes submissions in order, submitting what waited behind each.
-    fn wait_loop(&self, rx: mpsc::Receiver<Flight>) {
+    fn wait_loop(&self, rx: mpsc::Receiver<Box<Flight>>) {
         let mut own = VecDeque::new();
-        while let Some(flight) = own.pop_front().or_else(|| rx.recv().ok()) {
+        while let Some(flight) = own.pop_front().or_else(|| rx.recv().ok().map(|flight| *flight)) {
             self.finish(flight);
             if let Some(next) = self.done_one() {
                 own.push_back(next);
@@ -448,8 +488,12 @@ impl Decoding {
             input_len = (input_len + (job.piece.window.end - job.piece.window.start)).next_multiple_of(4);
         }
         let tiles: usize = jobs.iter().map(|j| j.piece.tiles.len()).sum();
-        let desc_bytes = (tiles * std::mem::size_of::<TileDesc>()) as u64;
-        let list_len = desc_bytes + 4 * (tiles + PROFILE_WORDS) as u64;
+        let hashed: usize = jobs
+            .iter()
+            .filter(|j| j.piece.hashes.is_some())
+            .map(|j| j.piece.tiles.len())
+            .sum();
+        let layout = ListLayout::new(tiles, hashed);
         let input = match direct {
             true => None,
             false => match self.pool.device(context, input_len.max(4)) {
@@ -462,7 +506,7 @@ impl Decoding {
                 self.pool.give_device(input);
             }
         };
-        let list = match self.pool.host(context, list_len) {
+        let list = match self.pool.host(context, layout.len) {
             Ok(list) => list,
             Err(err) => {
                 give_input(input);
@@ -510,8 +554,26 @@ impl Decoding {
                 n += 1;
             }
         }
-        let status_addr = device_address(context, list.buffer) + desc_bytes;
-        let tiles_addr = device_address(context, list.buffer);
+        // The hash checks: each hashed tile's output range and its expected hash.
+        let checks = list.ptr.wrapping_add(layout.hashes as usize).cast::<HashDesc>();
+        let mut n = 0;
+        for job in &jobs {
+            let Some(hashes) = &job.piece.hashes else { continue };
+            for (tile, &expected) in job.piece.tiles.iter().zip(hashes) {
+                let check = HashDesc {
+                    addr: tile.dst,
+                    len: tile.dst_bytes,
+                    pad: 0,
+                    expected,
+                };
+                // SAFETY: the list maps `hashed` checks at `layout.hashes` (sized above).
+                unsafe { checks.add(n).write_unaligned(check) };
+                n += 1;
+            }
+        }
+        let list_addr = device_address(context, list.buffer);
+        let (tiles_addr, status_addr) = (list_addr, list_addr + layout.status);
+        let (checks_addr, checked_addr) = (list_addr + layout.hashes, list_addr + layout.hash_status);
         let decoder = &self.decoder;
         let copies: Vec<(vk::Buffer, vk::BufferCopy)> = jobs
             .iter()
@@ -556,6 +618,22 @@ impl Decoding {
                     );
                 }
                 decoder.record(cb, tiles_addr, status_addr, tiles as u32);
+                if hashed > 0 {
+                    // The hash check reads what the decode wrote.
+                    let decoded = [vk::MemoryBarrier::default()
+                        .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+                        .dst_access_mask(vk::AccessFlags::SHADER_READ)];
+                    device.cmd_pipeline_barrier(
+                        cb,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::DependencyFlags::empty(),
+                        &decoded,
+                        &[],
+                        &[],
+                    );
+                    decoder.record_hash(cb, checks_addr, checked_addr, hashed as u32);
+                }
                 device.cmd_pipeline_barrier(
                     cb,
                     vk::PipelineStageFlags::COMPUTE_SHADER,
@@ -573,7 +651,7 @@ impl Decoding {
                 jobs,
                 input,
                 list,
-                tiles,
+                layout,
             })),
             Err(err) => {
                 // Never submitted: the buffers are free again.
@@ -593,36 +671,53 @@ impl Decoding {
             jobs,
             input,
             list,
-            tiles,
+            layout,
         } = flight;
         if let Err(err) = submitted.wait(context) {
             // The buffers may still be in use: leak them rather than free them under the GPU.
-            std::mem::forget((input, list));
             // (Their staging too: a `HostVisible` frees nothing unless destroyed.)
+            std::mem::forget((input, list));
             for job in jobs {
                 job.pending.complete(Err(err.clone()));
             }
             return;
         }
-        let desc_bytes = tiles * std::mem::size_of::<TileDesc>();
-        // SAFETY: the list maps the descriptors then one status word per tile, written by the
-        // work just waited for.
-        let words = unsafe { std::slice::from_raw_parts(list.ptr.add(desc_bytes).cast::<u32>(), tiles) };
-        let mut at = 0;
+        // SAFETY: the list maps a status word per tile and per check at these offsets, written
+        // by the work just waited for.
+        let (decoded, checked) = unsafe {
+            (
+                std::slice::from_raw_parts(list.ptr.add(layout.status as usize).cast::<u32>(), layout.tiles),
+                std::slice::from_raw_parts(list.ptr.add(layout.hash_status as usize).cast::<u32>(), layout.hashed),
+            )
+        };
+        let (mut at, mut check) = (0, 0);
         let mut results = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let mine = &words[at..at + job.piece.tiles.len()];
-            at += job.piece.tiles.len();
+            let n = job.piece.tiles.len();
+            let mine = &decoded[at..at + n];
+            at += n;
             let failure = mine
                 .iter()
                 .enumerate()
                 .find_map(|(i, &w)| status_result(w).err().map(|reason| (i, reason)));
-            results.push(match failure {
-                None => Ok(job.piece.bytes),
-                Some((i, reason)) => Err(corrupt(dsr_gdeflate::Error {
+            let mismatch = match job.piece.hashes {
+                Some(_) => {
+                    check += n;
+                    checked[check - n..check].iter().position(|&w| w != 0)
+                }
+                None => None,
+            };
+            results.push(match (failure, mismatch) {
+                (None, None) => Ok(job.piece.bytes),
+                (Some((i, reason)), _) => Err(corrupt(dsr_gdeflate::Error {
                     reason,
                     tile: Some(job.piece.first + i as u32),
                 })),
+                (None, Some(i)) => Err(Error::new(
+                    ErrorKind::Corrupt,
+                    "the decoded tile does not match its hash: the asset is damaged, repack it",
+                )
+                .at_tile(job.piece.first + i as u32)),
             });
         }
         if let Some(input) = input {

@@ -190,8 +190,12 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn the_committed_spirv_is_the_shaders() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let source = root.join("shaders/gdeflate.comp");
-    for (define, committed) in [("WAVE32=0", "gdeflate.spv"), ("WAVE32=1", "gdeflate-wave32.spv")] {
+    for (shader, define, committed) in [
+        ("gdeflate.comp", "WAVE32=0", "gdeflate.spv"),
+        ("gdeflate.comp", "WAVE32=1", "gdeflate-wave32.spv"),
+        ("tilehash.comp", "UNUSED=0", "tilehash.spv"),
+    ] {
+        let source = root.join("shaders").join(shader);
         let out = tempfile::NamedTempFile::new().unwrap();
         let status = Command::new("glslc")
             .args(["--target-env=vulkan1.2", "-O", &format!("-D{define}")])
@@ -213,9 +217,58 @@ fn the_committed_spirv_is_the_shaders() {
         let old = std::fs::read(root.join("shaders").join(committed)).unwrap();
         assert!(
             fresh == old,
-            "shaders/{committed} is stale: rebuild it with `glslc --target-env=vulkan1.2 -O -D{define} shaders/gdeflate.comp -o shaders/{committed}`"
+            "shaders/{committed} is stale: rebuild it with `glslc --target-env=vulkan1.2 -O -D{define} shaders/{shader} -o shaders/{committed}`"
         );
     }
+}
+
+/// The hash check the GPU route runs on decoded tiles is XXH3-64 (what archives store): every
+/// length XXH3 treats apart (0–300 bytes one by one, then around its 64-byte stripes and 1 KiB
+/// blocks, up to a whole tile), at aligned and odd addresses; a wrong expected hash never matches.
+#[test]
+fn tile_hashes_checked_on_the_gpu_are_xxh3() {
+    let Some(context) = context() else { return };
+    let decoder = GpuDecoder::new(&context, Some(Form::Shared)).unwrap();
+    // Random bytes put on the GPU by decoding them (stored blocks).
+    let mut rng = fastrand::Rng::with_seed(0x4a5);
+    let data: Vec<u8> = (0..3 * 65536 + 1000).map(|_| rng.u8(..)).collect();
+    let mut set = Set::new();
+    let mut encoder = Encoder::new(Level::new(1));
+    for tile in data.chunks(65536) {
+        let mut packed = Vec::new();
+        encoder.encode_tile(tile, &mut packed);
+        set.push(&packed, tile.len(), tile.to_vec());
+    }
+    let run = DecodeRun::new(&decoder, &set.input, &set.jobs, set.output_len).unwrap();
+    run.decode(1).unwrap();
+    assert!(run.statuses().iter().all(Result::is_ok));
+    let lens = (0..=300).chain([511, 512, 1023, 1024, 1025, 1088, 4095, 4096, 4097, 65535, 65536]);
+    let mut ranges = Vec::new();
+    for len in lens {
+        for at in [0usize, 8, 3, 65536 + 5] {
+            if at + len <= data.len() {
+                let hash = xxhash_rust::xxh3::xxh3_64(&data[at..at + len]);
+                ranges.push((at as u64, len as u32, hash));
+                ranges.push((at as u64, len as u32, hash ^ 1 << (len % 64)));
+            }
+        }
+    }
+    let matches = decoder.check_hashes(run.output(), &ranges).unwrap();
+    for (i, (&(at, len, _), matched)) in ranges.iter().zip(matches).enumerate() {
+        assert_eq!(
+            matched,
+            i % 2 == 0,
+            "{len} bytes at {at} (expected hash {})",
+            if i % 2 == 0 { "right" } else { "wrong" }
+        );
+    }
+    assert!(
+        decoder
+            .check_hashes(run.output(), &[(data.len() as u64, 1, 0)])
+            .is_err(),
+        "past the end"
+    );
+    assert_valid(&context);
 }
 
 #[test]
