@@ -26,6 +26,7 @@ use std::ops::Range;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ash::vk;
 use dsr_engine::{DeviceBuffer, Error, ErrorKind, Input, NodeRef, Outcome, PendingNode, Stage};
@@ -56,10 +57,13 @@ pub struct GpuDecodeConfig {
 }
 
 impl Default for GpuDecodeConfig {
+    /// Measured on an H100 (docs/benchmarks.md): reading in place beat copying first, and one
+    /// submission at a time beat four (the driver runs them one after another anyway, so small
+    /// early ones only delay the large ones behind them).
     fn default() -> Self {
         GpuDecodeConfig {
-            input: DecodeInput::Copy,
-            flights: 4,
+            input: DecodeInput::Direct,
+            flights: 1,
         }
     }
 }
@@ -85,6 +89,12 @@ impl GpuDecodeConfig {
 }
 /// Tiles waiting that are submitted whatever is in flight.
 const FLUSH_TILES: usize = 16384;
+/// Tiles worth a submission of their own while more pieces of their streams are coming: about
+/// what a large GPU decodes at once (a tile takes one workgroup for milliseconds, and an H100
+/// holds some two thousand), so a submission of fewer leaves most of it idle for as long.
+const BATCH_TILES: usize = 2048;
+/// The longest a piece waits for more to batch with while the GPU has room.
+const BATCH_WAIT: Duration = Duration::from_millis(1);
 /// Buffers of each kind the pool keeps for reuse.
 const POOL_KEEP: usize = 8;
 /// The smallest buffer the pool makes (larger requests round up to a power of two).
@@ -102,6 +112,16 @@ enum Source {
 struct Job {
     pending: PendingNode,
     piece: Piece,
+    /// Whether it is its stream's last piece.
+    last: bool,
+}
+
+/// What the waiter thread is handed.
+enum Message {
+    /// A submission to finish.
+    Flight(Box<Flight>),
+    /// A job waits to be batched while nothing is in flight: submit it in time.
+    Waiting,
 }
 
 /// A node's tiles and where their bytes are.
@@ -183,7 +203,19 @@ unsafe impl Sync for Pool {}
 struct State {
     waiting: Vec<Job>,
     waiting_tiles: usize,
+    /// Whether a waiting job ends its stream (its request waits for nothing more of ours).
+    waiting_last: bool,
+    /// When the oldest waiting job came.
+    waiting_since: Option<Instant>,
     in_flight: usize,
+}
+
+/// What became of a queued job.
+enum Queued {
+    /// It went into this submission (with everything waiting).
+    Submitted(Flight),
+    /// It waits for more to batch with; `wake` when the waiter must start the clock.
+    Waiting { wake: bool },
 }
 
 /// The stage's shared half: the decoder, the queue of jobs and the pool.
@@ -198,7 +230,7 @@ struct Decoding {
 /// The `DecompressGpu` stage (see the module comment).
 pub struct DecompressGpuStage {
     decoding: Arc<Decoding>,
-    waiter: Mutex<Option<mpsc::Sender<Box<Flight>>>>,
+    waiter: Mutex<Option<mpsc::Sender<Message>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -241,7 +273,7 @@ impl DecompressGpuStage {
                 host: Mutex::new(Vec::new()),
             },
         });
-        let (tx, rx) = mpsc::channel::<Box<Flight>>();
+        let (tx, rx) = mpsc::channel::<Message>();
         let shared = decoding.clone();
         let thread = std::thread::Builder::new()
             .name("dsr-gpu-decode".into())
@@ -375,19 +407,30 @@ impl Stage for DecompressGpuStage {
             Ok(None) => return Outcome::Done { bytes: 0 },
             Err(err) => return Outcome::Failed(err),
         };
+        let last = node.tile() == 1;
         let (pending, outcome) = node.defer();
-        let job = Job { pending, piece };
-        if let Some(flight) = self.decoding.queue(job) {
-            let waiter = lock(&self.waiter);
-            match waiter.as_ref().map(|tx| tx.send(Box::new(flight))) {
-                Some(Ok(())) => {}
-                // The waiter is gone (the stage is shutting down): wait here instead.
-                Some(Err(mpsc::SendError(flight))) => {
-                    drop(waiter);
-                    self.decoding.finish(*flight);
+        let job = Job { pending, piece, last };
+        let message = match self.decoding.queue(job) {
+            Queued::Submitted(flight) => Message::Flight(Box::new(flight)),
+            Queued::Waiting { wake: true } => Message::Waiting,
+            Queued::Waiting { wake: false } => return outcome,
+        };
+        let waiter = lock(&self.waiter);
+        match waiter.as_ref().map(|tx| tx.send(message)) {
+            Some(Ok(())) => {}
+            // The waiter is gone (the stage is shutting down): finish here instead.
+            Some(Err(mpsc::SendError(message))) => {
+                drop(waiter);
+                let mut next = match message {
+                    Message::Flight(flight) => Some(*flight),
+                    Message::Waiting => self.decoding.submit_stale(true),
+                };
+                while let Some(flight) = next {
+                    self.decoding.finish(flight);
+                    next = self.decoding.done_one().or_else(|| self.decoding.submit_stale(true));
                 }
-                None => unreachable!("the sender lives as long as the stage"),
             }
+            None => unreachable!("the sender lives as long as the stage"),
         }
         outcome
     }
@@ -406,14 +449,85 @@ impl Drop for DecompressGpuStage {
 }
 
 impl Decoding {
-    /// Queues `job`; returns a submission to hand to the waiter when the GPU has room for it
-    /// (or enough waits).
-    fn queue(&self, job: Job) -> Option<Flight> {
+    /// Queues `job`: submits what waits when the GPU has room and it is worth a submission (a
+    /// stream is complete, or a GPU's worth of tiles waits), or when a great many tiles wait;
+    /// otherwise the job waits for more, and the waiter is told if it must time the wait.
+    fn queue(&self, job: Job) -> Queued {
         let jobs = {
             let mut state = lock(&self.state);
             state.waiting_tiles += job.piece.tiles.len();
+            state.waiting_last |= job.last;
+            state.waiting_since.get_or_insert_with(Instant::now);
+            let first = state.waiting.is_empty();
             state.waiting.push(job);
-            if state.in_flight >= self.config.flights && state.waiting_tiles < FLUSH_TILES {
+            let room = state.in_flight < self.config.flights;
+            let worth = state.waiting_last || state.waiting_tiles >= BATCH_TILES;
+            if !(room && worth) && state.waiting_tiles < FLUSH_TILES {
+                // With nothing in flight, only the waiter's clock submits it.
+                return Queued::Waiting {
+                    wake: first && state.in_flight == 0,
+                };
+            }
+            take_waiting(&mut state)
+        };
+        match self.submit(jobs).or_else(|| self.done_one()) {
+            Some(flight) => Queued::Submitted(flight),
+            // Nothing went (cancelled, or failed): others may wait with nothing in flight.
+            None => Queued::Waiting { wake: true },
+        }
+    }
+
+    /// The waiter: finishes submissions in order, submitting what waited behind each; while
+    /// the GPU is idle and jobs wait for more, submits them once they have waited
+    /// [`BATCH_WAIT`].
+    fn wait_loop(&self, rx: mpsc::Receiver<Message>) {
+        let mut own = VecDeque::new();
+        loop {
+            let flight = match own.pop_front() {
+                Some(flight) => flight,
+                None => {
+                    let message = match self.idle_deadline() {
+                        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                        Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                    };
+                    match message {
+                        Ok(Message::Flight(flight)) => *flight,
+                        Ok(Message::Waiting) => continue,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            own.extend(self.submit_stale(false));
+                            continue;
+                        }
+                        // The stage is gone: submit and finish whatever still waits.
+                        Err(mpsc::RecvTimeoutError::Disconnected) => match self.submit_stale(true) {
+                            Some(flight) => flight,
+                            None => return,
+                        },
+                    }
+                }
+            };
+            self.finish(flight);
+            if let Some(next) = self.done_one() {
+                own.push_back(next);
+            }
+        }
+    }
+
+    /// When the waiting jobs must be submitted, if the GPU is idle and some wait.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let state = lock(&self.state);
+        match state.in_flight {
+            0 => state.waiting_since.map(|since| since + BATCH_WAIT),
+            _ => None,
+        }
+    }
+
+    /// Submits the waiting jobs if the GPU is idle and they have waited long enough (or
+    /// `now`).
+    fn submit_stale(&self, now: bool) -> Option<Flight> {
+        let jobs = {
+            let mut state = lock(&self.state);
+            let stale = state.waiting_since.is_some_and(|since| since.elapsed() >= BATCH_WAIT);
+            if state.in_flight > 0 || state.waiting.is_empty() || !(now || stale) {
                 return None;
             }
             take_waiting(&mut state)
@@ -421,27 +535,20 @@ impl Decoding {
         self.submit(jobs).or_else(|| self.done_one())
     }
 
-    /// The waiter: finishes submissions in order, submitting what waited behind each.
-    fn wait_loop(&self, rx: mpsc::Receiver<Box<Flight>>) {
-        let mut own = VecDeque::new();
-        while let Some(flight) = own.pop_front().or_else(|| rx.recv().ok().map(|flight| *flight)) {
-            self.finish(flight);
-            if let Some(next) = self.done_one() {
-                own.push_back(next);
-            }
-        }
-        // The channel is closed and nothing is in flight: nothing can be waiting either, as a
-        // job waits only while a submission is in flight.
-    }
-
     /// One submission left the GPU (or never reached it): submits the jobs that waited, if
-    /// any. A job waits only while something is in flight, so none is left behind.
+    /// any is worth it; those left wait for more, or for the waiter's clock. A job waits only
+    /// while something is in flight or the clock runs, so none is left behind.
     fn done_one(&self) -> Option<Flight> {
         loop {
             let jobs = {
                 let mut state = lock(&self.state);
                 state.in_flight -= 1;
-                if state.waiting.is_empty() {
+                let worth = state.waiting_last || state.waiting_tiles >= BATCH_TILES;
+                if state.waiting.is_empty() || !worth {
+                    if !state.waiting.is_empty() {
+                        // The clock starts now that the GPU is idle.
+                        state.waiting_since = Some(Instant::now());
+                    }
                     return None;
                 }
                 take_waiting(&mut state)
@@ -731,7 +838,7 @@ impl Decoding {
 
     /// Gives a job's staging back and completes its node: with `result`, or as cancelled.
     fn release_job(&self, job: Job, result: Option<Result<u64, Error>>) {
-        let Job { pending, piece } = job;
+        let Job { pending, piece, .. } = job;
         if let Source::Staged(staging) = piece.source {
             self.pool.give_host(self.decoder.context(), staging);
         }
@@ -746,6 +853,8 @@ impl Decoding {
 fn take_waiting(state: &mut State) -> Vec<Job> {
     state.in_flight += 1;
     state.waiting_tiles = 0;
+    state.waiting_last = false;
+    state.waiting_since = None;
     std::mem::take(&mut state.waiting)
 }
 
