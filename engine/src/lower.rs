@@ -43,10 +43,9 @@ pub struct LoweringConfig {
     /// Whether the executor runs `DecompressGpu` nodes (the GPU decoder is installed): GDeflate
     /// requests into GPU buffers may then decode there.
     pub gpu_decode: bool,
-    /// `DecodeRoute::Auto` sends a request to the GPU only from this many bytes of output: one
-    /// tile is 32 lanes of latency-bound work, and each `DecompressGpu` node is a submission of
-    /// its own, so small assets finish sooner on the CPU's workers (measured: an archive of 394
-    /// assets, mostly under 1 MiB, loaded 10× faster through the CPU route on an H100 machine).
+    /// `DecodeRoute::Auto` sends a request to the GPU only from this many bytes of output.
+    /// `dsr_gpu::install_gpu` sets it for its device: 0 on a GPU (its decoder batches small
+    /// assets with others), never on a device that is the CPU itself (lavapipe).
     pub gpu_decode_min_bytes: u64,
 }
 

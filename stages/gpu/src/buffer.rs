@@ -168,13 +168,27 @@ impl HostVisible {
     /// `len` bytes of staging. Uploads, the hot path, write it sequentially (it may be
     /// write-combined memory); read-backs read it once per byte.
     pub fn new(context: &GpuContext, len: u64) -> Result<Self> {
+        Self::with_access(
+            context,
+            len,
+            vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE,
+        )
+    }
+
+    /// `len` bytes the host reads as well as writes (GPU results, read word by word): cached
+    /// memory where the device has it, never write-combined.
+    pub fn readable(context: &GpuContext, len: u64) -> Result<Self> {
+        Self::with_access(context, len, vk_mem::AllocationCreateFlags::HOST_ACCESS_RANDOM)
+    }
+
+    fn with_access(context: &GpuContext, len: u64, access: vk_mem::AllocationCreateFlags) -> Result<Self> {
         let info = vk::BufferCreateInfo::default()
             .size(len.max(1))
             .usage(usage(context))
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
         let alloc = vk_mem::AllocationCreateInfo {
             usage: vk_mem::MemoryUsage::AutoPreferHost,
-            flags: vk_mem::AllocationCreateFlags::HOST_ACCESS_SEQUENTIAL_WRITE | vk_mem::AllocationCreateFlags::MAPPED,
+            flags: access | vk_mem::AllocationCreateFlags::MAPPED,
             required_flags: vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
             ..Default::default()
         };

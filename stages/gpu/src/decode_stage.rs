@@ -12,8 +12,9 @@
 //!   compute queue: the jobs' compressed bytes copied into one device-local buffer, one dispatch
 //!   over all their tiles.
 //! - **No copy on the CPU** where the bytes lie in a scratch block imported into Vulkan
-//!   ([`HostImports`]): the GPU copies them from where the read put them. Other bytes (the
-//!   caller's, or a block not imported) are copied into pooled host-visible staging first.
+//!   ([`HostImports`]): the GPU reads them where the read put them. Other bytes (the caller's,
+//!   or a block not imported) are copied into the submission's host-visible list when it is
+//!   recorded.
 //! - **Pooled.** Device copies, staging and tile lists come from a small pool, so a steady
 //!   stream of loads allocates nothing.
 //!
@@ -93,8 +94,12 @@ const FLUSH_TILES: usize = 16384;
 /// what a large GPU decodes at once (a tile takes one workgroup for milliseconds, and an H100
 /// holds some two thousand), so a submission of fewer leaves most of it idle for as long.
 const BATCH_TILES: usize = 2048;
-/// The longest a piece waits for more to batch with while the GPU has room.
-const BATCH_WAIT: Duration = Duration::from_millis(1);
+/// While the GPU has room, pieces waiting for more to batch with go once none has come for
+/// this long (the pieces of a stream being read arrive far closer together)...
+const BATCH_QUIET: Duration = Duration::from_millis(1);
+/// ...or once the oldest has waited this long: about as long as a submission of even one tile
+/// holds the GPU (5–7 ms on an H100), since submissions run one after another.
+const BATCH_WAIT: Duration = Duration::from_millis(8);
 /// Buffers of each kind the pool keeps for reuse.
 const POOL_KEEP: usize = 8;
 /// The smallest buffer the pool makes (larger requests round up to a power of two).
@@ -105,7 +110,10 @@ enum Source {
     /// An imported scratch block, at this offset: copied straight from where the read put them.
     Imported { buffer: vk::Buffer, offset: u64 },
     /// Pooled host-visible staging holding them.
-    Staged(HostVisible),
+    /// Host memory not imported (the caller's bytes, or a small scratch block), valid while
+    /// the job's node is unfinished: copied into the submission's host-visible list when it
+    /// is recorded.
+    Host(*const u8),
 }
 
 /// One node's tiles, waiting for a submission or in one.
@@ -140,8 +148,9 @@ struct Piece {
     hashes: Option<Vec<u64>>,
 }
 
-// SAFETY: a piece's pointers (its staging mapping) are process memory, valid from any thread; a
-// piece is owned by one thread at a time (its stage's worker, the submitting thread, the waiter).
+// SAFETY: a piece's pointer (to its bytes, its node's input) is process memory, valid from any
+// thread until its node completes; a piece is owned by one thread at a time (its stage's
+// worker, the submitting thread, the waiter).
 unsafe impl Send for Piece {}
 
 /// A submission on the GPU and what it holds until the GPU is done.
@@ -164,21 +173,25 @@ struct ListLayout {
     status: u64,
     hashes: u64,
     hash_status: u64,
+    /// Where the compressed bytes not imported are copied.
+    staged: u64,
     len: u64,
 }
 
 impl ListLayout {
-    fn new(tiles: usize, hashed: usize) -> ListLayout {
+    fn new(tiles: usize, hashed: usize, staged: u64) -> ListLayout {
         let status = (tiles * std::mem::size_of::<TileDesc>()) as u64;
         let hashes = (status + 4 * (tiles + PROFILE_WORDS) as u64).next_multiple_of(8);
         let hash_status = hashes + (hashed * std::mem::size_of::<HashDesc>()) as u64;
+        let staged_at = (hash_status + 4 * hashed as u64).next_multiple_of(8);
         ListLayout {
             tiles,
             hashed,
             status,
             hashes,
             hash_status,
-            len: hash_status + 4 * hashed as u64,
+            staged: staged_at,
+            len: staged_at + staged,
         }
     }
 }
@@ -205,8 +218,9 @@ struct State {
     waiting_tiles: usize,
     /// Whether a waiting job ends its stream (its request waits for nothing more of ours).
     waiting_last: bool,
-    /// When the oldest waiting job came.
+    /// When the oldest waiting job came, and the newest.
     waiting_since: Option<Instant>,
+    waiting_latest: Option<Instant>,
     in_flight: usize,
 }
 
@@ -222,6 +236,9 @@ enum Queued {
 struct Decoding {
     decoder: Arc<GpuDecoder>,
     config: GpuDecodeConfig,
+    /// `DSR_GPU_DECODE_TRACE=1`: each submission and completion on stderr, timed from here
+    /// (for seeing where a load's time goes).
+    trace: Option<Instant>,
     imports: Option<Arc<HostImports>>,
     state: Mutex<State>,
     pool: Pool,
@@ -266,6 +283,7 @@ impl DecompressGpuStage {
         let decoding = Arc::new(Decoding {
             decoder: Arc::new(decoder),
             config,
+            trace: (std::env::var_os("DSR_GPU_DECODE_TRACE").is_some()).then(Instant::now),
             imports,
             state: Mutex::new(State::default()),
             pool: Pool {
@@ -382,12 +400,7 @@ impl DecompressGpuStage {
             .and_then(|imports| imports.lookup(piece.as_ptr(), piece.len() as u64));
         let source = match imported {
             Some((buffer, offset)) => Source::Imported { buffer, offset },
-            None => {
-                let staging = decoding.pool.host(context, piece.len() as u64)?;
-                // SAFETY: the staging maps at least `piece.len()` bytes, this job's alone.
-                unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), staging.ptr, piece.len()) };
-                Source::Staged(staging)
-            }
+            None => Source::Host(piece.as_ptr()),
         };
         Ok(Some(Piece {
             source,
@@ -457,7 +470,9 @@ impl Decoding {
             let mut state = lock(&self.state);
             state.waiting_tiles += job.piece.tiles.len();
             state.waiting_last |= job.last;
-            state.waiting_since.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            state.waiting_since.get_or_insert(now);
+            state.waiting_latest = Some(now);
             let first = state.waiting.is_empty();
             state.waiting.push(job);
             let room = state.in_flight < self.config.flights;
@@ -478,8 +493,8 @@ impl Decoding {
     }
 
     /// The waiter: finishes submissions in order, submitting what waited behind each; while
-    /// the GPU is idle and jobs wait for more, submits them once they have waited
-    /// [`BATCH_WAIT`].
+    /// the GPU is idle and jobs wait for more, submits them once [`BATCH_QUIET`] passes without
+    /// another or the oldest has waited [`BATCH_WAIT`].
     fn wait_loop(&self, rx: mpsc::Receiver<Message>) {
         let mut own = VecDeque::new();
         loop {
@@ -515,8 +530,8 @@ impl Decoding {
     /// When the waiting jobs must be submitted, if the GPU is idle and some wait.
     fn idle_deadline(&self) -> Option<Instant> {
         let state = lock(&self.state);
-        match state.in_flight {
-            0 => state.waiting_since.map(|since| since + BATCH_WAIT),
+        match (state.in_flight, state.waiting_since, state.waiting_latest) {
+            (0, Some(since), Some(latest)) => Some((since + BATCH_WAIT).min(latest + BATCH_QUIET)),
             _ => None,
         }
     }
@@ -526,7 +541,10 @@ impl Decoding {
     fn submit_stale(&self, now: bool) -> Option<Flight> {
         let jobs = {
             let mut state = lock(&self.state);
-            let stale = state.waiting_since.is_some_and(|since| since.elapsed() >= BATCH_WAIT);
+            let stale = state.waiting_since.is_some_and(|since| since.elapsed() >= BATCH_WAIT)
+                || state
+                    .waiting_latest
+                    .is_some_and(|latest| latest.elapsed() >= BATCH_QUIET);
             if state.in_flight > 0 || state.waiting.is_empty() || !(now || stale) {
                 return None;
             }
@@ -547,7 +565,9 @@ impl Decoding {
                 if state.waiting.is_empty() || !worth {
                     if !state.waiting.is_empty() {
                         // The clock starts now that the GPU is idle.
-                        state.waiting_since = Some(Instant::now());
+                        let now = Instant::now();
+                        state.waiting_since = Some(now);
+                        state.waiting_latest = Some(now);
                     }
                     return None;
                 }
@@ -600,7 +620,12 @@ impl Decoding {
             .filter(|j| j.piece.hashes.is_some())
             .map(|j| j.piece.tiles.len())
             .sum();
-        let layout = ListLayout::new(tiles, hashed);
+        let staged: u64 = jobs
+            .iter()
+            .filter(|j| matches!(j.piece.source, Source::Host(_)))
+            .map(|j| (j.piece.window.end - j.piece.window.start).next_multiple_of(4))
+            .sum();
+        let layout = ListLayout::new(tiles, hashed, staged);
         let input = match direct {
             true => None,
             false => match self.pool.device(context, input_len.max(4)) {
@@ -628,12 +653,23 @@ impl Decoding {
                 return Err((jobs, err));
             }
         };
-        // Where each job's window starts, as the shader reads it.
+        // Where each job's window lies on the GPU's side: its imported block, or the list's
+        // staging area, where bytes not imported are copied now.
+        let mut staged_at = layout.staged;
         let sources: Vec<(vk::Buffer, u64)> = jobs
             .iter()
-            .map(|job| match &job.piece.source {
-                Source::Imported { buffer, offset } => (*buffer, *offset),
-                Source::Staged(staging) => (staging.buffer, 0),
+            .map(|job| match job.piece.source {
+                Source::Imported { buffer, offset } => (buffer, offset),
+                Source::Host(ptr) => {
+                    let len = job.piece.window.end - job.piece.window.start;
+                    // SAFETY: (1) the job's bytes are valid while its node is unfinished (they
+                    // are its input); (2) the list maps `layout.len` bytes, of which these are
+                    // this job's alone, and no GPU work uses the list yet.
+                    unsafe { std::ptr::copy_nonoverlapping(ptr, list.ptr.add(staged_at as usize), len as usize) };
+                    let at = staged_at;
+                    staged_at += len.next_multiple_of(4);
+                    (list.buffer, at)
+                }
             })
             .collect();
         let bases: Vec<u64> = match input_raw {
@@ -752,6 +788,15 @@ impl Decoding {
                 );
             }
         });
+        if let (Some(start), Ok(_)) = (self.trace, &submitted) {
+            let bytes: u64 = jobs.iter().map(|j| j.piece.window.end - j.piece.window.start).sum();
+            eprintln!(
+                "gpu-decode {:9.3} ms: submitted {} piece(s), {tiles} tile(s), {} KiB in",
+                start.elapsed().as_secs_f64() * 1e3,
+                jobs.len(),
+                bytes >> 10
+            );
+        }
         match submitted {
             Ok(submitted) => Ok(Some(Flight {
                 submitted,
@@ -782,12 +827,18 @@ impl Decoding {
         } = flight;
         if let Err(err) = submitted.wait(context) {
             // The buffers may still be in use: leak them rather than free them under the GPU.
-            // (Their staging too: a `HostVisible` frees nothing unless destroyed.)
             std::mem::forget((input, list));
             for job in jobs {
                 job.pending.complete(Err(err.clone()));
             }
             return;
+        }
+        if let Some(start) = self.trace {
+            eprintln!(
+                "gpu-decode {:9.3} ms: done {} tile(s)",
+                start.elapsed().as_secs_f64() * 1e3,
+                layout.tiles
+            );
         }
         // SAFETY: the list maps a status word per tile and per check at these offsets, written
         // by the work just waited for.
@@ -836,12 +887,9 @@ impl Decoding {
         }
     }
 
-    /// Gives a job's staging back and completes its node: with `result`, or as cancelled.
+    /// Completes a job's node: with `result`, or as cancelled.
     fn release_job(&self, job: Job, result: Option<Result<u64, Error>>) {
-        let Job { pending, piece, .. } = job;
-        if let Source::Staged(staging) = piece.source {
-            self.pool.give_host(self.decoder.context(), staging);
-        }
+        let pending = job.pending;
         match result {
             Some(result) => pending.complete(result),
             None => pending.cancel(),
@@ -855,6 +903,7 @@ fn take_waiting(state: &mut State) -> Vec<Job> {
     state.waiting_tiles = 0;
     state.waiting_last = false;
     state.waiting_since = None;
+    state.waiting_latest = None;
     std::mem::take(&mut state.waiting)
 }
 
@@ -878,7 +927,8 @@ impl Pool {
             return Ok(kept.swap_remove(i));
         }
         drop(kept);
-        HostVisible::new(context, Self::size_for(len))
+        // Statuses are read back word by word: cached memory, not write-combined.
+        HostVisible::readable(context, Self::size_for(len))
     }
 
     fn give_device(&self, buffer: DeviceBuffer) {

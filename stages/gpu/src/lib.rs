@@ -81,8 +81,15 @@ pub fn install_gpu_with(
     let builder = match GpuDecoder::new(context, None).map(|decoder| DecompressGpuStage::new(decoder, imports, decode))
     {
         Ok(Ok(stage)) => {
+            // `Auto` sends every GDeflate request into a GPU buffer to a real GPU's decoder
+            // (its submissions batch small assets with large ones; measured on an H100, an
+            // archive of 394 assets loaded 2.7x faster than through the CPU route), and none
+            // to a device that is the CPU itself (lavapipe), where decoding on the workers is
+            // faster.
+            let emulated = context.info().kind == format!("{:?}", ash::vk::PhysicalDeviceType::CPU);
             let lowering = dsr_engine::LoweringConfig {
                 gpu_decode: true,
+                gpu_decode_min_bytes: if emulated { u64::MAX } else { 0 },
                 ..builder.configured().lowering
             };
             builder
