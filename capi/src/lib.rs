@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ash::vk::{self, Handle};
@@ -664,25 +664,27 @@ impl CQueue {
     }
 }
 
-fn enqueue(queue: dsr_queue, request: *const dsr_request, wait: bool) -> dsr_result {
+fn enqueue(handle: dsr_queue, request: *const dsr_request, wait: bool) -> dsr_result {
     guard(|| {
-        let queue = check(QUEUES.get(queue))?;
+        let queue = check(QUEUES.get(handle))?;
         // SAFETY: the caller's pointer, checked for null and size.
         let c_request = unsafe { read_struct(request) }?;
         // SAFETY: the request's pointers are the caller's, as the header describes them.
         let built = unsafe { request_of(&queue.runtime, &c_request) }?;
         let seq = queue.next.fetch_add(1, Ordering::Relaxed);
         let copy = RequestCopy(c_request);
-        let weak: Weak<CQueue> = Arc::downgrade(&queue);
         let track = queue.track;
+        // The closure names its queue by handle, not by a reference count: a request that
+        // simply finishes touches nothing the submitting thread and the other finishing
+        // workers share (a `Weak` per request cost two atomic operations on the queue's one
+        // counter, from both sides).
         let done = Box::new(move |status: &RequestStatus| {
             let copy = copy;
             let result = result_of_status(status);
-            // The queue's records change only for a failure or when completions are tracked:
-            // a request that simply finishes leaves the queue's counts alone (every finishing
-            // worker upgrading the same handle would contend on it).
+            // The queue's records change only for a failure or when completions are tracked;
+            // a queue destroyed meanwhile keeps no records.
             let records = track || matches!(status, RequestStatus::Failed(_));
-            if let Some(queue) = records.then(|| weak.upgrade()).flatten() {
+            if let Some(queue) = records.then(|| QUEUES.get(handle)).flatten() {
                 queue.finished(seq, &copy, status, result);
             }
             if let Some(callback) = copy.0.callback {
