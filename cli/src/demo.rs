@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// Write a timeline trace of the run: Chrome trace-event JSON (open it in Perfetto UI or
+    /// chrome://tracing).
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -193,7 +197,14 @@ pub fn run(args: DemoArgs) -> CliResult {
     let bytes_total: u64 = plan.iter().map(|(_, e)| e.bytes.len() as u64).sum();
     let progress = Progress::new(bytes_total, !args.json);
     let mut config = args.engine.config();
-    config.observer = Some(progress.clone());
+    let trace = args
+        .trace
+        .as_ref()
+        .map(|_| Arc::new(dsr::viz::TraceRecorder::new(config.workers)));
+    config.observer = Some(match &trace {
+        Some(trace) => Arc::new(crate::output::Observers(vec![progress.clone(), trace.clone()])),
+        None => progress.clone(),
+    });
     let (executor, _) = args.engine.executor(config)?;
 
     let start = Instant::now();
@@ -203,7 +214,8 @@ pub fn run(args: DemoArgs) -> CliResult {
         batch.push(request)?;
         expectations.push(expectation);
     }
-    let report = executor.submit(batch)?.wait();
+    let batch = executor.submit(batch)?;
+    let report = batch.wait();
     let elapsed = start.elapsed();
     progress.finish();
 
@@ -230,7 +242,17 @@ pub fn run(args: DemoArgs) -> CliResult {
     let mut bad = executor.batch();
     bad.push(Request::file(&missing, 0, 4096, &side, 0).name("missing"))?;
     bad.push(Request::file(&assets[2].path, 0, 1, &side, 4096).name("fine"))?;
-    let bad_report = executor.submit(bad)?.wait();
+    let bad = executor.submit(bad)?;
+    let bad_report = bad.wait();
+    if let (Some(path), Some(trace)) = (&args.trace, &trace) {
+        let names: std::collections::HashMap<u64, Vec<Option<String>>> = [batch.graph(), bad.graph()]
+            .into_iter()
+            .map(|g| (g.id(), g.requests().iter().map(|r| r.name.clone()).collect()))
+            .collect();
+        let doc = trace.chrome_json(|batch, request| names.get(&batch)?.get(request as usize).cloned().flatten());
+        std::fs::write(path, doc.to_string())
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    }
     let error_text = match (&bad_report.requests[0].status, &bad_report.requests[1].status) {
         (RequestStatus::Failed(err), RequestStatus::Done)
             if err.kind() == ErrorKind::NotFound && err.path() == Some(missing.as_path()) =>

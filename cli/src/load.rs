@@ -31,6 +31,10 @@ pub struct LoadArgs {
     /// Write the last run's graph, coloured by outcome with durations and bytes, as DOT.
     #[arg(long, value_name = "PATH")]
     dot: Option<PathBuf>,
+    /// Write a timeline trace of every run: Chrome trace-event JSON (open it in Perfetto UI or
+    /// chrome://tracing): a track per worker, waits on io_uring and the GPU, failures.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
     /// Load this many times into the same memory; report every run and the median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -258,6 +262,7 @@ struct Engine {
     gpu: Option<Arc<GpuContext>>,
     progress: Arc<Progress>,
     recorder: Option<Arc<RunRecorder>>,
+    trace: Option<Arc<dsr::viz::TraceRecorder>>,
 }
 
 fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
@@ -268,6 +273,13 @@ fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
         observers.push(recorder.clone());
     }
     let mut config = args.engine.config();
+    let trace = args
+        .trace
+        .as_ref()
+        .map(|_| Arc::new(dsr::viz::TraceRecorder::new(config.workers)));
+    if let Some(trace) = &trace {
+        observers.push(trace.clone());
+    }
     config.observer = Some(Arc::new(Observers(observers)));
     let (executor, io, gpu) = match args.dest {
         Dest::Host => {
@@ -290,6 +302,7 @@ fn engine(args: &LoadArgs, total_bytes: u64) -> Result<Engine, CliError> {
         gpu,
         progress,
         recorder,
+        trace,
     })
 }
 
@@ -425,6 +438,16 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
     if let (Some(path), Some(recorder), Some((batch, _))) = (&args.dot, &engine.recorder, &batch) {
         let dot = dsr::viz::run_dot(batch.graph(), Some(recorder));
         std::fs::write(path, dot).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let (Some(path), Some(trace)) = (&args.trace, &engine.trace) {
+        // Every run's requests are the same, in the same order: the last batch names them.
+        let names: Vec<Option<String>> = batch
+            .as_ref()
+            .map(|(batch, _)| batch.graph().requests().iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        let doc = trace.chrome_json(|_, request| names.get(request as usize).cloned().flatten());
+        std::fs::write(path, doc.to_string())
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     }
     let metrics = engine.executor.metrics();
     // Request latency is the batch report's; through the queue only the run's time is known.

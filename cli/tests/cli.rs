@@ -53,6 +53,48 @@ fn demo_verifies_every_byte() {
     assert!(doc["archive"]["gbps"].as_f64().unwrap() > 0.0);
 }
 
+/// `--trace` writes Chrome trace-event JSON: worker tracks named, node spans named by kind and
+/// request, the demo's missing file as a failure event.
+#[test]
+fn demo_and_load_write_timeline_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("demo.json");
+    let doc = json(&dsr(&["demo", "--json", "--trace", trace.to_str().unwrap()]));
+    assert_eq!(doc["verified"], true, "{doc}");
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == "worker 0"));
+    let spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert!(spans.len() >= 40, "{} spans", spans.len());
+    assert!(spans
+        .iter()
+        .all(|e| e["dur"].as_f64() >= Some(0.0) && e["args"]["name"].is_string()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "i" && e["args"]["error"].as_str().is_some_and(|m| m.contains("exist.pak"))),
+        "the missing file is a failure event"
+    );
+    let file = temp_file(&pattern(3 << 20, 2));
+    let trace = dir.path().join("load.json");
+    dsr(&[
+        "load",
+        file.path().to_str().unwrap(),
+        "--repeat",
+        "2",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let reads = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "read")
+        .count();
+    assert_eq!(reads, 2 * 3, "three 1 MiB reads a run, two runs");
+}
+
 #[test]
 fn load_reports_throughput_and_writes_the_run_graph() {
     let file = temp_file(&pattern(3 << 20, 1));

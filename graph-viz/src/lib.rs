@@ -6,10 +6,14 @@
 //! its observer hook, and nothing else; the engine itself never formats output.
 //!
 //! - [`dot`]: the DOT writer;
-//! - [`recorder`]: [`RunRecorder`], an observer that remembers when each node ran.
+//! - [`recorder`]: [`RunRecorder`], an observer that remembers when each node ran;
+//! - [`trace`]: [`TraceRecorder`], an observer whose record is a timeline trace (Chrome
+//!   trace-event JSON, for Perfetto UI and `chrome://tracing`).
 
 pub mod dot;
 pub mod recorder;
+pub mod trace;
 
 pub use dot::{plan_dot, run_dot};
 pub use recorder::{NodeRun, RunRecorder};
+pub use trace::TraceRecorder;

@@ -1,0 +1,232 @@
+//! Timeline traces: an observer that records node events per worker, written out as Chrome
+//! trace-event JSON, which Perfetto UI and `chrome://tracing` open as it is.
+//!
+//! What a trace shows:
+//! - a track per worker (`tid` = worker index), each node's run of its stage as a span (`X`)
+//!   named by its kind, with its batch, request, node and bytes (and the request's name, where
+//!   the caller gives names) as arguments; a track for completions off the workers;
+//! - each deferred node's wait on its completion source (io_uring, the GPU, the scratch budget)
+//!   as an async span (`b`/`e`) from the hand-over to its end, in the source's category;
+//! - the GPU time of each GPU submission (timestamp queries), on a "GPU" process's track,
+//!   placed to end where the node ended (its start on the CPU clock is not calibrated yet);
+//! - a counter of the nodes waiting on completion sources;
+//! - failures, cancellations and skips as instant events naming the request (and the error).
+//!
+//! Recording takes one uncontended lock per event (each worker has its own buffer); a recorder
+//! that is not installed costs nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dsr_engine::{NodeEnd, NodeEvent, NodeKind, Observer};
+use serde_json::{json, Value};
+
+/// What happened to a node.
+#[derive(Clone, Debug)]
+enum What {
+    Started,
+    Deferred,
+    Submitted(u64),
+    GpuTime(Duration),
+    Finished(End),
+}
+
+/// How a node ended, as the trace tells it.
+#[derive(Clone, Debug)]
+enum End {
+    Done(u64),
+    Failed(String),
+    Skipped,
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+struct Raw {
+    what: What,
+    batch: u64,
+    node: u32,
+    kind: NodeKind,
+    request: u32,
+    worker: Option<usize>,
+    at: Instant,
+}
+
+/// Records node events for a timeline trace (see the module comment).
+#[derive(Debug)]
+pub struct TraceRecorder {
+    origin: Instant,
+    /// One buffer per worker, and a last one for events off the workers.
+    shards: Box<[Mutex<Vec<Raw>>]>,
+}
+
+impl TraceRecorder {
+    /// A recorder for an executor of `workers` workers; times count from now.
+    pub fn new(workers: usize) -> Self {
+        TraceRecorder {
+            origin: Instant::now(),
+            shards: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    fn record(&self, event: &NodeEvent, what: What) {
+        let shard = event.worker.unwrap_or(usize::MAX).min(self.shards.len() - 1);
+        let raw = Raw {
+            what,
+            batch: event.batch,
+            node: event.node.index() as u32,
+            kind: event.kind,
+            request: event.request.index() as u32,
+            worker: event.worker,
+            at: event.at,
+        };
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner()).push(raw);
+    }
+
+    /// Microseconds from the recorder's start.
+    fn us(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.origin).as_secs_f64() * 1e6
+    }
+
+    /// The trace as Chrome trace-event JSON (`{"traceEvents": [...]}`); `name` gives a
+    /// request's name from its batch and index, where known.
+    pub fn chrome_json(&self, name: impl Fn(u64, u32) -> Option<String>) -> Value {
+        let mut raws: Vec<Raw> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        raws.sort_by_key(|r| (r.batch, r.node, r.at));
+        let off_worker = self.shards.len() - 1;
+        let mut events = vec![
+            json!({"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "dsr"}}),
+            json!({"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "GPU"}}),
+            json!({"ph": "M", "pid": 2, "tid": 0, "name": "thread_name", "args": {"name": "submissions"}}),
+            json!({"ph": "M", "pid": 1, "tid": off_worker, "name": "thread_name", "args": {"name": "completions off the workers"}}),
+        ];
+        for w in 0..off_worker {
+            events.push(
+                json!({"ph": "M", "pid": 1, "tid": w, "name": "thread_name", "args": {"name": format!("worker {w}")}}),
+            );
+        }
+        // The waits on completion sources, as (time, +1/-1), for the counter.
+        let mut waits: Vec<(Instant, i64)> = Vec::new();
+        let mut names: HashMap<(u64, u32), Option<String>> = HashMap::new();
+        for node in raws.chunk_by(|a, b| (a.batch, a.node) == (b.batch, b.node)) {
+            let first = &node[0];
+            let request = names
+                .entry((first.batch, first.request))
+                .or_insert_with(|| name(first.batch, first.request))
+                .clone();
+            let mut args = json!({
+                "batch": first.batch,
+                "request": first.request,
+                "node": first.node,
+            });
+            if let Some(request) = &request {
+                args["name"] = json!(request);
+            }
+            let find = |f: fn(&What) -> bool| node.iter().find(|r| f(&r.what));
+            let started = find(|w| matches!(w, What::Started));
+            let deferred = find(|w| matches!(w, What::Deferred));
+            let finished = find(|w| matches!(w, What::Finished(_)));
+            let (Some(finished), kind) = (finished, first.kind.name()) else {
+                continue;
+            };
+            let What::Finished(end) = &finished.what else {
+                unreachable!("found as finished")
+            };
+            if let End::Done(bytes) = end {
+                args["bytes"] = json!(bytes);
+            }
+            if let Some(started) = started {
+                let until = deferred.map_or(finished.at, |d| d.at);
+                events.push(json!({
+                    "ph": "X", "pid": 1, "tid": started.worker.unwrap_or(off_worker), "name": kind, "cat": "node",
+                    "ts": self.us(started.at), "dur": self.us(until) - self.us(started.at), "args": args,
+                }));
+            }
+            if let Some(deferred) = deferred {
+                let id = format!("{:x}.{:x}", first.batch, first.node);
+                let cat = source(first.kind);
+                events.push(json!({"ph": "b", "pid": 1, "id": id, "cat": cat, "name": kind, "ts": self.us(deferred.at), "args": args}));
+                events.push(json!({"ph": "e", "pid": 1, "id": id, "cat": cat, "name": kind, "ts": self.us(finished.at.max(deferred.at))}));
+                waits.push((deferred.at, 1));
+                waits.push((finished.at.max(deferred.at), -1));
+            }
+            for raw in node {
+                match &raw.what {
+                    What::GpuTime(gpu) => {
+                        let end = self.us(finished.at);
+                        let dur = gpu.as_secs_f64() * 1e6;
+                        events.push(json!({
+                            "ph": "X", "pid": 2, "tid": 0, "name": kind, "cat": "gpu",
+                            "ts": (end - dur).max(0.0), "dur": dur.min(end), "args": args,
+                        }));
+                    }
+                    What::Submitted(value) => {
+                        events.push(json!({"ph": "i", "s": "t", "pid": 1, "tid": raw.worker.unwrap_or(off_worker), "name": "submitted", "cat": "gpu", "ts": self.us(raw.at), "args": {"timeline": value, "node": first.node}}));
+                    }
+                    _ => {}
+                }
+            }
+            let mark = match end {
+                End::Done(_) => None,
+                End::Failed(error) => Some(("failed", Some(error.as_str()))),
+                End::Skipped => Some(("skipped", None)),
+                End::Cancelled => Some(("cancelled", None)),
+            };
+            if let Some((what, error)) = mark {
+                let mut args = args.clone();
+                if let Some(error) = error {
+                    args["error"] = json!(error);
+                }
+                events.push(json!({
+                    "ph": "i", "s": "t", "pid": 1, "tid": finished.worker.unwrap_or(off_worker),
+                    "name": format!("{kind} {what}"), "cat": "outcome", "ts": self.us(finished.at), "args": args,
+                }));
+            }
+        }
+        waits.sort_by_key(|&(at, delta)| (at, delta));
+        let mut depth = 0i64;
+        for (at, delta) in waits {
+            depth += delta;
+            events.push(json!({"ph": "C", "pid": 1, "name": "nodes waiting on completion sources", "ts": self.us(at), "args": {"nodes": depth}}));
+        }
+        json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+    }
+}
+
+/// The completion source a deferred node of `kind` waits on, as the trace's category.
+fn source(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Read | NodeKind::Write | NodeKind::Sync => "io",
+        NodeKind::Upload | NodeKind::Copy | NodeKind::DecompressGpu => "gpu",
+        NodeKind::Acquire => "scratch budget",
+        _ => "other",
+    }
+}
+
+impl Observer for TraceRecorder {
+    fn node_started(&self, event: &NodeEvent) {
+        self.record(event, What::Started);
+    }
+    fn node_deferred(&self, event: &NodeEvent) {
+        self.record(event, What::Deferred);
+    }
+    fn node_submitted(&self, event: &NodeEvent, value: u64) {
+        self.record(event, What::Submitted(value));
+    }
+    fn node_gpu_time(&self, event: &NodeEvent, gpu: Duration) {
+        self.record(event, What::GpuTime(gpu));
+    }
+    fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
+        let end = match end {
+            NodeEnd::Done { bytes } => End::Done(*bytes),
+            NodeEnd::Failed(error) => End::Failed(error.to_string()),
+            NodeEnd::Skipped => End::Skipped,
+            NodeEnd::Cancelled => End::Cancelled,
+        };
+        self.record(event, What::Finished(end));
+    }
+}
