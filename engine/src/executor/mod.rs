@@ -150,12 +150,15 @@ impl Shared {
             debug_assert!(false, "batch {batch_id} retired twice");
             return;
         };
+        // Counted out before the report is published, so a caller woken by it finds the batch
+        // gone from `live_batches` (the `Arc` here still keeps it alive through `publish`).
+        let last = self.live_count.fetch_sub(1, Ordering::AcqRel) == 1;
         batch.publish();
         if let Some(observer) = &self.observer {
             observer.batch_retired(batch_id);
         }
         drop(batch);
-        if self.live_count.fetch_sub(1, Ordering::AcqRel) == 1 && self.shutdown.load(Ordering::Acquire) {
+        if last && self.shutdown.load(Ordering::Acquire) {
             self.sleep.notify_all();
         }
     }

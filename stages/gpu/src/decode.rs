@@ -343,21 +343,15 @@ impl GpuDecoder {
         }
         let addr = device_address(context, list.buffer);
         let done = one_shot(context, |device, cb| {
-            let after = [vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                .dst_access_mask(vk::AccessFlags::HOST_READ)];
             // SAFETY: the list and buffer live until `one_shot` has waited; the ranges were
             // checked against the buffer above.
             unsafe {
                 self.record_hash(cb, addr, addr + desc_bytes, ranges.len() as u32);
-                device.cmd_pipeline_barrier(
+                barrier(
+                    device,
                     cb,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::PipelineStageFlags::HOST,
-                    vk::DependencyFlags::empty(),
-                    &after,
-                    &[],
-                    &[],
+                    (vk::PipelineStageFlags::COMPUTE_SHADER, vk::AccessFlags::SHADER_WRITE),
+                    (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
                 );
             }
         });
@@ -646,17 +640,17 @@ impl<'a> DecodeRun<'a> {
                 }
                 device.cmd_fill_buffer(cb, output, 0, vk::WHOLE_SIZE, 0);
                 for i in 0..repeats {
-                    let barrier = [vk::MemoryBarrier::default()
-                        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::SHADER_WRITE)
-                        .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE)];
-                    device.cmd_pipeline_barrier(
+                    barrier(
+                        device,
                         cb,
-                        vk::PipelineStageFlags::TRANSFER | vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::DependencyFlags::empty(),
-                        &barrier,
-                        &[],
-                        &[],
+                        (
+                            vk::PipelineStageFlags::TRANSFER | vk::PipelineStageFlags::COMPUTE_SHADER,
+                            vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::SHADER_WRITE,
+                        ),
+                        (
+                            vk::PipelineStageFlags::COMPUTE_SHADER,
+                            vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
+                        ),
                     );
                     if let Some(pool) = pool {
                         device.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, pool, 2 * i);
@@ -869,6 +863,32 @@ pub(crate) fn submit_once(
         }
         Ok(Submitted { pool, fence })
     }
+}
+
+/// Records a global memory barrier: `src` accesses in `src_stages` before `dst` accesses in
+/// `dst_stages`.
+///
+/// # Safety
+/// `cb` is recording.
+pub(crate) unsafe fn barrier(
+    device: &ash::Device,
+    cb: vk::CommandBuffer,
+    (src_stages, src): (vk::PipelineStageFlags, vk::AccessFlags),
+    (dst_stages, dst): (vk::PipelineStageFlags, vk::AccessFlags),
+) {
+    let barrier = [vk::MemoryBarrier::default().src_access_mask(src).dst_access_mask(dst)];
+    // SAFETY: by the caller's premise.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cb,
+            src_stages,
+            dst_stages,
+            vk::DependencyFlags::empty(),
+            &barrier,
+            &[],
+            &[],
+        )
+    };
 }
 
 /// Records `record`, submits it on the compute queue and waits (see [`Submitted::wait`]).

@@ -35,7 +35,7 @@ use dsr_gdeflate::{Reason, TileStream, TILE_SIZE};
 
 use crate::buffer::{allocate_buffer, device_address, GpuBuffer, HostVisible};
 use crate::context::GpuContext;
-use crate::decode::{status_result, submit_once, GpuDecoder, HashDesc, Submitted, TileDesc, PROFILE_WORDS};
+use crate::decode::{barrier, status_result, submit_once, GpuDecoder, HashDesc, Submitted, TileDesc, PROFILE_WORDS};
 use crate::import::HostImports;
 
 /// How compressed bytes reach the shader.
@@ -732,14 +732,7 @@ impl Decoding {
             })
             .collect();
         let submitted = submit_once(context, |device, cb| {
-            let to_shader = [vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::SHADER_READ)];
-            // Only the host waits for the statuses: later dispatches are not held back, and
-            // GPU work after the node's completion is submitted after the host saw the fence.
-            let after = [vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                .dst_access_mask(vk::AccessFlags::HOST_READ)];
+            let compute = vk::PipelineStageFlags::COMPUTE_SHADER;
             // SAFETY: `cb` is recording on the compute family; every buffer lives until the
             // waiter has seen the fence (imported blocks: their requests hold the scratch until
             // their nodes complete); the tile lists were checked by the stage (inputs inside
@@ -750,41 +743,27 @@ impl Decoding {
                     for (buffer, region) in &copies {
                         device.cmd_copy_buffer(cb, *buffer, input_raw, std::slice::from_ref(region));
                     }
-                    device.cmd_pipeline_barrier(
+                    barrier(
+                        device,
                         cb,
-                        vk::PipelineStageFlags::TRANSFER,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::DependencyFlags::empty(),
-                        &to_shader,
-                        &[],
-                        &[],
+                        (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE),
+                        (compute, vk::AccessFlags::SHADER_READ),
                     );
                 }
                 decoder.record(cb, tiles_addr, status_addr, tiles as u32);
                 if hashed > 0 {
                     // The hash check reads what the decode wrote.
-                    let decoded = [vk::MemoryBarrier::default()
-                        .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-                        .dst_access_mask(vk::AccessFlags::SHADER_READ)];
-                    device.cmd_pipeline_barrier(
-                        cb,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::DependencyFlags::empty(),
-                        &decoded,
-                        &[],
-                        &[],
-                    );
+                    let (wrote, read) = (vk::AccessFlags::SHADER_WRITE, vk::AccessFlags::SHADER_READ);
+                    barrier(device, cb, (compute, wrote), (compute, read));
                     decoder.record_hash(cb, checks_addr, checked_addr, hashed as u32);
                 }
-                device.cmd_pipeline_barrier(
+                // Only the host waits for the statuses: later dispatches are not held back, and
+                // GPU work after the node's completion is submitted after the host saw the fence.
+                barrier(
+                    device,
                     cb,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::PipelineStageFlags::HOST,
-                    vk::DependencyFlags::empty(),
-                    &after,
-                    &[],
-                    &[],
+                    (compute, vk::AccessFlags::SHADER_WRITE),
+                    (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
                 );
             }
         });
