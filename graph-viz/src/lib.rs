@@ -7,13 +7,15 @@
 //!
 //! - [`dot`]: the DOT writer;
 //! - [`recorder`]: [`RunRecorder`], an observer that remembers when each node ran;
-//! - [`trace`]: [`TraceRecorder`], an observer whose record is a timeline trace (Chrome
-//!   trace-event JSON, for Perfetto UI and `chrome://tracing`).
+//! - `trace` (feature `trace`): `TraceRecorder`, an observer whose record is a timeline trace
+//!   (Chrome trace-event JSON, for Perfetto UI and `chrome://tracing`).
 
 pub mod dot;
 pub mod recorder;
+#[cfg(feature = "trace")]
 pub mod trace;
 
 pub use dot::{plan_dot, run_dot};
 pub use recorder::{NodeRun, RunRecorder};
+#[cfg(feature = "trace")]
 pub use trace::TraceRecorder;
