@@ -1,7 +1,11 @@
 //! `dsr bench ...`: benchmarks, each measuring dsr and a peer in the same run.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Args, Subcommand};
 use serde_json::json;
+
+use crate::plot::{bars, Case};
 
 use dsr_cli::harness::exec::{self, Shape};
 
@@ -11,6 +15,9 @@ use super::{CliError, CliResult};
 pub struct BenchArgs {
     #[command(subcommand)]
     bench: Bench,
+    /// Also draw the cases as an SVG bar chart here, dsr beside its peers.
+    #[arg(long, global = true, value_name = "SVG")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,18 +190,27 @@ struct ExecArgs {
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
+    let plot = args.plot.as_deref();
     match args.bench {
-        Bench::Exec(args) => run_exec(args),
-        Bench::DecodeCpu(args) => run_decode(args),
-        Bench::EncodeCpu(args) => run_encode(args),
-        Bench::DecodeGpu(args) => run_decode_gpu(args),
-        Bench::Read(args) => run_read(args),
-        Bench::Upload(args) => run_upload(args),
-        Bench::Submit(args) => run_submit(args),
+        Bench::Exec(args) => run_exec(args, plot),
+        Bench::DecodeCpu(args) => run_decode(args, plot),
+        Bench::EncodeCpu(args) => run_encode(args, plot),
+        Bench::DecodeGpu(args) => run_decode_gpu(args, plot),
+        Bench::Read(args) => run_read(args, plot),
+        Bench::Upload(args) => run_upload(args, plot),
+        Bench::Submit(args) => run_submit(args, plot),
     }
 }
 
-fn run_decode_gpu(args: DecodeGpuArgs) -> CliResult {
+/// Draws `cases` to `plot`, if asked.
+fn plot_to(plot: Option<&Path>, title: &str, unit: &str, cases: &[Case]) -> CliResult {
+    match plot {
+        Some(path) => bars(path, title, unit, cases),
+        None => Ok(()),
+    }
+}
+
+fn run_decode_gpu(args: DecodeGpuArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::{codec, decode_gpu};
     let form = match args.form.as_str() {
         "auto" => None,
@@ -252,6 +268,34 @@ fn run_decode_gpu(args: DecodeGpuArgs) -> CliResult {
     )
     .map_err(CliError::failed)?;
     let info = context.info();
+    let mut plotted: Vec<Case> = result
+        .batches
+        .iter()
+        .map(|b| {
+            Case::new(
+                format!("{} per submission", dsr::viz::dot::human_bytes(b.output_bytes)),
+                [
+                    ("dsr shader", Some(b.dsr_gbps)),
+                    ("VK_NV_memory_decompression", b.nv_gbps),
+                ],
+            )
+        })
+        .collect();
+    plotted.push(Case::new("CPU decoder, all workers", [("dsr CPU", Some(cpu_gbps))]));
+    plotted.push(Case::new(
+        "warm file → GPU buffer",
+        [
+            ("end to end", Some(e2e.e2e_gbps)),
+            ("read alone", Some(e2e.read_gbps)),
+            ("decode alone", Some(e2e.decode_gbps)),
+        ],
+    ));
+    plot_to(
+        plot,
+        &format!("GDeflate on the GPU: {}", info.name),
+        "GB/s of output",
+        &plotted,
+    )?;
     if args.json {
         let doc = json!({
             "bench": "decode-gpu",
@@ -308,7 +352,7 @@ fn run_decode_gpu(args: DecodeGpuArgs) -> CliResult {
     Ok(())
 }
 
-fn run_upload(args: UploadArgs) -> CliResult {
+fn run_upload(args: UploadArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::upload;
     let context = dsr::gpu::GpuContext::new(&dsr::gpu::GpuConfig::from_env())?;
     let total = args.size_mib.max(1) << 20;
@@ -362,6 +406,20 @@ fn run_upload(args: UploadArgs) -> CliResult {
             cases.push(case);
         }
     }
+    let plotted: Vec<Case> = cases
+        .iter()
+        .map(|c| {
+            Case::new(
+                format!("{} {}", c.case, dsr::viz::dot::human_bytes(c.region_bytes)),
+                [
+                    ("dsr", Some(c.dsr_gbps)),
+                    ("bare vkCmdCopyBuffer", c.bare_copy_gbps),
+                    ("naive loop", c.naive_gbps),
+                ],
+            )
+        })
+        .collect();
+    plot_to(plot, "Into GPU buffers", "GB/s", &plotted)?;
     if args.json {
         let info = context.info();
         let doc = json!({
@@ -378,7 +436,7 @@ fn run_upload(args: UploadArgs) -> CliResult {
     Ok(())
 }
 
-fn run_submit(args: SubmitArgs) -> CliResult {
+fn run_submit(args: SubmitArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::submit;
     if args.requests == 0 {
         return Err(CliError::usage("--requests must be at least 1"));
@@ -389,6 +447,23 @@ fn run_submit(args: SubmitArgs) -> CliResult {
     let library = args.library.clone().or_else(submit::default_library);
     let result = submit::measure(args.requests, args.runs, workers, library.as_deref())?;
     let c_run = result.c.as_ref().ok();
+    plot_to(
+        plot,
+        &format!("The submit path, {workers} workers"),
+        "ns of submitting-thread CPU per request",
+        &[Case::new(
+            format!("{} requests", args.requests),
+            [
+                ("batch API", Some(result.batch.submit_cpu_ns_per_req)),
+                ("Rust queue", Some(result.rust.submit_cpu_ns_per_req)),
+                (
+                    "Rust queue, per-request buffers",
+                    Some(result.rust_distinct.submit_cpu_ns_per_req),
+                ),
+                ("C ABI", c_run.map(|c| c.submit_cpu_ns_per_req)),
+            ],
+        )],
+    )?;
     if args.json {
         let doc = json!({
             "bench": "submit",
@@ -427,7 +502,7 @@ fn run_submit(args: SubmitArgs) -> CliResult {
     Ok(())
 }
 
-fn run_exec(args: ExecArgs) -> CliResult {
+fn run_exec(args: ExecArgs, plot: Option<&Path>) -> CliResult {
     if args.nodes < 2 {
         return Err(CliError::usage("--nodes must be at least 2"));
     }
@@ -452,6 +527,20 @@ fn run_exec(args: ExecArgs) -> CliResult {
             results.push(result);
         }
     }
+    let plotted: Vec<Case> = results
+        .iter()
+        .map(|r| {
+            Case::new(
+                format!("{}, {} workers", r.shape, r.workers),
+                [
+                    ("dsr", Some(r.dsr_ns_per_node)),
+                    ("rayon spawn", Some(r.rayon_ns_per_task)),
+                    ("rayon inline", Some(r.rayon_inline_ns_per_task)),
+                ],
+            )
+        })
+        .collect();
+    plot_to(plot, "Executor overhead", "ns per node (lower is better)", &plotted)?;
     if args.json {
         let doc = json!({ "bench": "exec", "runs": args.runs, "results": results });
         println!("{doc}");
@@ -462,7 +551,7 @@ fn run_exec(args: ExecArgs) -> CliResult {
 const NO_REFERENCE: &str = "the reference codec is not built in: run `cargo run --release --features \
                             reference-codec -- bench ...` to measure it beside dsr";
 
-fn run_decode(args: CodecArgs) -> CliResult {
+fn run_decode(args: CodecArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::codec;
     let (data, what) = args.data()?;
     // The same tiles for both sides: compressed as a shipped asset would be. With the reference
@@ -514,6 +603,24 @@ fn run_decode(args: CodecArgs) -> CliResult {
     }
     let bare_mbps = data.len() as f64 / dsr_cli::harness::median(&mut bare).as_secs_f64() / 1e6;
     let compressed = tiles.compressed();
+    let plotted: Vec<Case> = results
+        .iter()
+        .map(|r| {
+            Case::new(
+                format!("{} thread(s)", r["threads"]),
+                [
+                    ("dsr", r["dsr_mbps"].as_f64()),
+                    ("reference", r["reference_mbps"].as_f64()),
+                ],
+            )
+        })
+        .collect();
+    plot_to(
+        plot,
+        &format!("GDeflate decoding on the CPU: {what}"),
+        "MB/s of output",
+        &plotted,
+    )?;
     if args.json {
         let doc = json!({
             "bench": "decode-cpu",
@@ -552,7 +659,7 @@ fn run_decode(args: CodecArgs) -> CliResult {
     Ok(())
 }
 
-fn run_encode(args: CodecArgs) -> CliResult {
+fn run_encode(args: CodecArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::codec;
     let (data, what) = args.data()?;
     let mut rows = Vec::new();
@@ -567,6 +674,27 @@ fn run_encode(args: CodecArgs) -> CliResult {
             );
         }
     }
+    let plotted: Vec<Case> = args
+        .levels
+        .iter()
+        .map(|&level| {
+            let mbps = |codec: &str| {
+                rows.iter()
+                    .find(|r| r["codec"] == codec && r["level"] == level)
+                    .and_then(|r| r["mbps"].as_f64())
+            };
+            Case::new(
+                format!("level {level}"),
+                [("dsr", mbps("dsr")), ("reference", mbps("reference"))],
+            )
+        })
+        .collect();
+    plot_to(
+        plot,
+        &format!("GDeflate compression: {what}"),
+        "MB/s of input",
+        &plotted,
+    )?;
     if args.json {
         println!(
             "{}",
@@ -590,7 +718,7 @@ fn run_encode(args: CodecArgs) -> CliResult {
     Ok(())
 }
 
-fn run_read(args: ReadArgs) -> CliResult {
+fn run_read(args: ReadArgs, plot: Option<&Path>) -> CliResult {
     use dsr_cli::harness::read;
     let file_len = dsr::file_len(&args.file)?;
     if file_len < 1 << 20 {
@@ -598,6 +726,7 @@ fn run_read(args: ReadArgs) -> CliResult {
     }
     let fio = read::fio_available();
     let mut modes = Vec::new();
+    let mut plotted = Vec::new();
     for mode in read::MODES {
         if !args.modes.is_empty() && !args.modes.iter().any(|m| m == mode.name) {
             continue;
@@ -668,8 +797,10 @@ fn run_read(args: ReadArgs) -> CliResult {
                 }
             );
         }
+        plotted.push(Case::new(mode.name, [("dsr", d.0), ("fio", f.0)]));
         modes.push(row);
     }
+    plot_to(plot, "File reads", "GB/s", &plotted)?;
     if args.json {
         println!(
             "{}",

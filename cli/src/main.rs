@@ -9,6 +9,7 @@ mod info;
 mod load;
 mod output;
 mod pack;
+mod plot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

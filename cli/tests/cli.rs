@@ -53,6 +53,66 @@ fn demo_verifies_every_byte() {
     assert!(doc["archive"]["gbps"].as_f64().unwrap() > 0.0);
 }
 
+/// `--plot` draws a bench's cases as an SVG bar chart that a browser renders: headless Chromium
+/// (Debian's package; CI installs it) takes a screenshot, which must show the bars of dsr's series
+/// and its peer's, not a blank page.
+#[test]
+fn bench_plots_render_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("exec.svg");
+    dsr(&[
+        "bench",
+        "exec",
+        "--nodes",
+        "2000",
+        "--runs",
+        "1",
+        "--workers",
+        "1",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+        "{text:.200}"
+    );
+    for label in ["dsr", "rayon spawn", "chains, 1 workers", "ns per node"] {
+        assert!(text.contains(label), "the chart names {label:?}");
+    }
+    let png = dir.path().join("exec.png");
+    let shot = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,560"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", svg.display()))
+        .output();
+    match shot {
+        Ok(out) => assert!(png.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(err) if std::env::var("DSR_REQUIRE_TOOLS").as_deref() == Ok("1") => {
+            panic!("DSR_REQUIRE_TOOLS=1 but chromium cannot run: {err}")
+        }
+        Err(err) => {
+            eprintln!("skipped the render check: chromium cannot run ({err}); apt-get install chromium");
+            return;
+        }
+    }
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let colour = |rgb: [u8; 3]| {
+        pixels[..info.buffer_size()]
+            .chunks(channels)
+            .filter(|p| p[..3] == rgb)
+            .count()
+    };
+    let total = (info.width * info.height) as usize;
+    // dsr's bars (the first series' blue) and rayon's (orange) cover a visible share of the page.
+    assert!(colour([0x1f, 0x77, 0xb4]) > total / 100, "dsr's bars are drawn");
+    assert!(colour([0xff, 0x7f, 0x0e]) > total / 100, "the peer's bars are drawn");
+}
+
 /// `--trace` writes Chrome trace-event JSON: worker tracks named, node spans named by kind and
 /// request, the demo's missing file as a failure event.
 #[test]
