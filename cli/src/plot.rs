@@ -28,12 +28,15 @@ impl Case {
 }
 
 /// Colours of the series, in order of first appearance (dsr first).
-const COLOURS: [RGBColor; 5] = [
+const COLOURS: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// Draws `cases` as grouped bars into an SVG at `path`: `title` above, `unit` on the value axis.
@@ -55,9 +58,9 @@ pub fn bars(path: &Path, title: &str, unit: &str, cases: &[Case]) -> Result<(), 
         .flat_map(|c| c.values.iter().map(|&(_, v)| v))
         .fold(0.0f64, f64::max)
         .max(f64::MIN_POSITIVE)
-        * 1.15;
-    // Each case takes a slot per series and a gap.
-    let width = series.len() + 1;
+        * 1.4;
+    // Each case takes a slot per value it has, and a gap; groups as wide as the widest.
+    let width = cases.iter().map(|c| c.values.len()).max().unwrap_or(1) + 1;
     let slots = (cases.len() * width) as f64;
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
@@ -79,7 +82,7 @@ pub fn bars(path: &Path, title: &str, unit: &str, cases: &[Case]) -> Result<(), 
     // Each group's name under its middle.
     let style = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     for (c, case) in cases.iter().enumerate() {
-        let middle = (c * width) as f64 + 0.5 + series.len() as f64 / 2.0;
+        let middle = (c * width) as f64 + 0.5 + case.values.len() as f64 / 2.0;
         let (x, y) = chart.backend_coord(&(middle, 0.0));
         root.draw(&Text::new(case.name.clone(), (x, y + 10), style.clone()))
             .map_err(|e| fail(&e))?;
@@ -87,9 +90,9 @@ pub fn bars(path: &Path, title: &str, unit: &str, cases: &[Case]) -> Result<(), 
     for (s, &name) in series.iter().enumerate() {
         let colour = COLOURS[s % COLOURS.len()];
         let rects = cases.iter().enumerate().filter_map(move |(c, case)| {
-            let value = case.values.iter().find(|&&(n, _)| n == name)?.1;
-            let x = (c * width + s) as f64 + 0.5;
-            Some(Rectangle::new([(x, 0.0), (x + 1.0, value)], colour.filled()))
+            let slot = case.values.iter().position(|&(n, _)| n == name)?;
+            let x = (c * width + slot) as f64 + 0.5;
+            Some(Rectangle::new([(x, 0.0), (x + 1.0, case.values[slot].1)], colour.filled()))
         });
         chart
             .draw_series(rects)
