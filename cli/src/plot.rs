@@ -92,7 +92,10 @@ pub fn bars(path: &Path, title: &str, unit: &str, cases: &[Case]) -> Result<(), 
         let rects = cases.iter().enumerate().filter_map(move |(c, case)| {
             let slot = case.values.iter().position(|&(n, _)| n == name)?;
             let x = (c * width + slot) as f64 + 0.5;
-            Some(Rectangle::new([(x, 0.0), (x + 1.0, case.values[slot].1)], colour.filled()))
+            Some(Rectangle::new(
+                [(x, 0.0), (x + 1.0, case.values[slot].1)],
+                colour.filled(),
+            ))
         });
         chart
             .draw_series(rects)
