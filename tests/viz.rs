@@ -205,7 +205,34 @@ fn a_trace_shows_every_node_once_on_tracks_that_nest() {
         failed["args"]["error"].as_str().unwrap().contains("nonexistent"),
         "{failed}"
     );
-    assert!(spans
+    let decode = spans
         .iter()
-        .any(|e| e["name"] == "decompress-cpu" && e["args"]["name"] == "packed"));
+        .find(|e| e["name"] == "decompress-cpu" && e["args"]["name"] == "packed")
+        .expect("the decode's span");
+    assert!(
+        decode["args"]["tiles"].as_str().is_some_and(|t| t.starts_with("0..")),
+        "{decode}"
+    );
+    // Counters: each ends where it started, and the ones that move did move.
+    for (name, key) in [
+        ("nodes waiting on completion sources", "nodes"),
+        ("scratch bytes held", "bytes"),
+        ("requests in flight", "requests"),
+    ] {
+        let values: Vec<i64> = of("C")
+            .filter(|e| e["name"] == name)
+            .map(|e| e["args"][key].as_i64().unwrap())
+            .collect();
+        assert_eq!(values.last(), Some(&0), "{name} ends at zero: {values:?}");
+        assert!(values.iter().all(|&v| v >= 0), "{name} never negative: {values:?}");
+        assert!(values.iter().max() > Some(&0), "{name} moved: {values:?}");
+    }
+    let scratch_peak = of("C")
+        .filter(|e| e["name"] == "scratch bytes held")
+        .map(|e| e["args"]["bytes"].as_i64().unwrap())
+        .max();
+    assert!(
+        scratch_peak >= Some(packed.len() as i64),
+        "the packed stream's scratch is counted"
+    );
 }

@@ -25,6 +25,12 @@ pub struct NodeEvent {
     pub kind: NodeKind,
     /// Its request.
     pub request: RequestId,
+    /// Bytes it produces at its destination.
+    pub len: u64,
+    /// Bytes it consumes (for `Acquire` and `Release`, the request's scratch).
+    pub src_len: u64,
+    /// For decode nodes, the first tile it decodes (see `NodeSpec::tile`).
+    pub tile: u32,
     /// The worker it happened on (`None` when a completion source finished the node off a
     /// worker, or a caller's cancellation did).
     pub worker: Option<usize>,

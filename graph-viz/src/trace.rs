@@ -9,7 +9,7 @@
 //!   as an async span (`b`/`e`) from the hand-over to its end, in the source's category;
 //! - the GPU time of each GPU submission (timestamp queries), on a "GPU" process's track,
 //!   placed to end where the node ended (its start on the CPU clock is not calibrated yet);
-//! - a counter of the nodes waiting on completion sources;
+//! - counters: nodes waiting on completion sources, scratch bytes held, requests in flight;
 //! - failures, cancellations and skips as instant events naming the request (and the error).
 //!
 //! Recording takes one uncontended lock per event (each worker has its own buffer); a recorder
@@ -48,6 +48,9 @@ struct Raw {
     node: u32,
     kind: NodeKind,
     request: u32,
+    len: u64,
+    src_len: u64,
+    tile: u32,
     worker: Option<usize>,
     at: Instant,
 }
@@ -77,6 +80,9 @@ impl TraceRecorder {
             node: event.node.index() as u32,
             kind: event.kind,
             request: event.request.index() as u32,
+            len: event.len,
+            src_len: event.src_len,
+            tile: event.tile,
             worker: event.worker,
             at: event.at,
         };
@@ -109,8 +115,12 @@ impl TraceRecorder {
                 json!({"ph": "M", "pid": 1, "tid": w, "name": "thread_name", "args": {"name": format!("worker {w}")}}),
             );
         }
-        // The waits on completion sources, as (time, +1/-1), for the counter.
+        // The counters' steps, as (time, change): waits on completion sources, scratch bytes
+        // held (from each `Acquire`'s end to its `Release`'s), requests in flight (from their
+        // first event to their last).
         let mut waits: Vec<(Instant, i64)> = Vec::new();
+        let mut scratch: Vec<(Instant, i64)> = Vec::new();
+        let mut requests: HashMap<(u64, u32), (Instant, Instant)> = HashMap::new();
         let mut names: HashMap<(u64, u32), Option<String>> = HashMap::new();
         for node in raws.chunk_by(|a, b| (a.batch, a.node) == (b.batch, b.node)) {
             let first = &node[0];
@@ -126,6 +136,10 @@ impl TraceRecorder {
             if let Some(request) = &request {
                 args["name"] = json!(request);
             }
+            if first.kind == NodeKind::DecompressCpu && first.len > 0 {
+                let tiles = first.len.div_ceil(65536) as u32;
+                args["tiles"] = json!(format!("{}..{}", first.tile, first.tile + tiles));
+            }
             let find = |f: fn(&What) -> bool| node.iter().find(|r| f(&r.what));
             let started = find(|w| matches!(w, What::Started));
             let deferred = find(|w| matches!(w, What::Deferred));
@@ -136,6 +150,16 @@ impl TraceRecorder {
             let What::Finished(end) = &finished.what else {
                 unreachable!("found as finished")
             };
+            let span = requests
+                .entry((first.batch, first.request))
+                .or_insert((first.at, finished.at));
+            span.0 = span.0.min(first.at);
+            span.1 = span.1.max(finished.at);
+            match (first.kind, end) {
+                (NodeKind::Acquire, End::Done(_)) => scratch.push((finished.at, first.src_len as i64)),
+                (NodeKind::Release, End::Done(_)) => scratch.push((finished.at, -(first.src_len as i64))),
+                _ => {}
+            }
             if let End::Done(bytes) = end {
                 args["bytes"] = json!(bytes);
             }
@@ -187,13 +211,34 @@ impl TraceRecorder {
                 }));
             }
         }
-        waits.sort_by_key(|&(at, delta)| (at, delta));
-        let mut depth = 0i64;
-        for (at, delta) in waits {
-            depth += delta;
-            events.push(json!({"ph": "C", "pid": 1, "name": "nodes waiting on completion sources", "ts": self.us(at), "args": {"nodes": depth}}));
+        let in_flight: Vec<(Instant, i64)> = requests
+            .values()
+            .flat_map(|&(from, to)| [(from, 1), (to, -1)])
+            .collect();
+        for (name, key, steps) in [
+            ("nodes waiting on completion sources", "nodes", waits),
+            ("scratch bytes held", "bytes", scratch),
+            ("requests in flight", "requests", in_flight),
+        ] {
+            events.extend(self.counter(name, key, steps));
         }
         json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+    }
+}
+
+impl TraceRecorder {
+    /// A counter's events: its running total after each step, in time order (decreases first
+    /// at equal times, so a total never shows a step that did not happen).
+    fn counter(&self, name: &str, key: &str, mut steps: Vec<(Instant, i64)>) -> Vec<Value> {
+        steps.sort_by_key(|&(at, delta)| (at, delta));
+        let mut total = 0i64;
+        steps
+            .into_iter()
+            .map(|(at, delta)| {
+                total += delta;
+                json!({"ph": "C", "pid": 1, "name": name, "ts": self.us(at), "args": {key: total}})
+            })
+            .collect()
     }
 }
 

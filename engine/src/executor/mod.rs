@@ -174,6 +174,9 @@ impl Shared {
             node: task.node,
             kind: batch.graph.kind(task.node),
             request: batch.graph.request_of(task.node),
+            len: batch.graph.len(task.node),
+            src_len: batch.graph.src_len(task.node),
+            tile: batch.graph.tile(task.node),
             worker,
             at: Instant::now(),
         };
