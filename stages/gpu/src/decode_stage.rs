@@ -5,18 +5,20 @@
 //! it, its input being the stream up to its end (read into scratch, or the caller's bytes). The
 //! stage parses the stream's table, picks the piece's tiles and queues them as a job:
 //!
-//! - **Batched.** While fewer than [`GpuDecodeConfig::flights`] submissions are on the GPU a job goes at
-//!   once; otherwise it waits, and the next submission takes every job waiting (from any request
-//!   or batch), so a busy GPU gets fewer, larger dispatches: a tile is 32 lanes of serial work
-//!   and the GPU needs thousands of them at once. Each submission is one command buffer on the
-//!   compute queue: the jobs' compressed bytes copied into one device-local buffer, one dispatch
-//!   over all their tiles.
-//! - **No copy on the CPU** where the bytes lie in a scratch block imported into Vulkan
-//!   ([`HostImports`]): the GPU reads them where the read put them. Other bytes (the caller's,
-//!   or a block not imported) are copied into the submission's host-visible list when it is
-//!   recorded.
-//! - **Pooled.** Device copies, staging and tile lists come from a small pool, so a steady
-//!   stream of loads allocates nothing.
+//! - **Batched.** While the GPU has room ([`GpuDecodeConfig::flights`] submissions; one by
+//!   default, since the driver runs them one after another) the waiting jobs go when a stream is
+//!   complete or a GPU's worth of tiles waits (`BATCH_TILES`); otherwise they wait for more,
+//!   and the waiter thread's clock sends them once no piece has come for `BATCH_QUIET` or the
+//!   oldest has waited `BATCH_WAIT`. So a busy GPU gets few, large dispatches (a tile is 32
+//!   lanes of serial work, and the GPU needs thousands at once) and jobs of any request or batch
+//!   share them. Each submission is one command buffer on the compute queue: one dispatch over
+//!   all its tiles, then the tile hash check where requests carry hashes.
+//! - **No copy** (`DecodeInput::Direct`, the default): the shader reads compressed bytes where
+//!   the reads put them, in scratch blocks imported into Vulkan ([`HostImports`]); bytes not in an
+//!   imported block (the caller's, small blocks) are copied into the submission's host-visible
+//!   list when it is recorded. `DecodeInput::Copy` copies them into a device buffer first.
+//! - **Pooled.** Device copies and lists come from a small pool, so a steady stream of loads
+//!   allocates nothing.
 //!
 //! A waiter thread takes the submissions in order, checks every tile's status when the GPU is
 //! done and completes the jobs' nodes (a bad tile fails its request naming the tile, as the CPU
