@@ -177,8 +177,8 @@ fn memory_and_compressed_assets_reach_the_gpu() {
 
 /// GDeflate assets decoded by the GPU decoder straight into GPU buffers (the `DecompressGpu`
 /// route), files and memory, many tiles and a partial last one, beside the same asset on the
-/// automatic route (which sends one this small to the CPU) and a damaged stream that fails alone,
-/// naming its tile; and a request the route cannot take.
+/// automatic route and a damaged stream that fails alone, naming its tile; then tile hashes
+/// checked on the GPU route, a wrong one failing its request with the tile named.
 #[test]
 fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
     let Some(context) = context() else { return };
@@ -261,8 +261,8 @@ fn compressed_assets_decode_on_the_gpu_and_a_damaged_one_fails_alone() {
 
 /// A stream read in small pieces decodes on the GPU piece by piece (each piece's tiles as soon as
 /// the reads before it are in), many requests' pieces sharing submissions; a stream cut short and
-/// one whose tile table is out of order fail, naming the problem, and their neighbours land.
-/// Both ways compressed bytes can reach the shader: copied to the device, or read where they lie.
+/// one whose tile table is out of order fail, naming the problem, and their neighbours land; in
+/// both ways compressed bytes can reach the shader (copied to the device, or read where they lie).
 #[test]
 fn streams_read_in_pieces_decode_on_the_gpu_as_they_arrive() {
     let Some(context) = context() else { return };

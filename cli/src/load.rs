@@ -46,9 +46,9 @@ pub struct LoadArgs {
     /// their tile hashes (reading GPU buffers back first).
     #[arg(long)]
     verify: bool,
-    /// With `--dest gpu`, where compressed assets decode: auto (the GPU decoder for large
-    /// assets where it can run, the workers otherwise), cpu (decoded by the workers, then
-    /// uploaded) or gpu (decoded by dsr's shader, tile hashes checked there too; refused where
+    /// With `--dest gpu`, where compressed assets decode: auto (dsr's shader on a real GPU, the
+    /// workers on a device that is the CPU itself, such as lavapipe), cpu (decoded by the workers,
+    /// then uploaded) or gpu (decoded by dsr's shader, tile hashes checked there too; refused where
     /// it cannot run).
     #[arg(long, value_enum, default_value_t = Decode::Auto)]
     decode: Decode,
