@@ -441,6 +441,95 @@ fn archives_loaded_into_gpu_memory_are_checked_against_their_tile_hashes() {
     assert_valid(&context);
 }
 
+/// The driver's `VK_NV_memory_decompression` as the route's decoder (forced, where the device
+/// has it): it takes only hashed tiles, so damaged and hostile tiles (garbage, zeros, a flipped
+/// bit) fail their own requests by their hashes, the good assets beside them land byte-exact,
+/// and the device lives on. Skipped, saying so, on devices without the extension (lavapipe);
+/// `DSR_REQUIRE_NV=1` makes that a failure (the GPU machine's runs).
+#[test]
+fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes() {
+    let Some(context) = context() else { return };
+    if !context.nv_decompression() {
+        assert!(
+            std::env::var("DSR_REQUIRE_NV").as_deref() != Ok("1"),
+            "DSR_REQUIRE_NV=1 but the device has no VK_NV_memory_decompression"
+        );
+        eprintln!("skipped: the device has no VK_NV_memory_decompression");
+        return;
+    }
+    let (builder, _) = dsr::stages::install_stages(
+        dsr::Executor::builder().config(ExecutorConfig {
+            workers: 2,
+            ..ExecutorConfig::default()
+        }),
+        IoConfig::default(),
+    )
+    .unwrap();
+    let decode = dsr::gpu::GpuDecodeConfig {
+        decoder: Some(dsr::gpu::DecodeBackend::Nv),
+        ..dsr::gpu::GpuDecodeConfig::default()
+    };
+    let (builder, _) = dsr::gpu::install_gpu_with(builder, &context, StagingConfig::default(), decode).unwrap();
+    let executor = builder.build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("game.dsrpak");
+    let text: Vec<u8> = (0..300_000u32).map(|i| b"spawn(player, level) "[(i % 21) as usize]).collect();
+    let names = ["good", "flipped", "garbage", "zeros", "good2"];
+    let mut writer = dsr::archive::ArchiveWriter::create(&path, dsr_gdeflate::Level::new(4)).unwrap();
+    for name in names {
+        writer.add(name, &text).unwrap();
+    }
+    writer.finish().unwrap();
+    let archive = dsr::archive::Archive::open(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for (name, damage) in [("flipped", 0), ("garbage", 1), ("zeros", 2)] {
+        let asset = archive.find(name).unwrap();
+        let stream = asset.offset as usize..(asset.offset + asset.stored_len) as usize;
+        let tiles = dsr_gdeflate::TileStream::parse(&bytes[stream.clone()]).unwrap();
+        let data = stream.start + tiles.tile_span(0).unwrap().0.start..stream.end;
+        match damage {
+            0 => bytes[data.start + data.len() / 2] ^= 0x10,
+            1 => bytes[data].iter_mut().for_each(|b| *b = rng.u8(..)),
+            _ => bytes[data].fill(0),
+        }
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let archive = dsr::archive::Archive::open(&path).unwrap();
+    let assets: Vec<_> = names.iter().map(|n| archive.find(n).unwrap()).collect();
+    let gpu = dsr::gpu::allocate_buffer(&context, 2 << 20).unwrap();
+    let host = HostBuffer::new(0);
+    let slots: Vec<u64> = (0..names.len() as u64).map(|i| i * (384 << 10)).collect();
+    let before = dsr::gpu::decode_stage::submissions().1;
+    for round in 0..3 {
+        let mut batch = executor.batch();
+        for (request, &slot) in dsr::archive::requests(&archive, &assets, &host, &slots, true).zip(&slots) {
+            batch.push(request.on_device(&gpu, slot).decode_on(DecodeRoute::Gpu)).unwrap();
+        }
+        let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+        for (i, name) in names.iter().enumerate() {
+            let what = format!("round {round}, {name}");
+            match &report.requests[i].status {
+                RequestStatus::Done if name.starts_with("good") => {
+                    assert!(read_back(&executor, &gpu, slots[i], text.len() as u64) == text, "{what}");
+                }
+                RequestStatus::Failed(err) if !name.starts_with("good") => {
+                    assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+                    assert!(err.tile().is_some(), "{what}: {err}");
+                }
+                other => panic!("{what}: ended {other:?}"),
+            }
+        }
+        assert!(!context.is_lost(), "round {round}: the device was lost");
+    }
+    assert!(
+        dsr::gpu::decode_stage::submissions().1 > before,
+        "the driver's decoder ran no submission"
+    );
+    drop(executor);
+    assert_valid(&context);
+}
+
 #[test]
 fn gpu_copies_and_read_backs_land_byte_exact() {
     let Some(context) = context() else { return };

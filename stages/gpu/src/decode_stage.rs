@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -36,9 +37,11 @@ use dsr_engine::{DeviceBuffer, Error, ErrorKind, Input, NodeRef, Outcome, Pendin
 use dsr_gdeflate::{Reason, TileStream, TILE_SIZE};
 
 use crate::buffer::{allocate_buffer, device_address, GpuBuffer, HostVisible};
+use crate::choose::{Chooser, DecodeBackend};
 use crate::context::GpuContext;
 use crate::decode::{barrier, status_result, submit_once, GpuDecoder, HashDesc, Submitted, TileDesc, PROFILE_WORDS};
 use crate::import::HostImports;
+use crate::timestamps::{Pair, QueryPairs};
 
 /// How compressed bytes reach the shader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,10 @@ pub struct GpuDecodeConfig {
     pub input: DecodeInput,
     /// Submissions on the GPU at once before new jobs wait to be batched into the next.
     pub flights: usize,
+    /// The decoder for submissions the driver's `VK_NV_memory_decompression` may take (every
+    /// tile hashed, the extension enabled): `None` chooses by what each measured on this device
+    /// ([`crate::choose`]); `Some` forces one (for measuring).
+    pub decoder: Option<DecodeBackend>,
 }
 
 impl Default for GpuDecodeConfig {
@@ -67,13 +74,14 @@ impl Default for GpuDecodeConfig {
         GpuDecodeConfig {
             input: DecodeInput::Direct,
             flights: 1,
+            decoder: None,
         }
     }
 }
 
 impl GpuDecodeConfig {
-    /// The defaults, with `DSR_GPU_DECODE_INPUT=copy|direct` and `DSR_GPU_DECODE_FLIGHTS=N`
-    /// applied (for measuring one against the other).
+    /// The defaults, with `DSR_GPU_DECODE_INPUT=copy|direct`, `DSR_GPU_DECODE_FLIGHTS=N` and
+    /// `DSR_GPU_DECODER=shader|nv|auto` applied (for measuring one against the other).
     pub fn from_env() -> Self {
         let mut config = GpuDecodeConfig::default();
         match std::env::var("DSR_GPU_DECODE_INPUT").as_deref() {
@@ -86,6 +94,12 @@ impl GpuDecodeConfig {
             .and_then(|v| v.parse().ok())
         {
             config.flights = usize::max(n, 1);
+        }
+        match std::env::var("DSR_GPU_DECODER").as_deref() {
+            Ok("shader") => config.decoder = Some(DecodeBackend::Shader),
+            Ok("nv") => config.decoder = Some(DecodeBackend::Nv),
+            Ok("auto") => config.decoder = None,
+            _ => {}
         }
         config
     }
@@ -102,6 +116,20 @@ const BATCH_QUIET: Duration = Duration::from_millis(1);
 /// ...or once the oldest has waited this long: about as long as a submission of even one tile
 /// holds the GPU (5–7 ms on an H100), since submissions run one after another.
 const BATCH_WAIT: Duration = Duration::from_millis(8);
+/// Submissions each decoder has run in this process: shader, driver (see [`submissions`]).
+static SUBMISSIONS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// How many submissions dsr's shader and the driver's `VK_NV_memory_decompression` have run in
+/// this process, across every `DecompressGpu` stage (for reports and tests).
+pub fn submissions() -> (u64, u64) {
+    (
+        SUBMISSIONS[0].load(Ordering::Relaxed),
+        SUBMISSIONS[1].load(Ordering::Relaxed),
+    )
+}
+
+/// Submissions timed at once (more go untimed; one or a few are in flight).
+const QUERY_PAIRS: u32 = 8;
 /// Buffers of each kind the pool keeps for reuse.
 const POOL_KEEP: usize = 8;
 /// The smallest buffer the pool makes (larger requests round up to a power of two).
@@ -164,6 +192,10 @@ struct Flight {
     /// The tile list, statuses and hash checks, placed as `layout` says.
     list: HostVisible,
     layout: ListLayout,
+    /// Which decoder ran its tiles (the driver's writes no statuses).
+    decoder: DecodeBackend,
+    /// Its timestamps around the decode, where the queue writes them.
+    timed: Option<Pair>,
 }
 
 /// Where a submission's host-visible list holds what: the tile list, a status word per tile
@@ -244,6 +276,12 @@ struct Decoding {
     imports: Option<Arc<HostImports>>,
     state: Mutex<State>,
     pool: Pool,
+    /// The driver's decoder, where the device has it enabled.
+    nv: Option<ash::nv::memory_decompression::Device>,
+    /// Which decoder a submission the driver's could take goes to.
+    chooser: Mutex<Chooser>,
+    /// Timestamps around each submission's decode (for the chooser and observers).
+    timestamps: Option<QueryPairs>,
 }
 
 /// The `DecompressGpu` stage (see the module comment).
@@ -282,6 +320,15 @@ impl DecompressGpuStage {
         imports: Option<Arc<HostImports>>,
         config: GpuDecodeConfig,
     ) -> std::io::Result<DecompressGpuStage> {
+        let context = decoder.context().clone();
+        let nv = context
+            .nv_decompression()
+            .then(|| ash::nv::memory_decompression::Device::new(context.instance(), context.device()));
+        // Untimed where the queue writes no timestamps (or the pool cannot be made): the
+        // chooser then keeps to the shader.
+        let timestamps = QueryPairs::new(&context, context.compute_queue().family, QUERY_PAIRS)
+            .ok()
+            .flatten();
         let decoding = Arc::new(Decoding {
             decoder: Arc::new(decoder),
             config,
@@ -292,6 +339,9 @@ impl DecompressGpuStage {
                 device: Mutex::new(Vec::new()),
                 host: Mutex::new(Vec::new()),
             },
+            nv,
+            chooser: Mutex::new(Chooser::default()),
+            timestamps,
         });
         let (tx, rx) = mpsc::channel::<Message>();
         let shared = decoding.clone();
@@ -684,21 +734,48 @@ impl Decoding {
                 .map(|&(buffer, offset)| device_address(context, buffer) + offset)
                 .collect(),
         };
-        // The tile list: each job's tiles pointed at its window.
+        // The tile list: each job's tiles pointed at its window. The driver's decoder may take
+        // them only where every tile's output is checked by its hash (it reports nothing of a
+        // bad tile) and every region keeps its rules (4-byte-aligned addresses, non-empty).
         let descs = list.ptr.cast::<TileDesc>();
         let mut n = 0;
+        let mut nv_fits = self.nv.is_some() && hashed == tiles;
         for (job, &base) in jobs.iter().zip(&bases) {
             for tile in &job.piece.tiles {
                 let placed = TileDesc {
                     src: base + tile.src,
                     ..*tile
                 };
+                nv_fits &= placed.src % 4 == 0 && placed.dst % 4 == 0 && placed.src_bytes > 0 && placed.dst_bytes > 0;
                 // SAFETY: the list maps `tiles` descriptors (sized above); host-visible memory
                 // the GPU does not use yet; unaligned-safe write.
                 unsafe { descs.add(n).write_unaligned(placed) };
                 n += 1;
             }
         }
+        let timed = self.timestamps.as_ref().and_then(QueryPairs::take);
+        let decoder = match (nv_fits, self.config.decoder) {
+            (false, _) => DecodeBackend::Shader,
+            (true, Some(forced)) => forced,
+            // Untimed, the chooser would learn nothing: keep to the shader.
+            (true, None) if timed.is_none() => DecodeBackend::Shader,
+            (true, None) => lock(&self.chooser).pick(tiles),
+        };
+        let regions: Vec<vk::DecompressMemoryRegionNV> = match decoder {
+            DecodeBackend::Shader => Vec::new(),
+            DecodeBackend::Nv => (0..tiles)
+                .map(|i| {
+                    // SAFETY: written just above, `tiles` of them.
+                    let tile = unsafe { descs.add(i).read_unaligned() };
+                    vk::DecompressMemoryRegionNV::default()
+                        .src_address(tile.src)
+                        .dst_address(tile.dst)
+                        .compressed_size(tile.src_bytes.into())
+                        .decompressed_size(tile.dst_bytes.into())
+                        .decompression_method(vk::MemoryDecompressionMethodFlagsNV::GDEFLATE_1_0)
+                })
+                .collect(),
+        };
         // The hash checks: each hashed tile's output range and its expected hash.
         let checks = list.ptr.wrapping_add(layout.hashes as usize).cast::<HashDesc>();
         let mut n = 0;
@@ -719,7 +796,7 @@ impl Decoding {
         let list_addr = device_address(context, list.buffer);
         let (tiles_addr, status_addr) = (list_addr, list_addr + layout.status);
         let (checks_addr, checked_addr) = (list_addr + layout.hashes, list_addr + layout.hash_status);
-        let decoder = &self.decoder;
+        let decoding = &self.decoder;
         let copies: Vec<(vk::Buffer, vk::BufferCopy)> = jobs
             .iter()
             .zip(&at)
@@ -752,19 +829,37 @@ impl Decoding {
                         (compute, vk::AccessFlags::SHADER_READ),
                     );
                 }
-                decoder.record(cb, tiles_addr, status_addr, tiles as u32);
+                if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+                    timestamps.start(cb, pair);
+                }
+                // What the decode wrote: the driver's decoder writes in its own stage, named
+                // only by the all-commands scope in these (version 1) barriers.
+                let wrote = match (decoder, &self.nv) {
+                    (DecodeBackend::Nv, Some(nv)) => {
+                        nv.cmd_decompress_memory(cb, &regions);
+                        (vk::PipelineStageFlags::ALL_COMMANDS, vk::AccessFlags::MEMORY_WRITE)
+                    }
+                    _ => {
+                        decoding.record(cb, tiles_addr, status_addr, tiles as u32);
+                        (compute, vk::AccessFlags::SHADER_WRITE)
+                    }
+                };
+                if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+                    timestamps.end(cb, pair);
+                }
+                let mut last = wrote;
                 if hashed > 0 {
                     // The hash check reads what the decode wrote.
-                    let (wrote, read) = (vk::AccessFlags::SHADER_WRITE, vk::AccessFlags::SHADER_READ);
-                    barrier(device, cb, (compute, wrote), (compute, read));
-                    decoder.record_hash(cb, checks_addr, checked_addr, hashed as u32);
+                    barrier(device, cb, wrote, (compute, vk::AccessFlags::SHADER_READ));
+                    decoding.record_hash(cb, checks_addr, checked_addr, hashed as u32);
+                    last = (wrote.0 | compute, wrote.1 | vk::AccessFlags::SHADER_WRITE);
                 }
                 // Only the host waits for the statuses: later dispatches are not held back, and
                 // GPU work after the node's completion is submitted after the host saw the fence.
                 barrier(
                     device,
                     cb,
-                    (compute, vk::AccessFlags::SHADER_WRITE),
+                    last,
                     (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
                 );
             }
@@ -772,24 +867,32 @@ impl Decoding {
         if let (Some(start), Ok(_)) = (self.trace, &submitted) {
             let bytes: u64 = jobs.iter().map(|j| j.piece.window.end - j.piece.window.start).sum();
             eprintln!(
-                "gpu-decode {:9.3} ms: submitted {} piece(s), {tiles} tile(s), {} KiB in",
+                "gpu-decode {:9.3} ms: submitted {} piece(s), {tiles} tile(s), {} KiB in, {decoder:?}",
                 start.elapsed().as_secs_f64() * 1e3,
                 jobs.len(),
                 bytes >> 10
             );
         }
         match submitted {
-            Ok(submitted) => Ok(Some(Flight {
-                submitted,
-                jobs,
-                input,
-                list,
-                layout,
-            })),
+            Ok(submitted) => {
+                SUBMISSIONS[(decoder == DecodeBackend::Nv) as usize].fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Flight {
+                    submitted,
+                    jobs,
+                    input,
+                    list,
+                    layout,
+                    decoder,
+                    timed,
+                }))
+            }
             Err(err) => {
                 // Never submitted: the buffers are free again.
                 give_input(input);
                 self.pool.give_host(context, list);
+                if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+                    timestamps.finish(pair, false);
+                }
                 Err((jobs, err))
             }
         }
@@ -805,20 +908,35 @@ impl Decoding {
             input,
             list,
             layout,
+            decoder,
+            timed,
         } = flight;
         if let Err(err) = submitted.wait(context) {
-            // The buffers may still be in use: leak them rather than free them under the GPU.
+            // The buffers (and the query pair) may still be in use: leak them rather than free
+            // them under the GPU.
             std::mem::forget((input, list));
             for job in jobs {
                 job.pending.complete(Err(err.clone()));
             }
             return;
         }
+        let gpu = match (&self.timestamps, timed) {
+            (Some(timestamps), Some(pair)) => timestamps.finish(pair, true).map(|ticks| timestamps.between(ticks)),
+            _ => None,
+        };
+        if let Some(gpu) = gpu {
+            let bytes = jobs.iter().map(|j| j.piece.bytes).sum();
+            lock(&self.chooser).record(layout.tiles, bytes, decoder, gpu);
+            for job in &jobs {
+                job.pending.gpu_time(gpu);
+            }
+        }
         if let Some(start) = self.trace {
             eprintln!(
-                "gpu-decode {:9.3} ms: done {} tile(s)",
+                "gpu-decode {:9.3} ms: done {} tile(s), {decoder:?}, GPU {:.3} ms",
                 start.elapsed().as_secs_f64() * 1e3,
-                layout.tiles
+                layout.tiles,
+                gpu.unwrap_or_default().as_secs_f64() * 1e3
             );
         }
         // SAFETY: the list maps a status word per tile and per check at these offsets, written
@@ -835,10 +953,14 @@ impl Decoding {
             let n = job.piece.tiles.len();
             let mine = &decoded[at..at + n];
             at += n;
-            let failure = mine
-                .iter()
-                .enumerate()
-                .find_map(|(i, &w)| status_result(w).err().map(|reason| (i, reason)));
+            // The driver's decoder writes no statuses: its tiles are all hashed, and checked so.
+            let failure = match decoder {
+                DecodeBackend::Shader => mine
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, &w)| status_result(w).err().map(|reason| (i, reason))),
+                DecodeBackend::Nv => None,
+            };
             let mismatch = match job.piece.hashes {
                 Some(_) => {
                     check += n;

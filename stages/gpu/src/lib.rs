@@ -27,12 +27,14 @@
 //! [`install_gpu`] adds the stages and the reactor to an executor builder.
 
 pub mod buffer;
+pub mod choose;
 pub mod context;
 pub mod decode;
 pub mod decode_stage;
 pub mod import;
 pub mod stage;
 mod timeline;
+mod timestamps;
 pub mod transfer;
 mod validation;
 
@@ -42,6 +44,7 @@ use dsr_engine::{ExecutorBuilder, NodeKind, Result};
 
 pub use ash;
 pub use buffer::{allocate_buffer, external_buffer, GpuBuffer, HostVisible};
+pub use choose::DecodeBackend;
 pub use context::{DeviceInfo, ExternalDevice, GpuConfig, GpuContext, QueueRef, SubmitLock};
 pub use decode::{DecodeRun, Form, GpuDecoder, TileJob};
 pub use decode_stage::{DecodeInput, DecompressGpuStage, GpuDecodeConfig};
