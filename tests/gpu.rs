@@ -473,7 +473,9 @@ fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes(
     let executor = builder.build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("game.dsrpak");
-    let text: Vec<u8> = (0..300_000u32).map(|i| b"spawn(player, level) "[(i % 21) as usize]).collect();
+    let text: Vec<u8> = (0..300_000u32)
+        .map(|i| b"spawn(player, level) "[(i % 21) as usize])
+        .collect();
     let names = ["good", "flipped", "garbage", "zeros", "good2"];
     let mut writer = dsr::archive::ArchiveWriter::create(&path, dsr_gdeflate::Level::new(4)).unwrap();
     for name in names {
@@ -504,14 +506,19 @@ fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes(
     for round in 0..3 {
         let mut batch = executor.batch();
         for (request, &slot) in dsr::archive::requests(&archive, &assets, &host, &slots, true).zip(&slots) {
-            batch.push(request.on_device(&gpu, slot).decode_on(DecodeRoute::Gpu)).unwrap();
+            batch
+                .push(request.on_device(&gpu, slot).decode_on(DecodeRoute::Gpu))
+                .unwrap();
         }
         let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
         for (i, name) in names.iter().enumerate() {
             let what = format!("round {round}, {name}");
             match &report.requests[i].status {
                 RequestStatus::Done if name.starts_with("good") => {
-                    assert!(read_back(&executor, &gpu, slots[i], text.len() as u64) == text, "{what}");
+                    assert!(
+                        read_back(&executor, &gpu, slots[i], text.len() as u64) == text,
+                        "{what}"
+                    );
                 }
                 RequestStatus::Failed(err) if !name.starts_with("good") => {
                     assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");

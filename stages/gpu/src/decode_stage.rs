@@ -746,7 +746,10 @@ impl Decoding {
                     src: base + tile.src,
                     ..*tile
                 };
-                nv_fits &= placed.src % 4 == 0 && placed.dst % 4 == 0 && placed.src_bytes > 0 && placed.dst_bytes > 0;
+                nv_fits &= placed.src.is_multiple_of(4)
+                    && placed.dst.is_multiple_of(4)
+                    && placed.src_bytes > 0
+                    && placed.dst_bytes > 0;
                 // SAFETY: the list maps `tiles` descriptors (sized above); host-visible memory
                 // the GPU does not use yet; unaligned-safe write.
                 unsafe { descs.add(n).write_unaligned(placed) };
