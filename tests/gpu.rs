@@ -537,6 +537,67 @@ fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes(
     assert_valid(&context);
 }
 
+/// `DecodeRoute::Auto` weighs the two decoders by their backlogs and measured rates: with
+/// nothing measured it sends most of a batch to the GPU and a share to the CPU workers, learns
+/// both rates from the batch, and every asset lands byte-exact whichever way it went. (Run here
+/// with the size threshold that keeps lavapipe off the GPU route lifted.)
+#[test]
+fn auto_splits_work_between_cpu_and_gpu_decoders_and_learns_their_rates() {
+    let Some(context) = context() else { return };
+    let (builder, _) = dsr::stages::install_stages(
+        dsr::Executor::builder().config(ExecutorConfig {
+            workers: 2,
+            ..ExecutorConfig::default()
+        }),
+        IoConfig::default(),
+    )
+    .unwrap();
+    let (builder, _) = dsr::gpu::install_gpu(builder, &context, StagingConfig::default()).unwrap();
+    let lowering = dsr::LoweringConfig {
+        gpu_decode_min_bytes: 0,
+        ..builder.configured().lowering
+    };
+    let executor = builder.lowering(lowering).build().unwrap();
+    let text: Vec<u8> = (0..200_000u32)
+        .map(|i| b"balanced between two decoders "[(i % 30) as usize] ^ (i % 89 == 0) as u8)
+        .collect();
+    let packed = dsr_gdeflate::compress(&text, dsr_gdeflate::Level::new(4)).unwrap();
+    let packed_file = temp_file(&packed);
+    let assets = 40u64;
+    let slot = 256 << 10;
+    let gpu = dsr::gpu::allocate_buffer(&context, assets * slot).unwrap();
+    let balance = executor.decode_balance().expect("a GPU decoder is installed").clone();
+    assert_eq!(balance.rates(), (None, None));
+    // A few batches at most until both rates are known.
+    for round in 0..8 {
+        if round >= 2 && balance.rates().0.is_some() && balance.rates().1.is_some() {
+            break;
+        }
+        let mut batch = executor.batch();
+        for i in 0..assets {
+            let request = Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, i * slot)
+                .gdeflate(text.len() as u64);
+            batch.push(request).unwrap();
+        }
+        let compiled = batch.compile().unwrap();
+        let count = |kind| compiled.graph().nodes().filter(|n| n.kind == kind).count();
+        let (cpu, gpu_nodes) = (count(dsr::NodeKind::DecompressCpu), count(dsr::NodeKind::DecompressGpu));
+        if round == 0 {
+            assert!(cpu > 0 && gpu_nodes > 0, "round 0 split: {cpu} CPU, {gpu_nodes} GPU decode nodes");
+        }
+        let report = executor.submit_compiled(compiled).unwrap().wait_timeout(PATIENCE).expect("drains");
+        assert!(report.requests.iter().all(|r| r.status == RequestStatus::Done), "{report:?}");
+        for i in 0..assets {
+            assert!(read_back(&executor, &gpu, i * slot, text.len() as u64) == text, "round {round}, asset {i}");
+        }
+    }
+    let (cpu_rate, gpu_rate) = balance.rates();
+    assert!(cpu_rate.is_some_and(|r| r > 0.0), "{cpu_rate:?}");
+    assert!(gpu_rate.is_some_and(|r| r > 0.0), "{gpu_rate:?}");
+    drop(executor);
+    assert_valid(&context);
+}
+
 #[test]
 fn gpu_copies_and_read_backs_land_byte_exact() {
     let Some(context) = context() else { return };

@@ -8,12 +8,13 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use std::{io, mem};
 
+use crate::balance::{DecodeBalance, Routing};
 use crate::buffer::Reservation;
 use crate::error::{Error, Result};
 use crate::eventfd::EventFd;
 use crate::executor::Sources;
 use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
-use crate::lower::{lower, LoweringConfig};
+use crate::lower::{lower_routed, LoweringConfig};
 use crate::request::Request;
 
 /// Called once, on a worker thread, when a batch retires. Keep it short.
@@ -26,6 +27,8 @@ pub type RequestCallback = Box<dyn Fn(RequestId, &RequestStatus) + Send + Sync>;
 pub struct BatchBuilder {
     graph: GraphBuilder,
     lowering: LoweringConfig,
+    /// Where `DecodeRoute::Auto` requests decode, when the executor can decode on the GPU.
+    routing: Option<Routing>,
     callback: Option<CompletionCallback>,
     request_callback: Option<RequestCallback>,
 }
@@ -46,6 +49,7 @@ impl BatchBuilder {
         BatchBuilder {
             graph: GraphBuilder::new(),
             lowering,
+            routing: None,
             callback: None,
             request_callback: None,
         }
@@ -54,7 +58,17 @@ impl BatchBuilder {
     /// Validates `request` and lowers it into the batch. A refused request leaves the batch as
     /// it was; the error says why (destination too small, overlap, empty stream…).
     pub fn push(&mut self, request: Request) -> Result<RequestId> {
-        lower(&mut self.graph, &self.lowering, request)
+        lower_routed(&mut self.graph, &self.lowering, self.routing.as_mut(), request)
+    }
+
+    /// Routes `DecodeRoute::Auto` requests by `balance` (the executor's, when it has a GPU
+    /// decoder).
+    pub(crate) fn routed_by(mut self, balance: Arc<DecodeBalance>) -> Self {
+        self.routing = Some(Routing {
+            balance,
+            planned: [0; 2],
+        });
+        self
     }
 
     /// The graph under construction, for callers that build nodes themselves.

@@ -35,7 +35,8 @@
 #![warn(missing_docs)]
 
 mod arena;
-pub mod batch;
+pub mod balance;
+mod batch;
 pub mod buffer;
 pub mod error;
 pub mod eventfd;
@@ -56,6 +57,7 @@ mod sync;
 mod vocabulary;
 pub mod wait;
 
+pub use balance::{DecodeBalance, DecodeSite};
 pub use batch::{Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, RequestReport, RequestStatus};
 pub use buffer::{DeviceBuffer, HostBuffer, SourceBytes};
 pub use error::{Error, ErrorKind, Result};

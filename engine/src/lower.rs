@@ -28,6 +28,7 @@
 //! decode on the GPU (`DecodeRoute`): one `DecompressGpu` node takes the whole compressed stream
 //! and writes every tile into the destination.
 
+use crate::balance::{DecodeSite, Routing};
 use crate::buffer::ReservationOwner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{EdgeKind, GraphBuilder, NodeId, NodeKind, NodeSpec, RequestId, RequestInfo, ResourceKind, Span};
@@ -66,11 +67,35 @@ pub const TILE_BYTES: u64 = 65536;
 /// Validates `request` and adds its nodes to `graph`. On error nothing is added except, at
 /// worst, a resource no node uses.
 pub fn lower(graph: &mut GraphBuilder, config: &LoweringConfig, request: Request) -> Result<RequestId> {
-    let index = graph.request_count() as u32;
-    lower_inner(graph, config, request).map_err(|err| err.for_request(index))
+    lower_routed(graph, config, None, request)
 }
 
-fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Request) -> Result<RequestId> {
+/// [`lower`], `DecodeRoute::Auto` choosing between the CPU and the GPU by `routing`'s balance
+/// (see [`crate::balance`]) where the GPU could take the request; the decode work it plans is
+/// counted in `routing`.
+pub(crate) fn lower_routed(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    mut routing: Option<&mut Routing>,
+    request: Request,
+) -> Result<RequestId> {
+    let index = graph.request_count() as u32;
+    let mut planned = None;
+    let id =
+        lower_inner(graph, config, routing.as_deref(), &mut planned, request).map_err(|err| err.for_request(index))?;
+    if let (Some(routing), Some((site, bytes))) = (routing.as_mut(), planned) {
+        routing.plan(site, bytes);
+    }
+    Ok(id)
+}
+
+fn lower_inner(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    routing: Option<&Routing>,
+    planned: &mut Option<(DecodeSite, u64)>,
+    request: Request,
+) -> Result<RequestId> {
     let out_len = request.output_len();
     let src_len = request.source.len();
     if let Compression::GDeflate { uncompressed_len } = request.compression {
@@ -165,7 +190,11 @@ fn lower_inner(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         )
     })?;
     let on_device = matches!(request.destination, Destination::Device { .. });
-    let gpu_decode = decodes_on_gpu(config, &request)?;
+    let gpu_decode = decodes_on_gpu(config, routing, &request)?;
+    if let Compression::GDeflate { uncompressed_len } = request.compression {
+        let site = if gpu_decode { DecodeSite::Gpu } else { DecodeSite::Cpu };
+        *planned = Some((site, uncompressed_len));
+    }
     // Tile hashes of bytes stored as they are (an archive's raw assets) are checked in host
     // memory, where they land.
     // (Into a GPU buffer, they are checked in scratch before they are uploaded.)
@@ -381,10 +410,11 @@ fn add_verifies(
 
 /// Whether `request` decodes on the GPU: a GDeflate stream into a GPU buffer, on the route it
 /// asks for. `Auto` takes the GPU where the executor has the decoder, the destination can be
-/// written by it and the output is large enough (`gpu_decode_min_bytes`); `Gpu` is refused where
-/// either of the first two is missing. Tile hashes are checked on either route (on the GPU, by
-/// the decode's own submission).
-fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
+/// written by it, the output is large enough (`gpu_decode_min_bytes`) and the balance (where
+/// there is one) says the GPU would finish it first; `Gpu` is refused where either of the first
+/// two is missing. Tile hashes are checked on either route (on the GPU, by the decode's own
+/// submission).
+fn decodes_on_gpu(config: &LoweringConfig, routing: Option<&Routing>, request: &Request) -> Result<bool> {
     let Destination::Device { buffer, .. } = &request.destination else {
         return Ok(false);
     };
@@ -403,7 +433,9 @@ fn decodes_on_gpu(config: &LoweringConfig, request: &Request) -> Result<bool> {
     };
     match (request.decode, refusal) {
         (DecodeRoute::Cpu, _) => Ok(false),
-        (DecodeRoute::Auto, refusal) => Ok(refusal.is_none() && uncompressed_len >= config.gpu_decode_min_bytes),
+        (DecodeRoute::Auto, refusal) => Ok(refusal.is_none()
+            && uncompressed_len >= config.gpu_decode_min_bytes
+            && routing.is_none_or(|r| r.choose(uncompressed_len) == DecodeSite::Gpu)),
         (DecodeRoute::Gpu, None) => Ok(true),
         (DecodeRoute::Gpu, Some(why)) => Err(Error::new(
             ErrorKind::Unsupported,

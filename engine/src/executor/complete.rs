@@ -53,6 +53,13 @@ pub(super) fn complete(
             end
         }
     };
+    if let Some(balance) = &shared.balance {
+        let decoded = match end {
+            NodeEnd::Done { bytes } => bytes,
+            _ => 0,
+        };
+        balance.ended(graph, node, decoded);
+    }
     graph.state(node).finish(matches!(end, NodeEnd::Failed(_)));
     let worker_index = worker.map(|w| w.index);
     shared.record(worker_index, kind, started, &end);

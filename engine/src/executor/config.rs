@@ -167,6 +167,11 @@ impl ExecutorBuilder {
             observer: self.config.observer.clone(),
             reactor_wait: self.config.reactor_wait,
             reactor_waiter: AtomicBool::new(false),
+            balance: self
+                .config
+                .lowering
+                .gpu_decode
+                .then(|| Arc::new(crate::balance::DecodeBalance::default())),
         });
         let mut executor = Executor {
             shared: shared.clone(),

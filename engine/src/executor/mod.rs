@@ -35,6 +35,7 @@ pub(crate) use complete::complete_pending;
 pub use config::{ExecutorBuilder, ExecutorConfig, DEFAULT_SCRATCH_BUDGET};
 pub(crate) use worker::WorkerCtx;
 
+use crate::balance::DecodeBalance;
 use crate::batch::{Batch, BatchBuilder, BatchShared, CancelTicket, CompiledBatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{MetricsSnapshot, WorkerMetrics};
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     reactor_wait: Duration,
     /// Whether a worker is blocked in a reactor's wait (one at a time is enough).
     reactor_waiter: AtomicBool,
+    /// Where `DecodeRoute::Auto` decodes, with a GPU decoder installed.
+    pub(crate) balance: Option<Arc<DecodeBalance>>,
 }
 
 impl Shared {
@@ -234,7 +237,16 @@ impl Executor {
 
     /// An empty batch lowered with this executor's configuration.
     pub fn batch(&self) -> BatchBuilder {
-        BatchBuilder::new(self.config.lowering)
+        let batch = BatchBuilder::new(self.config.lowering);
+        match &self.shared.balance {
+            Some(balance) => batch.routed_by(balance.clone()),
+            None => batch,
+        }
+    }
+
+    /// The CPU/GPU decode balance `DecodeRoute::Auto` follows (with a GPU decoder installed).
+    pub fn decode_balance(&self) -> Option<&Arc<DecodeBalance>> {
+        self.shared.balance.as_ref()
     }
 
     /// Compiles and submits a batch.
@@ -262,6 +274,9 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner())
             .insert(batch.id(), batch.clone());
         let graph = &batch.graph;
+        if let Some(balance) = &shared.balance {
+            balance.submitted(graph);
+        }
         for &root in graph.roots() {
             let priority = graph.request_info(graph.request_of(root)).priority;
             shared.injectors[priority.index()].push(Task { batch: ptr, node: root });
