@@ -583,17 +583,111 @@ fn auto_splits_work_between_cpu_and_gpu_decoders_and_learns_their_rates() {
         let count = |kind| compiled.graph().nodes().filter(|n| n.kind == kind).count();
         let (cpu, gpu_nodes) = (count(dsr::NodeKind::DecompressCpu), count(dsr::NodeKind::DecompressGpu));
         if round == 0 {
-            assert!(cpu > 0 && gpu_nodes > 0, "round 0 split: {cpu} CPU, {gpu_nodes} GPU decode nodes");
+            assert!(
+                cpu > 0 && gpu_nodes > 0,
+                "round 0 split: {cpu} CPU, {gpu_nodes} GPU decode nodes"
+            );
         }
-        let report = executor.submit_compiled(compiled).unwrap().wait_timeout(PATIENCE).expect("drains");
-        assert!(report.requests.iter().all(|r| r.status == RequestStatus::Done), "{report:?}");
+        let report = executor
+            .submit_compiled(compiled)
+            .unwrap()
+            .wait_timeout(PATIENCE)
+            .expect("drains");
+        assert!(
+            report.requests.iter().all(|r| r.status == RequestStatus::Done),
+            "{report:?}"
+        );
         for i in 0..assets {
-            assert!(read_back(&executor, &gpu, i * slot, text.len() as u64) == text, "round {round}, asset {i}");
+            assert!(
+                read_back(&executor, &gpu, i * slot, text.len() as u64) == text,
+                "round {round}, asset {i}"
+            );
         }
     }
     let (cpu_rate, gpu_rate) = balance.rates();
     assert!(cpu_rate.is_some_and(|r| r > 0.0), "{cpu_rate:?}");
     assert!(gpu_rate.is_some_and(|r| r > 0.0), "{gpu_rate:?}");
+    drop(executor);
+    assert_valid(&context);
+}
+
+/// A timeline trace of GPU work: each submission once, on its queue's track (uploads on the
+/// transfer queue, decodes on the compute queue), placed on the CPU's clock where the device's
+/// is calibrated (lavapipe's and NVIDIA's are), inside the run, after the node that handed it
+/// over was deferred.
+#[test]
+fn a_trace_places_gpu_submissions_on_their_queues_on_the_cpu_clock() {
+    let Some(context) = context() else { return };
+    // The trace's times count from the recorder's start.
+    let origin = std::time::Instant::now();
+    let recorder = Arc::new(dsr::viz::TraceRecorder::new(2));
+    let config = ExecutorConfig {
+        workers: 2,
+        observer: Some(recorder.clone()),
+        ..ExecutorConfig::default()
+    };
+    let (executor, _, _) =
+        dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+    let data = pattern(700_000, 9);
+    let packed = dsr_gdeflate::compress(&data, dsr_gdeflate::Level::new(4)).unwrap();
+    let (file, packed_file) = (temp_file(&data), temp_file(&packed));
+    let gpu = dsr::gpu::allocate_buffer(&context, 2 << 20).unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file_to_device(file.path(), 0, data.len() as u64, &gpu, 0))
+        .unwrap();
+    batch
+        .push(
+            Request::file_to_device(packed_file.path(), 0, packed.len() as u64, &gpu, 1 << 20)
+                .gdeflate(data.len() as u64)
+                .decode_on(DecodeRoute::Gpu),
+        )
+        .unwrap();
+    let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    let run_us = origin.elapsed().as_secs_f64() * 1e6;
+    assert!(
+        report.requests.iter().all(|r| r.status == RequestStatus::Done),
+        "{report:?}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&recorder.chrome_json(|_, _| None).to_string()).unwrap();
+    let events = doc["traceEvents"].as_array().unwrap();
+    let gpu_spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X" && e["pid"] == 2).collect();
+    let on = |queue: &str| gpu_spans.iter().filter(|e| e["args"]["queue"] == queue).count();
+    assert!(on("transfer") >= 1, "uploads on the transfer queue: {gpu_spans:?}");
+    assert_eq!(on("compute"), 1, "one decode submission: {gpu_spans:?}");
+    let first_deferral = events
+        .iter()
+        .filter(|e| e["ph"] == "b")
+        .filter_map(|e| e["ts"].as_f64())
+        .fold(f64::MAX, f64::min);
+    for span in &gpu_spans {
+        assert_eq!(span["args"]["calibrated"], context.calibrated_timestamps(), "{span}");
+        let (ts, dur) = (span["ts"].as_f64().unwrap(), span["dur"].as_f64().unwrap());
+        assert!(
+            dur >= 0.0 && ts >= 0.0 && ts + dur <= run_us + 1e3,
+            "{span} outside the run of {run_us} us"
+        );
+        if context.calibrated_timestamps() {
+            // Allow the calibration's error (a few microseconds) and the timer's resolution.
+            assert!(
+                ts + 50.0 >= first_deferral,
+                "{span} starts before anything was handed to the GPU"
+            );
+        }
+        let tid = if span["args"]["queue"] == "transfer" { 0 } else { 1 };
+        assert_eq!(span["tid"], tid, "{span}");
+    }
+    // The upload counter rises with the upload and ends at zero.
+    let uploading: Vec<i64> = events
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["name"] == "bytes uploading to the GPU")
+        .map(|e| e["args"]["bytes"].as_i64().unwrap())
+        .collect();
+    assert_eq!(uploading.last(), Some(&0), "{uploading:?}");
+    assert!(
+        uploading.iter().max() >= Some(&(data.len() as i64 / 2)),
+        "{uploading:?}"
+    );
     drop(executor);
     assert_valid(&context);
 }

@@ -46,10 +46,11 @@ pub struct LoadArgs {
     /// their tile hashes (reading GPU buffers back first).
     #[arg(long)]
     verify: bool,
-    /// With `--dest gpu`, where compressed assets decode: auto (dsr's shader on a real GPU, the
-    /// workers on a device that is the CPU itself, such as lavapipe), cpu (decoded by the workers,
-    /// then uploaded) or gpu (decoded by dsr's shader, tile hashes checked there too; refused where
-    /// it cannot run).
+    /// With `--dest gpu`, where compressed assets decode: auto (on a real GPU, each asset where
+    /// it would finish first by the CPU's and the GPU's backlogs and measured rates; the
+    /// workers on a device that is the CPU itself, such as lavapipe), cpu (decoded by the
+    /// workers, then uploaded) or gpu (decoded on the GPU, tile hashes checked there too;
+    /// refused where it cannot run).
     #[arg(long, value_enum, default_value_t = Decode::Auto)]
     decode: Decode,
     /// Print one JSON document instead of text.
@@ -477,6 +478,17 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
             "allocations": scratch.allocations,
         });
         doc["failures"] = json!(failed);
+        if let Some(balance) = engine.executor.decode_balance() {
+            // Which GPU decoder ran the submissions, and the rates `--decode auto` weighs.
+            let (shader, nv) = dsr::gpu::decode_stage::submissions();
+            let (cpu, gpu) = balance.rates();
+            doc["gpu_decode"] = json!({
+                "shader_submissions": shader,
+                "nv_submissions": nv,
+                "cpu_rate_gbps": cpu.map(|r| r / 1e9),
+                "gpu_rate_gbps": gpu.map(|r| r / 1e9),
+            });
+        }
         println!("{doc}");
     } else {
         println!("{header}");

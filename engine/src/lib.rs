@@ -69,7 +69,7 @@ pub use graph::{
 };
 pub use lower::LoweringConfig;
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
-pub use observer::{NodeEvent, Observer};
+pub use observer::{GpuSpan, NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};
 pub use queue::{
     CommandKind, CompressionSupport, DebugFlags, ErrorRecord, FailureRecord, Fence, Queue, QueueConfig, QueueInfo,

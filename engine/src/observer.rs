@@ -38,6 +38,18 @@ pub struct NodeEvent {
     pub at: Instant,
 }
 
+/// A GPU submission's work, from its timestamp queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuSpan {
+    /// The queue it ran on (`"transfer"`, `"compute"`).
+    pub queue: &'static str,
+    /// When the GPU started it, on the CPU's clock, where the device's clock is calibrated
+    /// against it (`VK_EXT_calibrated_timestamps`); `None` where it is not.
+    pub start: Option<Instant>,
+    /// How long the GPU spent on it.
+    pub duration: std::time::Duration,
+}
+
 /// Watches node events. Called on worker threads (and on the threads completion sources
 /// complete from): keep it cheap, and do not panic.
 pub trait Observer: Send + Sync + fmt::Debug {
@@ -48,10 +60,10 @@ pub trait Observer: Send + Sync + fmt::Debug {
     /// A deferred node's GPU work was submitted; the GPU is done with it when its timeline
     /// reaches `value`. Its successors behind GPU edges are released now.
     fn node_submitted(&self, _event: &NodeEvent, _value: u64) {}
-    /// The GPU spent `gpu` on the submission that carried this deferred node's work (measured
-    /// with timestamp queries; every node of one submission hears the same span). Comes before
-    /// the node's `finished`.
-    fn node_gpu_time(&self, _event: &NodeEvent, _gpu: std::time::Duration) {}
+    /// The GPU work of the submission that carried this deferred node's work (measured with
+    /// timestamp queries; every node of one submission hears the same span). Comes before the
+    /// node's `finished`.
+    fn node_gpu_time(&self, _event: &NodeEvent, _gpu: &GpuSpan) {}
     /// A node ended (see [`NodeEnd`]).
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd);
     /// A batch retired: every request reported.

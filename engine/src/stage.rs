@@ -311,7 +311,7 @@ impl PendingNode {
 
     /// Tells observers the GPU time the node's submission took (see
     /// [`crate::Observer::node_gpu_time`]); call it before completing the node.
-    pub fn gpu_time(&self, gpu: std::time::Duration) {
+    pub fn gpu_time(&self, gpu: &crate::observer::GpuSpan) {
         if let Some(task) = self.task {
             self.shared.observe(task, None, |o, event| o.node_gpu_time(event, gpu));
         }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dsr_engine::{NodeEnd, NodeEvent, NodeId, Observer};
+use dsr_engine::{GpuSpan, NodeEnd, NodeEvent, NodeId, Observer};
 
 /// What the recorder saw of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,14 +96,14 @@ impl Observer for RunRecorder {
         }
     }
 
-    fn node_gpu_time(&self, event: &NodeEvent, gpu: Duration) {
+    fn node_gpu_time(&self, event: &NodeEvent, gpu: &GpuSpan) {
         if let Some(start) = self
             .starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(&(event.batch, event.node))
         {
-            start.gpu = Some(gpu);
+            start.gpu = Some(gpu.duration);
         }
     }
 

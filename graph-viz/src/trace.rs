@@ -7,9 +7,12 @@
 //!   the caller gives names) as arguments; a track for completions off the workers;
 //! - each deferred node's wait on its completion source (io_uring, the GPU, the scratch budget)
 //!   as an async span (`b`/`e`) from the hand-over to its end, in the source's category;
-//! - the GPU time of each GPU submission (timestamp queries), on a "GPU" process's track,
-//!   placed to end where the node ended (its start on the CPU clock is not calibrated yet);
-//! - counters: nodes waiting on completion sources, scratch bytes held, requests in flight;
+//! - each GPU submission (timestamp queries) as a span on a "GPU" process's track for its queue
+//!   (transfer, compute), placed on the CPU's clock where the device's clock is calibrated
+//!   against it (`VK_EXT_calibrated_timestamps`; `calibrated` in its arguments), otherwise
+//!   ending where its first node ended;
+//! - counters: nodes waiting on completion sources, scratch bytes held, bytes uploading to the
+//!   GPU (handed to the transfer queue, not yet landed), requests in flight;
 //! - failures, cancellations and skips as instant events naming the request (and the error).
 //!
 //! Recording takes one uncontended lock per event (each worker has its own buffer); a recorder
@@ -17,9 +20,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use dsr_engine::{NodeEnd, NodeEvent, NodeKind, Observer};
+use dsr_engine::{GpuSpan, NodeEnd, NodeEvent, NodeKind, Observer};
 use serde_json::{json, Value};
 
 /// What happened to a node.
@@ -28,7 +31,7 @@ enum What {
     Started,
     Deferred,
     Submitted(u64),
-    GpuTime(Duration),
+    GpuTime(GpuSpan),
     Finished(End),
 }
 
@@ -54,6 +57,9 @@ struct Raw {
     worker: Option<usize>,
     at: Instant,
 }
+
+/// A GPU submission in the trace: whether its start is calibrated, its nodes' kinds and count.
+type Submission = (bool, Vec<&'static str>, u32);
 
 /// Records node events for a timeline trace (see the module comment).
 #[derive(Debug)]
@@ -107,7 +113,8 @@ impl TraceRecorder {
         let mut events = vec![
             json!({"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "dsr"}}),
             json!({"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "GPU"}}),
-            json!({"ph": "M", "pid": 2, "tid": 0, "name": "thread_name", "args": {"name": "submissions"}}),
+            json!({"ph": "M", "pid": 2, "tid": 0, "name": "thread_name", "args": {"name": "transfer queue"}}),
+            json!({"ph": "M", "pid": 2, "tid": 1, "name": "thread_name", "args": {"name": "compute queue"}}),
             json!({"ph": "M", "pid": 1, "tid": off_worker, "name": "thread_name", "args": {"name": "completions off the workers"}}),
         ];
         for w in 0..off_worker {
@@ -120,8 +127,12 @@ impl TraceRecorder {
         // first event to their last).
         let mut waits: Vec<(Instant, i64)> = Vec::new();
         let mut scratch: Vec<(Instant, i64)> = Vec::new();
+        let mut to_gpu: Vec<(Instant, i64)> = Vec::new();
         let mut requests: HashMap<(u64, u32), (Instant, Instant)> = HashMap::new();
         let mut names: HashMap<(u64, u32), Option<String>> = HashMap::new();
+        // GPU submissions, once each (every node of one hears the same span): by queue, start
+        // and length, with the kinds and count of their nodes.
+        let mut submissions: HashMap<(&'static str, u64, u64), Submission> = HashMap::new();
         for node in raws.chunk_by(|a, b| (a.batch, a.node) == (b.batch, b.node)) {
             let first = &node[0];
             let request = names
@@ -177,16 +188,28 @@ impl TraceRecorder {
                 events.push(json!({"ph": "e", "pid": 1, "id": id, "cat": cat, "name": kind, "ts": self.us(finished.at.max(deferred.at))}));
                 waits.push((deferred.at, 1));
                 waits.push((finished.at.max(deferred.at), -1));
+                if first.kind == NodeKind::Upload {
+                    // Bytes on their way to GPU memory (in staging or read in place).
+                    to_gpu.push((deferred.at, first.len as i64));
+                    to_gpu.push((finished.at.max(deferred.at), -(first.len as i64)));
+                }
             }
             for raw in node {
                 match &raw.what {
                     What::GpuTime(gpu) => {
-                        let end = self.us(finished.at);
-                        let dur = gpu.as_secs_f64() * 1e6;
-                        events.push(json!({
-                            "ph": "X", "pid": 2, "tid": 0, "name": kind, "cat": "gpu",
-                            "ts": (end - dur).max(0.0), "dur": dur.min(end), "args": args,
-                        }));
+                        // On the CPU's clock where the device's is calibrated; otherwise placed
+                        // to end where the node ended.
+                        let dur = gpu.duration.as_secs_f64() * 1e6;
+                        let (ts, calibrated) = match gpu.start {
+                            Some(start) => (self.us(start), true),
+                            None => ((self.us(finished.at) - dur).max(0.0), false),
+                        };
+                        let key = (gpu.queue, (ts * 1e3) as u64, (dur * 1e3) as u64);
+                        let entry = submissions.entry(key).or_insert((calibrated, Vec::new(), 0));
+                        if !entry.1.contains(&kind) {
+                            entry.1.push(kind);
+                        }
+                        entry.2 += 1;
                     }
                     What::Submitted(value) => {
                         events.push(json!({"ph": "i", "s": "t", "pid": 1, "tid": raw.worker.unwrap_or(off_worker), "name": "submitted", "cat": "gpu", "ts": self.us(raw.at), "args": {"timeline": value, "node": first.node}}));
@@ -211,6 +234,14 @@ impl TraceRecorder {
                 }));
             }
         }
+        for ((queue, ts, dur), (calibrated, kinds, nodes)) in submissions {
+            let tid = if queue == "transfer" { 0 } else { 1 };
+            events.push(json!({
+                "ph": "X", "pid": 2, "tid": tid, "name": kinds.join(" + "), "cat": "gpu",
+                "ts": ts as f64 / 1e3, "dur": dur as f64 / 1e3,
+                "args": {"queue": queue, "nodes": nodes, "calibrated": calibrated},
+            }));
+        }
         let in_flight: Vec<(Instant, i64)> = requests
             .values()
             .flat_map(|&(from, to)| [(from, 1), (to, -1)])
@@ -218,6 +249,7 @@ impl TraceRecorder {
         for (name, key, steps) in [
             ("nodes waiting on completion sources", "nodes", waits),
             ("scratch bytes held", "bytes", scratch),
+            ("bytes uploading to the GPU", "bytes", to_gpu),
             ("requests in flight", "requests", in_flight),
         ] {
             events.extend(self.counter(name, key, steps));
@@ -262,8 +294,8 @@ impl Observer for TraceRecorder {
     fn node_submitted(&self, event: &NodeEvent, value: u64) {
         self.record(event, What::Submitted(value));
     }
-    fn node_gpu_time(&self, event: &NodeEvent, gpu: Duration) {
-        self.record(event, What::GpuTime(gpu));
+    fn node_gpu_time(&self, event: &NodeEvent, gpu: &GpuSpan) {
+        self.record(event, What::GpuTime(*gpu));
     }
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {
         let end = match end {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use ash::vk;
 use dsr_engine::{Error, ErrorKind, Result};
 
+use crate::clock::GpuClock;
 use crate::validation::Validation;
 
 /// The validation layer's name.
@@ -167,6 +168,8 @@ pub(crate) struct Enabled {
     pub decoder: bool,
     /// `VK_NV_memory_decompression` with its `memoryDecompression` feature.
     pub nv_decompression: bool,
+    /// `VK_EXT_calibrated_timestamps`, with the device and monotonic clocks.
+    pub calibrated_timestamps: bool,
 }
 
 /// What `dsr info` and callers learn of the device.
@@ -225,6 +228,8 @@ pub struct GpuContext {
     host_query_reset: bool,
     /// The decoder's features and the NV decompression extension, where dsr enabled them.
     enabled: Enabled,
+    /// The device's clock calibrated against the CPU's, where dsr enabled that.
+    clock: Option<GpuClock>,
     lost: AtomicBool,
     /// Test hook: the next submission reports `VK_ERROR_DEVICE_LOST` without reaching the driver.
     inject_loss: AtomicBool,
@@ -328,7 +333,7 @@ impl GpuContext {
         } else {
             None
         };
-        match Self::own_device(&instance, config) {
+        match Self::own_device(&entry, &instance, config) {
             Ok((physical_device, device, transfer, compute, enabled)) => Self::finish(
                 entry,
                 instance,
@@ -379,6 +384,7 @@ impl GpuContext {
 
     /// Picks a physical device and makes a device on it with the queues and features dsr uses.
     fn own_device(
+        entry: &ash::Entry,
         instance: &ash::Instance,
         config: &GpuConfig,
     ) -> Result<(vk::PhysicalDevice, ash::Device, QueueRef, QueueRef, Enabled)> {
@@ -498,6 +504,18 @@ impl GpuContext {
         if clock {
             extensions.push(c"VK_KHR_shader_clock".as_ptr());
         }
+        // The device's clock against the CPU's, to place GPU work on a trace's timeline.
+        let calibrated = GpuClock::supported(
+            entry,
+            instance,
+            physical_device,
+            available
+                .iter()
+                .any(|e| vk_str(&e.extension_name) == "VK_EXT_calibrated_timestamps"),
+        );
+        if calibrated {
+            extensions.push(ash::ext::calibrated_timestamps::NAME.as_ptr());
+        }
         let mut enable_clock = vk::PhysicalDeviceShaderClockFeaturesKHR::default().shader_subgroup_clock(true);
         // Host query reset lets the transfer queue's timestamp queries be reset from the CPU:
         // a transfer-only family may not reset queries in a command buffer.
@@ -532,6 +550,7 @@ impl GpuContext {
         let enabled = Enabled {
             decoder: enabled_decoder,
             nv_decompression: nv_present,
+            calibrated_timestamps: calibrated,
         };
         Ok((physical_device, device, transfer, compute, enabled))
     }
@@ -584,7 +603,13 @@ impl GpuContext {
                 return Err(vk_error(result, "cannot create the GPU memory allocator"));
             }
         };
+        // SAFETY: a plain query.
+        let period = unsafe { instance.get_physical_device_properties(physical_device) }
+            .limits
+            .timestamp_period;
+        let clock = (enabled.calibrated_timestamps && period > 0.0).then(|| GpuClock::new(&instance, &device, period));
         Ok(Arc::new(GpuContext {
+            clock,
             allocator: ManuallyDrop::new(allocator),
             device,
             instance,
@@ -633,6 +658,18 @@ impl GpuContext {
     /// the GPU decoder needs (devices dsr made, where the driver has them).
     pub fn device_address(&self) -> bool {
         self.enabled.decoder
+    }
+
+    /// The CPU-clock moment of a timestamp query's `ticks` (valid bits `mask`), where the
+    /// device's clock is calibrated against the CPU's (`VK_EXT_calibrated_timestamps`, on
+    /// devices dsr made where the driver has it).
+    pub fn gpu_instant(&self, ticks: u64, mask: u64) -> Option<std::time::Instant> {
+        self.clock.as_ref()?.instant(ticks, mask)
+    }
+
+    /// Whether the device's clock is calibrated against the CPU's (see [`GpuContext::gpu_instant`]).
+    pub fn calibrated_timestamps(&self) -> bool {
+        self.clock.is_some()
     }
 
     /// Whether `VK_NV_memory_decompression` is enabled (devices dsr made, where the driver has

@@ -924,14 +924,16 @@ impl Decoding {
             return;
         }
         let gpu = match (&self.timestamps, timed) {
-            (Some(timestamps), Some(pair)) => timestamps.finish(pair, true).map(|ticks| timestamps.between(ticks)),
+            (Some(timestamps), Some(pair)) => timestamps
+                .finish(pair, true)
+                .map(|ticks| timestamps.span(ticks, "compute")),
             _ => None,
         };
         if let Some(gpu) = gpu {
             let bytes = jobs.iter().map(|j| j.piece.bytes).sum();
-            lock(&self.chooser).record(layout.tiles, bytes, decoder, gpu);
+            lock(&self.chooser).record(layout.tiles, bytes, decoder, gpu.duration);
             for job in &jobs {
-                job.pending.gpu_time(gpu);
+                job.pending.gpu_time(&gpu);
             }
         }
         if let Some(start) = self.trace {
@@ -939,7 +941,7 @@ impl Decoding {
                 "gpu-decode {:9.3} ms: done {} tile(s), {decoder:?}, GPU {:.3} ms",
                 start.elapsed().as_secs_f64() * 1e3,
                 layout.tiles,
-                gpu.unwrap_or_default().as_secs_f64() * 1e3
+                gpu.map_or(0.0, |g| g.duration.as_secs_f64() * 1e3)
             );
         }
         // SAFETY: the list maps a status word per tile and per check at these offsets, written

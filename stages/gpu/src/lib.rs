@@ -28,6 +28,7 @@
 
 pub mod buffer;
 pub mod choose;
+mod clock;
 pub mod context;
 pub mod decode;
 pub mod decode_stage;

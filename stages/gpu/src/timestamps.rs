@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ash::vk;
-use dsr_engine::Error;
+use dsr_engine::{Error, GpuSpan};
 
 use crate::context::{vk_error, GpuContext};
 
@@ -138,10 +138,15 @@ impl QueryPairs {
         }
     }
 
-    /// The time between two ticks of this family.
-    pub(crate) fn between(&self, ticks: [u64; 2]) -> Duration {
+    /// The span between two ticks of this family, on `queue`, placed on the CPU's clock where
+    /// the device's is calibrated.
+    pub(crate) fn span(&self, ticks: [u64; 2], queue: &'static str) -> GpuSpan {
         let elapsed = ticks[1].wrapping_sub(ticks[0]) & self.mask;
-        Duration::from_nanos((elapsed as f64 * self.period as f64) as u64)
+        GpuSpan {
+            queue,
+            start: self.context.gpu_instant(ticks[0], self.mask),
+            duration: Duration::from_nanos((elapsed as f64 * self.period as f64) as u64),
+        }
     }
 }
 

@@ -36,12 +36,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ash::vk;
-use dsr_engine::{BatchBuilder, Completer, Error, EventFd, NodeEnd, PendingNode, Reactor, Result, WaitQueue};
+use dsr_engine::{BatchBuilder, Completer, Error, EventFd, GpuSpan, NodeEnd, PendingNode, Reactor, Result, WaitQueue};
 
 use crate::buffer::HostVisible;
 use crate::context::{vk_error, GpuContext};
 use crate::import::HostImports;
 use crate::timeline::{watch_timeline, Watch};
+use crate::timestamps::{Pair, QueryPairs};
 
 /// Submit at once, rather than at the next poll, when this many bytes are staged.
 const SUBMIT_BYTES: u64 = 16 << 20;
@@ -192,7 +193,7 @@ struct Submission {
     /// None for a submission of signals alone (a batch's completion).
     cb: Option<vk::CommandBuffer>,
     /// The timestamp query pair around its commands, if it is timed.
-    timed: Option<u32>,
+    timed: Option<Pair>,
     /// The command pool (index into `Transfers::pools`) the buffer came from.
     pool: usize,
     pieces: Vec<Staged>,
@@ -246,38 +247,8 @@ impl Drop for SignalOnDrop {
     }
 }
 
-/// Timestamp queries around each submission, for the GPU time run pictures show: a pool of
-/// query pairs, each held by one submission from its recording to its retirement.
-struct Timestamps {
-    pool: vk::QueryPool,
-    /// Nanoseconds per tick.
-    period: f32,
-    /// Mask of a timestamp's valid bits.
-    mask: u64,
-    /// Pairs are reset on the host when handed back (and all at creation), so free pairs are
-    /// ready to write; otherwise each submission resets its pair in its command buffer.
-    reset_on_host: bool,
-    free: Mutex<Vec<u32>>,
-}
-
 /// Query pairs: submissions timed at once (later ones go untimed while all are held).
 const TIMED_SUBMISSIONS: u32 = 256;
-
-impl Timestamps {
-    fn take(&self) -> Option<u32> {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
-    }
-    /// Hands `pair` back once no pending command uses it (its submission retired, or never
-    /// reached the queue).
-    fn give_back(&self, device: &ash::Device, pair: u32) {
-        if self.reset_on_host {
-            // SAFETY: no pending command buffer uses the pair (the caller's contract); the
-            // device has `hostQueryReset` enabled.
-            unsafe { device.reset_query_pool(self.pool, 2 * pair, 2) };
-        }
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(pair);
-    }
-}
 
 /// A command pool and its idle command buffers: one per worker (and one for other threads), so
 /// recording never contends.
@@ -298,8 +269,9 @@ pub struct Transfers {
     state: Mutex<State>,
     /// Locked in the order state → pool, never the other way.
     pools: Box<[Mutex<Pool>]>,
-    /// Timestamp queries, where the transfer queue writes timestamps.
-    timestamps: Option<Timestamps>,
+    /// Timestamp queries around each submission (for the GPU time observers hear), where the
+    /// transfer queue writes timestamps; dropped after the GPU is idle.
+    timestamps: Option<QueryPairs>,
     /// Scratch blocks imported into Vulkan, where the device allows it.
     pub(crate) imports: Option<Arc<HostImports>>,
     /// Batch completion signals for renderers: a second timeline, and the values handed out.
@@ -340,7 +312,6 @@ struct Parts<'a> {
     staging: Option<HostVisible>,
     timeline: vk::Semaphore,
     completion: vk::Semaphore,
-    queries: vk::QueryPool,
     pools: Vec<vk::CommandPool>,
 }
 
@@ -354,7 +325,6 @@ impl Drop for Parts<'_> {
             }
             device.destroy_semaphore(self.timeline, None);
             device.destroy_semaphore(self.completion, None);
-            device.destroy_query_pool(self.queries, None);
             if let Some(staging) = self.staging.take() {
                 staging.destroy(self.context);
             }
@@ -380,7 +350,6 @@ impl Transfers {
             staging: Some(HostVisible::new(context, slots as u64 * slot)?),
             timeline: vk::Semaphore::null(),
             completion: vk::Semaphore::null(),
-            queries: vk::QueryPool::null(),
             pools: Vec::new(),
         };
         let staging = parts.staging.as_ref().expect("made above");
@@ -398,14 +367,7 @@ impl Transfers {
                 unsafe { device.create_semaphore(&vk::SemaphoreCreateInfo::default().push_next(&mut kind), None) }
                     .map_err(|r| vk_error(r, "cannot create a transfer timeline"))?;
         }
-        if context.info().transfer_timestamps.is_some() {
-            let info = vk::QueryPoolCreateInfo::default()
-                .query_type(vk::QueryType::TIMESTAMP)
-                .query_count(2 * TIMED_SUBMISSIONS);
-            // SAFETY: a valid create info; destroyed in `Drop` (or by `parts`).
-            parts.queries = unsafe { device.create_query_pool(&info, None) }
-                .map_err(|r| vk_error(r, "cannot create the transfer timestamp queries"))?;
-        }
+        let timestamps = QueryPairs::new(context, context.transfer_queue().family, TIMED_SUBMISSIONS)?;
         let pool_info = vk::CommandPoolCreateInfo::default()
             .queue_family_index(context.transfer_queue().family)
             .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
@@ -429,18 +391,6 @@ impl Transfers {
         let staging = parts.staging.take().expect("made above");
         let timeline = std::mem::replace(&mut parts.timeline, vk::Semaphore::null());
         let completion = std::mem::replace(&mut parts.completion, vk::Semaphore::null());
-        let queries = std::mem::replace(&mut parts.queries, vk::QueryPool::null());
-        let timestamps = context.info().transfer_timestamps.map(|(period, bits)| Timestamps {
-            pool: queries,
-            period,
-            mask: if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 },
-            reset_on_host: context.host_query_reset(),
-            free: Mutex::new((0..TIMED_SUBMISSIONS).rev().collect()),
-        });
-        if let Some(timestamps) = timestamps.as_ref().filter(|t| t.reset_on_host) {
-            // SAFETY: a new pool, used by no command yet; host query reset is enabled.
-            unsafe { device.reset_query_pool(timestamps.pool, 0, 2 * TIMED_SUBMISSIONS) };
-        }
         let pools = std::mem::take(&mut parts.pools)
             .into_iter()
             .map(|pool| {
@@ -753,7 +703,7 @@ impl Transfers {
     /// Records `pieces` into a command buffer of pool `pool`: one `vkCmdCopyBuffer` per
     /// (source, destination) pair, behind a barrier over earlier transfers when a piece reads a
     /// GPU buffer, and ahead of one that makes read-backs visible to the host.
-    fn record(&self, pool: usize, pieces: &mut [Staged]) -> Result<(vk::CommandBuffer, Option<u32>)> {
+    fn record(&self, pool: usize, pieces: &mut [Staged]) -> Result<(vk::CommandBuffer, Option<Pair>)> {
         let device = self.context.device();
         let mut pool = self.pool(pool);
         let cb = match pool.spare.pop() {
@@ -775,10 +725,7 @@ impl Transfers {
             .any(|s| matches!(s.piece.what, Move::Copy { .. } | Move::ReadBack { .. }));
         let reads_back = pieces.iter().any(|s| matches!(s.piece.what, Move::ReadBack { .. }));
         let mut regions = Vec::new();
-        let timed = self
-            .timestamps
-            .as_ref()
-            .and_then(|t| Some((t.pool, t.take()?, t.reset_on_host)));
+        let timed = self.timestamps.as_ref().and_then(QueryPairs::take);
         let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         // SAFETY: (1) the command buffer belongs to this pool, whose lock is held, and is not in
         // flight (spare buffers come back only after their submission completed); (2) every
@@ -788,11 +735,8 @@ impl Transfers {
         let recorded = unsafe {
             device.begin_command_buffer(cb, &begin).and_then(|()| {
                 // The pair is this submission's alone until it retires.
-                if let Some((queries, pair, reset_on_host)) = timed {
-                    if !reset_on_host {
-                        device.cmd_reset_query_pool(cb, queries, 2 * pair, 2);
-                    }
-                    device.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, queries, 2 * pair);
+                if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+                    timestamps.start(cb, pair);
                 }
                 if reads_gpu {
                     // What earlier submissions to this queue wrote (uploads a copy depends on
@@ -833,13 +777,12 @@ impl Transfers {
                         &[],
                     );
                 }
-                if let Some((queries, pair, _)) = timed {
-                    device.cmd_write_timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, queries, 2 * pair + 1);
+                if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
+                    timestamps.end(cb, pair);
                 }
                 device.end_command_buffer(cb)
             })
         };
-        let timed = timed.map(|(_, pair, _)| pair);
         if let Err(r) = recorded {
             // Beginning it again resets it (the pool allows resets).
             pool.spare.push(cb);
@@ -849,31 +792,18 @@ impl Transfers {
         Ok((cb, timed))
     }
 
-    /// Hands a submission's query pair back.
-    fn untime(&self, timed: Option<u32>) {
+    /// Hands a submission's query pair back (it never ran, or failed).
+    fn untime(&self, timed: Option<Pair>) {
         if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
-            timestamps.give_back(self.context.device(), pair);
+            timestamps.finish(pair, false);
         }
     }
 
-    /// The GPU time between a retired submission's two timestamps.
-    fn gpu_time(&self, pair: u32) -> Option<Duration> {
+    /// The GPU work between a retired submission's two timestamps.
+    fn gpu_time(&self, pair: Pair) -> Option<GpuSpan> {
         let timestamps = self.timestamps.as_ref()?;
-        let mut ticks = [0u64; 2];
-        // SAFETY: the pair's queries were written by a submission the GPU has finished (its
-        // timeline value was reached), and nothing resets them until the pair is handed back.
-        let read = unsafe {
-            self.context.device().get_query_pool_results(
-                timestamps.pool,
-                2 * pair,
-                &mut ticks,
-                vk::QueryResultFlags::TYPE_64,
-            )
-        };
-        timestamps.give_back(self.context.device(), pair);
-        read.ok()?;
-        let elapsed = ticks[1].wrapping_sub(ticks[0]) & timestamps.mask;
-        Some(Duration::from_nanos((elapsed as f64 * timestamps.period as f64) as u64))
+        let ticks = timestamps.finish(pair, true)?;
+        Some(timestamps.span(ticks, "transfer"))
     }
 
     /// Submits `cb` to the transfer queue, signalling `value` on the timeline after waiting on
@@ -953,7 +883,7 @@ impl Transfers {
                 }
                 state.free.extend(&s.slots);
                 if let Some(gpu) = gpu {
-                    s.node.gpu_time(gpu);
+                    s.node.gpu_time(&gpu);
                 }
                 let end = match &failure {
                     None => NodeEnd::Done { bytes: s.piece.len },
@@ -1155,9 +1085,6 @@ impl Drop for Transfers {
             }
             device.destroy_semaphore(self.timeline, None);
             device.destroy_semaphore(self.completion, None);
-            if let Some(timestamps) = &self.timestamps {
-                device.destroy_query_pool(timestamps.pool, None);
-            }
             ManuallyDrop::take(&mut self.staging).destroy(&self.context);
         }
     }
