@@ -43,8 +43,9 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeFile, RuntimeQueue};
 
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DecodeRoute, DeviceBuffer, Error,
-    ErrorKind, Executor, ExecutorBuilder, ExecutorConfig, HostBuffer, IoPolicy, LoweringConfig, MetricsSnapshot,
-    NodeKind, Place, Priority, Request, RequestId, RequestRecord, RequestReport, RequestStatus, Result, SourceBytes,
+    ErrorKind, Executor, ExecutorBuilder, ExecutorConfig, GpuSpan, HostBuffer, IoPolicy, LoweringConfig,
+    MetricsSnapshot, NodeKind, Place, Priority, Request, RequestId, RequestRecord, RequestReport, RequestStatus,
+    Result, SourceBytes,
 };
 
 /// The I/O configuration, with the read backend from `DSR_IO_BACKEND` (`pread` or `io_uring`;

@@ -18,6 +18,11 @@ pub struct BenchArgs {
     /// Also draw the cases as an SVG bar chart here, dsr beside its peers.
     #[arg(long, global = true, value_name = "SVG")]
     plot: Option<PathBuf>,
+    /// Also write a timeline trace of the whole bench here: Chrome trace-event JSON (Perfetto
+    /// UI, chrome://tracing) with dsr's engine runs node by node and the codecs' and peers'
+    /// runs as spans.
+    #[arg(long, global = true, value_name = "JSON")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,7 +196,8 @@ struct ExecArgs {
 
 pub fn run(args: BenchArgs) -> CliResult {
     let plot = args.plot.as_deref();
-    match args.bench {
+    let recorder = args.trace.as_ref().map(|_| dsr_cli::harness::trace::install());
+    let result = match args.bench {
         Bench::Exec(args) => run_exec(args, plot),
         Bench::DecodeCpu(args) => run_decode(args, plot),
         Bench::EncodeCpu(args) => run_encode(args, plot),
@@ -199,7 +205,11 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Read(args) => run_read(args, plot),
         Bench::Upload(args) => run_upload(args, plot),
         Bench::Submit(args) => run_submit(args, plot),
+    };
+    if let (Some(path), Some(recorder)) = (&args.trace, recorder) {
+        crate::output::write_trace(path, &recorder, |_, _| None)?;
     }
+    result
 }
 
 /// Draws `cases` to `plot`, if asked.

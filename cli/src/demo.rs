@@ -249,9 +249,9 @@ pub fn run(args: DemoArgs) -> CliResult {
             .into_iter()
             .map(|g| (g.id(), g.requests().iter().map(|r| r.name.clone()).collect()))
             .collect();
-        let doc = trace.chrome_json(|batch, request| names.get(&batch)?.get(request as usize).cloned().flatten());
-        std::fs::write(path, doc.to_string())
-            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+        crate::output::write_trace(path, trace, |batch, request| {
+            names.get(&batch)?.get(request as usize).cloned().flatten()
+        })?;
     }
     let error_text = match (&bad_report.requests[0].status, &bad_report.requests[1].status) {
         (RequestStatus::Failed(err), RequestStatus::Done)

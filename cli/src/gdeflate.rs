@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use dsr::viz::TraceRecorder;
 use dsr::{HostBuffer, Request, RequestStatus};
 use dsr_gdeflate::{Encoder, Level, TileStream, TILE_SIZE};
 use rayon::prelude::*;
@@ -32,6 +33,10 @@ enum Gdeflate {
         /// Compression threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Write a timeline trace here: Chrome trace-event JSON, each tile's encode a span on
+        /// its thread's track, and the read and the write.
+        #[arg(long, value_name = "JSON")]
+        trace: Option<PathBuf>,
     },
     /// Decompress the TileStream IN into OUT: through the engine (tile groups on every worker),
     /// or with `--decode gpu` through dsr's GPU decoder (every tile in one dispatch, read back).
@@ -44,6 +49,10 @@ enum Gdeflate {
         /// device DSR_VK_DEVICE names, or the first).
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
         decode: String,
+        /// Write a timeline trace here: Chrome trace-event JSON, the engine's nodes on their
+        /// workers (or the GPU's dispatch), and the read and the write.
+        #[arg(long, value_name = "JSON")]
+        trace: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -57,6 +66,33 @@ fn write(path: &PathBuf, bytes: &[u8]) -> CliResult {
     std::fs::write(path, bytes).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The trace recorder `--trace` asks for, and where to write it.
+struct Trace(Option<(PathBuf, Arc<TraceRecorder>)>);
+
+impl Trace {
+    fn new(path: Option<PathBuf>, workers: usize) -> Trace {
+        Trace(path.map(|path| (path, Arc::new(TraceRecorder::new(workers)))))
+    }
+
+    fn recorder(&self) -> Option<Arc<TraceRecorder>> {
+        self.0.as_ref().map(|(_, recorder)| recorder.clone())
+    }
+
+    /// `name` on `track` from `start` until now.
+    fn span(&self, track: &str, name: &str, start: Instant, args: serde_json::Value) {
+        if let Some((_, recorder)) = &self.0 {
+            recorder.span(track, name, start, Instant::now(), args);
+        }
+    }
+
+    fn write(&self) -> CliResult {
+        match &self.0 {
+            Some((path, recorder)) => crate::output::write_trace(path, recorder, |_, _| None),
+            None => Ok(()),
+        }
+    }
+}
+
 pub fn run(args: GdeflateArgs) -> CliResult {
     match args.command {
         Gdeflate::Compress {
@@ -64,8 +100,12 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             output,
             level,
             threads,
+            trace,
         } => {
+            let trace = Trace::new(trace, 0);
+            let began = Instant::now();
             let bytes = read(&input)?;
+            trace.span("main", "read", began, serde_json::json!({"bytes": bytes.len()}));
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.unwrap_or(0))
                 .build()
@@ -74,11 +114,20 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             let tiles: Vec<Vec<u8>> = pool.install(|| {
                 bytes
                     .par_chunks(TILE_SIZE)
+                    .enumerate()
                     .map_init(
                         || Encoder::new(Level::new(level)),
-                        |encoder, tile| {
+                        |encoder, (i, tile)| {
+                            let began = Instant::now();
                             let mut out = Vec::new();
                             encoder.encode_tile(tile, &mut out);
+                            let thread = rayon::current_thread_index().unwrap_or(0);
+                            trace.span(
+                                &format!("encoder {thread}"),
+                                "encode tile",
+                                began,
+                                serde_json::json!({"tile": i, "bytes": out.len()}),
+                            );
                             out
                         },
                     )
@@ -88,7 +137,10 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             let mut stream = Vec::new();
             dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)
                 .map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
+            let began = Instant::now();
             write(&output, &stream)?;
+            trace.span("main", "write", began, serde_json::json!({"bytes": stream.len()}));
+            trace.write()?;
             eprintln!(
                 "{} → {} bytes ({:.1}%) in {:.2} s",
                 bytes.len(),
@@ -99,19 +151,36 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             Ok(())
         }
         Gdeflate::Decompress {
-            input, output, decode, ..
-        } if decode == "gpu" => decompress_gpu(&input, &output),
+            input,
+            output,
+            decode,
+            trace,
+            ..
+        } if decode == "gpu" => {
+            let trace = Trace::new(trace, 0);
+            decompress_gpu(&input, &output, &trace)?;
+            trace.write()
+        }
         Gdeflate::Decompress {
-            input, output, engine, ..
+            input,
+            output,
+            engine,
+            trace,
+            ..
         } => {
+            let mut config = engine.config();
+            let trace = Trace::new(trace, config.workers);
+            config.observer = trace.recorder().map(|r| r as Arc<dyn dsr::engine::Observer>);
+            let began = Instant::now();
             let stream: Arc<[u8]> = read(&input)?.into();
+            trace.span("main", "read", began, serde_json::json!({"bytes": stream.len()}));
             let parsed =
                 TileStream::parse(&stream).map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
             let len = parsed.uncompressed_len();
             let dest = HostBuffer::new(
                 usize::try_from(len).map_err(|_| CliError::failed("the stream does not fit in memory"))?,
             );
-            let (executor, _) = engine.executor(engine.config())?;
+            let (executor, _) = engine.executor(config)?;
             let start = Instant::now();
             let mut batch = executor.batch();
             batch.push(Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len))?;
@@ -121,7 +190,10 @@ pub fn run(args: GdeflateArgs) -> CliResult {
                 return Err(CliError::failed(format!("{}: {err}", input.display())));
             }
             let mut dest = dest;
+            let began = Instant::now();
             write(&output, dest.as_slice().unwrap_or_default())?;
+            trace.span("main", "write", began, serde_json::json!({"bytes": len}));
+            trace.write()?;
             eprintln!(
                 "{} → {len} bytes in {:.2} ms ({:.0} MB/s, {} worker(s))",
                 stream.len(),
@@ -136,9 +208,11 @@ pub fn run(args: GdeflateArgs) -> CliResult {
 
 /// `dsr gdeflate decompress --decode gpu`: the whole stream staged on the device, every tile in
 /// one dispatch of dsr's shader, statuses checked, the output read back.
-fn decompress_gpu(input: &PathBuf, output: &PathBuf) -> CliResult {
+fn decompress_gpu(input: &PathBuf, output: &PathBuf, trace: &Trace) -> CliResult {
     use dsr::gpu::{DecodeRun, GpuConfig, GpuContext, GpuDecoder, TileJob};
+    let began = Instant::now();
     let stream = read(input)?;
+    trace.span("main", "read", began, serde_json::json!({"bytes": stream.len()}));
     let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", input.display()));
     let parsed = TileStream::parse(&stream).map_err(|e| failed(&e))?;
     let mut jobs = Vec::with_capacity(parsed.tiles());
@@ -156,7 +230,20 @@ fn decompress_gpu(input: &PathBuf, output: &PathBuf) -> CliResult {
     let decoder = GpuDecoder::new(&context, None)?;
     let start = Instant::now();
     let run = DecodeRun::new(&decoder, &stream, &jobs, len).map_err(|e| failed(&e))?;
+    trace.span(
+        "main",
+        "stage on the GPU",
+        start,
+        serde_json::json!({"bytes": stream.len()}),
+    );
+    let began = Instant::now();
     let gpu = run.decode(1)?.first().copied().flatten();
+    trace.span(
+        "main",
+        "decode on the GPU (submit and wait)",
+        began,
+        serde_json::json!({"tiles": jobs.len(), "gpu_ms": gpu.map(|t| t.as_secs_f64() * 1e3)}),
+    );
     if let Some((tile, reason)) = run
         .statuses()
         .iter()
@@ -168,9 +255,13 @@ fn decompress_gpu(input: &PathBuf, output: &PathBuf) -> CliResult {
             tile: Some(tile as u32),
         }));
     }
+    let began = Instant::now();
     let bytes = run.read_output()?;
+    trace.span("main", "read back", began, serde_json::json!({"bytes": len}));
     let elapsed = start.elapsed();
+    let began = Instant::now();
     write(output, &bytes)?;
+    trace.span("main", "write", began, serde_json::json!({"bytes": len}));
     eprintln!(
         "{} → {len} bytes on {} ({} decoder): {:.2} ms with staging and read-back{}",
         stream.len(),

@@ -446,9 +446,7 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
             .as_ref()
             .map(|(batch, _)| batch.graph().requests().iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default();
-        let doc = trace.chrome_json(|_, request| names.get(request as usize).cloned().flatten());
-        std::fs::write(path, doc.to_string())
-            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+        crate::output::write_trace(path, trace, |_, request| names.get(request as usize).cloned().flatten())?;
     }
     let metrics = engine.executor.metrics();
     // Request latency is the batch report's; through the queue only the run's time is known.

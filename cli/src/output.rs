@@ -110,6 +110,17 @@ impl Observer for Progress {
     }
 }
 
+/// Writes `recorder`'s trace to `path` (`name` gives a request's name from its batch and
+/// index, where known).
+pub fn write_trace(
+    path: &std::path::Path,
+    recorder: &dsr::viz::TraceRecorder,
+    name: impl Fn(u64, u32) -> Option<String>,
+) -> crate::CliResult {
+    std::fs::write(path, recorder.chrome_json(name).to_string())
+        .map_err(|e| crate::CliError::failed(format!("cannot write {}: {e}", path.display())))
+}
+
 /// Fans node events out to several observers.
 #[derive(Debug)]
 pub struct Observers(pub Vec<Arc<dyn Observer>>);
@@ -123,6 +134,16 @@ impl Observer for Observers {
     fn node_deferred(&self, event: &NodeEvent) {
         for o in &self.0 {
             o.node_deferred(event);
+        }
+    }
+    fn node_submitted(&self, event: &NodeEvent, value: u64) {
+        for o in &self.0 {
+            o.node_submitted(event, value);
+        }
+    }
+    fn node_gpu_time(&self, event: &NodeEvent, gpu: &dsr::GpuSpan) {
+        for o in &self.0 {
+            o.node_gpu_time(event, gpu);
         }
     }
     fn node_finished(&self, event: &NodeEvent, end: &NodeEnd) {

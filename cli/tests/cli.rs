@@ -155,6 +155,81 @@ fn demo_and_load_write_timeline_traces() {
     assert_eq!(reads, 2 * 3, "three 1 MiB reads a run, two runs");
 }
 
+/// `--trace` on `dsr gdeflate` and the benches: compression draws each tile's encode on its
+/// thread's track; decompression the engine's decode nodes, covering every tile once; a bench
+/// its engine runs node by node.
+#[test]
+fn gdeflate_and_benches_write_timeline_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(5 * 65536 + 1234, 8);
+    let input = temp_file(&data);
+    let stream = dir.path().join("data.gdf");
+    let events = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        doc["traceEvents"].as_array().unwrap().clone()
+    };
+    let trace = dir.path().join("compress.json");
+    dsr(&[
+        "gdeflate",
+        "compress",
+        input.path().to_str().unwrap(),
+        stream.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let compress = events(&trace);
+    let mut tiles: Vec<u64> = compress
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "encode tile")
+        .map(|e| e["args"]["tile"].as_u64().unwrap())
+        .collect();
+    tiles.sort_unstable();
+    assert_eq!(tiles, (0..6).collect::<Vec<u64>>(), "each tile's encode once");
+    assert!(compress
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"].as_str().is_some_and(|n| n.starts_with("encoder"))));
+    for name in ["read", "write"] {
+        assert!(compress.iter().any(|e| e["ph"] == "X" && e["name"] == name), "{name}");
+    }
+
+    let out = dir.path().join("data.out");
+    let trace = dir.path().join("decompress.json");
+    dsr(&[
+        "gdeflate",
+        "decompress",
+        stream.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let decode: u64 = events(&trace)
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "decompress-cpu")
+        .map(|e| e["args"]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(decode, data.len() as u64, "the decode nodes cover the output once");
+
+    let trace = dir.path().join("bench.json");
+    dsr(&[
+        "bench",
+        "exec",
+        "--nodes",
+        "500",
+        "--runs",
+        "1",
+        "--workers",
+        "1",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let spans = events(&trace)
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "node")
+        .count();
+    assert!(spans >= 500, "{spans} node spans");
+}
+
 #[test]
 fn load_reports_throughput_and_writes_the_run_graph() {
     let file = temp_file(&pattern(3 << 20, 1));

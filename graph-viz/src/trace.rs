@@ -61,12 +61,23 @@ struct Raw {
 /// A GPU submission in the trace: whether its start is calibrated, its nodes' kinds and count.
 type Submission = (bool, Vec<&'static str>, u32);
 
+/// Work outside the engine, as a span on a named track.
+#[derive(Clone, Debug)]
+struct Outside {
+    track: String,
+    name: String,
+    start: Instant,
+    end: Instant,
+    args: Value,
+}
+
 /// Records node events for a timeline trace (see the module comment).
 #[derive(Debug)]
 pub struct TraceRecorder {
     origin: Instant,
     /// One buffer per worker, and a last one for events off the workers.
     shards: Box<[Mutex<Vec<Raw>>]>,
+    outside: Mutex<Vec<Outside>>,
 }
 
 impl TraceRecorder {
@@ -75,7 +86,21 @@ impl TraceRecorder {
         TraceRecorder {
             origin: Instant::now(),
             shards: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
+            outside: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records work done outside the engine (a codec's tiles on a thread pool, a bench's run,
+    /// a whole GPU dispatch) as a span named `name` on the track named `track`, with `args`.
+    pub fn span(&self, track: &str, name: &str, start: Instant, end: Instant, args: Value) {
+        let span = Outside {
+            track: track.to_owned(),
+            name: name.to_owned(),
+            start,
+            end: end.max(start),
+            args,
+        };
+        self.outside.lock().unwrap_or_else(|p| p.into_inner()).push(span);
     }
 
     fn record(&self, event: &NodeEvent, what: What) {
@@ -233,6 +258,25 @@ impl TraceRecorder {
                     "name": format!("{kind} {what}"), "cat": "outcome", "ts": self.us(finished.at), "args": args,
                 }));
             }
+        }
+        // Work outside the engine: a track per name, after the workers' and completions'.
+        let mut tracks: Vec<String> = Vec::new();
+        for span in self.outside.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let index = match tracks.iter().position(|t| *t == span.track) {
+                Some(i) => i,
+                None => {
+                    tracks.push(span.track.clone());
+                    let tid = off_worker + tracks.len();
+                    events.push(
+                        json!({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name", "args": {"name": span.track}}),
+                    );
+                    tracks.len() - 1
+                }
+            };
+            events.push(json!({
+                "ph": "X", "pid": 1, "tid": off_worker + 1 + index, "name": span.name, "cat": "outside",
+                "ts": self.us(span.start), "dur": self.us(span.end) - self.us(span.start), "args": span.args,
+            }));
         }
         for ((queue, ts, dur), (calibrated, kinds, nodes)) in submissions {
             let tid = if queue == "transfer" { 0 } else { 1 };

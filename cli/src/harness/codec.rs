@@ -68,6 +68,7 @@ pub fn dsr_decode(tiles: &Tiles, out: &mut [u8]) -> Result<Duration, dsr_gdeflat
                 tile: Some(i as u32),
             })?;
     }
+    super::trace::span("codec", "dsr decode (one thread)", start);
     Ok(start.elapsed())
 }
 
@@ -93,6 +94,7 @@ pub fn decode_vs_reference(input: &[u8], runs: usize) -> Result<(f64, f64), Stri
                 .decompress_unpadded(&tiles.data[s..e], &mut chunk[..tiles.out_len(i)])
                 .map_err(|e| format!("the reference failed on tile {i}: {e:?}"))?;
         }
+        super::trace::span("codec", "reference decode (one thread)", start);
         theirs.push(start.elapsed());
         if out != input {
             return Err("the reference decoded wrong bytes".into());
@@ -126,6 +128,7 @@ pub fn reference_decode_threads(input: &[u8], threads: usize, runs: usize) -> f6
                 });
             }
         });
+        super::trace::span("codec", "reference decode (threads)", start);
         times.push(start.elapsed());
     }
     input.len() as f64 / median(&mut times).as_secs_f64() / 1e6
@@ -139,6 +142,7 @@ pub fn dsr_encode(input: &[u8], level: Level) -> (usize, f64) {
     for chunk in input.chunks(TILE_SIZE) {
         encoder.encode_tile(chunk, &mut out);
     }
+    super::trace::span("codec", "dsr encode", start);
     (out.len(), input.len() as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
@@ -148,6 +152,7 @@ pub fn reference_encode(input: &[u8], level: u8) -> (usize, f64) {
     let mut compressor = dsr_gdeflate_reference::Compressor::new(level);
     let start = Instant::now();
     let size: usize = input.chunks(TILE_SIZE).map(|c| compressor.compress_tile(c).len()).sum();
+    super::trace::span("codec", "reference encode", start);
     (size, input.len() as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
@@ -156,11 +161,11 @@ pub fn reference_encode(input: &[u8], level: u8) -> (usize, f64) {
 pub fn engine_decode(stream: &[u8], len: usize, workers: usize, runs: usize) -> Result<f64, String> {
     use std::sync::Arc;
     let stream: Arc<[u8]> = stream.into();
-    let executor = dsr::executor(dsr::ExecutorConfig {
+    let executor = dsr::executor(super::trace::observe(dsr::ExecutorConfig {
         workers,
         metrics: false,
         ..dsr::ExecutorConfig::default()
-    })
+    }))
     .map_err(|e| e.to_string())?;
     let dest = dsr::HostBuffer::prefault(len);
     let mut times = Vec::new();

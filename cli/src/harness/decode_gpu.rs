@@ -192,9 +192,13 @@ pub fn end_to_end(
         metrics: false,
         ..dsr::ExecutorConfig::default()
     };
-    let (executor, _, _) =
-        dsr::executor_with_gpu(config, dsr::io_from_env(), context, dsr::gpu::StagingConfig::default())
-            .map_err(|e| e.to_string())?;
+    let (executor, _, _) = dsr::executor_with_gpu(
+        super::trace::observe(config),
+        dsr::io_from_env(),
+        context,
+        dsr::gpu::StagingConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let gpu = dsr::gpu::allocate_buffer(context, len).map_err(|e| e.to_string())?;
     let host = dsr::HostBuffer::prefault(stream.len());
     let once = |request: dsr::Request| -> Result<std::time::Duration, String> {

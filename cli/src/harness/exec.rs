@@ -202,6 +202,7 @@ pub fn dsr_graph(dag: &Dag) -> GraphBuilder {
 /// An executor of `workers` threads whose `Copy` stage is [`tiny_work`], metrics off.
 pub fn bench_executor(workers: usize) -> dsr::engine::Result<Executor> {
     Executor::builder()
+        .config(super::trace::observe(dsr::ExecutorConfig::default()))
         .workers(workers)
         .metrics(false)
         .stage(NodeKind::Copy, Arc::new(TinyStage))

@@ -8,6 +8,7 @@ pub mod decode_gpu;
 pub mod exec;
 pub mod read;
 pub mod submit;
+pub mod trace;
 pub mod upload;
 
 use std::time::Duration;

@@ -101,10 +101,10 @@ pub fn offsets(mode: Mode, file_len: u64, seed: u64) -> Vec<u64> {
 /// dsr reading `offsets` of `path`, `mode.block` each, through the engine.
 pub fn run_dsr(path: &Path, mode: Mode, offsets: &[u64], dest: &HostBuffer) -> dsr::Result<Sample> {
     let (executor, info) = dsr::executor_with_io(
-        ExecutorConfig {
+        super::trace::observe(ExecutorConfig {
             metrics: false,
             ..ExecutorConfig::default()
-        },
+        }),
         IoConfig {
             backend: Backend::Auto,
             ring: dsr::stages::io::RingConfig {
@@ -167,7 +167,9 @@ pub fn fio_available() -> bool {
 /// its job thread reported.
 pub fn run_fio(path: &Path, mode: Mode, file_len: u64) -> Result<Sample, String> {
     let startup = fio_once(path, mode, mode.block.max(1 << 20))?.1;
+    let start = std::time::Instant::now();
     let (doc, cpu) = fio_once(path, mode, file_len / mode.block * mode.block)?;
+    super::trace::span("peer", "fio (whole process)", start);
     let job = &doc["jobs"][0];
     let read = &job["read"];
     let bytes = read["io_bytes"].as_u64().unwrap_or(0);

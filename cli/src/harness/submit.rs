@@ -372,7 +372,7 @@ pub fn measure(requests: u64, runs: usize, workers: usize, library: Option<&Path
         metrics: false,
         ..dsr::ExecutorConfig::default()
     };
-    let executor = Arc::new(dsr::executor(config)?);
+    let executor = Arc::new(dsr::executor(super::trace::observe(config))?);
     let queue = dsr::Queue::new(
         executor.clone(),
         dsr::QueueConfig {

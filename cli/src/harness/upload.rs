@@ -188,7 +188,7 @@ fn executor(context: &Arc<GpuContext>, region: u64) -> Result<dsr::Executor> {
         budget: STAGING.max(region),
         slot: region,
     };
-    let (executor, _, _) = dsr::executor_with_gpu(config, dsr::io_from_env(), context, staging)?;
+    let (executor, _, _) = dsr::executor_with_gpu(super::trace::observe(config), dsr::io_from_env(), context, staging)?;
     Ok(executor)
 }
 
@@ -268,6 +268,7 @@ fn bare_copy(
         at += regions.iter().map(|r| r.size).sum::<u64>();
         submitter.copy_and_wait(staging.memory().buffer, raw(dest), &regions)?;
     }
+    super::trace::span("peer", "bare vkCmdCopyBuffer", start);
     Ok(start.elapsed())
 }
 
