@@ -188,7 +188,7 @@ fn a_trace_shows_every_node_once_on_tracks_that_nest() {
     // The reads waited on io_uring: their async spans pair up.
     let begins: Vec<_> = of("b").collect();
     assert!(
-        begins.iter().any(|e| e["cat"] == "io"),
+        begins.iter().any(|e| e["cat"] == "io_uring"),
         "io_uring waits are in the trace"
     );
     for b in &begins {

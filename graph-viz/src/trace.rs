@@ -5,8 +5,10 @@
 //! - a track per worker (`tid` = worker index), each node's run of its stage as a span (`X`)
 //!   named by its kind, with its batch, request, node and bytes (and the request's name, where
 //!   the caller gives names) as arguments; a track for completions off the workers;
-//! - each deferred node's wait on its completion source (io_uring, the GPU, the scratch budget)
-//!   as an async span (`b`/`e`) from the hand-over to its end, in the source's category;
+//! - each deferred node's wait on its completion source as an async span (`b`/`e`) from the
+//!   hand-over to its end, in the source's category: `io_uring` (the engine's one ring: an
+//!   operation from its queueing to its completion; positioned reads run on the worker, inside
+//!   their node's span), `gpu`, `scratch budget`;
 //! - each GPU submission (timestamp queries) as a span on a "GPU" process's track for its queue
 //!   (transfer, compute), placed on the CPU's clock where the device's clock is calibrated
 //!   against it (`VK_EXT_calibrated_timestamps`; `calibrated` in its arguments), otherwise
@@ -321,7 +323,7 @@ impl TraceRecorder {
 /// The completion source a deferred node of `kind` waits on, as the trace's category.
 fn source(kind: NodeKind) -> &'static str {
     match kind {
-        NodeKind::Read | NodeKind::Write | NodeKind::Sync => "io",
+        NodeKind::Read | NodeKind::Write | NodeKind::Sync => "io_uring",
         NodeKind::Upload | NodeKind::Copy | NodeKind::DecompressGpu => "gpu",
         NodeKind::Acquire => "scratch budget",
         _ => "other",
