@@ -43,7 +43,7 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeFile, RuntimeQueue};
 
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DecodeRoute, DeviceBuffer, Error,
-    ErrorKind, Executor, ExecutorBuilder, ExecutorConfig, GpuSpan, HostBuffer, IoPolicy, LoweringConfig,
+    ErrorKind, Executor, ExecutorBuilder, ExecutorConfig, FileSource, GpuSpan, HostBuffer, IoPolicy, LoweringConfig,
     MetricsSnapshot, NodeKind, Place, Priority, Request, RequestId, RequestRecord, RequestReport, RequestStatus,
     Result, SourceBytes,
 };

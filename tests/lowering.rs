@@ -355,13 +355,17 @@ fn writes_lower_to_write_pieces_and_gpu_writes_stage_through_scratch() {
     batch
         .push(Request::device_to_file(&gpu, 0, (1 << 20) + 1, "/out/b", 0))
         .unwrap();
+    // A compressed write decodes on the way, through scratch; a GPU buffer's stream cannot.
+    batch
+        .push(Request::write(bytes.clone(), 0, 10, "/out/c", 0).gdeflate(100))
+        .unwrap();
     let err = batch
-        .push(Request::write(bytes.clone(), 0, 10, "/out/a", 0).gdeflate(100))
+        .push(Request::device_to_file(&gpu, 0, 10, "/out/a", 0).gdeflate(100))
         .unwrap_err();
     assert_eq!(err.kind(), dsr::ErrorKind::Unsupported, "{err}");
     let compiled = batch.compile().unwrap();
     let graph = compiled.graph();
-    use NodeKind::{Acquire, Copy, Release, Sync, Write};
+    use NodeKind::{Acquire, Copy, DecompressCpu, Release, Sync, Write};
     let kinds = |r: usize| -> Vec<NodeKind> {
         graph
             .request_nodes(dsr::RequestId::from_index(r))
@@ -371,6 +375,7 @@ fn writes_lower_to_write_pieces_and_gpu_writes_stage_through_scratch() {
     };
     assert_eq!(kinds(0), [Write, Write, Write, Sync]);
     assert_eq!(kinds(1), [Acquire, Copy, Copy, Write, Write, Release]);
+    assert_eq!(kinds(2), [Acquire, DecompressCpu, Write, Release]);
     let writes: Vec<_> = graph.nodes().filter(|n| n.kind == Write).collect();
     assert_eq!(
         graph.resource_kind(writes[0].dst.unwrap().resource),
@@ -382,7 +387,7 @@ fn writes_lower_to_write_pieces_and_gpu_writes_stage_through_scratch() {
     assert_eq!(sync.state.pending(), 3, "the sync waits for every write");
     // The GPU write: each write follows the copy that filled its piece of scratch.
     let copies: Vec<_> = graph.nodes().filter(|n| n.kind == Copy).collect();
-    for (copy, write) in copies.iter().zip(&writes[3..]) {
+    for (copy, write) in copies.iter().zip(&writes[3..5]) {
         assert_eq!(
             graph.resource_kind(copy.dst.unwrap().resource),
             Some(ResourceKind::Scratch)

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use dsr::viz::TraceRecorder;
-use dsr::{HostBuffer, Request, RequestStatus};
+use dsr::{HostBuffer, Request};
 use dsr_gdeflate::{Encoder, Level, TileStream, TILE_SIZE};
 use rayon::prelude::*;
 
@@ -171,39 +171,109 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             let mut config = engine.config();
             let trace = Trace::new(trace, config.workers);
             config.observer = trace.recorder().map(|r| r as Arc<dyn dsr::engine::Observer>);
-            let began = Instant::now();
-            let stream: Arc<[u8]> = read(&input)?.into();
-            trace.span("main", "read", began, serde_json::json!({"bytes": stream.len()}));
-            let parsed =
-                TileStream::parse(&stream).map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
-            let len = parsed.uncompressed_len();
-            let dest = HostBuffer::new(
-                usize::try_from(len).map_err(|_| CliError::failed("the stream does not fit in memory"))?,
-            );
-            let (executor, _) = engine.executor(config)?;
-            let start = Instant::now();
-            let mut batch = executor.batch();
-            batch.push(Request::memory(stream.clone(), 0, stream.len() as u64, &dest, 0).gdeflate(len))?;
-            let report = executor.submit(batch)?.wait();
-            let elapsed = start.elapsed();
-            if let RequestStatus::Failed(err) = &report.requests[0].status {
-                return Err(CliError::failed(format!("{}: {err}", input.display())));
-            }
-            let mut dest = dest;
-            let began = Instant::now();
-            write(&output, dest.as_slice().unwrap_or_default())?;
-            trace.span("main", "write", began, serde_json::json!({"bytes": len}));
-            trace.write()?;
-            eprintln!(
-                "{} → {len} bytes in {:.2} ms ({:.0} MB/s, {} worker(s))",
-                stream.len(),
-                elapsed.as_secs_f64() * 1e3,
-                len as f64 / elapsed.as_secs_f64() / 1e6,
-                executor.workers()
-            );
-            Ok(())
+            decompress_streaming(&input, &output, &engine, config)?;
+            trace.write()
         }
     }
+}
+
+/// The tile table of the TileStream at `path`: where its data starts, each tile's end from
+/// there, the uncompressed size. Reads the header and the table alone.
+fn read_table(path: &PathBuf) -> Result<(u64, Vec<u64>, u64), CliError> {
+    use std::os::unix::fs::FileExt;
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| failed(&e))?;
+    let file_len = file.metadata().map_err(|e| failed(&e))?.len();
+    let mut prefix = vec![0u8; 8];
+    file.read_exact_at(&mut prefix, 0)
+        .map_err(|_| failed(&"too short for a GDeflate TileStream's header"))?;
+    let tiles = u16::from_le_bytes([prefix[2], prefix[3]]) as usize;
+    prefix.resize(8 + 4 * tiles, 0);
+    file.read_exact_at(&mut prefix[8..], 8)
+        .map_err(|_| failed(&"too short for its GDeflate tile table"))?;
+    let parsed = TileStream::parse_prefix(&prefix)
+        .map_err(|e| failed(&e))?
+        .ok_or_else(|| failed(&"too short for its GDeflate tile table"))?;
+    parsed.check_order().map_err(|e| failed(&e))?;
+    let data = prefix.len() as u64;
+    let stream_len = parsed.stream_len().ok_or_else(|| failed(&"its tile table overflows"))? as u64;
+    if stream_len != file_len {
+        return Err(failed(&format!(
+            "not a whole GDeflate TileStream: its tile table says it is {stream_len} bytes, the file is {file_len}"
+        )));
+    }
+    let ends = (0..parsed.tiles()).map(|i| parsed.tile_end(i) as u64 - data).collect();
+    Ok((data, ends, parsed.uncompressed_len()))
+}
+
+/// Tiles a window of the stream decodes at once (16 MiB of output), at most a quarter of the
+/// scratch budget's worth, so that several windows are in flight.
+fn window_tiles(scratch: u64) -> usize {
+    ((scratch / 4 / TILE_SIZE as u64) as usize).clamp(1, 256)
+}
+
+/// `dsr gdeflate decompress`: the stream decoded into OUT through the engine, window by window
+/// (its table read once; each window's tiles read, decoded on every worker and written), so
+/// memory stays within the scratch budget whatever the stream's size.
+fn decompress_streaming(
+    input: &PathBuf,
+    output: &PathBuf,
+    engine: &EngineArgs,
+    config: dsr::ExecutorConfig,
+) -> CliResult {
+    let start = Instant::now();
+    let (data, ends, len) = read_table(input)?;
+    let out = std::fs::File::create(output)
+        .and_then(|f| f.set_len(len).map(|()| f))
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", output.display())))?;
+    drop(out);
+    let (executor, _) = engine.executor(config)?;
+    let window = window_tiles(engine.scratch);
+    let host = HostBuffer::new(0);
+    let mut batch = executor.batch();
+    let mut firsts = Vec::new();
+    for first in (0..ends.len()).step_by(window) {
+        let last = (first + window).min(ends.len());
+        let from = if first == 0 { 0 } else { ends[first - 1] };
+        let window_ends: Arc<[u64]> = ends[first..last].iter().map(|e| e - from).collect();
+        let out_len = (last as u64 * TILE_SIZE as u64).min(len) - first as u64 * TILE_SIZE as u64;
+        let request = Request::file(input, data + from, ends[last - 1] - from, &host, 0)
+            .io(engine.policy())
+            .gdeflate_tiles(out_len, window_ends)
+            .to_file(dsr::FileSource::Path(output.clone()), first as u64 * TILE_SIZE as u64);
+        batch.push(request)?;
+        firsts.push(first);
+    }
+    let report = executor.submit(batch)?.wait();
+    if let Some((id, err)) = report.first_failure() {
+        // Tiles are numbered within their window: name them in the stream.
+        let tile = err.tile().map(|t| firsts[id.index()] as u64 + t as u64);
+        let at = tile.map_or(String::new(), |t| format!(" (tile {t} of the stream)"));
+        return Err(CliError::failed(format!("{}: {err}{at}", input.display())));
+    }
+    let elapsed = start.elapsed();
+    eprintln!(
+        "{} → {len} bytes in {:.2} ms ({:.0} MB/s, {} worker(s), {} window(s) of up to {} tiles; peak memory {} MiB)",
+        data + ends.last().copied().unwrap_or(0),
+        elapsed.as_secs_f64() * 1e3,
+        len as f64 / elapsed.as_secs_f64() / 1e6,
+        executor.workers(),
+        firsts.len(),
+        window,
+        peak_rss() >> 20
+    );
+    Ok(())
+}
+
+/// This process's peak resident memory, in bytes.
+pub fn peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss as u64 * 1024
 }
 
 /// `dsr gdeflate decompress --decode gpu`: the whole stream staged on the device, every tile in

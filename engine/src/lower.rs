@@ -14,6 +14,8 @@
 //! | memory, GDeflate → GPU, decoded there | `DecompressGpu`, from the caller's bytes |
 //! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
 //! | memory → file (a write)       | `Write` × chunks [→ `Sync`]                        |
+//! | file, GDeflate → file         | `Acquire` → `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Write` [→ `Sync`] → `Release` |
+//! | memory, GDeflate → file       | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Write` [→ `Sync`] → `Release` |
 //! | GPU buffer → file             | `Acquire` → `Copy` × chunks into scratch, each → its `Write` [→ `Sync`] → `Release` |
 //!
 //! Splitting large reads into chunks lets several workers copy one asset at once and bounds the
@@ -26,7 +28,9 @@
 //! (scratch, or the caller's bytes), each following the node that filled its piece, so pieces
 //! go to the GPU while later ones are still being read or decoded. A GDeflate stream may instead
 //! decode on the GPU (`DecodeRoute`): one `DecompressGpu` node takes the whole compressed stream
-//! and writes every tile into the destination.
+//! and writes every tile into the destination. A GDeflate source may also be bare tiles with
+//! their table given apart (`Request::gdeflate_tiles`: a window of a large stream whose table
+//! was read once), decoded on the CPU.
 
 use crate::balance::{DecodeSite, Routing};
 use crate::buffer::ReservationOwner;
@@ -109,6 +113,29 @@ fn lower_inner(
             return Err(Error::new(
                 ErrorKind::InvalidRequest,
                 "a GDeflate stream holds at most 65535 tiles (4 GiB); split the asset",
+            ));
+        }
+    }
+    if let Some(ends) = &request.tile_ends {
+        let Compression::GDeflate { uncompressed_len } = request.compression else {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                "a tile table goes with GDeflate tiles (Request::gdeflate_tiles)",
+            ));
+        };
+        let tiles = uncompressed_len.div_ceil(TILE_BYTES);
+        if ends.len() as u64 != tiles {
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!("{} tile ends given for {tiles} tiles of output", ends.len()),
+            ));
+        }
+        if ends.windows(2).any(|w| w[0] >= w[1]) || ends.first() == Some(&0) || ends.last() > Some(&src_len) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the tile table does not fit the {src_len} source bytes (its ends must rise, from above 0 to at most the source's length)"
+                ),
             ));
         }
     }
@@ -260,6 +287,7 @@ fn lower_inner(
         bytes: out_len,
         tile_hashes: request.verify,
         io: request.io,
+        tile_ends: request.tile_ends,
     });
     // A request that holds scratch takes it first and hands it back last.
     let hold_spec = |resource, kind| NodeSpec {
@@ -424,7 +452,9 @@ fn decodes_on_gpu(config: &LoweringConfig, routing: Option<&Routing>, request: &
     let Compression::GDeflate { uncompressed_len } = request.compression else {
         return Ok(false);
     };
-    let refusal = if !config.gpu_decode {
+    let refusal = if request.tile_ends.is_some() {
+        Some("its tiles come without their TileStream's table (Request::gdeflate_tiles), which the CPU route decodes")
+    } else if !config.gpu_decode {
         Some("the executor has no GPU decoder (no Vulkan device with buffer device addresses and 8-bit storage, or a caller's device)")
     } else if !buffer.decodable() {
         Some("the GPU decoder cannot write into this buffer (a caller's buffer, made without device addresses)")
@@ -512,45 +542,57 @@ fn add_gpu_decode_pieces(
 }
 
 /// A write request: memory (or a GPU buffer, read back into scratch first) into a file range,
-/// in pieces of at most `read_chunk`, then a `Sync` when asked. Writes are not compressed.
+/// in pieces of at most `read_chunk`, then a `Sync` when asked. A GDeflate source (a file's
+/// or memory's) is decoded on the way: `Acquire` → `Read` × chunks into scratch → `Barrier` →
+/// `DecompressCpu` × groups into scratch, each → its `Write` [→ `Sync`] → `Release`, so a file
+/// decodes into another through at most its request's scratch.
 fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Request) -> Result<RequestId> {
     let Destination::File { file, offset: at, sync } = request.destination else {
         unreachable!("only writes come here")
     };
-    if request.compression != Compression::None {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "writes take uncompressed bytes; compress them first (dsr gdeflate compress)",
-        ));
-    }
-    let len = request.source.len();
+    let src_len = request.source.len();
+    let decoded = match request.compression {
+        Compression::None => None,
+        Compression::GDeflate { uncompressed_len } => Some(uncompressed_len),
+    };
+    let len = decoded.unwrap_or(src_len);
     if at.checked_add(len).is_none() {
         return Err(Error::new(
             ErrorKind::InvalidRequest,
             "the file range overflows a 64-bit offset",
         ));
     }
+    if request.verify.is_some() && decoded.is_none() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "tile hashes are checked as tiles decode: a write of stored bytes has none to check",
+        ));
+    }
     // Resources first (source, destination, scratch), then the request: a refusal leaves at
     // worst resources no node uses.
-    let (src, from_gpu) = match request.source {
-        Source::Memory { bytes, offset, len: _ } => (
-            Span {
-                resource: graph.add_memory(bytes),
-                offset,
-            },
-            false,
-        ),
-        Source::Device { buffer, offset, len: _ } => (
-            Span {
-                resource: graph.add_device_source(buffer),
-                offset,
-            },
-            true,
-        ),
+    enum From {
+        Memory(Span),
+        Gpu(Span),
+        File(Span),
+    }
+    let from = match request.source {
+        Source::Memory { bytes, offset, len: _ } => From::Memory(Span {
+            resource: graph.add_memory(bytes),
+            offset,
+        }),
+        Source::Device { buffer, offset, len: _ } => From::Gpu(Span {
+            resource: graph.add_device_source(buffer),
+            offset,
+        }),
+        Source::File { file, offset, len: _ } if decoded.is_some() => From::File(Span {
+            resource: graph.add_file(file),
+            offset,
+        }),
         Source::File { .. } => {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                "a write takes its bytes from memory or a GPU buffer, not from another file",
+                "a write takes its bytes from memory or a GPU buffer, not from another file \
+                 (unless it decodes them: a GDeflate source)",
             ));
         }
     };
@@ -558,36 +600,61 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         resource: graph.add_file_for_write(file),
         offset: at,
     };
-    let scratch = if from_gpu { Some(graph.add_scratch(len)?) } else { None };
+    // Scratch holds a GPU buffer's bytes read back, or a stream read from a file and its
+    // decoded output after it, or decoded output alone.
+    let scratch_len = match (&from, decoded) {
+        (From::Gpu(_), _) => Some(len),
+        (From::File(_), Some(out)) => Some(src_len + out),
+        (From::Memory(_), Some(out)) => Some(out),
+        _ => None,
+    };
+    let scratch = scratch_len.map(|len| graph.add_scratch(len)).transpose()?;
     let id = graph.add_request(RequestInfo {
         name: request.name,
         tag: request.tag,
         priority: request.priority,
         bytes: len,
-        tile_hashes: None,
+        tile_hashes: request.verify,
         io: request.io,
+        tile_ends: request.tile_ends,
     });
     let hold_spec = |resource, kind| NodeSpec {
         src: Some(Span { resource, offset: 0 }),
-        src_len: len,
+        src_len: scratch_len.unwrap_or(0),
         ..NodeSpec::bare(kind, id)
     };
-    let (writes, hold) = match scratch {
-        None => (
-            add_pieces(graph, NodeKind::Write, id, src, dst, len, config.read_chunk),
-            None,
-        ),
-        Some(resource) => {
-            let staged = Span { resource, offset: 0 };
-            let acquire = graph.add_lowered_node(hold_spec(resource, NodeKind::Acquire));
+    let hold = scratch.map(|resource| {
+        let acquire = graph.add_lowered_node(hold_spec(resource, NodeKind::Acquire));
+        (Span { resource, offset: 0 }, acquire)
+    });
+    let writes = match (from, hold) {
+        (From::Memory(src), None) => add_pieces(graph, NodeKind::Write, id, src, dst, len, config.read_chunk),
+        (From::Gpu(src), Some((staged, acquire))) => {
             let copies = add_pieces(graph, NodeKind::Copy, id, src, staged, len, config.read_chunk);
             join(graph, id, &[acquire], &copies);
             let writes = add_pieces(graph, NodeKind::Write, id, staged, dst, len, config.read_chunk);
             for (&copy, &write) in copies.iter().zip(&writes) {
                 graph.add_edge(copy, write, EdgeKind::Cpu);
             }
-            (writes, Some(resource))
+            writes
         }
+        (From::File(src), Some((staged, acquire))) => {
+            let reads = add_reads(graph, config, id, src, staged, src_len);
+            join(graph, id, &[acquire], &reads);
+            let out = Span {
+                offset: src_len,
+                ..staged
+            };
+            let decodes = add_decodes(graph, config, id, staged, src_len, out, len);
+            join(graph, id, &reads, &decodes);
+            write_groups(graph, config, id, &decodes, out, dst, len)
+        }
+        (From::Memory(src), Some((staged, acquire))) => {
+            let decodes = add_decodes(graph, config, id, src, src_len, staged, len);
+            join(graph, id, &[acquire], &decodes);
+            write_groups(graph, config, id, &decodes, staged, dst, len)
+        }
+        _ => unreachable!("scratch is sized for every source that needs it"),
     };
     let mut ends = writes;
     if sync {
@@ -598,11 +665,31 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
         join(graph, id, &ends, &[flush]);
         ends = vec![flush];
     }
-    if let Some(resource) = hold {
-        let release = graph.add_lowered_node(hold_spec(resource, NodeKind::Release));
+    if let Some((staged, _)) = hold {
+        let release = graph.add_lowered_node(hold_spec(staged.resource, NodeKind::Release));
         join(graph, id, &ends, &[release]);
     }
     Ok(id)
+}
+
+/// A `Write` of each decode group's output (`len` bytes at `src`, in groups) to `dst`, after its
+/// group.
+fn write_groups(
+    graph: &mut GraphBuilder,
+    config: &LoweringConfig,
+    request: RequestId,
+    decodes: &[NodeId],
+    src: Span,
+    dst: Span,
+    len: u64,
+) -> Vec<NodeId> {
+    let group = config.decode_group_tiles.max(1) as u64 * TILE_BYTES;
+    let writes = add_pieces(graph, NodeKind::Write, request, src, dst, len, group);
+    debug_assert_eq!(writes.len(), decodes.len(), "one write per group");
+    for (&decode, &write) in decodes.iter().zip(&writes) {
+        graph.add_edge(decode, write, EdgeKind::Cpu);
+    }
+    writes
 }
 
 /// Nodes of `kind` moving `len` bytes from `src` to `dst` in pieces of at most `chunk`, in order.

@@ -158,6 +158,9 @@ pub struct Request {
     pub io: IoPolicy,
     /// Where a GDeflate stream bound for a GPU buffer is decoded.
     pub decode: DecodeRoute,
+    /// For GDeflate: the source is the tiles' compressed bytes alone, tile `i` ending `ends[i]`
+    /// bytes from the source's start, its table kept apart (see [`Request::gdeflate_tiles`]).
+    pub tile_ends: Option<Arc<[u64]>>,
 }
 
 /// Where a GDeflate request into a GPU buffer decodes. Host destinations always decode on the
@@ -314,6 +317,7 @@ impl Request {
             verify: None,
             io: IoPolicy::Auto,
             decode: DecodeRoute::Auto,
+            tile_ends: None,
         }
     }
 
@@ -326,6 +330,17 @@ impl Request {
     /// Marks the source as a GDeflate stream that decodes to `uncompressed_len` bytes.
     pub fn gdeflate(mut self, uncompressed_len: u64) -> Self {
         self.compression = Compression::GDeflate { uncompressed_len };
+        self
+    }
+
+    /// Marks the source as GDeflate tiles without their TileStream's header and table: the
+    /// compressed bytes of tiles back to back, tile `i` ending `ends[i]` bytes from the
+    /// source's start (the first starting at 0), decoding to `uncompressed_len` bytes (every
+    /// tile 64 KiB but the last). A window of a large stream is read and decoded this way, its
+    /// table having been read once. Decoded on the CPU.
+    pub fn gdeflate_tiles(mut self, uncompressed_len: u64, ends: Arc<[u64]>) -> Self {
+        self.compression = Compression::GDeflate { uncompressed_len };
+        self.tile_ends = Some(ends);
         self
     }
 

@@ -47,6 +47,7 @@ impl Stage for DecompressCpuStage {
         let first = node.tile() as usize;
         let expected_total = node.request_info().bytes;
         let hashes = node.request_info().tile_hashes.clone();
+        let table = node.request_info().tile_ends.clone();
         let Some(out) = node.destination() else {
             return Outcome::Failed(Error::new(
                 ErrorKind::InvalidRequest,
@@ -62,6 +63,22 @@ impl Stage for DecompressCpuStage {
             // The codec's typed reason stays reachable as the source, for bindings that map it.
             error.with_source(err)
         };
+        let tiles = first..first + out.len().div_ceil(TILE_SIZE);
+        if let Some(ends) = table {
+            // Tiles without their TileStream: the table came with the request.
+            let decoded = DECODER.with(|decoder| decode_table(&mut decoder.borrow_mut(), stream, &ends, tiles, out));
+            if let Err(err) = decoded {
+                return Outcome::Failed(corrupt(err));
+            }
+            if let Some(hashes) = hashes {
+                if let Err(err) = check_tiles(first, out, &hashes, "decoded") {
+                    return Outcome::Failed(err);
+                }
+            }
+            return Outcome::Done {
+                bytes: out.len() as u64,
+            };
+        }
         let stream = match TileStream::parse(stream) {
             Ok(stream) => stream,
             Err(err) => return Outcome::Failed(corrupt(err)),
@@ -75,7 +92,6 @@ impl Stage for DecompressCpuStage {
                 ),
             ));
         }
-        let tiles = first..first + out.len().div_ceil(TILE_SIZE);
         let decoded = DECODER.with(|decoder| stream.decode_tiles(&mut decoder.borrow_mut(), tiles.clone(), out));
         if let Err(err) = decoded {
             return Outcome::Failed(corrupt(err));
@@ -89,4 +105,32 @@ impl Stage for DecompressCpuStage {
             bytes: out.len() as u64,
         }
     }
+}
+
+/// Decodes `tiles` of bytes whose table is `ends` (tile `i` ends `ends[i]` bytes into `data`)
+/// into `out`, which holds exactly their output (every tile 64 KiB but the request's last).
+fn decode_table(
+    decoder: &mut Decoder,
+    data: &[u8],
+    ends: &[u64],
+    tiles: std::ops::Range<usize>,
+    out: &mut [u8],
+) -> Result<(), dsr_gdeflate::Error> {
+    let mut at = 0usize;
+    for i in tiles {
+        let bad = |reason| dsr_gdeflate::Error {
+            reason,
+            tile: Some(i as u32),
+        };
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        let src = usize::try_from(start)
+            .ok()
+            .zip(ends.get(i).and_then(|&end| usize::try_from(end).ok()))
+            .and_then(|(start, end)| data.get(start..end))
+            .ok_or(bad(dsr_gdeflate::Reason::BadTileTable))?;
+        let size = (out.len() - at).min(TILE_SIZE);
+        decoder.decode_tile(src, &mut out[at..at + size]).map_err(bad)?;
+        at += size;
+    }
+    Ok(())
 }

@@ -30,6 +30,9 @@ pub struct RequestInfo {
     pub tile_hashes: Option<Arc<[u64]>>,
     /// How its file bytes are read.
     pub io: crate::request::IoPolicy,
+    /// Where each GDeflate tile's bytes end, when the source is tiles without their
+    /// TileStream's header and table ([`crate::Request::gdeflate_tiles`]).
+    pub tile_ends: Option<Arc<[u64]>>,
 }
 
 /// One node as a builder takes it.
