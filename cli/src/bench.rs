@@ -51,6 +51,10 @@ enum Bench {
     /// (libdsr.so beside this binary), against the engine's batch API in the same run: requests
     /// per second end to end, and submitting-thread CPU per request.
     Submit(SubmitArgs),
+    /// `dsr gdeflate compress|decompress` file to file, whole process, against the reference
+    /// codec doing the same file to file on one thread (`dsr gdeflate reference`), alternating:
+    /// needs a build with `--features reference-codec`.
+    GdeflateFiles(CodecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +209,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Read(args) => run_read(args, plot),
         Bench::Upload(args) => run_upload(args, plot),
         Bench::Submit(args) => run_submit(args, plot),
+        Bench::GdeflateFiles(args) => run_gdeflate_files(args, plot),
     };
     if let (Some(path), Some(recorder)) = (&args.trace, recorder) {
         crate::output::write_trace(path, &recorder, |_, _| None)?;
@@ -820,4 +825,138 @@ fn run_read(args: ReadArgs, plot: Option<&Path>) -> CliResult {
         println!("fio is not installed: install it (apt-get install fio) to measure the peer in the same run");
     }
     Ok(())
+}
+
+/// `dsr bench gdeflate-files`: whole-process file-to-file times of `dsr gdeflate` and the
+/// reference codec (this binary's hidden `gdeflate reference`), alternating, medians.
+fn run_gdeflate_files(args: CodecArgs, plot: Option<&Path>) -> CliResult {
+    if !cfg!(feature = "reference-codec") {
+        return Err(CliError::usage(
+            "the reference codec is not in this build: cargo build --release --features reference-codec",
+        ));
+    }
+    let (data, what) = args.data()?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::failed(format!("cannot make a temporary directory: {e}")))?;
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("in.bin"), &data).map_err(|e| CliError::failed(format!("cannot write the input: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find this binary: {e}")))?;
+    let level = dsr_gdeflate::Level::DEFAULT.get().to_string();
+    // Each case: dsr's command and the reference's, as arguments of this binary.
+    let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let (input, stream, ref_stream, out) = (
+        s(path("in.bin")),
+        s(path("s.gdf")),
+        s(path("r.gdf")),
+        s(path("out.bin")),
+    );
+    let compress_dsr = vec![
+        "gdeflate".into(),
+        "compress".into(),
+        input.clone(),
+        stream.clone(),
+        "--level".into(),
+        level.clone(),
+    ];
+    let compress_ref = vec![
+        "gdeflate".into(),
+        "reference".into(),
+        "compress".into(),
+        input.clone(),
+        ref_stream.clone(),
+        "--level".into(),
+        level.clone(),
+    ];
+    let mut cases: Vec<(String, Vec<String>, Vec<String>)> =
+        vec![(format!("compress, level {level}"), compress_dsr.clone(), compress_ref)];
+    for &threads in &args.threads {
+        cases.push((
+            format!("decompress, {threads} thread(s)"),
+            vec![
+                "gdeflate".into(),
+                "decompress".into(),
+                stream.clone(),
+                out.clone(),
+                "--threads".into(),
+                threads.to_string(),
+            ],
+            vec![
+                "gdeflate".into(),
+                "reference".into(),
+                "decompress".into(),
+                stream.clone(),
+                out.clone(),
+            ],
+        ));
+    }
+    let run = |argv: &[String]| -> Result<std::time::Duration, CliError> {
+        let start = std::time::Instant::now();
+        let result = std::process::Command::new(&exe)
+            .args(argv)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .map_err(|e| CliError::failed(format!("cannot run {}: {e}", exe.display())))?;
+        let elapsed = start.elapsed();
+        if !result.status.success() {
+            return Err(CliError::failed(format!(
+                "{argv:?} failed: {}",
+                String::from_utf8_lossy(&result.stderr)
+            )));
+        }
+        Ok(elapsed)
+    };
+    // The stream the decompressions read, and a warm input.
+    run(&compress_dsr)?;
+    let mut results = Vec::new();
+    for (name, ours, theirs) in &cases {
+        let (mut dsr_times, mut ref_times) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            dsr_times.push(run(ours)?);
+            ref_times.push(run(theirs)?);
+        }
+        if name.starts_with("decompress") && std::fs::read(path("out.bin")).ok().as_deref() != Some(&data[..]) {
+            return Err(CliError::failed(format!("{name}: the output differs from the input")));
+        }
+        let (dsr_s, ref_s) = (
+            dsr_cli::harness::median(&mut dsr_times).as_secs_f64(),
+            dsr_cli::harness::median(&mut ref_times).as_secs_f64(),
+        );
+        results.push((name.clone(), dsr_s, ref_s));
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "bench": "gdeflate-files",
+            "data": what,
+            "bytes": data.len(),
+            "runs": args.runs,
+            "results": results.iter().map(|(name, d, r)| serde_json::json!({
+                "case": name, "dsr_s": d, "reference_s": r, "speedup": r / d,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "{what}: {} bytes, whole process, file to file, medians of {} alternating runs",
+            data.len(),
+            args.runs
+        );
+        for (name, d, r) in &results {
+            println!(
+                "{name:<26} dsr {:>8.1} ms   reference (1 thread) {:>8.1} ms   {:.2}x",
+                d * 1e3,
+                r * 1e3,
+                r / d
+            );
+        }
+    }
+    let cases: Vec<Case> = results
+        .iter()
+        .map(|(name, d, r)| {
+            let mbps = |t: f64| data.len() as f64 / t / 1e6;
+            Case::new(
+                name.clone(),
+                [("dsr", Some(mbps(*d))), ("reference codec", Some(mbps(*r)))],
+            )
+        })
+        .collect();
+    plot_to(plot, "GDeflate file to file, whole process", "MB/s of input", &cases)
 }

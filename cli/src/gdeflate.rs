@@ -56,6 +56,19 @@ enum Gdeflate {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// The reference codec file to file, single-threaded (the peer of `dsr bench
+    /// gdeflate-files`; builds with `--features reference-codec` only).
+    #[cfg(feature = "reference-codec")]
+    #[command(hide = true)]
+    Reference {
+        /// compress or decompress.
+        #[arg(value_parser = ["compress", "decompress"])]
+        what: String,
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long, default_value_t = Level::DEFAULT.get())]
+        level: u8,
+    },
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -95,6 +108,13 @@ impl Trace {
 
 pub fn run(args: GdeflateArgs) -> CliResult {
     match args.command {
+        #[cfg(feature = "reference-codec")]
+        Gdeflate::Reference {
+            what,
+            input,
+            output,
+            level,
+        } => reference(&what, &input, &output, level),
         Gdeflate::Compress {
             input,
             output,
@@ -102,53 +122,10 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             threads,
             trace,
         } => {
-            let trace = Trace::new(trace, 0);
-            let began = Instant::now();
-            let bytes = read(&input)?;
-            trace.span("main", "read", began, serde_json::json!({"bytes": bytes.len()}));
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads.unwrap_or(0))
-                .build()
-                .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
-            let start = Instant::now();
-            let tiles: Vec<Vec<u8>> = pool.install(|| {
-                bytes
-                    .par_chunks(TILE_SIZE)
-                    .enumerate()
-                    .map_init(
-                        || Encoder::new(Level::new(level)),
-                        |encoder, (i, tile)| {
-                            let began = Instant::now();
-                            let mut out = Vec::new();
-                            encoder.encode_tile(tile, &mut out);
-                            let thread = rayon::current_thread_index().unwrap_or(0);
-                            trace.span(
-                                &format!("encoder {thread}"),
-                                "encode tile",
-                                began,
-                                serde_json::json!({"tile": i, "bytes": out.len()}),
-                            );
-                            out
-                        },
-                    )
-                    .collect()
-            });
-            let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
-            let mut stream = Vec::new();
-            dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)
-                .map_err(|e| CliError::failed(format!("{}: {e}", input.display())))?;
-            let began = Instant::now();
-            write(&output, &stream)?;
-            trace.span("main", "write", began, serde_json::json!({"bytes": stream.len()}));
-            trace.write()?;
-            eprintln!(
-                "{} → {} bytes ({:.1}%) in {:.2} s",
-                bytes.len(),
-                stream.len(),
-                100.0 * stream.len() as f64 / bytes.len().max(1) as f64,
-                start.elapsed().as_secs_f64()
-            );
-            Ok(())
+            // One engine worker (reads and writes), traced as such.
+            let trace = Trace::new(trace, 1);
+            compress_streaming(&input, &output, Level::new(level), threads, &trace)?;
+            trace.write()
         }
         Gdeflate::Decompress {
             input,
@@ -175,6 +152,158 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             trace.write()
         }
     }
+}
+
+/// Output bytes of input a window of `dsr gdeflate compress` reads and encodes at once.
+const COMPRESS_WINDOW: usize = 256 * TILE_SIZE;
+
+/// `dsr gdeflate compress`: IN read through the engine a window at a time (the next window's
+/// read in flight while this one encodes on every thread), each window's tiles written after
+/// the ones before, the header and table last, so memory holds about three windows whatever
+/// the file's size. Byte-identical to compressing the whole file at once.
+fn compress_streaming(
+    input: &PathBuf,
+    output: &PathBuf,
+    level: Level,
+    threads: Option<usize>,
+    trace: &Trace,
+) -> CliResult {
+    let start = Instant::now();
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", input.display()));
+    let len = dsr::file_len(input)?;
+    let tiles = len.div_ceil(TILE_SIZE as u64) as usize;
+    if tiles == 0 || tiles > dsr_gdeflate::tilestream::MAX_TILES {
+        return Err(failed(&format!(
+            "a TileStream holds 1 to 65535 tiles of 64 KiB (up to 4 GiB); this file is {len} bytes"
+        )));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
+    // The engine reads and writes; one worker is plenty for that.
+    let (executor, _) = dsr::executor_with_io(
+        dsr::ExecutorConfig {
+            workers: 1,
+            observer: trace.recorder().map(|r| r as Arc<dyn dsr::engine::Observer>),
+            ..dsr::ExecutorConfig::default()
+        },
+        dsr::io_from_env(),
+    )?;
+    // Not truncated first (an existing file's pages are overwritten in place); cut to the
+    // stream's length at the end.
+    let out_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(output)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", output.display())))?;
+    let windows = (len as usize).div_ceil(COMPRESS_WINDOW);
+    let window_len = |k: usize| (len - (k * COMPRESS_WINDOW) as u64).min(COMPRESS_WINDOW as u64);
+    let cap = (len as usize).min(COMPRESS_WINDOW);
+    let mut buffers = [HostBuffer::new(cap), HostBuffer::new(cap)];
+    let read = |k: usize, buffer: &HostBuffer| -> Result<dsr::Batch, CliError> {
+        let mut batch = executor.batch();
+        batch.push(Request::file(
+            input,
+            (k * COMPRESS_WINDOW) as u64,
+            window_len(k),
+            buffer,
+            0,
+        ))?;
+        Ok(executor.submit(batch)?)
+    };
+    let mut reading = Some(read(0, &buffers[0])?);
+    let mut writing: std::collections::VecDeque<dsr::Batch> = Default::default();
+    let mut sizes: Vec<u64> = Vec::with_capacity(tiles);
+    let mut at = dsr_gdeflate::tilestream::header_len(tiles) as u64;
+    let finished = |batch: dsr::Batch, what: &str| -> CliResult {
+        match batch.wait().first_failure() {
+            Some((_, err)) => Err(CliError::failed(format!("{what}: {err}"))),
+            None => Ok(()),
+        }
+    };
+    for k in 0..windows {
+        let began = Instant::now();
+        finished(
+            reading.take().expect("each window's read is submitted"),
+            &input.display().to_string(),
+        )?;
+        trace.span(
+            "main",
+            "wait for the window's read",
+            began,
+            serde_json::json!({"window": k}),
+        );
+        if k + 1 < windows {
+            reading = Some(read(k + 1, &buffers[(k + 1) % 2])?);
+        }
+        let bytes = buffers[k % 2]
+            .as_slice()
+            .ok_or_else(|| CliError::failed("a read window is still held by the engine"))?;
+        let bytes = &bytes[..window_len(k) as usize];
+        let first = k * COMPRESS_WINDOW / TILE_SIZE;
+        let encoded: Vec<Vec<u8>> = pool.install(|| {
+            bytes
+                .par_chunks(TILE_SIZE)
+                .enumerate()
+                .map_init(
+                    || Encoder::new(level),
+                    |encoder, (i, tile)| {
+                        let began = Instant::now();
+                        let mut out = Vec::new();
+                        encoder.encode_tile(tile, &mut out);
+                        let thread = rayon::current_thread_index().unwrap_or(0);
+                        trace.span(
+                            &format!("encoder {thread}"),
+                            "encode tile",
+                            began,
+                            serde_json::json!({"tile": first + i, "bytes": out.len()}),
+                        );
+                        out
+                    },
+                )
+                .collect()
+        });
+        sizes.extend(encoded.iter().map(|t| t.len() as u64));
+        let packed: Arc<[u8]> = encoded.concat().into();
+        // At most two windows' writes in flight: memory stays bounded.
+        if writing.len() == 2 {
+            finished(
+                writing.pop_front().expect("two in flight"),
+                &output.display().to_string(),
+            )?;
+        }
+        let mut batch = executor.batch();
+        batch.push(Request::write(packed.clone(), 0, packed.len() as u64, output, at))?;
+        writing.push_back(executor.submit(batch)?);
+        at += packed.len() as u64;
+    }
+    let mut header = Vec::new();
+    dsr_gdeflate::tilestream::write_header(&sizes, len, &mut header).map_err(|e| failed(&e))?;
+    let mut batch = executor.batch();
+    batch.push(Request::write(
+        Arc::<[u8]>::from(header),
+        0,
+        dsr_gdeflate::tilestream::header_len(tiles) as u64,
+        output,
+        0,
+    ))?;
+    writing.push_back(executor.submit(batch)?);
+    for batch in writing {
+        finished(batch, &output.display().to_string())?;
+    }
+    out_file
+        .set_len(at)
+        .map_err(|e| CliError::failed(format!("cannot size {}: {e}", output.display())))?;
+    eprintln!(
+        "{len} → {at} bytes ({:.1}%) in {:.2} s ({} window(s); peak memory {} MiB)",
+        100.0 * at as f64 / len.max(1) as f64,
+        start.elapsed().as_secs_f64(),
+        windows,
+        peak_rss() >> 20
+    );
+    Ok(())
 }
 
 /// The tile table of the TileStream at `path`: where its data starts, each tile's end from
@@ -223,10 +352,15 @@ fn decompress_streaming(
 ) -> CliResult {
     let start = Instant::now();
     let (data, ends, len) = read_table(input)?;
-    let out = std::fs::File::create(output)
-        .and_then(|f| f.set_len(len).map(|()| f))
+    // Sized, not truncated first: an existing file's pages are overwritten in place rather
+    // than freed and allocated again.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(output)
+        .and_then(|f| f.set_len(len))
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", output.display())))?;
-    drop(out);
     let (executor, _) = engine.executor(config)?;
     let window = window_tiles(engine.scratch);
     let host = HostBuffer::new(0);
@@ -345,4 +479,39 @@ fn decompress_gpu(input: &PathBuf, output: &PathBuf, trace: &Trace) -> CliResult
         ))
     );
     Ok(())
+}
+
+/// The reference codec file to file: the whole input read, every tile coded on this thread, the
+/// output written (a TileStream in dsr's layout, which is the reference writer's).
+#[cfg(feature = "reference-codec")]
+fn reference(what: &str, input: &PathBuf, output: &PathBuf, level: u8) -> CliResult {
+    let bytes = read(input)?;
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", input.display()));
+    let out = match what {
+        "compress" => {
+            let tiles = dsr_gdeflate_reference::compress_tiles(&bytes, level);
+            let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
+            let mut stream = Vec::new();
+            dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream).map_err(|e| failed(&e))?;
+            stream
+        }
+        _ => {
+            let stream = TileStream::parse(&bytes).map_err(|e| failed(&e))?;
+            let mut out = vec![0u8; stream.uncompressed_len() as usize];
+            let mut decoder = dsr_gdeflate_reference::Decompressor::new();
+            for (i, chunk) in out.chunks_mut(TILE_SIZE).enumerate() {
+                let (tile, _) = stream.tile(i).map_err(|e| failed(&e))?;
+                // The tile is followed by the next one or the end of the file's bytes: the
+                // reference's look-ahead stays inside `bytes` but for the last tile, which is
+                // copied into padding.
+                let result = match i + 1 == stream.tiles() {
+                    true => decoder.decompress_tile(tile, chunk),
+                    false => decoder.decompress_unpadded(tile, chunk),
+                };
+                result.map_err(|e| failed(&format!("the reference failed on tile {i}: {e:?}")))?;
+            }
+            out
+        }
+    };
+    write(output, &out)
 }

@@ -27,30 +27,44 @@ fn tile_count(uncompressed: u64) -> Result<usize, Error> {
 /// Writes a TileStream around `tiles` (compressed, in order) of a stream of `uncompressed`
 /// bytes. Byte-identical to the reference writer's layout around the same tiles.
 pub fn write(tiles: &[&[u8]], uncompressed: u64, out: &mut Vec<u8>) -> Result<(), Error> {
-    if tile_count(uncompressed)? != tiles.len() {
+    let sizes: Vec<u64> = tiles.iter().map(|t| t.len() as u64).collect();
+    write_header(&sizes, uncompressed, out)?;
+    for tile in tiles {
+        out.extend_from_slice(tile);
+    }
+    Ok(())
+}
+
+/// Writes a TileStream's header and table for tiles of `sizes` compressed bytes (in order) of
+/// a stream of `uncompressed` bytes: what goes before the tiles, for a writer that streams the
+/// tiles out first and the table last.
+pub fn write_header(sizes: &[u64], uncompressed: u64, out: &mut Vec<u8>) -> Result<(), Error> {
+    if tile_count(uncompressed)? != sizes.len() {
         return Err(Reason::SizeMismatch.into());
     }
     let last_size = (uncompressed % TILE_SIZE as u64) as u32; // 0: the last tile is full
     out.push(GDEFLATE_ID);
     out.push(GDEFLATE_ID ^ 0xFF);
-    out.extend_from_slice(&(tiles.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(sizes.len() as u16).to_le_bytes());
     out.extend_from_slice(&(TILE_SIZE_IDX | last_size << 2).to_le_bytes());
-    let last = tiles.last().map_or(0, |t| t.len());
+    let last = sizes.last().copied().unwrap_or(0);
     out.extend_from_slice(
         &u32::try_from(last)
             .map_err(|_| Error::stream(Reason::BadTileTable))?
             .to_le_bytes(),
     );
     let mut offset = 0u64;
-    for tile in &tiles[..tiles.len() - 1] {
-        offset += tile.len() as u64;
+    for &size in &sizes[..sizes.len() - 1] {
+        offset += size;
         let offset = u32::try_from(offset).map_err(|_| Error::stream(Reason::BadTileTable))?;
         out.extend_from_slice(&offset.to_le_bytes());
     }
-    for tile in tiles {
-        out.extend_from_slice(tile);
-    }
     Ok(())
+}
+
+/// The length of a TileStream's header and table for `tiles` tiles: where its first tile starts.
+pub fn header_len(tiles: usize) -> usize {
+    HEADER_LEN + 4 * tiles
 }
 
 /// A parsed, validated TileStream: the tiles can be looked up and decoded independently.
