@@ -221,6 +221,115 @@ fn read_entry(c: &mut Cursor<'_>, data_end: u64) -> std::result::Result<Asset, S
     })
 }
 
+/// The file an asset unpacks to under `dir`: its name as a relative path, refused (as a
+/// corrupt archive) when it would leave `dir` (absolute, `..`, empty components).
+pub fn unpack_path(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let bad = name.starts_with('/')
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == ".." || part.contains('\0'));
+    if bad {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("the asset name {name:?} would unpack outside the output directory; refused"),
+        ));
+    }
+    Ok(dir.join(name))
+}
+
+/// Requests that write `assets` into files under `dir` (by name: directories made, each file
+/// made and sized), each asset in windows of at most `window` bytes of output, so memory stays
+/// within the executor's scratch budget whatever the asset's size: raw assets as file-to-file
+/// copies (tile hashes checked in scratch before the write), compressed ones as windows of
+/// their stream's tiles (its table read here, once; `Request::gdeflate_tiles`), decoded on the
+/// workers and written. A window's tile numbers in errors count from its first tile; the
+/// requests are named `NAME@TILE` by it.
+pub fn unpack_requests(
+    archive: &Archive,
+    assets: &[&Asset],
+    dir: &Path,
+    verify: bool,
+    window: u64,
+) -> Result<Vec<crate::Request>> {
+    let tiles_per = (window / TILE_SIZE as u64).max(1) as usize;
+    let none = crate::HostBuffer::new(0);
+    let mut requests = Vec::new();
+    for asset in assets {
+        let path = unpack_path(dir, &asset.name)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::from_io(e, "cannot make the output directory").with_path(parent))?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|f| f.set_len(asset.len))
+            .map_err(|e| Error::from_io(e, "cannot make the output file").with_path(&path))?;
+        let tiles = asset.len.div_ceil(TILE_SIZE as u64) as usize;
+        // Where each tile's stored bytes end, from the asset's start; and where its tiles begin.
+        let (data, ends): (u64, Vec<u64>) = match asset.codec {
+            Codec::Raw => (
+                0,
+                (1..=tiles)
+                    .map(|i| (i as u64 * TILE_SIZE as u64).min(asset.len))
+                    .collect(),
+            ),
+            Codec::GDeflate => {
+                let damaged =
+                    |what: &str| Error::new(ErrorKind::Corrupt, format!("asset {:?}: {what}; repack it", asset.name));
+                let head = dsr_gdeflate::tilestream::header_len(tiles);
+                if head as u64 > asset.stored_len {
+                    return Err(damaged("its stream is shorter than its tile table"));
+                }
+                let mut prefix = vec![0u8; head];
+                archive
+                    .file
+                    .read_exact_at(&mut prefix, asset.offset)
+                    .map_err(|e| Error::from_io(e, "cannot read an asset's tile table"))?;
+                let stream = dsr_gdeflate::TileStream::parse_prefix(&prefix)
+                    .ok()
+                    .flatten()
+                    .filter(|s| s.tiles() == tiles && s.uncompressed_len() == asset.len)
+                    .ok_or_else(|| damaged("its tile table does not match the table of contents"))?;
+                stream
+                    .check_order()
+                    .map_err(|_| damaged("its tile table is out of order"))?;
+                if stream.stream_len() != Some(asset.stored_len as usize) {
+                    return Err(damaged("its tile table does not match its stored size"));
+                }
+                (
+                    head as u64,
+                    (0..tiles).map(|i| (stream.tile_end(i) - head) as u64).collect(),
+                )
+            }
+        };
+        for first in (0..tiles).step_by(tiles_per) {
+            let last = (first + tiles_per).min(tiles);
+            let from = if first == 0 { 0 } else { ends[first - 1] };
+            let out_at = first as u64 * TILE_SIZE as u64;
+            let out_len = (last as u64 * TILE_SIZE as u64).min(asset.len) - out_at;
+            let stored = ends[last - 1] - from;
+            let request = crate::Request::open_file(archive.file.clone(), asset.offset + data + from, stored, &none, 0)
+                .name(format!("{}@{first}", asset.name));
+            let request = match asset.codec {
+                Codec::Raw => request,
+                Codec::GDeflate => {
+                    let window_ends: Arc<[u64]> = ends[first..last].iter().map(|e| e - from).collect();
+                    request.gdeflate_tiles(out_len, window_ends)
+                }
+            };
+            let request = match verify {
+                true => request.verify_tiles(asset.tile_hashes[first..last].into()),
+                false => request,
+            };
+            requests.push(request.to_file(crate::FileSource::Path(path.clone()), out_at));
+        }
+    }
+    Ok(requests)
+}
+
 /// Encodes `tiles` on up to `threads` scoped threads, each taking the next tile from a shared
 /// counter (tiles vary in cost: zeros encode faster than text), with one encoder per thread.
 fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {

@@ -188,3 +188,69 @@ fn raw_assets_load_in_place_and_their_hashes_still_catch_damage() {
     let (report, _) = load_all(&path, false);
     assert!(report.all_done());
 }
+
+/// An archive unpacks into files through the engine, in windows (here of two tiles, so the
+/// larger assets span several): every asset byte-exact, the empty one an empty file, nested
+/// names as directories; a damaged tile fails its window naming the asset, the rest land; a
+/// name that would leave the output directory is refused.
+#[test]
+fn archives_unpack_into_files_window_by_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut assets = sample();
+    assets.push(("big/noise-raw.bin", pattern(300_001, 9)));
+    let path = pack(dir.path(), &assets);
+    let archive = Archive::open(&path).unwrap();
+    assert_eq!(archive.find("big/noise-raw.bin").unwrap().codec, Codec::Raw);
+    let all: Vec<_> = archive.assets.iter().collect();
+    let out = dir.path().join("out");
+    let executor = executor(2);
+    let requests = dsr::archive::unpack_requests(&archive, &all, &out, true, 2 << 16).unwrap();
+    assert!(requests.len() >= 8, "windows: {}", requests.len());
+    let mut batch = executor.batch();
+    for request in requests {
+        batch.push(request).unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait();
+    assert!(report.all_done(), "{report:?}");
+    for (name, bytes) in &assets {
+        assert!(std::fs::read(out.join(name)).unwrap() == *bytes, "{name}");
+    }
+    drop(archive);
+
+    // A flipped byte in the raw asset's third tile: that window fails, by its hash.
+    let archive = Archive::open(&path).unwrap();
+    let raw = archive.find("big/noise-raw.bin").unwrap().clone();
+    drop(archive);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(raw.offset + 2 * 65536 + 5) as usize] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let archive = Archive::open(&path).unwrap();
+    let all: Vec<_> = archive.assets.iter().collect();
+    let requests = dsr::archive::unpack_requests(&archive, &all, &out, true, 2 << 16).unwrap();
+    let mut batch = executor.batch();
+    for request in requests {
+        batch.push(request).unwrap();
+    }
+    let report = executor.submit(batch).unwrap().wait();
+    let failed: Vec<_> = report
+        .requests
+        .iter()
+        .filter_map(|r| match &r.status {
+            RequestStatus::Failed(err) => Some((r.name.clone().unwrap(), err.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "big/noise-raw.bin@2", "{failed:?}");
+    assert_eq!(failed[0].1.kind(), ErrorKind::Corrupt);
+    assert_eq!(failed[0].1.tile(), Some(0), "the window's first tile");
+
+    for name in ["../escape", "/etc/passwd", "a//b", "a/./b", "a/../../b"] {
+        let err = dsr::archive::unpack_path(&out, name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
+    }
+    assert_eq!(
+        dsr::archive::unpack_path(&out, "maps/one.map").unwrap(),
+        out.join("maps/one.map")
+    );
+}

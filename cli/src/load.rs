@@ -53,6 +53,12 @@ pub struct LoadArgs {
     /// refused where it cannot run).
     #[arg(long, value_enum, default_value_t = Decode::Auto)]
     decode: Decode,
+    /// Write what is loaded to files instead of memory, through the engine (read, decode where
+    /// compressed, check tile hashes, write; memory bounded by the scratch budget): an
+    /// archive's assets into the directory PATH by name, plain files into the directory PATH
+    /// by file name, or one plain file to the file PATH.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["dot", "repeat", "via"])]
+    output: Option<PathBuf>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -537,6 +543,9 @@ fn report(args: &LoadArgs, engine: &Engine, loaded: Loaded, header: String, mut 
 }
 
 pub fn run(args: LoadArgs) -> CliResult {
+    if let Some(output) = args.output.clone() {
+        return run_output(&args, &output);
+    }
     let gpu = std::cell::OnceCell::new();
     let result = if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
         run_archive(args, &gpu)
@@ -685,4 +694,147 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
 /// Seconds since the process started (whole-process time, up to the report).
 fn process_seconds() -> f64 {
     dsr_cli::STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
+}
+
+/// Output a window of `--output` holds at once: 16 MiB, or a quarter of the scratch budget.
+fn output_window(scratch: u64) -> u64 {
+    (scratch / 4).clamp(dsr_gdeflate::TILE_SIZE as u64, 16 << 20) / dsr_gdeflate::TILE_SIZE as u64
+        * dsr_gdeflate::TILE_SIZE as u64
+}
+
+/// `dsr load ... --output PATH`: the requests land in files (see `LoadArgs::output`).
+fn run_output(args: &LoadArgs, output: &std::path::Path) -> CliResult {
+    if args.dest == Dest::Gpu {
+        return Err(CliError::usage("--output writes files; it does not take --dest gpu"));
+    }
+    let window = output_window(args.engine.scratch);
+    let none = HostBuffer::new(0);
+    let policy = args.engine.policy();
+    let (requests, bytes, what) = if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
+        if args.range.is_some() {
+            return Err(CliError::usage("--range applies to plain files, not to archives"));
+        }
+        let archive = dsr::archive::Archive::open(&args.files[0])?;
+        let assets: Vec<&dsr::archive::Asset> = if args.files.len() == 1 {
+            archive.assets.iter().collect()
+        } else {
+            args.files[1..]
+                .iter()
+                .map(|name| {
+                    archive
+                        .find(&name.to_string_lossy())
+                        .ok_or_else(|| CliError::usage(format!("the archive has no asset named {name:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        std::fs::create_dir_all(output)
+            .map_err(|e| CliError::failed(format!("cannot make {}: {e}", output.display())))?;
+        let requests = dsr::archive::unpack_requests(&archive, &assets, output, !args.no_verify, window)?;
+        let bytes: u64 = assets.iter().map(|a| a.len).sum();
+        (requests, bytes, format!("{} asset(s)", assets.len()))
+    } else {
+        let files = resolve_files(&args.files, args.range)?;
+        let into_dir = output.is_dir() || files.len() > 1;
+        if into_dir {
+            std::fs::create_dir_all(output)
+                .map_err(|e| CliError::failed(format!("cannot make {}: {e}", output.display())))?;
+        }
+        let mut requests = Vec::new();
+        for (path, offset, len) in &files {
+            let target = match into_dir {
+                true => output.join(path.file_name().unwrap_or(path.as_os_str())),
+                false => output.to_path_buf(),
+            };
+            if target.exists() && std::fs::canonicalize(&target).ok() == std::fs::canonicalize(path).ok() {
+                return Err(CliError::usage(format!(
+                    "{} would be copied onto itself",
+                    path.display()
+                )));
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&target)
+                .and_then(|f| f.set_len(*len))
+                .map_err(|e| CliError::failed(format!("cannot make {}: {e}", target.display())))?;
+            for at in (0..*len).step_by(window as usize) {
+                let piece = window.min(len - at);
+                requests.push(
+                    Request::file(path, offset + at, piece, &none, 0)
+                        .name(format!("{}@{at}", path.display()))
+                        .to_file(dsr::FileSource::Path(target.clone()), at),
+                );
+            }
+        }
+        let bytes = files.iter().map(|f| f.2).sum();
+        (requests, bytes, format!("{} file(s)", files.len()))
+    };
+    let mut config = args.engine.config();
+    let trace = args
+        .trace
+        .as_ref()
+        .map(|_| Arc::new(dsr::viz::TraceRecorder::new(config.workers)));
+    let progress = Progress::new(bytes, !args.json);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![progress.clone()];
+    if let Some(trace) = &trace {
+        observers.push(trace.clone());
+    }
+    config.observer = Some(Arc::new(Observers(observers)));
+    let (executor, io) = args.engine.executor(config)?;
+    let start = Instant::now();
+    let mut batch = executor.batch();
+    let count = requests.len();
+    for request in requests {
+        batch.push(request.io(policy))?;
+    }
+    let report = executor.submit(batch)?.wait();
+    let elapsed = start.elapsed();
+    progress.finish();
+    if let (Some(path), Some(trace)) = (&args.trace, &trace) {
+        output::write_trace(path, trace, |_, _| None)?;
+    }
+    if let Some((id, err)) = report.first_failure() {
+        let name = report.requests[id.index()].name.clone().unwrap_or_default();
+        // Archive windows are named ASSET@FIRST_TILE, their tiles counted from there.
+        let place = match (name.rsplit_once('@'), err.tile(), what.ends_with("asset(s)")) {
+            (Some((asset, first)), Some(tile), true) => first
+                .parse::<u64>()
+                .map(|first| format!("asset {asset:?}, tile {} of the asset", first + tile as u64))
+                .unwrap_or(name.clone()),
+            _ => name.clone(),
+        };
+        return Err(CliError::failed(format!("{place}: {err}")));
+    }
+    let peak = crate::gdeflate::peak_rss();
+    if args.json {
+        let doc = json!({
+            "output": output,
+            "what": what,
+            "bytes": bytes,
+            "requests": count,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "gbps": output::gbps(bytes, elapsed),
+            "process_s": process_seconds(),
+            "peak_rss_bytes": peak,
+            "workers": executor.workers(),
+            "backend": super::backend_name(&io),
+            "verified": !args.no_verify,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "wrote {what} ({}) to {} in {:.2} ms ({:.2} GB/s, {} worker(s), {} reads; {count} window(s) of up to {} MiB; peak memory {} MiB; whole process {:.2} ms)",
+            dsr::viz::dot::human_bytes(bytes),
+            output.display(),
+            elapsed.as_secs_f64() * 1e3,
+            output::gbps(bytes, elapsed),
+            executor.workers(),
+            super::backend_name(&io),
+            window >> 20,
+            peak >> 20,
+            process_seconds() * 1e3
+        );
+    }
+    Ok(())
 }

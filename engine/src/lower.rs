@@ -14,6 +14,7 @@
 //! | memory, GDeflate → GPU, decoded there | `DecompressGpu`, from the caller's bytes |
 //! | GPU buffer → GPU or host      | `Copy` × chunks, on the GPU (a read-back lands through staging) |
 //! | memory → file (a write)       | `Write` × chunks [→ `Sync`]                        |
+//! | file → file (a copy)          | `Acquire` → `Read` × chunks into scratch [→ `Verify`], each → its `Write` [→ `Sync`] → `Release` |
 //! | file, GDeflate → file         | `Acquire` → `Read` × chunks into scratch → `Barrier` → `DecompressCpu` × groups into scratch, each → its `Write` [→ `Sync`] → `Release` |
 //! | memory, GDeflate → file       | `Acquire` → `DecompressCpu` × groups into scratch, each → its `Write` [→ `Sync`] → `Release` |
 //! | GPU buffer → file             | `Acquire` → `Copy` × chunks into scratch, each → its `Write` [→ `Sync`] → `Release` |
@@ -562,12 +563,14 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             "the file range overflows a 64-bit offset",
         ));
     }
-    if request.verify.is_some() && decoded.is_none() {
+    let from_file = matches!(request.source, Source::File { .. });
+    if request.verify.is_some() && decoded.is_none() && !from_file {
         return Err(Error::new(
             ErrorKind::Unsupported,
-            "tile hashes are checked as tiles decode: a write of stored bytes has none to check",
+            "tile hashes of stored bytes are checked as a file's bytes land: a write from memory has none to check",
         ));
     }
+    let verify_raw = request.verify.is_some() && decoded.is_none();
     // Resources first (source, destination, scratch), then the request: a refusal leaves at
     // worst resources no node uses.
     enum From {
@@ -584,26 +587,19 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             resource: graph.add_device_source(buffer),
             offset,
         }),
-        Source::File { file, offset, len: _ } if decoded.is_some() => From::File(Span {
+        Source::File { file, offset, len: _ } => From::File(Span {
             resource: graph.add_file(file),
             offset,
         }),
-        Source::File { .. } => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "a write takes its bytes from memory or a GPU buffer, not from another file \
-                 (unless it decodes them: a GDeflate source)",
-            ));
-        }
     };
     let dst = Span {
         resource: graph.add_file_for_write(file),
         offset: at,
     };
-    // Scratch holds a GPU buffer's bytes read back, or a stream read from a file and its
-    // decoded output after it, or decoded output alone.
+    // Scratch holds a GPU buffer's bytes read back, or a file's bytes on their way, or a
+    // stream read from a file and its decoded output after it, or decoded output alone.
     let scratch_len = match (&from, decoded) {
-        (From::Gpu(_), _) => Some(len),
+        (From::Gpu(_), _) | (From::File(_), None) => Some(len),
         (From::File(_), Some(out)) => Some(src_len + out),
         (From::Memory(_), Some(out)) => Some(out),
         _ => None,
@@ -635,6 +631,20 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
             let writes = add_pieces(graph, NodeKind::Write, id, staged, dst, len, config.read_chunk);
             for (&copy, &write) in copies.iter().zip(&writes) {
                 graph.add_edge(copy, write, EdgeKind::Cpu);
+            }
+            writes
+        }
+        (From::File(src), Some((staged, acquire))) if decoded.is_none() => {
+            // A copy: each piece written once it is read (and its tiles checked).
+            let reads = add_reads(graph, config, id, src, staged, len);
+            join(graph, id, &[acquire], &reads);
+            let ready = match verify_raw {
+                true => add_verifies(graph, config, id, &reads, staged.offset, staged, len),
+                false => reads,
+            };
+            let writes = add_pieces(graph, NodeKind::Write, id, staged, dst, len, config.read_chunk);
+            for (&ready, &write) in ready.iter().zip(&writes) {
+                graph.add_edge(ready, write, EdgeKind::Cpu);
             }
             writes
         }
