@@ -602,6 +602,31 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
     Ok(())
 }
 
+/// The assets `dsr load ARCHIVE [NAME...]` names: all of them when it names none.
+fn chosen_assets<'a>(
+    archive: &'a dsr::archive::Archive,
+    args: &LoadArgs,
+) -> Result<Vec<&'a dsr::archive::Asset>, CliError> {
+    let path = &args.files[0];
+    if args.files.len() == 1 {
+        return Ok(archive.assets.iter().collect());
+    }
+    args.files[1..]
+        .iter()
+        .map(|name| {
+            let name = name.to_string_lossy();
+            archive.find(&name).ok_or_else(|| {
+                CliError::usage(format!(
+                    "{} has no asset named {name:?} (it has {} assets; `dsr load {}` loads them all)",
+                    path.display(),
+                    archive.assets.len(),
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// `dsr load ARCHIVE [NAME...]`: assets decoded on every worker, tile hashes verified.
 fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliResult {
     if args.range.is_some() {
@@ -609,24 +634,7 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     }
     let path = &args.files[0];
     let archive = dsr::archive::Archive::open(path)?;
-    let assets: Vec<&dsr::archive::Asset> = if args.files.len() == 1 {
-        archive.assets.iter().collect()
-    } else {
-        args.files[1..]
-            .iter()
-            .map(|name| {
-                let name = name.to_string_lossy();
-                archive.find(&name).ok_or_else(|| {
-                    CliError::usage(format!(
-                        "{} has no asset named {name:?} (it has {} assets; `dsr load {}` loads them all)",
-                        path.display(),
-                        archive.assets.len(),
-                        path.display()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?
-    };
+    let assets = chosen_assets(&archive, &args)?;
     let mut slots = Vec::with_capacity(assets.len());
     let mut total = 0u64;
     for asset in &assets {
@@ -715,18 +723,7 @@ fn run_output(args: &LoadArgs, output: &std::path::Path) -> CliResult {
             return Err(CliError::usage("--range applies to plain files, not to archives"));
         }
         let archive = dsr::archive::Archive::open(&args.files[0])?;
-        let assets: Vec<&dsr::archive::Asset> = if args.files.len() == 1 {
-            archive.assets.iter().collect()
-        } else {
-            args.files[1..]
-                .iter()
-                .map(|name| {
-                    archive
-                        .find(&name.to_string_lossy())
-                        .ok_or_else(|| CliError::usage(format!("the archive has no asset named {name:?}")))
-                })
-                .collect::<Result<_, _>>()?
-        };
+        let assets = chosen_assets(&archive, args)?;
         std::fs::create_dir_all(output)
             .map_err(|e| CliError::failed(format!("cannot make {}: {e}", output.display())))?;
         let requests = dsr::archive::unpack_requests(&archive, &assets, output, !args.no_verify, window)?;
