@@ -66,15 +66,15 @@ static HRESULT hresult_of(dsr_result result) {
 enum watch_kind { WATCH_EVENT_ONCE, WATCH_ERROR_EVENT, WATCH_FENCE };
 
 /* ID3D12Fence's vtable as far as Signal (slot 10: IUnknown 3, ID3D12Object 4, ID3D12DeviceChild
- * 1, ID3D12Fence's GetCompletedValue and SetEventOnCompletion before it). */
+ * 1, then ID3D12Fence's GetCompletedValue, SetEventOnCompletion and Signal). */
 typedef struct fence_vtbl {
     HRESULT(STDMETHODCALLTYPE *QueryInterface)(ID3D12Fence *, REFIID, void **);
     ULONG(STDMETHODCALLTYPE *AddRef)(ID3D12Fence *);
     ULONG(STDMETHODCALLTYPE *Release)(ID3D12Fence *);
     void *object_methods[4];
     void *GetDevice;
-    void *GetCompletedValue;
-    void *SetEventOnCompletion;
+    UINT64(STDMETHODCALLTYPE *GetCompletedValue)(ID3D12Fence *);
+    HRESULT(STDMETHODCALLTYPE *SetEventOnCompletion)(ID3D12Fence *, UINT64, HANDLE);
     HRESULT(STDMETHODCALLTYPE *Signal)(ID3D12Fence *, UINT64);
 } fence_vtbl;
 struct ID3D12Fence {
@@ -324,6 +324,7 @@ struct status_array {
     dsr_status_array handle;
     UINT32 capacity;
     HRESULT *override;     /* failures this DLL recorded for an entry (see the file's header) */
+    LONG *held;            /* status entries for it held behind a fence: it is pending */
 };
 
 static const IDStorageStatusArrayVtbl status_vtbl;
@@ -347,6 +348,7 @@ static ULONG STDMETHODCALLTYPE status_Release(IDStorageStatusArray *iface) {
     if (!refs) {
         dsr_status_array_destroy(s->handle);
         free(s->override);
+        free(s->held);
         free(s);
     }
     return refs;
@@ -356,6 +358,7 @@ static HRESULT STDMETHODCALLTYPE status_GetHResult(IDStorageStatusArray *iface, 
     struct status_array *s = status_of(iface);
     dsr_result result;
     if (index >= s->capacity) return E_DSTORAGE_INDEX_BOUND;
+    if (__atomic_load_n(&s->held[index], __ATOMIC_ACQUIRE) > 0) return E_PENDING;
     if (dsr_status_array_get(s->handle, index, &result) != DSR_OK) return E_UNEXPECTED;
     if (result == DSR_PENDING) return E_PENDING;
     if (result == DSR_OK && s->override[index] != S_OK) return s->override[index];
@@ -388,6 +391,28 @@ struct queue {
     UINT64 first_seq;
     DSTORAGE_ERROR_FIRST_FAILURE first;
     HRESULT failed_since_status; /* a failure this DLL recorded, for the next status entry */
+    /* Work held behind a D3D12 fence (EnqueueRequests with a fence), and everything enqueued
+     * after it, in order, until the fence reaches its value (see `hold`). */
+    pthread_mutex_t hold_lock;
+    struct held *held;
+    struct held **held_tail;
+    HANDLE gate_event;     /* set by the fence (SetEventOnCompletion), or by Close */
+    BOOL gate_waiting;     /* a gate thread runs */
+};
+
+enum held_kind { HELD_GATE, HELD_REQUEST, HELD_STATUS, HELD_SIGNAL, HELD_SET_EVENT, HELD_SUBMIT };
+
+/* One call held behind a gate, with the references it keeps until it is replayed. */
+struct held {
+    struct held *next;
+    enum held_kind kind;
+    DSTORAGE_REQUEST request;             /* REQUEST: a copy (its file referenced) */
+    char name[DSTORAGE_REQUEST_MAX_NAME];
+    IDStorageStatusArray *array;          /* STATUS (referenced) */
+    UINT32 index;
+    ID3D12Fence *fence;                   /* GATE, SIGNAL (referenced) */
+    UINT64 value;
+    HANDLE event;                         /* SET_EVENT (the game's handle) */
 };
 
 /* What dsr carries for each request: its place in enqueue order, the game's request and its
@@ -426,6 +451,7 @@ static void record_failure(struct queue *q, UINT64 seq, HRESULT hr, const DSTORA
 }
 
 static void queue_unhold(struct queue *q);
+static void drop_held(struct queue *q);
 
 /* A request dsr finished, on a dsr worker. */
 static void on_request_done(void *user_data, dsr_result result) {
@@ -454,6 +480,8 @@ static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
 static void queue_unhold(struct queue *q) {
     if (!InterlockedDecrement(&q->memory_refs)) {
         pthread_mutex_destroy(&q->lock);
+        pthread_mutex_destroy(&q->hold_lock);
+        if (q->gate_event) CloseHandle(q->gate_event);
         free(q);
     }
 }
@@ -461,6 +489,7 @@ static void queue_unhold(struct queue *q) {
 static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
     struct queue *q = queue_of(iface);
     if (InterlockedExchange(&q->closed, TRUE)) return;
+    drop_held(q);
     dsr_queue_close(q->handle);
     watch_remove_owner(q);
 }
@@ -501,8 +530,7 @@ static void refuse(struct queue *q, const DSTORAGE_REQUEST *request, HRESULT hr)
         return;                  \
     } while (0)
 
-static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const DSTORAGE_REQUEST *request) {
-    struct queue *q = queue_of(iface);
+static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
     if (!request) REFUSE(q, NULL, E_INVALIDARG);
     if (q->closed) REFUSE(q, request, E_DSTORAGE_QUEUE_CLOSED);
     const DSTORAGE_REQUEST_OPTIONS *options = &request->Options;
@@ -566,8 +594,7 @@ static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const 
     }
 }
 
-static void STDMETHODCALLTYPE queue_EnqueueStatus(IDStorageQueue *iface, IDStorageStatusArray *array, UINT32 index) {
-    struct queue *q = queue_of(iface);
+static void enqueue_status(struct queue *q, IDStorageStatusArray *array, UINT32 index) {
     struct status_array *s = status_of(array);
     if (!s || index >= s->capacity || q->closed) return;
     pthread_mutex_lock(&q->lock);
@@ -577,8 +604,7 @@ static void STDMETHODCALLTYPE queue_EnqueueStatus(IDStorageQueue *iface, IDStora
     dsr_queue_enqueue_status(q->handle, s->handle, index);
 }
 
-static void STDMETHODCALLTYPE queue_EnqueueSignal(IDStorageQueue *iface, ID3D12Fence *fence, UINT64 value) {
-    struct queue *q = queue_of(iface);
+static void enqueue_signal(struct queue *q, ID3D12Fence *fence, UINT64 value) {
     struct watch *w;
     if (!fence || q->closed || !(w = calloc(1, sizeof *w))) return;
     if (dsr_fence_create(&w->dsr_fence) != DSR_OK || dsr_fence_eventfd(w->dsr_fence, &w->fd) != DSR_OK) {
@@ -597,8 +623,7 @@ static void STDMETHODCALLTYPE queue_EnqueueSignal(IDStorageQueue *iface, ID3D12F
     }
 }
 
-static void STDMETHODCALLTYPE queue_EnqueueSetEvent(IDStorageQueue *iface, HANDLE event) {
-    struct queue *q = queue_of(iface);
+static void enqueue_set_event(struct queue *q, HANDLE event) {
     struct watch *w;
     if (!event || q->closed || !(w = calloc(1, sizeof *w))) return;
     w->kind = WATCH_EVENT_ONCE;
@@ -618,9 +643,197 @@ static void STDMETHODCALLTYPE queue_EnqueueSetEvent(IDStorageQueue *iface, HANDL
     }
 }
 
+static void submit(struct queue *q) {
+    if (!q->closed) dsr_queue_submit(q->handle);
+}
+
+/* ---- work held behind a D3D12 fence ------------------------------------------------------------
+ *
+ * EnqueueRequests with a fence: the requests may not start before the fence reaches its value.
+ * dsr knows nothing of D3D12 fences, so this DLL holds them back, and with them everything the
+ * game enqueues after them (requests, status entries, signals, events, submits: their order is
+ * the queue's contract), and replays the held calls in order once the fence is reached. A gate
+ * thread (a Wine thread: it calls the fence) asks the fence to set an event at the value, waits,
+ * and replays up to the next gate not yet reached. Both flags (wait before GPU work, before
+ * source access) are honoured by waiting before anything of the requests starts. */
+
+static void held_free(struct held *h) {
+    if (h->kind == HELD_REQUEST && h->request.Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE &&
+        file_of(h->request.Source.File.Source))
+        file_Release(h->request.Source.File.Source);
+    if (h->array) {
+        InterlockedDecrement(&status_of(h->array)->held[h->index]);
+        status_Release(h->array);
+    }
+    if (h->fence) h->fence->lpVtbl->Release(h->fence);
+    if (h->event) CloseHandle(h->event);
+    free(h);
+}
+
+/* Runs the held calls in order up to the first gate whose fence has not reached its value;
+ * TRUE when nothing is held any more. Under `hold_lock`. */
+static BOOL replay_locked(struct queue *q) {
+    while (q->held) {
+        struct held *h = q->held;
+        if (h->kind == HELD_GATE && h->fence->lpVtbl->GetCompletedValue(h->fence) < h->value) return FALSE;
+        q->held = h->next;
+        if (!q->held) q->held_tail = &q->held;
+        switch (h->kind) {
+        case HELD_GATE: break;
+        case HELD_REQUEST:
+            h->request.Name = h->name[0] ? h->name : NULL;
+            enqueue_request(q, &h->request);
+            break;
+        case HELD_STATUS: enqueue_status(q, h->array, h->index); break;
+        case HELD_SIGNAL: enqueue_signal(q, h->fence, h->value); break;
+        case HELD_SET_EVENT: enqueue_set_event(q, h->event); break;
+        case HELD_SUBMIT: submit(q); break;
+        }
+        held_free(h);
+    }
+    return TRUE;
+}
+
+/* The gate thread: replays what it can, then waits on the first unreached gate's fence. */
+static DWORD WINAPI gate_wait(void *arg) {
+    struct queue *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->hold_lock);
+        if (q->closed || replay_locked(q)) {
+            q->gate_waiting = FALSE;
+            pthread_mutex_unlock(&q->hold_lock);
+            break;
+        }
+        ID3D12Fence *fence = q->held->fence;
+        UINT64 value = q->held->value;
+        ResetEvent(q->gate_event);
+        HRESULT hr = fence->lpVtbl->SetEventOnCompletion(fence, value, q->gate_event);
+        pthread_mutex_unlock(&q->hold_lock);
+        /* A fence that cannot set the event is polled. */
+        WaitForSingleObject(q->gate_event, SUCCEEDED(hr) ? INFINITE : 1);
+    }
+    queue_unhold(q);
+    return 0;
+}
+
+/* Holds `h` when something is held already (or `h` is a gate not yet reached), in order;
+ * FALSE when it may run now (then `h` is the caller's still). */
+static BOOL hold(struct queue *q, struct held *h) {
+    pthread_mutex_lock(&q->hold_lock);
+    BOOL gate = h->kind == HELD_GATE;
+    if (!q->held && (!gate || h->fence->lpVtbl->GetCompletedValue(h->fence) >= h->value)) {
+        pthread_mutex_unlock(&q->hold_lock);
+        return FALSE;
+    }
+    h->next = NULL;
+    *q->held_tail = h;
+    q->held_tail = &h->next;
+    if (gate && !q->gate_waiting) {
+        InterlockedIncrement(&q->memory_refs);
+        HANDLE thread = CreateThread(NULL, 0, gate_wait, q, 0, NULL);
+        if (thread) {
+            q->gate_waiting = TRUE;
+            CloseHandle(thread);
+        } else {
+            InterlockedDecrement(&q->memory_refs);
+        }
+    }
+    pthread_mutex_unlock(&q->hold_lock);
+    return TRUE;
+}
+
+/* Whether calls are being held (the fast path's check; `hold` decides under the lock). */
+static BOOL holding(struct queue *q) {
+    return __atomic_load_n(&q->held, __ATOMIC_ACQUIRE) != NULL;
+}
+
+/* A held call of `kind`, or NULL (out of memory: the call then runs now, unordered). */
+static struct held *held_new(enum held_kind kind) {
+    struct held *h = calloc(1, sizeof *h);
+    if (h) h->kind = kind;
+    return h;
+}
+
+/* Drops everything held (a closed queue's), releasing what it referenced. */
+static void drop_held(struct queue *q) {
+    pthread_mutex_lock(&q->hold_lock);
+    while (q->held) {
+        struct held *h = q->held;
+        q->held = h->next;
+        held_free(h);
+    }
+    q->held_tail = &q->held;
+    if (q->gate_event) SetEvent(q->gate_event);
+    pthread_mutex_unlock(&q->hold_lock);
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const DSTORAGE_REQUEST *request) {
+    struct queue *q = queue_of(iface);
+    struct held *h;
+    if (request && holding(q) && (h = held_new(HELD_REQUEST))) {
+        h->request = *request;
+        if (request->Name) strncpy(h->name, request->Name, sizeof h->name - 1);
+        h->request.Name = NULL;
+        struct file *f = request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE
+                             ? file_of(request->Source.File.Source)
+                             : NULL;
+        if (f) file_AddRef(&f->iface);
+        else if (request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE) h->request.Source.File.Source = NULL;
+        if (hold(q, h)) return;
+        held_free(h);
+    }
+    enqueue_request(q, request);
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueStatus(IDStorageQueue *iface, IDStorageStatusArray *array, UINT32 index) {
+    struct queue *q = queue_of(iface);
+    struct held *h;
+    if (status_of(array) && index < status_of(array)->capacity && holding(q) && (h = held_new(HELD_STATUS))) {
+        /* The entry reads as pending from now, as DirectStorage's does once enqueued. */
+        h->array = array;
+        status_AddRef(array);
+        h->index = index;
+        InterlockedIncrement(&status_of(array)->held[index]);
+        if (hold(q, h)) return;
+        held_free(h);
+    }
+    enqueue_status(q, array, index);
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueSignal(IDStorageQueue *iface, ID3D12Fence *fence, UINT64 value) {
+    struct queue *q = queue_of(iface);
+    struct held *h;
+    if (fence && holding(q) && (h = held_new(HELD_SIGNAL))) {
+        h->fence = fence;
+        fence->lpVtbl->AddRef(fence);
+        h->value = value;
+        if (hold(q, h)) return;
+        held_free(h);
+    }
+    enqueue_signal(q, fence, value);
+}
+
+static void STDMETHODCALLTYPE queue_EnqueueSetEvent(IDStorageQueue *iface, HANDLE event) {
+    struct queue *q = queue_of(iface);
+    struct held *h;
+    if (event && holding(q) && (h = held_new(HELD_SET_EVENT))) {
+        if (DuplicateHandle(GetCurrentProcess(), event, GetCurrentProcess(), &h->event, 0, FALSE,
+                            DUPLICATE_SAME_ACCESS) &&
+            hold(q, h))
+            return;
+        held_free(h);
+    }
+    enqueue_set_event(q, event);
+}
+
 static void STDMETHODCALLTYPE queue_Submit(IDStorageQueue *iface) {
     struct queue *q = queue_of(iface);
-    if (!q->closed) dsr_queue_submit(q->handle);
+    struct held *h;
+    if (holding(q) && (h = held_new(HELD_SUBMIT))) {
+        if (hold(q, h)) return;
+        held_free(h);
+    }
+    submit(q);
 }
 
 static void STDMETHODCALLTYPE queue_CancelRequestsWithTag(IDStorageQueue *iface, UINT64 mask, UINT64 value) {
@@ -671,14 +884,25 @@ static void STDMETHODCALLTYPE queue_EnqueueRequests(IDStorageQueue *iface, const
                                                     UINT count, ID3D12Fence *fence, UINT64 value,
                                                     DSTORAGE_ENQUEUE_REQUEST_FLAGS flags) {
     struct queue *q = queue_of(iface);
-    (void)value;
-    (void)flags;
-    if (fence) {
-        /* Gating requests on a D3D12 fence needs the D3D12 interop: refuse them all. */
-        for (UINT i = 0; i < count; i++) refuse(q, &requests[i], E_NOTIMPL);
+    if (!requests) {
+        if (count) refuse(q, NULL, E_INVALIDARG);
         return;
     }
-    for (UINT i = 0; requests && i < count; i++) queue_EnqueueRequest(iface, &requests[i]);
+    const DSTORAGE_ENQUEUE_REQUEST_FLAGS known = DSTORAGE_ENQUEUE_REQUEST_FLAG_FENCE_WAIT_BEFORE_GPU_WORK |
+                                                 DSTORAGE_ENQUEUE_REQUEST_FLAG_FENCE_WAIT_BEFORE_SOURCE_ACCESS;
+    if (flags & ~known) {
+        for (UINT i = 0; i < count; i++) refuse(q, &requests[i], E_INVALIDARG);
+        return;
+    }
+    struct held *gate;
+    if (fence && !q->closed && (gate = held_new(HELD_GATE))) {
+        gate->fence = fence;
+        fence->lpVtbl->AddRef(fence);
+        gate->value = value;
+        /* A fence reached already (and nothing held) gates nothing. */
+        if (!hold(q, gate)) held_free(gate);
+    }
+    for (UINT i = 0; i < count; i++) queue_EnqueueRequest(iface, &requests[i]);
 }
 
 static const IDStorageQueueVtbl queue_vtbl = {
@@ -728,6 +952,9 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     if (desc->Name) lstrcpynA(q->name, desc->Name, sizeof q->name);
     q->desc.Name = q->name;
     pthread_mutex_init(&q->lock, NULL);
+    pthread_mutex_init(&q->hold_lock, NULL);
+    q->held_tail = &q->held;
+    q->gate_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     q->error_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     dsr_queue_desc d;
     memset(&d, 0, sizeof d);
@@ -750,6 +977,9 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
         free(w);
         if (q->handle) dsr_queue_destroy(q->handle);
         CloseHandle(q->error_event);
+        CloseHandle(q->gate_event);
+        pthread_mutex_destroy(&q->lock);
+        pthread_mutex_destroy(&q->hold_lock);
         free(q);
         return hresult_of(result);
     }
@@ -801,13 +1031,15 @@ static HRESULT STDMETHODCALLTYPE factory_CreateStatusArray(IDStorageFactory *ifa
     *out = NULL;
     if (!riid || !capacity) return E_INVALIDARG;
     struct status_array *s = calloc(1, sizeof *s);
-    if (!s || !(s->override = calloc(capacity, sizeof *s->override))) {
+    if (!s || !(s->override = calloc(capacity, sizeof *s->override)) || !(s->held = calloc(capacity, sizeof *s->held))) {
+        if (s) free(s->override);
         free(s);
         return E_OUTOFMEMORY;
     }
     dsr_result result = dsr_status_array_create(capacity, &s->handle);
     if (result != DSR_OK) {
         free(s->override);
+        free(s->held);
         free(s);
         return hresult_of(result);
     }

@@ -40,18 +40,23 @@ static WCHAR *wide(const char *text) {
     return out;
 }
 
-/* A D3D12 fence as far as dstorage.dll uses it: AddRef, Release, Signal (slot 10). */
+/* A D3D12 fence as far as dstorage.dll uses it: AddRef, Release, GetCompletedValue (slot 8),
+ * SetEventOnCompletion (9), Signal (10). */
 typedef struct fake_fence_vtbl {
     HRESULT(STDMETHODCALLTYPE *QueryInterface)(ID3D12Fence *, REFIID, void **);
     ULONG(STDMETHODCALLTYPE *AddRef)(ID3D12Fence *);
     ULONG(STDMETHODCALLTYPE *Release)(ID3D12Fence *);
-    void *unused[7];
+    void *unused[5];
+    UINT64(STDMETHODCALLTYPE *GetCompletedValue)(ID3D12Fence *);
+    HRESULT(STDMETHODCALLTYPE *SetEventOnCompletion)(ID3D12Fence *, UINT64, HANDLE);
     HRESULT(STDMETHODCALLTYPE *Signal)(ID3D12Fence *, UINT64);
 } fake_fence_vtbl;
 struct ID3D12Fence {
     const fake_fence_vtbl *lpVtbl;
     LONG refs;
     volatile LONG64 value;
+    HANDLE waiter;          /* set by SetEventOnCompletion (under fence_lock) */
+    UINT64 wait_value;
 };
 static HRESULT STDMETHODCALLTYPE fence_qi(ID3D12Fence *f, REFIID r, void **o) {
     (void)f, (void)r, *o = NULL;
@@ -59,11 +64,25 @@ static HRESULT STDMETHODCALLTYPE fence_qi(ID3D12Fence *f, REFIID r, void **o) {
 }
 static ULONG STDMETHODCALLTYPE fence_addref(ID3D12Fence *f) { return InterlockedIncrement(&f->refs); }
 static ULONG STDMETHODCALLTYPE fence_release(ID3D12Fence *f) { return InterlockedDecrement(&f->refs); }
-static HRESULT STDMETHODCALLTYPE fence_signal(ID3D12Fence *f, UINT64 v) {
-    InterlockedExchange64(&f->value, (LONG64)v);
+static CRITICAL_SECTION fence_lock;
+static UINT64 STDMETHODCALLTYPE fence_completed(ID3D12Fence *f) { return (UINT64)InterlockedOr64(&f->value, 0); }
+static HRESULT STDMETHODCALLTYPE fence_set_event(ID3D12Fence *f, UINT64 v, HANDLE event) {
+    EnterCriticalSection(&fence_lock);
+    f->waiter = event;
+    f->wait_value = v;
+    if (fence_completed(f) >= v) SetEvent(event);
+    LeaveCriticalSection(&fence_lock);
     return S_OK;
 }
-static const fake_fence_vtbl fence_vtbl = {fence_qi, fence_addref, fence_release, {0}, fence_signal};
+static HRESULT STDMETHODCALLTYPE fence_signal(ID3D12Fence *f, UINT64 v) {
+    EnterCriticalSection(&fence_lock);
+    InterlockedExchange64(&f->value, (LONG64)v);
+    if (f->waiter && v >= f->wait_value) SetEvent(f->waiter);
+    LeaveCriticalSection(&fence_lock);
+    return S_OK;
+}
+static const fake_fence_vtbl fence_vtbl = {fence_qi, fence_addref, fence_release, {0}, fence_completed,
+                                           fence_set_event, fence_signal};
 
 static IDStorageQueue *make_queue(IDStorageFactory *factory, DSTORAGE_REQUEST_SOURCE_TYPE source) {
     DSTORAGE_QUEUE_DESC desc;
@@ -105,6 +124,7 @@ int main(int argc, char **argv) {
     config.NumBuiltInCpuDecompressionThreads = 2;
     EXPECT_HR(DStorageSetConfiguration1(&config), S_OK);
 
+    InitializeCriticalSection(&fence_lock);
     IDStorageFactory *factory = NULL;
     void *nothing = (void *)1;
     EXPECT_HR(DStorageGetFactory(&IID_IDStorageQueue, &nothing), E_NOINTERFACE);
@@ -147,7 +167,7 @@ int main(int argc, char **argv) {
     IDStorageQueue *files1 = NULL;
     EXPECT_HR(files->lpVtbl->QueryInterface(files, &IID_IDStorageQueue1, (void **)&files1), S_OK);
     files->lpVtbl->EnqueueSetEvent(files, event);
-    struct ID3D12Fence fence = {&fence_vtbl, 1, 0};
+    struct ID3D12Fence fence = {&fence_vtbl, 1, 0, NULL, 0};
     files->lpVtbl->EnqueueSignal(files, &fence, 7);
     files->lpVtbl->Submit(files);
     CHECK(WaitForSingleObject(event, 10000) == WAIT_OBJECT_0);
@@ -242,6 +262,60 @@ int main(int argc, char **argv) {
     CHECK(strcmp(qinfo.Desc.Name, "test queue") == 0);
     q3->lpVtbl->Release(q3);
     files1->lpVtbl->Release(files1);
+
+    /* EnqueueRequests gated on a D3D12 fence: neither they nor anything enqueued after them runs
+     * until the fence reaches the value; then all of it, in order. */
+    struct ID3D12Fence gate = {&fence_vtbl, 1, 0, NULL, 0};
+    unsigned char *gated = calloc(2, 4096);
+    DSTORAGE_REQUEST two[2] = {file_request(on_z, 0, 4096, gated, 4096), file_request(on_z, 4096, 4096, gated + 4096, 4096)};
+    two[0].Name = "gated";
+    files->lpVtbl->EnqueueRequests(files, two, 2, &gate, 3, DSTORAGE_ENQUEUE_REQUEST_FLAG_FENCE_WAIT_BEFORE_SOURCE_ACCESS);
+    r = file_request(on_z, 8192, 64, small, 64);
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 0);
+    HANDLE after = CreateEventW(NULL, TRUE, FALSE, NULL);
+    files->lpVtbl->EnqueueSetEvent(files, after);
+    files->lpVtbl->Submit(files);
+    Sleep(100);
+    CHECK(!status->lpVtbl->IsComplete(status, 0));
+    CHECK(WaitForSingleObject(after, 0) == WAIT_TIMEOUT);
+    for (int i = 0; i < 8192; i++) CHECK(gated[i] == 0);
+    gate.lpVtbl->Signal(&gate, 2); /* not there yet */
+    Sleep(50);
+    CHECK(!status->lpVtbl->IsComplete(status, 0));
+    gate.lpVtbl->Signal(&gate, 3);
+    EXPECT_HR(wait_status(status, 0), S_OK);
+    CHECK(WaitForSingleObject(after, 10000) == WAIT_OBJECT_0);
+    CHECK(memcmp(gated, from_c, 8192) == 0);
+    CHECK(memcmp(small, from_c + 8192, 64) == 0);
+    for (int i = 0; i < 10000 && gate.refs != 1; i++) Sleep(1);
+    CHECK(gate.refs == 1); /* the DLL's reference went back */
+    /* A fence reached already gates nothing; unknown flags are refused. */
+    memset(gated, 0, 8192);
+    files->lpVtbl->EnqueueRequests(files, two, 2, &gate, 3, DSTORAGE_ENQUEUE_REQUEST_FLAG_FENCE_WAIT_BEFORE_GPU_WORK);
+    files->lpVtbl->EnqueueStatus(files, status, 0);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 0), S_OK);
+    CHECK(memcmp(gated, from_c, 8192) == 0);
+    files->lpVtbl->EnqueueRequests(files, two, 1, &gate, 3, 0x80);
+    files->lpVtbl->EnqueueStatus(files, status, 0);
+    files->lpVtbl->Submit(files);
+    EXPECT_HR(wait_status(status, 0), E_INVALIDARG);
+    files->lpVtbl->RetrieveErrorRecord(files, &record);
+    CHECK(record.FailureCount == 1);
+    /* Closing a queue with a gate pending drops what it held and lets the fence go. */
+    IDStorageQueue *closing = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE);
+    struct ID3D12Fence never = {&fence_vtbl, 1, 0, NULL, 0};
+    closing->lpVtbl->EnqueueRequests(closing, two, 2, &never, 10, 0);
+    closing->lpVtbl->EnqueueStatus(closing, status, 3);
+    closing->lpVtbl->Submit(closing);
+    closing->lpVtbl->Close(closing);
+    closing->lpVtbl->Release(closing);
+    for (int i = 0; i < 10000 && never.refs != 1; i++) Sleep(1);
+    CHECK(never.refs == 1);
+    CloseHandle(after);
+    free(gated);
+    printf("fence-gated EnqueueRequests: held with what followed until the fence, then run in order\n");
 
     /* Hostile calls: the right HRESULT, never a crash. */
     DSTORAGE_QUEUE_DESC desc;
