@@ -9,7 +9,7 @@
  * Signal for EnqueueSignal.
  *
  * Errors. DirectStorage's enqueue methods return nothing: a request dsr refuses at enqueue, or
- * one this DLL cannot serve (a D3D12 destination, a custom format), is recorded as a failure in
+ * one this DLL cannot serve (a D3D12 destination), is recorded as a failure in
  * the queue's error record (and its error event set), and the next status entry reports it.
  */
 #include <stdarg.h>
@@ -398,9 +398,10 @@ struct queue {
     struct held **held_tail;
     HANDLE gate_event;     /* set by the fence (SetEventOnCompletion), or by Close */
     BOOL gate_waiting;     /* a gate thread runs */
+    UINT32 held_blocking;  /* held entries other than custom decompressions */
 };
 
-enum held_kind { HELD_GATE, HELD_REQUEST, HELD_STATUS, HELD_SIGNAL, HELD_SET_EVENT, HELD_SUBMIT };
+enum held_kind { HELD_GATE, HELD_CUSTOM, HELD_REQUEST, HELD_STATUS, HELD_SIGNAL, HELD_SET_EVENT };
 
 /* One call held behind a gate, with the references it keeps until it is replayed. */
 struct held {
@@ -413,6 +414,8 @@ struct held {
     ID3D12Fence *fence;                   /* GATE, SIGNAL (referenced) */
     UINT64 value;
     HANDLE event;                         /* SET_EVENT (the game's handle) */
+    BOOL resolved;                        /* CUSTOM: the title reported its result */
+    BOOL orphan;                          /* CUSTOM: dropped by Close; its request frees it */
 };
 
 /* What dsr carries for each request: its place in enqueue order, the game's request and its
@@ -452,6 +455,7 @@ static void record_failure(struct queue *q, UINT64 seq, HRESULT hr, const DSTORA
 
 static void queue_unhold(struct queue *q);
 static void drop_held(struct queue *q);
+static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request);
 
 /* A request dsr finished, on a dsr worker. */
 static void on_request_done(void *user_data, dsr_result result) {
@@ -539,8 +543,12 @@ static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
         REFUSE(q, request, E_DSTORAGE_RESERVED_FIELDS);
     if (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_MEMORY)
         REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_TYPE); /* D3D12 interop: not yet */
+    if (options->CompressionFormat >= DSTORAGE_CUSTOM_COMPRESSION_0) {
+        enqueue_custom(q, request);
+        return;
+    }
     if (options->CompressionFormat > DSTORAGE_COMPRESSION_FORMAT_GDEFLATE)
-        REFUSE(q, request, E_NOTIMPL); /* custom formats: not yet */
+        REFUSE(q, request, E_INVALIDARG); /* neither built in nor custom */
 
     dsr_request r;
     memset(&r, 0, sizeof r);
@@ -651,11 +659,15 @@ static void submit(struct queue *q) {
  *
  * EnqueueRequests with a fence: the requests may not start before the fence reaches its value.
  * dsr knows nothing of D3D12 fences, so this DLL holds them back, and with them everything the
- * game enqueues after them (requests, status entries, signals, events, submits: their order is
- * the queue's contract), and replays the held calls in order once the fence is reached. A gate
+ * game enqueues after them (requests, status entries, signals, events: their order is the
+ * queue's contract), and replays the held calls in order once the fence is reached (and submits
+ * them: the game's Submit went to what dsr held at the time). A gate
  * thread (a Wine thread: it calls the fence) asks the fence to set an event at the value, waits,
  * and replays up to the next gate not yet reached. Both flags (wait before GPU work, before
  * source access) are honoured by waiting before anything of the requests starts. */
+
+/* The queue whose held calls this thread is replaying (under its `hold_lock`), if any. */
+static __thread struct queue *replaying;
 
 static void held_free(struct held *h) {
     if (h->kind == HELD_REQUEST && h->request.Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE &&
@@ -676,18 +688,22 @@ static BOOL replay_locked(struct queue *q) {
     while (q->held) {
         struct held *h = q->held;
         if (h->kind == HELD_GATE && h->fence->lpVtbl->GetCompletedValue(h->fence) < h->value) return FALSE;
+        if (h->kind == HELD_CUSTOM && !h->resolved) return FALSE;
         q->held = h->next;
         if (!q->held) q->held_tail = &q->held;
+        if (h->kind != HELD_CUSTOM) q->held_blocking--;
         switch (h->kind) {
         case HELD_GATE: break;
+        case HELD_CUSTOM: break;
         case HELD_REQUEST:
             h->request.Name = h->name[0] ? h->name : NULL;
+            replaying = q;
             enqueue_request(q, &h->request);
+            replaying = NULL;
             break;
         case HELD_STATUS: enqueue_status(q, h->array, h->index); break;
         case HELD_SIGNAL: enqueue_signal(q, h->fence, h->value); break;
         case HELD_SET_EVENT: enqueue_set_event(q, h->event); break;
-        case HELD_SUBMIT: submit(q); break;
         }
         held_free(h);
     }
@@ -699,7 +715,15 @@ static DWORD WINAPI gate_wait(void *arg) {
     struct queue *q = arg;
     for (;;) {
         pthread_mutex_lock(&q->hold_lock);
-        if (q->closed || replay_locked(q)) {
+        BOOL done = q->closed || replay_locked(q);
+        if (done) q->gate_waiting = FALSE;
+        pthread_mutex_unlock(&q->hold_lock);
+        /* What was replayed may follow the game's last Submit. */
+        submit(q);
+        if (done) break;
+        pthread_mutex_lock(&q->hold_lock);
+        /* Only a fence gate is this thread's to wait on; a custom one resumes on its result. */
+        if (q->closed || !q->held || q->held->kind != HELD_GATE) {
             q->gate_waiting = FALSE;
             pthread_mutex_unlock(&q->hold_lock);
             break;
@@ -716,33 +740,55 @@ static DWORD WINAPI gate_wait(void *arg) {
     return 0;
 }
 
-/* Holds `h` when something is held already (or `h` is a gate not yet reached), in order;
- * FALSE when it may run now (then `h` is the caller's still). */
-static BOOL hold(struct queue *q, struct held *h) {
-    pthread_mutex_lock(&q->hold_lock);
-    BOOL gate = h->kind == HELD_GATE;
-    if (!q->held && (!gate || h->fence->lpVtbl->GetCompletedValue(h->fence) >= h->value)) {
-        pthread_mutex_unlock(&q->hold_lock);
-        return FALSE;
+/* Starts the gate thread unless it runs. Under `hold_lock`. */
+static void wait_for_gate(struct queue *q) {
+    if (q->gate_waiting) return;
+    InterlockedIncrement(&q->memory_refs);
+    HANDLE thread = CreateThread(NULL, 0, gate_wait, q, 0, NULL);
+    if (thread) {
+        q->gate_waiting = TRUE;
+        CloseHandle(thread);
+    } else {
+        InterlockedDecrement(&q->memory_refs);
     }
+}
+
+/* Whether `h` must wait behind what is held: a fence gate not yet reached, or anything while
+ * something is held, except that requests and submits pass custom decompressions (only the
+ * status entries, signals and events after those wait for their results). Under `hold_lock`. */
+static BOOL must_wait(struct queue *q, struct held *h) {
+    switch (h->kind) {
+    case HELD_GATE: return q->held || h->fence->lpVtbl->GetCompletedValue(h->fence) < h->value;
+    case HELD_CUSTOM: return TRUE;
+    case HELD_REQUEST: return q->held_blocking > 0;
+    default: return q->held != NULL;
+    }
+}
+
+/* Appends `h` to what is held. Under `hold_lock`. */
+static void hold_append(struct queue *q, struct held *h) {
     h->next = NULL;
     *q->held_tail = h;
     q->held_tail = &h->next;
-    if (gate && !q->gate_waiting) {
-        InterlockedIncrement(&q->memory_refs);
-        HANDLE thread = CreateThread(NULL, 0, gate_wait, q, 0, NULL);
-        if (thread) {
-            q->gate_waiting = TRUE;
-            CloseHandle(thread);
-        } else {
-            InterlockedDecrement(&q->memory_refs);
-        }
+    if (h->kind != HELD_CUSTOM) q->held_blocking++;
+}
+
+/* Holds `h` when it must wait (see `must_wait`), in order; FALSE when it may run now (then `h`
+ * is the caller's still). */
+static BOOL hold(struct queue *q, struct held *h) {
+    pthread_mutex_lock(&q->hold_lock);
+    BOOL gate = h->kind == HELD_GATE;
+    if (!must_wait(q, h)) {
+        pthread_mutex_unlock(&q->hold_lock);
+        return FALSE;
     }
+    hold_append(q, h);
+    if (gate) wait_for_gate(q);
     pthread_mutex_unlock(&q->hold_lock);
     return TRUE;
 }
 
-/* Whether calls are being held (the fast path's check; `hold` decides under the lock). */
+/* Whether calls may have to be held (the fast path's check; `hold` decides under the lock). */
 static BOOL holding(struct queue *q) {
     return __atomic_load_n(&q->held, __ATOMIC_ACQUIRE) != NULL;
 }
@@ -760,12 +806,291 @@ static void drop_held(struct queue *q) {
     while (q->held) {
         struct held *h = q->held;
         q->held = h->next;
-        held_free(h);
+        if (h->kind == HELD_CUSTOM && !h->resolved) h->orphan = TRUE; /* its request frees it */
+        else held_free(h);
     }
     q->held_tail = &q->held;
+    q->held_blocking = 0;
     if (q->gate_event) SetEvent(q->gate_event);
     pthread_mutex_unlock(&q->hold_lock);
 }
+
+/* ---- custom decompression --------------------------------------------------------------------
+ *
+ * A request in a custom format (DSTORAGE_CUSTOM_COMPRESSION_0 and up) is the title's to decode:
+ * its compressed bytes (read by dsr into a buffer of this DLL's, or the game's memory) go into
+ * the process's custom decompression queue, which the title reaches through the factory's
+ * QueryInterface, takes requests from (GetRequests) and reports results to (SetRequestResults).
+ * Its place in its queue is a custom gate in the held list: the status entries, signals and
+ * events enqueued after it wait for its result (and a failure is reported by the first of
+ * them, as for any request); requests and submits go on past it, so many custom requests can be
+ * with the title at once. */
+
+struct custom_entry {
+    struct custom_entry *next;
+    UINT64 id;
+    struct queue *queue;   /* held (memory_refs) until the result */
+    UINT64 seq;
+    DSTORAGE_REQUEST request;
+    char name[DSTORAGE_REQUEST_MAX_NAME];
+    struct path_ref *path;
+    struct held *gate;
+    void *buffer;          /* the bytes read from a file (owned), else NULL */
+    const void *src;
+    UINT64 src_size;
+    HRESULT read_result;
+};
+
+static const IDStorageCustomDecompressionQueueVtbl custom_vtbl;
+
+/* The process's custom decompression queue. */
+static struct {
+    IDStorageCustomDecompressionQueue iface;
+    pthread_mutex_t lock;
+    struct custom_entry *ready, *taken, *failed; /* for the title, with it, unreadable */
+    UINT64 next_id;
+    HANDLE event;          /* manual reset: set while requests are ready */
+    int fd;                /* written by dsr's workers; the dispatcher sets `event` */
+    BOOL started;
+} custom = {{&custom_vtbl}, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0, NULL, -1, FALSE};
+
+/* Makes the event and its eventfd watch the first time; FALSE if they cannot be made. */
+static BOOL custom_start(void) {
+    pthread_mutex_lock(&custom.lock);
+    if (!custom.started) {
+        struct watch *w = calloc(1, sizeof *w);
+        custom.event = CreateEventW(NULL, TRUE, FALSE, NULL);
+        custom.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (w && custom.event && custom.fd >= 0) {
+            w->kind = WATCH_ERROR_EVENT; /* sets the event each time the fd is written */
+            w->fd = custom.fd;
+            w->event = custom.event;
+            w->owner = &custom;
+            custom.started = watch_add(w);
+        }
+        if (!custom.started) {
+            free(w);
+            if (custom.event) CloseHandle(custom.event);
+            if (custom.fd >= 0) close(custom.fd);
+            custom.event = NULL;
+            custom.fd = -1;
+        }
+    }
+    BOOL started = custom.started;
+    pthread_mutex_unlock(&custom.lock);
+    return started;
+}
+
+static void custom_push(struct custom_entry **list, struct custom_entry *e) {
+    e->next = NULL;
+    while (*list) list = &(*list)->next;
+    *list = e;
+}
+
+/* The entry's bytes were read (or not), on a dsr worker: plain C, no Win32. */
+static void on_custom_read(void *user_data, dsr_result result) {
+    struct custom_entry *e = user_data;
+    uint64_t one = 1;
+    e->read_result = result == DSR_OK ? S_OK : hresult_of(result);
+    pthread_mutex_lock(&custom.lock);
+    custom_push(SUCCEEDED(e->read_result) ? &custom.ready : &custom.failed, e);
+    pthread_mutex_unlock(&custom.lock);
+    (void)!write(custom.fd, &one, sizeof one);
+}
+
+/* The title's result for `e` (or its read's failure), on a Wine thread: a failure is recorded
+ * as the request's, and what waited for it goes on. */
+static void custom_resolve(struct custom_entry *e, HRESULT hr) {
+    struct queue *q = e->queue;
+    if (FAILED(hr)) {
+        record_failure(q, e->seq, hr, &e->request, e->name, e->path);
+        pthread_mutex_lock(&q->lock);
+        if (q->failed_since_status == S_OK) q->failed_since_status = hr;
+        pthread_mutex_unlock(&q->lock);
+        SetEvent(q->error_event);
+    }
+    /* From inside a replay of this queue (its read refused at enqueue), the replay goes on
+     * past the gate itself. */
+    BOOL inside = replaying == q;
+    if (!inside) pthread_mutex_lock(&q->hold_lock);
+    if (e->gate->orphan) {
+        held_free(e->gate);
+    } else {
+        e->gate->resolved = TRUE;
+        /* Replayed up to a fence gate, the gate thread takes over. */
+        if (!inside && !replay_locked(q) && q->held->kind == HELD_GATE) wait_for_gate(q);
+    }
+    if (!inside) {
+        pthread_mutex_unlock(&q->hold_lock);
+        /* What was replayed may follow the game's last Submit. */
+        submit(q);
+    }
+    path_release(e->path);
+    free(e->buffer);
+    free(e);
+    queue_unhold(q);
+}
+
+/* A custom-format request: its gate held, its bytes read (a file's) or taken as they are
+ * (memory), then handed to the title. */
+static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request) {
+    UINT64 size = request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE ? request->Source.File.Size
+                                                                                : request->Source.Memory.Size;
+    struct file *f = request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE
+                         ? file_of(request->Source.File.Source)
+                         : NULL;
+    if (request->Options.SourceType == DSTORAGE_REQUEST_SOURCE_FILE && (!f || !f->handle))
+        REFUSE(q, request, E_DSTORAGE_INVALID_FILE_HANDLE);
+    if (!size || !request->UncompressedSize) REFUSE(q, request, E_INVALIDARG);
+    if (request->UncompressedSize > request->Destination.Memory.Size)
+        REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_SIZE);
+    if (!custom_start()) REFUSE(q, request, E_OUTOFMEMORY);
+    struct custom_entry *e = calloc(1, sizeof *e);
+    struct held *gate = held_new(HELD_CUSTOM);
+    void *buffer = f ? malloc(size) : NULL;
+    if (!e || !gate || (f && !buffer)) {
+        free(e);
+        free(gate);
+        free(buffer);
+        REFUSE(q, request, E_OUTOFMEMORY);
+    }
+    InterlockedIncrement(&q->memory_refs);
+    e->queue = q;
+    e->seq = (UINT64)InterlockedIncrement64(&q->next_seq);
+    e->request = *request;
+    e->request.Name = NULL;
+    if (request->Name) strncpy(e->name, request->Name, sizeof e->name - 1);
+    e->gate = gate;
+    e->buffer = buffer;
+    e->src = f ? buffer : request->Source.Memory.Source;
+    e->src_size = size;
+    if (f && (e->path = f->path)) InterlockedIncrement(&e->path->refs);
+    /* The gate: first among what is held when this request is being replayed from there. */
+    if (replaying == q) {
+        gate->next = q->held;
+        q->held = gate;
+        if (q->held_tail == &q->held) q->held_tail = &gate->next;
+    } else {
+        pthread_mutex_lock(&q->hold_lock);
+        hold_append(q, gate);
+        pthread_mutex_unlock(&q->hold_lock);
+    }
+    pthread_mutex_lock(&custom.lock);
+    e->id = ++custom.next_id;
+    if (!f) {
+        custom_push(&custom.ready, e);
+        SetEvent(custom.event);
+    }
+    pthread_mutex_unlock(&custom.lock);
+    if (!f) return;
+    dsr_request r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    r.kind = DSR_REQUEST_READ_FILE;
+    r.file = f->handle;
+    r.file_offset = request->Source.File.Offset;
+    r.source_size = size;
+    r.destination = buffer;
+    r.destination_size = size;
+    r.tag = request->CancellationTag;
+    r.name = request->Name;
+    r.callback = on_custom_read;
+    r.user_data = e;
+    dsr_result result = dsr_queue_enqueue(q->handle, &r);
+    if (result != DSR_OK) {
+        e->read_result = hresult_of(result);
+        custom_resolve(e, e->read_result);
+    }
+}
+
+static HRESULT STDMETHODCALLTYPE custom_QueryInterface(IDStorageCustomDecompressionQueue *iface, REFIID riid,
+                                                       void **out) {
+    static const GUID *const iids[] = {&IID_IDStorageCustomDecompressionQueue, &IID_IDStorageCustomDecompressionQueue1};
+    return query(iface, iids, ARRAY_SIZE(iids), riid, out);
+}
+
+/* The queue is the process's, as the factory is: references do not end it. */
+static ULONG STDMETHODCALLTYPE custom_AddRef(IDStorageCustomDecompressionQueue *iface) {
+    (void)iface;
+    return 2;
+}
+
+static ULONG STDMETHODCALLTYPE custom_Release(IDStorageCustomDecompressionQueue *iface) {
+    (void)iface;
+    return 1;
+}
+
+static HANDLE STDMETHODCALLTYPE custom_GetEvent(IDStorageCustomDecompressionQueue *iface) {
+    (void)iface;
+    return custom_start() ? custom.event : NULL;
+}
+
+static HRESULT STDMETHODCALLTYPE custom_GetRequests1(IDStorageCustomDecompressionQueue *iface,
+                                                     DSTORAGE_GET_REQUEST_FLAGS flags, UINT32 max,
+                                                     DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *requests, UINT32 *num) {
+    (void)iface;
+    if (!num) return E_POINTER;
+    *num = 0;
+    if ((max && !requests) || (flags & ~DSTORAGE_GET_REQUEST_FLAG_SELECT_ALL)) return E_INVALIDARG;
+    if (!custom_start()) return E_OUTOFMEMORY;
+    /* Requests whose bytes could not be read fail now, here on the title's (Wine) thread. */
+    pthread_mutex_lock(&custom.lock);
+    struct custom_entry *failed = custom.failed;
+    custom.failed = NULL;
+    UINT32 n = 0;
+    /* dsr decodes every built-in format itself: only custom ones come here. */
+    while ((flags & DSTORAGE_GET_REQUEST_FLAG_SELECT_CUSTOM) && n < max && custom.ready) {
+        struct custom_entry *e = custom.ready;
+        custom.ready = e->next;
+        custom_push(&custom.taken, e);
+        DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *r = &requests[n++];
+        memset(r, 0, sizeof *r);
+        r->Id = e->id;
+        r->CompressionFormat = e->request.Options.CompressionFormat;
+        r->Flags = DSTORAGE_CUSTOM_DECOMPRESSION_FLAG_NONE;
+        r->SrcSize = e->src_size;
+        r->SrcBuffer = e->src;
+        r->DstSize = e->request.UncompressedSize;
+        r->DstBuffer = e->request.Destination.Memory.Buffer;
+    }
+    if (!custom.ready) ResetEvent(custom.event);
+    pthread_mutex_unlock(&custom.lock);
+    *num = n;
+    while (failed) {
+        struct custom_entry *e = failed;
+        failed = e->next;
+        custom_resolve(e, e->read_result);
+    }
+    return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE custom_GetRequests(IDStorageCustomDecompressionQueue *iface, UINT32 max,
+                                                    DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *requests, UINT32 *num) {
+    return custom_GetRequests1(iface, DSTORAGE_GET_REQUEST_FLAG_SELECT_CUSTOM, max, requests, num);
+}
+
+static HRESULT STDMETHODCALLTYPE custom_SetRequestResults(IDStorageCustomDecompressionQueue *iface, UINT32 count,
+                                                          DSTORAGE_CUSTOM_DECOMPRESSION_RESULT *results) {
+    (void)iface;
+    if (count && !results) return E_INVALIDARG;
+    HRESULT hr = S_OK;
+    for (UINT32 i = 0; i < count; i++) {
+        pthread_mutex_lock(&custom.lock);
+        struct custom_entry **link = &custom.taken;
+        while (*link && (*link)->id != results[i].Id) link = &(*link)->next;
+        struct custom_entry *e = *link;
+        if (e) *link = e->next;
+        pthread_mutex_unlock(&custom.lock);
+        if (e) custom_resolve(e, results[i].Result);
+        else hr = E_INVALIDARG; /* not a request the title holds */
+    }
+    return hr;
+}
+
+static const IDStorageCustomDecompressionQueueVtbl custom_vtbl = {
+    custom_QueryInterface, custom_AddRef,          custom_Release,      custom_GetEvent,
+    custom_GetRequests,    custom_SetRequestResults, custom_GetRequests1,
+};
 
 static void STDMETHODCALLTYPE queue_EnqueueRequest(IDStorageQueue *iface, const DSTORAGE_REQUEST *request) {
     struct queue *q = queue_of(iface);
@@ -826,14 +1151,9 @@ static void STDMETHODCALLTYPE queue_EnqueueSetEvent(IDStorageQueue *iface, HANDL
     enqueue_set_event(q, event);
 }
 
+/* Submits what dsr holds now; calls held behind a gate are submitted as they are replayed. */
 static void STDMETHODCALLTYPE queue_Submit(IDStorageQueue *iface) {
-    struct queue *q = queue_of(iface);
-    struct held *h;
-    if (holding(q) && (h = held_new(HELD_SUBMIT))) {
-        if (hold(q, h)) return;
-        held_free(h);
-    }
-    submit(q);
+    submit(queue_of(iface));
 }
 
 static void STDMETHODCALLTYPE queue_CancelRequestsWithTag(IDStorageQueue *iface, UINT64 mask, UINT64 value) {
@@ -917,6 +1237,10 @@ static const IDStorageQueueVtbl queue_vtbl = {
 
 static HRESULT STDMETHODCALLTYPE factory_QueryInterface(IDStorageFactory *iface, REFIID riid, void **out) {
     static const GUID *const iids[] = {&IID_IDStorageFactory};
+    /* The custom decompression queue is reached through the factory. */
+    if (out && riid && (IsEqualGUID(riid, &IID_IDStorageCustomDecompressionQueue) ||
+                        IsEqualGUID(riid, &IID_IDStorageCustomDecompressionQueue1)))
+        return custom_QueryInterface(&custom.iface, riid, out);
     return query(iface, iids, ARRAY_SIZE(iids), riid, out);
 }
 

@@ -370,6 +370,54 @@ struct IDStorageQueue {
     const IDStorageQueueVtbl *lpVtbl;
 };
 
+/* Custom decompression: requests whose CompressionFormat is DSTORAGE_CUSTOM_COMPRESSION_0 or
+ * above are handed to the title through IDStorageCustomDecompressionQueue (the factory answers
+ * QueryInterface for it). */
+typedef UINT32 DSTORAGE_CUSTOM_DECOMPRESSION_FLAGS;
+#define DSTORAGE_CUSTOM_DECOMPRESSION_FLAG_NONE 0
+#define DSTORAGE_CUSTOM_DECOMPRESSION_FLAG_DEST_IN_UPLOAD_HEAP 1
+
+typedef UINT32 DSTORAGE_GET_REQUEST_FLAGS;
+#define DSTORAGE_GET_REQUEST_FLAG_NONE 0
+#define DSTORAGE_GET_REQUEST_FLAG_SELECT_CUSTOM 1
+#define DSTORAGE_GET_REQUEST_FLAG_SELECT_BUILTIN 2
+#define DSTORAGE_GET_REQUEST_FLAG_SELECT_ALL 3
+
+typedef struct DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST {
+    UINT64 Id;
+    DSTORAGE_COMPRESSION_FORMAT CompressionFormat;
+    UINT8 Reserved[3];
+    DSTORAGE_CUSTOM_DECOMPRESSION_FLAGS Flags;
+    UINT64 SrcSize;
+    const void *SrcBuffer;
+    UINT64 DstSize;
+    void *DstBuffer;
+} DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST;
+
+typedef struct DSTORAGE_CUSTOM_DECOMPRESSION_RESULT {
+    UINT64 Id;
+    HRESULT Result;
+} DSTORAGE_CUSTOM_DECOMPRESSION_RESULT;
+
+typedef struct IDStorageCustomDecompressionQueue IDStorageCustomDecompressionQueue;
+/* IDStorageCustomDecompressionQueue, then Queue1 (GetRequests1): one object answers both. */
+typedef struct IDStorageCustomDecompressionQueueVtbl {
+    HRESULT(STDMETHODCALLTYPE *QueryInterface)(IDStorageCustomDecompressionQueue *This, REFIID riid, void **object);
+    ULONG(STDMETHODCALLTYPE *AddRef)(IDStorageCustomDecompressionQueue *This);
+    ULONG(STDMETHODCALLTYPE *Release)(IDStorageCustomDecompressionQueue *This);
+    HANDLE(STDMETHODCALLTYPE *GetEvent)(IDStorageCustomDecompressionQueue *This);
+    HRESULT(STDMETHODCALLTYPE *GetRequests)(IDStorageCustomDecompressionQueue *This, UINT32 max_requests,
+                                            DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *requests, UINT32 *num_requests);
+    HRESULT(STDMETHODCALLTYPE *SetRequestResults)(IDStorageCustomDecompressionQueue *This, UINT32 num_results,
+                                                  DSTORAGE_CUSTOM_DECOMPRESSION_RESULT *results);
+    HRESULT(STDMETHODCALLTYPE *GetRequests1)(IDStorageCustomDecompressionQueue *This, DSTORAGE_GET_REQUEST_FLAGS flags,
+                                             UINT32 max_requests, DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *requests,
+                                             UINT32 *num_requests);
+} IDStorageCustomDecompressionQueueVtbl;
+struct IDStorageCustomDecompressionQueue {
+    const IDStorageCustomDecompressionQueueVtbl *lpVtbl;
+};
+
 typedef struct IDStorageFactoryVtbl {
     HRESULT(STDMETHODCALLTYPE *QueryInterface)(IDStorageFactory *This, REFIID riid, void **object);
     ULONG(STDMETHODCALLTYPE *AddRef)(IDStorageFactory *This);

@@ -49,6 +49,13 @@ int main(void) {
     EXPECT(sizeof(DSTORAGE_CONFIGURATION), 28);
     EXPECT(sizeof(DSTORAGE_CONFIGURATION1), 32);
     EXPECT(sizeof(BY_HANDLE_FILE_INFORMATION), 52);
+    EXPECT(sizeof(DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST), 48);
+    EXPECT(offsetof(DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST, CompressionFormat), 8);
+    EXPECT(offsetof(DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST, Flags), 12);
+    EXPECT(offsetof(DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST, SrcSize), 16);
+    EXPECT(offsetof(DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST, DstBuffer), 40);
+    EXPECT(sizeof(DSTORAGE_CUSTOM_DECOMPRESSION_RESULT), 16);
+    EXPECT(offsetof(DSTORAGE_CUSTOM_DECOMPRESSION_RESULT, Result), 8);
     /* The options' bitfields: format in byte 0; source type bit 0 and destination type bits 1-7
      * of the second 64-bit unit. */
     DSTORAGE_REQUEST_OPTIONS options;

@@ -317,6 +317,74 @@ int main(int argc, char **argv) {
     free(gated);
     printf("fence-gated EnqueueRequests: held with what followed until the fence, then run in order\n");
 
+    /* Custom decompression: requests in a custom format go to the title through the factory's
+     * IDStorageCustomDecompressionQueue; what follows them waits for the title's result. Here
+     * the "format" is XOR 0x5a; the file's bytes read through it are the asset's XORed. */
+    IDStorageCustomDecompressionQueue *custom = NULL;
+    EXPECT_HR(factory->lpVtbl->QueryInterface(factory, &IID_IDStorageCustomDecompressionQueue1, (void **)&custom), S_OK);
+    HANDLE ready = custom->lpVtbl->GetEvent(custom);
+    CHECK(ready != NULL);
+    unsigned char *xored = malloc(4096), *out3 = calloc(3, 4096);
+    for (int i = 0; i < 4096; i++) xored[i] = asset_byte(i) ^ 0x5a;
+    m.Options.CompressionFormat = DSTORAGE_CUSTOM_COMPRESSION_0;
+    m.Source.Memory.Source = xored;
+    m.Source.Memory.Size = 4096;
+    m.Destination.Memory.Buffer = out3;
+    m.Destination.Memory.Size = 4096;
+    m.UncompressedSize = 4096;
+    memory->lpVtbl->EnqueueRequest(memory, &m);                       /* from memory */
+    r = file_request(on_z, 0, 4096, out3 + 4096, 4096);
+    r.Options.CompressionFormat = DSTORAGE_CUSTOM_COMPRESSION_0 + 1;
+    r.Name = "custom from a file";
+    files->lpVtbl->EnqueueRequest(files, &r);                         /* from a file */
+    r = file_request(on_z, 4096, 4096, out3 + 8192, 4096);
+    r.Options.CompressionFormat = DSTORAGE_CUSTOM_COMPRESSION_0;
+    r.Name = "custom that fails";
+    files->lpVtbl->EnqueueRequest(files, &r);                         /* the title fails this one */
+    r = file_request(on_z, 0, 64, small, 64);                         /* a plain one goes past them */
+    files->lpVtbl->EnqueueRequest(files, &r);
+    memory->lpVtbl->EnqueueStatus(memory, status, 2);
+    files->lpVtbl->EnqueueStatus(files, status, 3);
+    memory->lpVtbl->Submit(memory);
+    files->lpVtbl->Submit(files);
+    DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST got_requests[8];
+    UINT32 taken = 0, n = 0;
+    for (int i = 0; i < 10000 && taken < 3; i++) {
+        CHECK(WaitForSingleObject(ready, 10000) == WAIT_OBJECT_0);
+        EXPECT_HR(custom->lpVtbl->GetRequests(custom, 8 - taken, got_requests + taken, &n), S_OK);
+        taken += n;
+    }
+    CHECK(taken == 3); /* all three with the title at once */
+    CHECK(!status->lpVtbl->IsComplete(status, 2) && !status->lpVtbl->IsComplete(status, 3));
+    CHECK(memcmp(small, from_c, 64) == 0); /* the plain request did not wait */
+    EXPECT_HR(custom->lpVtbl->GetRequests1(custom, DSTORAGE_GET_REQUEST_FLAG_SELECT_BUILTIN, 8, got_requests + 3, &n), S_OK);
+    CHECK(n == 0);
+    DSTORAGE_CUSTOM_DECOMPRESSION_RESULT results[3];
+    for (UINT32 i = 0; i < 3; i++) {
+        DSTORAGE_CUSTOM_DECOMPRESSION_REQUEST *c = &got_requests[i];
+        CHECK(c->SrcSize == 4096 && c->DstSize == 4096 && c->CompressionFormat >= DSTORAGE_CUSTOM_COMPRESSION_0);
+        const unsigned char *src = c->SrcBuffer;
+        unsigned char *dst = c->DstBuffer;
+        BOOL from_memory = c->SrcBuffer == xored;
+        for (int k = 0; k < 4096; k++) dst[k] = from_memory ? src[k] ^ 0x5a : src[k];
+        results[i].Id = c->Id;
+        results[i].Result = dst == out3 + 8192 ? E_FAIL : S_OK;
+    }
+    DSTORAGE_CUSTOM_DECOMPRESSION_RESULT unknown = {999999, S_OK};
+    EXPECT_HR(custom->lpVtbl->SetRequestResults(custom, 1, &unknown), E_INVALIDARG);
+    EXPECT_HR(custom->lpVtbl->SetRequestResults(custom, 3, results), S_OK);
+    EXPECT_HR(wait_status(status, 2), S_OK);
+    EXPECT_HR(wait_status(status, 3), E_FAIL);
+    for (int k = 0; k < 8192; k++) CHECK(out3[k] == asset_byte(k % 4096));
+    files->lpVtbl->RetrieveErrorRecord(files, &record);
+    CHECK(record.FailureCount == 1);
+    CHECK(strcmp(record.FirstFailure.Request.RequestName, "custom that fails") == 0);
+    EXPECT_HR(record.FirstFailure.HResult, E_FAIL);
+    custom->lpVtbl->Release(custom);
+    free(xored);
+    free(out3);
+    printf("custom decompression: memory and file requests with the title at once, results in order\n");
+
     /* Hostile calls: the right HRESULT, never a crash. */
     DSTORAGE_QUEUE_DESC desc;
     memset(&desc, 0, sizeof desc);
