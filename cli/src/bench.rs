@@ -55,6 +55,31 @@ enum Bench {
     /// codec doing the same file to file on one thread (`dsr gdeflate reference`), alternating:
     /// needs a build with `--features reference-codec`.
     GdeflateFiles(CodecArgs),
+    /// An archive's assets against the loose files it was packed from, whole process: `dsr
+    /// load ARCHIVE` (every tile hash verified) against this binary reading every file under
+    /// DIR into memory of its own, one after another, as a game without DirectStorage does;
+    /// alternating runs, warm (and cold, after dropping the page cache, with `--cold`).
+    LooseFiles(LooseArgs),
+    /// (The peer of `loose-files`: read every file under DIR into memory, keep it, exit.)
+    #[command(hide = true)]
+    ReadLoose { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+struct LooseArgs {
+    /// The directory of loose files.
+    dir: PathBuf,
+    /// The archive packed from it.
+    archive: PathBuf,
+    /// Alternating runs per side.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Also measure with the page cache dropped before each run (needs root).
+    #[arg(long)]
+    cold: bool,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +235,8 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Upload(args) => run_upload(args, plot),
         Bench::Submit(args) => run_submit(args, plot),
         Bench::GdeflateFiles(args) => run_gdeflate_files(args, plot),
+        Bench::LooseFiles(args) => run_loose_files(args, plot),
+        Bench::ReadLoose { dir } => read_loose(&dir),
     };
     if let (Some(path), Some(recorder)) = (&args.trace, recorder) {
         crate::output::write_trace(path, &recorder, |_, _| None)?;
@@ -959,4 +986,84 @@ fn run_gdeflate_files(args: CodecArgs, plot: Option<&Path>) -> CliResult {
         })
         .collect();
     plot_to(plot, "GDeflate file to file, whole process", "MB/s of input", &cases)
+}
+
+/// The loose-files peer: every file under `dir` read into memory of its own (kept until exit).
+fn read_loose(dir: &Path) -> CliResult {
+    let files = crate::pack::collect_inputs(&[dir.to_path_buf()])?;
+    let mut kept = Vec::with_capacity(files.len());
+    let mut bytes = 0usize;
+    for (_, path) in &files {
+        let data = std::fs::read(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
+        bytes += data.len();
+        kept.push(data);
+    }
+    println!("{} files, {bytes} bytes", kept.len());
+    Ok(())
+}
+
+/// `dsr bench loose-files`: whole-process `dsr load ARCHIVE` against the loose-files peer.
+fn run_loose_files(args: LooseArgs, plot: Option<&Path>) -> CliResult {
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find this binary: {e}")))?;
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let ours = vec!["load".to_string(), s(&args.archive)];
+    let peer = vec!["bench".to_string(), "read-loose".to_string(), s(&args.dir)];
+    let run = |argv: &[String], cold: bool| -> Result<f64, CliError> {
+        if cold {
+            std::fs::write("/proc/sys/vm/drop_caches", "3")
+                .map_err(|e| CliError::failed(format!("cannot drop the page cache (run as root): {e}")))?;
+        }
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(argv)
+            .output()
+            .map_err(|e| CliError::failed(format!("cannot run {}: {e}", exe.display())))?;
+        if !out.status.success() {
+            return Err(CliError::failed(format!("{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let mut modes = vec![("warm", false)];
+    if args.cold {
+        modes.push(("cold", true));
+    }
+    // Warm the cache (and the binary) once.
+    run(&ours, false)?;
+    run(&peer, false)?;
+    let mut results = Vec::new();
+    for (mode, cold) in modes {
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            d.push(run(&ours, cold)?);
+            p.push(run(&peer, cold)?);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        results.push((mode, median(&mut d), median(&mut p), d, p));
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "bench": "loose-files",
+            "dir": args.dir,
+            "archive": args.archive,
+            "results": results.iter().map(|(mode, d, p, ds, ps)| serde_json::json!({
+                "mode": mode, "dsr_s": d, "loose_s": p, "speedup": p / d, "dsr_runs": ds, "loose_runs": ps,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+    } else {
+        for (mode, d, p, _, _) in &results {
+            println!(
+                "{mode}: dsr load {:.3} s, loose files read into memory {:.3} s (medians of {}, whole process): {:.2}x",
+                d, p, args.runs, p / d
+            );
+        }
+    }
+    let cases: Vec<Case> = results
+        .iter()
+        .map(|(mode, d, p, _, _)| Case::new(*mode, [("dsr", Some(1.0 / d)), ("loose files", Some(1.0 / p))]))
+        .collect();
+    plot_to(plot, "An archive against its loose files, whole process", "loads per second", &cases)
 }
