@@ -1019,7 +1019,10 @@ fn run_loose_files(args: LooseArgs, plot: Option<&Path>) -> CliResult {
             .output()
             .map_err(|e| CliError::failed(format!("cannot run {}: {e}", exe.display())))?;
         if !out.status.success() {
-            return Err(CliError::failed(format!("{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(CliError::failed(format!(
+                "{argv:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(start.elapsed().as_secs_f64())
     };
@@ -1057,7 +1060,10 @@ fn run_loose_files(args: LooseArgs, plot: Option<&Path>) -> CliResult {
         for (mode, d, p, _, _) in &results {
             println!(
                 "{mode}: dsr load {:.3} s, loose files read into memory {:.3} s (medians of {}, whole process): {:.2}x",
-                d, p, args.runs, p / d
+                d,
+                p,
+                args.runs,
+                p / d
             );
         }
     }
@@ -1065,5 +1071,10 @@ fn run_loose_files(args: LooseArgs, plot: Option<&Path>) -> CliResult {
         .iter()
         .map(|(mode, d, p, _, _)| Case::new(*mode, [("dsr", Some(1.0 / d)), ("loose files", Some(1.0 / p))]))
         .collect();
-    plot_to(plot, "An archive against its loose files, whole process", "loads per second", &cases)
+    plot_to(
+        plot,
+        "An archive against its loose files, whole process",
+        "loads per second",
+        &cases,
+    )
 }

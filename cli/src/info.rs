@@ -142,7 +142,7 @@ pub fn run(args: InfoArgs) -> CliResult {
                 "  GDeflate on the GPU: {}; VK_NV_memory_decompression {}",
                 gpu_decoder(context),
                 if context.nv_decompression() {
-                    "enabled (decodes hashed tiles, archives', where it measures faster than the shader for a submission's size)"
+                    "enabled (with DSR_GPU_DECODER=auto, hashed tiles go to it where it measures faster than the shader; off by default)"
                 } else {
                     "not enabled"
                 }

@@ -62,7 +62,10 @@ pub struct GpuDecodeConfig {
     pub flights: usize,
     /// The decoder for submissions the driver's `VK_NV_memory_decompression` may take (every
     /// tile hashed, the extension enabled): `None` chooses by what each measured on this device
-    /// ([`crate::choose`]); `Some` forces one (for measuring).
+    /// ([`crate::choose`]); `Some` forces one. The default is the shader alone: the driver's
+    /// decoder has not been run on hostile tiles on NVIDIA hardware here yet (the test that does
+    /// is `tests/gpu.rs`, `DSR_REQUIRE_NV=1`), and a decoder that might fault the GPU on a
+    /// damaged file is not chosen by default. `DSR_GPU_DECODER=auto` turns the choice on.
     pub decoder: Option<DecodeBackend>,
 }
 
@@ -74,7 +77,7 @@ impl Default for GpuDecodeConfig {
         GpuDecodeConfig {
             input: DecodeInput::Direct,
             flights: 1,
-            decoder: None,
+            decoder: Some(DecodeBackend::Shader),
         }
     }
 }
