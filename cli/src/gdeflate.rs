@@ -275,7 +275,8 @@ fn compress_streaming(
             )?;
         }
         let mut batch = executor.batch();
-        batch.push(Request::write(packed.clone(), 0, packed.len() as u64, output, at))?;
+        // Through the page cache, as `cp` writes (see `EngineArgs::file_to_file_policy`).
+        batch.push(Request::write(packed.clone(), 0, packed.len() as u64, output, at).io(dsr::IoPolicy::Buffered))?;
         writing.push_back(executor.submit(batch)?);
         at += packed.len() as u64;
     }
@@ -372,7 +373,7 @@ fn decompress_streaming(
         let window_ends: Arc<[u64]> = ends[first..last].iter().map(|e| e - from).collect();
         let out_len = (last as u64 * TILE_SIZE as u64).min(len) - first as u64 * TILE_SIZE as u64;
         let request = Request::file(input, data + from, ends[last - 1] - from, &host, 0)
-            .io(engine.policy())
+            .io(engine.file_to_file_policy())
             .gdeflate_tiles(out_len, window_ends)
             .to_file(dsr::FileSource::Path(output.clone()), first as u64 * TILE_SIZE as u64);
         batch.push(request)?;

@@ -717,7 +717,7 @@ fn run_output(args: &LoadArgs, output: &std::path::Path) -> CliResult {
     }
     let window = output_window(args.engine.scratch);
     let none = HostBuffer::new(0);
-    let policy = args.engine.policy();
+    let policy = args.engine.file_to_file_policy();
     let (requests, bytes, what) = if args.files.first().is_some_and(|f| dsr::archive::is_archive(f)) {
         if args.range.is_some() {
             return Err(CliError::usage("--range applies to plain files, not to archives"));
