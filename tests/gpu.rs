@@ -442,12 +442,14 @@ fn archives_loaded_into_gpu_memory_are_checked_against_their_tile_hashes() {
 }
 
 /// The driver's `VK_NV_memory_decompression` as the route's decoder (forced, where the device
-/// has it): it takes only hashed tiles, so damaged and hostile tiles (garbage, zeros, a flipped
-/// bit) fail their own requests by their hashes, the good assets beside them land byte-exact,
-/// and the device lives on. Skipped, saying so, on devices without the extension (lavapipe);
-/// `DSR_REQUIRE_NV=1` makes that a failure (the GPU machine's runs).
+/// has it): hashed archive tiles decode byte-exact through it, three rounds, and the driver's
+/// decoder really ran. It is given intact tiles only: on an H100 (driver 580.159.04) garbage
+/// tiles lost the device and zeroed ones hung it (docs/benchmarks.md), which is why dsr never
+/// chooses it by default. `DSR_NV_DAMAGE=flipped,garbage,zeros` adds damaged assets, to probe a
+/// driver (each must fail by its hash, and the device live on). Skipped, saying so, on devices
+/// without the extension (lavapipe); `DSR_REQUIRE_NV=1` makes that a failure.
 #[test]
-fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes() {
+fn the_drivers_decoder_decodes_hashed_tiles_when_forced() {
     let Some(context) = context() else { return };
     if !context.nv_decompression() {
         assert!(
@@ -485,7 +487,13 @@ fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes(
     let archive = dsr::archive::Archive::open(&path).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     let mut rng = fastrand::Rng::with_seed(5);
+    // `DSR_NV_DAMAGE=flipped,zeros` (say) damages only those, to find which the driver survives.
+    let chosen = std::env::var("DSR_NV_DAMAGE").unwrap_or_default();
+    let damaged = |name: &str| chosen.split(',').any(|c| c == name);
     for (name, damage) in [("flipped", 0), ("garbage", 1), ("zeros", 2)] {
+        if !damaged(name) {
+            continue;
+        }
         let asset = archive.find(name).unwrap();
         let stream = asset.offset as usize..(asset.offset + asset.stored_len) as usize;
         let tiles = dsr_gdeflate::TileStream::parse(&bytes[stream.clone()]).unwrap();
@@ -514,13 +522,13 @@ fn the_drivers_decoder_takes_hashed_tiles_and_hostile_ones_fail_by_their_hashes(
         for (i, name) in names.iter().enumerate() {
             let what = format!("round {round}, {name}");
             match &report.requests[i].status {
-                RequestStatus::Done if name.starts_with("good") => {
+                RequestStatus::Done if !damaged(name) => {
                     assert!(
                         read_back(&executor, &gpu, slots[i], text.len() as u64) == text,
                         "{what}"
                     );
                 }
-                RequestStatus::Failed(err) if !name.starts_with("good") => {
+                RequestStatus::Failed(err) if damaged(name) => {
                     assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
                     assert!(err.tile().is_some(), "{what}: {err}");
                 }

@@ -142,7 +142,7 @@ pub fn run(args: InfoArgs) -> CliResult {
                 "  GDeflate on the GPU: {}; VK_NV_memory_decompression {}",
                 gpu_decoder(context),
                 if context.nv_decompression() {
-                    "enabled (with DSR_GPU_DECODER=auto, hashed tiles go to it where it measures faster than the shader; off by default)"
+                    "enabled (off by default; DSR_GPU_DECODER=auto for trusted data only: it lost an H100 on garbage tiles)"
                 } else {
                     "not enabled"
                 }

@@ -8,6 +8,10 @@
 //! two of tiles), a running cost per byte for each decoder. A class tries each decoder twice
 //! before trusting the figures, then takes the cheaper one, and re-tries the other every
 //! [`EXPLORE_EVERY`]th submission so a change in conditions is noticed.
+//!
+//! The stage consults it only when asked to (`GpuDecodeConfig::decoder` `None`): the driver's
+//! decoder lost the device on garbage tiles and hung on zeroed ones on an H100, so it is for
+//! trusted data only.
 
 use std::time::Duration;
 

@@ -62,10 +62,10 @@ pub struct GpuDecodeConfig {
     pub flights: usize,
     /// The decoder for submissions the driver's `VK_NV_memory_decompression` may take (every
     /// tile hashed, the extension enabled): `None` chooses by what each measured on this device
-    /// ([`crate::choose`]); `Some` forces one. The default is the shader alone: the driver's
-    /// decoder has not been run on hostile tiles on NVIDIA hardware here yet (the test that does
-    /// is `tests/gpu.rs`, `DSR_REQUIRE_NV=1`), and a decoder that might fault the GPU on a
-    /// damaged file is not chosen by default. `DSR_GPU_DECODER=auto` turns the choice on.
+    /// ([`crate::choose`]); `Some` forces one. The default is the shader alone, and the driver's
+    /// decoder is for trusted data only: on an H100 (driver 580.159.04) it lost the device on
+    /// garbage tiles and hung on zeroed ones (docs/benchmarks.md), where dsr's shader fails the
+    /// tile by name. `DSR_GPU_DECODER=auto|nv` turns it on, with a warning.
     pub decoder: Option<DecodeBackend>,
 }
 
@@ -103,6 +103,12 @@ impl GpuDecodeConfig {
             Ok("nv") => config.decoder = Some(DecodeBackend::Nv),
             Ok("auto") => config.decoder = None,
             _ => {}
+        }
+        if config.decoder != Some(DecodeBackend::Shader) {
+            eprintln!(
+                "dsr: DSR_GPU_DECODER lets the driver's VK_NV_memory_decompression decode; it is for \
+                 trusted data only (on an H100 it lost the device on garbage tiles and hung on zeroed ones)"
+            );
         }
         config
     }
