@@ -181,6 +181,64 @@ fn compress_streaming(
         .num_threads(threads.unwrap_or(0))
         .build()
         .map_err(|e| CliError::failed(format!("cannot start compression threads: {e}")))?;
+    refuse_same_file(input, output)?;
+    // Written beside OUT and renamed over it at the end: a failure half way (say a stream whose
+    // table overflows, found only at the end) leaves OUT as it was.
+    let partial = partial_path(output);
+    let out_file = std::fs::File::create(&partial)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", partial.display())))?;
+    let result = compress_into(input, &partial, &out_file, level, len, tiles, pool, trace, start);
+    drop(out_file);
+    match result {
+        Ok(()) => std::fs::rename(&partial, output).map_err(|e| {
+            CliError::failed(format!(
+                "cannot move {} to {}: {e}",
+                partial.display(),
+                output.display()
+            ))
+        }),
+        Err(err) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(err)
+        }
+    }
+}
+
+/// `path` with `.dsr-partial` added to its name: where a command writes before renaming.
+fn partial_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".dsr-partial");
+    path.with_file_name(name)
+}
+
+/// Refuses an output that is the input (its pages would be overwritten while they are read).
+fn refuse_same_file(input: &PathBuf, output: &PathBuf) -> CliResult {
+    let same = std::fs::canonicalize(input)
+        .ok()
+        .is_some_and(|i| std::fs::canonicalize(output).ok() == Some(i));
+    match same {
+        true => Err(CliError::usage(format!(
+            "{} is both the input and the output",
+            input.display()
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// The windows of `compress_streaming`, into `output` (a fresh file).
+#[allow(clippy::too_many_arguments)]
+fn compress_into(
+    input: &PathBuf,
+    output: &PathBuf,
+    out_file: &std::fs::File,
+    level: Level,
+    len: u64,
+    tiles: usize,
+    pool: rayon::ThreadPool,
+    trace: &Trace,
+    start: Instant,
+) -> CliResult {
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", input.display()));
     // The engine reads and writes; one worker is plenty for that.
     let (executor, _) = dsr::executor_with_io(
         dsr::ExecutorConfig {
@@ -190,14 +248,6 @@ fn compress_streaming(
         },
         dsr::io_from_env(),
     )?;
-    // Not truncated first (an existing file's pages are overwritten in place); cut to the
-    // stream's length at the end.
-    let out_file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(output)
-        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", output.display())))?;
     let windows = (len as usize).div_ceil(COMPRESS_WINDOW);
     let window_len = |k: usize| (len - (k * COMPRESS_WINDOW) as u64).min(COMPRESS_WINDOW as u64);
     let cap = (len as usize).min(COMPRESS_WINDOW);
@@ -352,6 +402,7 @@ fn decompress_streaming(
     config: dsr::ExecutorConfig,
 ) -> CliResult {
     let start = Instant::now();
+    refuse_same_file(input, output)?;
     let (data, ends, len) = read_table(input)?;
     // Sized, not truncated first: an existing file's pages are overwritten in place rather
     // than freed and allocated again.

@@ -318,6 +318,18 @@ fn gdeflate_compress_streams_in_windows_byte_identical_to_one_pass() {
         std::fs::read(&stream).unwrap() == expected,
         "byte-identical to one pass"
     );
+    assert!(
+        !dir.path().join("in.gdf.dsr-partial").exists(),
+        "the partial file was renamed"
+    );
+    // The input as its own output is refused before anything is written.
+    for command in ["compress", "decompress"] {
+        let path = if command == "compress" { &input } else { &stream };
+        let out = dsr(&["gdeflate", command, path.to_str().unwrap(), path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("both the input and the output"));
+    }
+    assert!(std::fs::read(&stream).unwrap() == expected, "left as it was");
     let back = dir.path().join("back.bin");
     let out = dsr(&[
         "gdeflate",

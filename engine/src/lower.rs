@@ -245,7 +245,14 @@ fn lower_inner(
         | (Source::Memory { .. } | Source::Device { .. }, Compression::None, _) => None,
         (Source::File { .. }, Compression::None, true) => Some(src_len),
         (Source::File { .. }, Compression::GDeflate { .. }, false) => Some(src_len),
-        (Source::File { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(src_len + uncompressed_len),
+        (Source::File { .. }, Compression::GDeflate { uncompressed_len }, true) => {
+            Some(src_len.checked_add(uncompressed_len).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    "the stream and its output overflow a 64-bit size",
+                )
+            })?)
+        }
         (Source::Memory { .. }, Compression::GDeflate { .. }, false) => None,
         (Source::Memory { .. }, Compression::GDeflate { uncompressed_len }, true) => Some(uncompressed_len),
         (Source::Device { .. }, Compression::GDeflate { .. }, _) => unreachable!("refused above"),
@@ -600,7 +607,12 @@ fn lower_write(graph: &mut GraphBuilder, config: &LoweringConfig, request: Reque
     // stream read from a file and its decoded output after it, or decoded output alone.
     let scratch_len = match (&from, decoded) {
         (From::Gpu(_), _) | (From::File(_), None) => Some(len),
-        (From::File(_), Some(out)) => Some(src_len + out),
+        (From::File(_), Some(out)) => Some(src_len.checked_add(out).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                "the stream and its output overflow a 64-bit size",
+            )
+        })?),
         (From::Memory(_), Some(out)) => Some(out),
         _ => None,
     };

@@ -122,9 +122,9 @@ fn decode_table(
             reason,
             tile: Some(i as u32),
         };
-        let start = if i == 0 { 0 } else { ends[i - 1] };
-        let src = usize::try_from(start)
-            .ok()
+        let start = if i == 0 { Some(0) } else { ends.get(i - 1).copied() };
+        let src = start
+            .and_then(|start| usize::try_from(start).ok())
             .zip(ends.get(i).and_then(|&end| usize::try_from(end).ok()))
             .and_then(|(start, end)| data.get(start..end))
             .ok_or(bad(dsr_gdeflate::Reason::BadTileTable))?;

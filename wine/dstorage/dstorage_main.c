@@ -97,7 +97,9 @@ static struct {
     struct watch *watches;
     int wake;              /* eventfd: the list changed */
     HANDLE thread;
-} dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL};
+    HANDLE to_close[64];   /* handles freed off a Wine thread, closed by the dispatcher */
+    unsigned closing;
+} dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL, {0}, 0};
 
 /* Polls the watches (255 at a time: later ones wait until earlier ones fire) and fires what is
  * ready. */
@@ -120,6 +122,7 @@ static DWORD WINAPI dispatch(void *unused) {
         uint64_t count;
         if (fds[0].revents & POLLIN) (void)!read(dispatcher.wake, &count, sizeof count);
         pthread_mutex_lock(&dispatcher.lock);
+        while (dispatcher.closing) CloseHandle(dispatcher.to_close[--dispatcher.closing]);
         for (nfds_t i = 1; i < n; i++) {
             if (!(fds[i].revents & POLLIN)) continue;
             struct watch *w = watched[i], **link;
@@ -165,6 +168,19 @@ static BOOL watch_add(struct watch *w) {
     pthread_mutex_unlock(&dispatcher.lock);
     (void)!write(dispatcher.wake, &one, sizeof one);
     return TRUE;
+}
+
+/* Closes `handle` on a Wine thread: now when this is one, else on the dispatcher's (a dsr worker
+ * may drop the last hold on a queue). A handle that cannot be queued (the dispatcher not
+ * running, or 64 waiting) is leaked rather than closed off a Wine thread. */
+static void close_later(HANDLE handle) {
+    if (!handle) return;
+    uint64_t one = 1;
+    pthread_mutex_lock(&dispatcher.lock);
+    BOOL queued = dispatcher.thread && dispatcher.closing < ARRAY_SIZE(dispatcher.to_close);
+    if (queued) dispatcher.to_close[dispatcher.closing++] = handle;
+    pthread_mutex_unlock(&dispatcher.lock);
+    if (queued) (void)!write(dispatcher.wake, &one, sizeof one);
 }
 
 /* Drops every watch of `owner` that fires no more (a closed queue's), without firing it. */
@@ -396,7 +412,8 @@ struct queue {
     pthread_mutex_t hold_lock;
     struct held *held;
     struct held **held_tail;
-    HANDLE gate_event;     /* set by the fence (SetEventOnCompletion), or by Close */
+    HANDLE gate_event;     /* the gate thread's current wait: set by the fence, or by Close */
+    LONG replay_active;    /* a replay is running (the fast path must then take the lock) */
     BOOL gate_waiting;     /* a gate thread runs */
     UINT32 held_blocking;  /* held entries other than custom decompressions */
 };
@@ -456,6 +473,7 @@ static void record_failure(struct queue *q, UINT64 seq, HRESULT hr, const DSTORA
 static void queue_unhold(struct queue *q);
 static void drop_held(struct queue *q);
 static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request);
+static void drop_custom(struct queue *q);
 
 /* A request dsr finished, on a dsr worker. */
 static void on_request_done(void *user_data, dsr_result result) {
@@ -485,7 +503,8 @@ static void queue_unhold(struct queue *q) {
     if (!InterlockedDecrement(&q->memory_refs)) {
         pthread_mutex_destroy(&q->lock);
         pthread_mutex_destroy(&q->hold_lock);
-        if (q->gate_event) CloseHandle(q->gate_event);
+        /* This may be a dsr worker (not a Wine thread): the dispatcher closes the handle. */
+        close_later(q->error_event);
         free(q);
     }
 }
@@ -493,6 +512,7 @@ static void queue_unhold(struct queue *q) {
 static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
     struct queue *q = queue_of(iface);
     if (InterlockedExchange(&q->closed, TRUE)) return;
+    drop_custom(q);
     drop_held(q);
     dsr_queue_close(q->handle);
     watch_remove_owner(q);
@@ -504,7 +524,6 @@ static ULONG STDMETHODCALLTYPE queue_Release(IDStorageQueue *iface) {
     if (!refs) {
         queue_Close(iface);
         dsr_queue_destroy(q->handle);
-        CloseHandle(q->error_event);
         queue_unhold(q);
     }
     return refs;
@@ -684,12 +703,23 @@ static void held_free(struct held *h) {
 
 /* Runs the held calls in order up to the first gate whose fence has not reached its value;
  * TRUE when nothing is held any more. Under `hold_lock`. */
+static BOOL replay_steps(struct queue *q);
+
 static BOOL replay_locked(struct queue *q) {
+    /* Until this returns, calls on other threads wait for the lock rather than overtake what
+     * is being replayed (see `holding`). */
+    __atomic_store_n(&q->replay_active, 1, __ATOMIC_SEQ_CST);
+    BOOL empty = replay_steps(q);
+    __atomic_store_n(&q->replay_active, 0, __ATOMIC_SEQ_CST);
+    return empty;
+}
+
+static BOOL replay_steps(struct queue *q) {
     while (q->held) {
         struct held *h = q->held;
         if (h->kind == HELD_GATE && h->fence->lpVtbl->GetCompletedValue(h->fence) < h->value) return FALSE;
         if (h->kind == HELD_CUSTOM && !h->resolved) return FALSE;
-        q->held = h->next;
+        __atomic_store_n(&q->held, h->next, __ATOMIC_SEQ_CST);
         if (!q->held) q->held_tail = &q->held;
         if (h->kind != HELD_CUSTOM) q->held_blocking--;
         switch (h->kind) {
@@ -729,12 +759,23 @@ static DWORD WINAPI gate_wait(void *arg) {
             break;
         }
         ID3D12Fence *fence = q->held->fence;
+        fence->lpVtbl->AddRef(fence);
         UINT64 value = q->held->value;
-        ResetEvent(q->gate_event);
-        HRESULT hr = fence->lpVtbl->SetEventOnCompletion(fence, value, q->gate_event);
+        /* An event per wait: the fence keeps the registration until it reaches the value. */
+        HANDLE event = CreateEventW(NULL, TRUE, FALSE, NULL);
+        HRESULT hr = event ? fence->lpVtbl->SetEventOnCompletion(fence, value, event) : E_OUTOFMEMORY;
+        q->gate_event = event;
         pthread_mutex_unlock(&q->hold_lock);
         /* A fence that cannot set the event is polled. */
-        WaitForSingleObject(q->gate_event, SUCCEEDED(hr) ? INFINITE : 1);
+        if (event) WaitForSingleObject(event, SUCCEEDED(hr) ? INFINITE : 1);
+        else Sleep(1);
+        pthread_mutex_lock(&q->hold_lock);
+        q->gate_event = NULL;
+        pthread_mutex_unlock(&q->hold_lock);
+        /* Woken by Close with the fence short of the value, the registration may still fire:
+         * the event is left open for it. */
+        if (event && (FAILED(hr) || fence->lpVtbl->GetCompletedValue(fence) >= value)) CloseHandle(event);
+        fence->lpVtbl->Release(fence);
     }
     queue_unhold(q);
     return 0;
@@ -790,7 +831,8 @@ static BOOL hold(struct queue *q, struct held *h) {
 
 /* Whether calls may have to be held (the fast path's check; `hold` decides under the lock). */
 static BOOL holding(struct queue *q) {
-    return __atomic_load_n(&q->held, __ATOMIC_ACQUIRE) != NULL;
+    /* `held` first: a replay sets its flag before it unlinks anything. */
+    return __atomic_load_n(&q->held, __ATOMIC_SEQ_CST) != NULL || __atomic_load_n(&q->replay_active, __ATOMIC_SEQ_CST);
 }
 
 /* A held call of `kind`, or NULL (out of memory: the call then runs now, unordered). */
@@ -811,7 +853,7 @@ static void drop_held(struct queue *q) {
     }
     q->held_tail = &q->held;
     q->held_blocking = 0;
-    if (q->gate_event) SetEvent(q->gate_event);
+    if (q->gate_event) SetEvent(q->gate_event); /* Close runs on a Wine thread */
     pthread_mutex_unlock(&q->hold_lock);
 }
 
@@ -839,6 +881,7 @@ struct custom_entry {
     const void *src;
     UINT64 src_size;
     HRESULT read_result;
+    BOOL cancelled;        /* its read was cancelled, or its queue closed: no failure */
 };
 
 static const IDStorageCustomDecompressionQueueVtbl custom_vtbl;
@@ -891,9 +934,11 @@ static void custom_push(struct custom_entry **list, struct custom_entry *e) {
 static void on_custom_read(void *user_data, dsr_result result) {
     struct custom_entry *e = user_data;
     uint64_t one = 1;
-    e->read_result = result == DSR_OK ? S_OK : hresult_of(result);
+    /* A cancelled read ends the request quietly, as a cancelled built-in request does. */
+    e->cancelled = result == DSR_E_CANCELLED;
+    e->read_result = result == DSR_OK || e->cancelled ? S_OK : hresult_of(result);
     pthread_mutex_lock(&custom.lock);
-    custom_push(SUCCEEDED(e->read_result) ? &custom.ready : &custom.failed, e);
+    custom_push(SUCCEEDED(e->read_result) && !e->cancelled ? &custom.ready : &custom.failed, e);
     pthread_mutex_unlock(&custom.lock);
     (void)!write(custom.fd, &one, sizeof one);
 }
@@ -902,7 +947,7 @@ static void on_custom_read(void *user_data, dsr_result result) {
  * as the request's, and what waited for it goes on. */
 static void custom_resolve(struct custom_entry *e, HRESULT hr) {
     struct queue *q = e->queue;
-    if (FAILED(hr)) {
+    if (FAILED(hr) && !e->cancelled) {
         record_failure(q, e->seq, hr, &e->request, e->name, e->path);
         pthread_mutex_lock(&q->lock);
         if (q->failed_since_status == S_OK) q->failed_since_status = hr;
@@ -1000,6 +1045,34 @@ static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request) {
     if (result != DSR_OK) {
         e->read_result = hresult_of(result);
         custom_resolve(e, e->read_result);
+    }
+}
+
+/* A closed queue's custom requests that the title has not taken end now, quietly (a request
+ * the title holds ends when it reports, its destination being the title's to write then). */
+static void drop_custom(struct queue *q) {
+    struct custom_entry *mine = NULL;
+    pthread_mutex_lock(&custom.lock);
+    struct custom_entry **lists[] = {&custom.ready, &custom.failed};
+    for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+        for (struct custom_entry **link = lists[l]; *link;) {
+            struct custom_entry *e = *link;
+            if (e->queue != q) {
+                link = &e->next;
+                continue;
+            }
+            *link = e->next;
+            e->next = mine;
+            mine = e;
+        }
+    }
+    if (!custom.ready && custom.event) ResetEvent(custom.event);
+    pthread_mutex_unlock(&custom.lock);
+    while (mine) {
+        struct custom_entry *e = mine;
+        mine = e->next;
+        e->cancelled = TRUE;
+        custom_resolve(e, S_OK);
     }
 }
 
@@ -1278,7 +1351,6 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     pthread_mutex_init(&q->lock, NULL);
     pthread_mutex_init(&q->hold_lock, NULL);
     q->held_tail = &q->held;
-    q->gate_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     q->error_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     dsr_queue_desc d;
     memset(&d, 0, sizeof d);
@@ -1301,7 +1373,6 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
         free(w);
         if (q->handle) dsr_queue_destroy(q->handle);
         CloseHandle(q->error_event);
-        CloseHandle(q->gate_event);
         pthread_mutex_destroy(&q->lock);
         pthread_mutex_destroy(&q->hold_lock);
         free(q);

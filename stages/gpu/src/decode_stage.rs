@@ -834,11 +834,16 @@ impl Decoding {
                     for (buffer, region) in &copies {
                         device.cmd_copy_buffer(cb, *buffer, input_raw, std::slice::from_ref(region));
                     }
+                    // The driver's decoder reads in its own stage, named only by all-commands.
+                    let reader = match decoder {
+                        DecodeBackend::Shader => (compute, vk::AccessFlags::SHADER_READ),
+                        DecodeBackend::Nv => (vk::PipelineStageFlags::ALL_COMMANDS, vk::AccessFlags::MEMORY_READ),
+                    };
                     barrier(
                         device,
                         cb,
                         (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE),
-                        (compute, vk::AccessFlags::SHADER_READ),
+                        reader,
                     );
                 }
                 if let (Some(timestamps), Some(pair)) = (&self.timestamps, timed) {
