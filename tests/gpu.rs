@@ -49,6 +49,20 @@ fn gpu_executor(context: &Arc<GpuContext>, workers: usize, staging: StagingConfi
     (executor, transfers)
 }
 
+/// A builder with the stock stages and the GPU's, its decoder configured by `decode`, not yet
+/// built (callers adjust its lowering).
+fn gpu_builder(
+    context: &Arc<GpuContext>,
+    config: ExecutorConfig,
+    decode: dsr::gpu::GpuDecodeConfig,
+) -> dsr::ExecutorBuilder {
+    let (builder, _) =
+        dsr::stages::install_stages(dsr::Executor::builder().config(config), IoConfig::default()).unwrap();
+    dsr::gpu::install_gpu_with(builder, context, StagingConfig::default(), decode)
+        .unwrap()
+        .0
+}
+
 /// Every staging slot is back in the budget.
 fn assert_staging_back(transfers: &Transfers) {
     assert_eq!(
@@ -281,14 +295,11 @@ fn pieces_decode_as_they_arrive(context: &Arc<GpuContext>, input: dsr::gpu::Deco
         },
         ..ExecutorConfig::default()
     };
-    let (builder, _) =
-        dsr::stages::install_stages(dsr::Executor::builder().config(config), IoConfig::default()).unwrap();
     let decode = dsr::gpu::GpuDecodeConfig {
         input,
         ..dsr::gpu::GpuDecodeConfig::default()
     };
-    let (builder, _) = dsr::gpu::install_gpu_with(builder, context, StagingConfig::default(), decode).unwrap();
-    let executor = builder.build().unwrap();
+    let executor = gpu_builder(context, config, decode).build().unwrap();
     let mut rng = fastrand::Rng::with_seed(41);
     // Text with random runs: tiles of very different compressed sizes.
     let data: Vec<u8> = (0..(3 << 20) + 777)
@@ -459,20 +470,15 @@ fn the_drivers_decoder_decodes_hashed_tiles_when_forced() {
         eprintln!("skipped: the device has no VK_NV_memory_decompression");
         return;
     }
-    let (builder, _) = dsr::stages::install_stages(
-        dsr::Executor::builder().config(ExecutorConfig {
-            workers: 2,
-            ..ExecutorConfig::default()
-        }),
-        IoConfig::default(),
-    )
-    .unwrap();
     let decode = dsr::gpu::GpuDecodeConfig {
         decoder: Some(dsr::gpu::DecodeBackend::Nv),
         ..dsr::gpu::GpuDecodeConfig::default()
     };
-    let (builder, _) = dsr::gpu::install_gpu_with(builder, &context, StagingConfig::default(), decode).unwrap();
-    let executor = builder.build().unwrap();
+    let two = ExecutorConfig {
+        workers: 2,
+        ..ExecutorConfig::default()
+    };
+    let executor = gpu_builder(&context, two, decode).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("game.dsrpak");
     let text: Vec<u8> = (0..300_000u32)
@@ -552,15 +558,11 @@ fn the_drivers_decoder_decodes_hashed_tiles_when_forced() {
 #[test]
 fn auto_splits_work_between_cpu_and_gpu_decoders_and_learns_their_rates() {
     let Some(context) = context() else { return };
-    let (builder, _) = dsr::stages::install_stages(
-        dsr::Executor::builder().config(ExecutorConfig {
-            workers: 2,
-            ..ExecutorConfig::default()
-        }),
-        IoConfig::default(),
-    )
-    .unwrap();
-    let (builder, _) = dsr::gpu::install_gpu(builder, &context, StagingConfig::default()).unwrap();
+    let two = ExecutorConfig {
+        workers: 2,
+        ..ExecutorConfig::default()
+    };
+    let builder = gpu_builder(&context, two, dsr::gpu::GpuDecodeConfig::default());
     let lowering = dsr::LoweringConfig {
         gpu_decode_min_bytes: 0,
         ..builder.configured().lowering

@@ -352,7 +352,7 @@ fn compress_into(
         100.0 * at as f64 / len.max(1) as f64,
         start.elapsed().as_secs_f64(),
         windows,
-        peak_rss() >> 20
+        crate::output::peak_rss() >> 20
     );
     Ok(())
 }
@@ -446,20 +446,9 @@ fn decompress_streaming(
         executor.workers(),
         firsts.len(),
         window,
-        peak_rss() >> 20
+        crate::output::peak_rss() >> 20
     );
     Ok(())
-}
-
-/// This process's peak resident memory, in bytes.
-pub fn peak_rss() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid out-pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0;
-    }
-    usage.ru_maxrss as u64 * 1024
 }
 
 /// `dsr gdeflate decompress --decode gpu`: the whole stream staged on the device, every tile in

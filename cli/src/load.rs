@@ -803,7 +803,7 @@ fn run_output(args: &LoadArgs, output: &std::path::Path) -> CliResult {
         };
         return Err(CliError::failed(format!("{place}: {err}")));
     }
-    let peak = crate::gdeflate::peak_rss();
+    let peak = output::peak_rss();
     if args.json {
         let doc = json!({
             "output": output,

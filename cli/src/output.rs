@@ -110,6 +110,17 @@ impl Observer for Progress {
     }
 }
 
+/// This process's peak resident memory, in bytes.
+pub fn peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss as u64 * 1024
+}
+
 /// Writes `recorder`'s trace to `path` (`name` gives a request's name from its batch and
 /// index, where known).
 pub fn write_trace(
