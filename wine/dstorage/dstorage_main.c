@@ -90,6 +90,7 @@ struct watch {
     ID3D12Fence *d3d12;    /* WATCH_FENCE: the game's fence (a reference held) and its value */
     UINT64 value;
     void *owner;           /* the queue, for removal */
+    uint64_t serial;       /* unique per watch: a freed watch's address may come back */
 };
 
 static struct {
@@ -99,15 +100,27 @@ static struct {
     HANDLE thread;
     HANDLE to_close[64];   /* handles freed off a Wine thread, closed by the dispatcher */
     unsigned closing;
-} dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL, {0}, 0};
+    uint64_t serials;      /* the last watch's serial */
+} dispatcher = {PTHREAD_MUTEX_INITIALIZER, NULL, -1, NULL, {0}, 0, 0};
+
+/* The link to the watch that was `w` with `serial` when the dispatcher polled, or NULL when it
+ * has been removed since (a queue closed while the poll waited). Called with the lock held; `w`
+ * is not read, since it may have been freed. */
+static struct watch **watch_find(const struct watch *w, uint64_t serial) {
+    for (struct watch **link = &dispatcher.watches; *link; link = &(*link)->next)
+        if (*link == w && (*link)->serial == serial) return link;
+    return NULL;
+}
 
 /* Polls the watches (255 at a time: later ones wait until earlier ones fire) and fires what is
- * ready. */
+ * ready and still watched: the lock is not held while polling, so a watch may be removed and
+ * freed meanwhile. */
 static DWORD WINAPI dispatch(void *unused) {
     (void)unused;
     for (;;) {
         struct pollfd fds[256];
         struct watch *watched[256];
+        uint64_t serials[256];
         nfds_t n = 1;
         fds[0].fd = dispatcher.wake;
         fds[0].events = POLLIN;
@@ -115,6 +128,7 @@ static DWORD WINAPI dispatch(void *unused) {
         for (struct watch *w = dispatcher.watches; w && n < 256; w = w->next) {
             fds[n].fd = w->fd;
             fds[n].events = POLLIN;
+            serials[n] = w->serial;
             watched[n++] = w;
         }
         pthread_mutex_unlock(&dispatcher.lock);
@@ -125,7 +139,9 @@ static DWORD WINAPI dispatch(void *unused) {
         while (dispatcher.closing) CloseHandle(dispatcher.to_close[--dispatcher.closing]);
         for (nfds_t i = 1; i < n; i++) {
             if (!(fds[i].revents & POLLIN)) continue;
-            struct watch *w = watched[i], **link;
+            struct watch **link = watch_find(watched[i], serials[i]);
+            if (!link) continue;
+            struct watch *w = *link;
             (void)!read(w->fd, &count, sizeof count);
             if (w->kind == WATCH_ERROR_EVENT) {
                 SetEvent(w->event);
@@ -142,7 +158,6 @@ static DWORD WINAPI dispatch(void *unused) {
                 CloseHandle(w->event);
                 close(w->fd);
             }
-            for (link = &dispatcher.watches; *link != w; link = &(*link)->next) {}
             *link = w->next;
             free(w);
         }
@@ -163,6 +178,7 @@ static BOOL watch_add(struct watch *w) {
             return FALSE;
         }
     }
+    w->serial = ++dispatcher.serials;
     w->next = dispatcher.watches;
     dispatcher.watches = w;
     pthread_mutex_unlock(&dispatcher.lock);
