@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use dsr_gdeflate::{Encoder, Level, TILE_SIZE};
 
+mod pack;
+
 use crate::{Error, ErrorKind, Result};
 
 /// First bytes of every archive.
@@ -330,9 +332,16 @@ pub fn unpack_requests(
     Ok(requests)
 }
 
-/// Encodes `tiles` on up to `threads` scoped threads, each taking the next tile from a shared
-/// counter (tiles vary in cost: zeros encode faster than text), with one encoder per thread.
-fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {
+/// One tile as the writer keeps it: the hash of its bytes and its GDeflate encoding.
+struct EncodedTile {
+    hash: u64,
+    bytes: Vec<u8>,
+}
+
+/// Hashes and encodes `tiles` on up to `threads` scoped threads, each taking the next tile from
+/// a shared counter (tiles vary in cost: zeros encode faster than text), with one encoder per
+/// thread.
+fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<EncodedTile> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let encode_some = || {
         let mut encoder = Encoder::new(level);
@@ -340,12 +349,13 @@ fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(tile) = tiles.get(i) else { return done };
-            let mut out = Vec::new();
-            encoder.encode_tile(tile, &mut out);
-            done.push((i, out));
+            let mut bytes = Vec::new();
+            encoder.encode_tile(tile, &mut bytes);
+            let hash = dsr_stages::tile_hash(tile);
+            done.push((i, EncodedTile { hash, bytes }));
         }
     };
-    let mut encoded: Vec<(usize, Vec<u8>)> = std::thread::scope(|scope| {
+    let mut encoded: Vec<(usize, EncodedTile)> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads.min(tiles.len()))
             .map(|_| scope.spawn(encode_some))
             .collect();
@@ -357,7 +367,7 @@ fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {
         all
     });
     encoded.sort_unstable_by_key(|&(i, _)| i);
-    encoded.into_iter().map(|(_, out)| out).collect()
+    encoded.into_iter().map(|(_, tile)| tile).collect()
 }
 
 /// By default an asset is stored raw unless GDeflate saves at least this share of its bytes: a
@@ -366,15 +376,18 @@ fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<Vec<u8>> {
 /// is mostly PNG, JPEG and Ogg, which GDeflate shrinks by under 10%).
 pub const DEFAULT_MIN_GAIN: f64 = 0.10;
 
-/// Writes an archive: add assets, then [`ArchiveWriter::finish`].
+/// Writes an archive: add assets (from memory, [`ArchiveWriter::add`], or streamed from files,
+/// [`ArchiveWriter::add_files`]), then [`ArchiveWriter::finish`].
 #[derive(Debug)]
 pub struct ArchiveWriter {
-    file: File,
+    file: Arc<File>,
+    path: Arc<Path>,
     at: u64,
     level: Level,
     threads: usize,
     min_gain: f64,
     assets: Vec<Asset>,
+    names: HashSet<String>,
 }
 
 impl ArchiveWriter {
@@ -383,12 +396,14 @@ impl ArchiveWriter {
         let mut file = File::create(path)?;
         file.write_all(&[0u8; HEADER_LEN as usize])?;
         Ok(ArchiveWriter {
-            file,
+            file: Arc::new(file),
+            path: path.into(),
             at: HEADER_LEN,
             level,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             min_gain: DEFAULT_MIN_GAIN,
             assets: Vec::new(),
+            names: HashSet::new(),
         })
     }
 
@@ -405,44 +420,77 @@ impl ArchiveWriter {
         self
     }
 
-    /// Compresses `bytes` (tiles in parallel, see [`ArchiveWriter::threads`]) and appends it as
-    /// `name`.
-    pub fn add(&mut self, name: &str, bytes: &[u8]) -> io::Result<&Asset> {
-        if name.is_empty() || name.len() > MAX_NAME || self.assets.iter().any(|a| a.name == name) {
+    /// Refuses a name that is empty, too long or already in the archive.
+    fn check_name(&self, name: &str) -> io::Result<()> {
+        if name.is_empty() || name.len() > MAX_NAME || self.names.contains(name) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("asset name {name:?} is empty, longer than {MAX_NAME} bytes, or already taken"),
             ));
         }
-        let tiles: Vec<&[u8]> = bytes.chunks(TILE_SIZE).collect();
-        let tile_hashes: Arc<[u64]> = tiles.iter().map(|tile| dsr_stages::tile_hash(tile)).collect();
-        let (codec, stored) = if bytes.is_empty() {
-            (Codec::Raw, Vec::new())
-        } else {
-            let tiles = encode_tiles(&tiles, self.level, self.threads);
-            let slices: Vec<&[u8]> = tiles.iter().map(Vec::as_slice).collect();
-            let mut stream = Vec::new();
-            dsr_gdeflate::tilestream::write(&slices, bytes.len() as u64, &mut stream)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            let saved = 1.0 - stream.len() as f64 / bytes.len() as f64;
-            if saved >= self.min_gain && stream.len() < bytes.len() {
-                (Codec::GDeflate, stream)
-            } else {
-                (Codec::Raw, bytes.to_vec())
-            }
-        };
-        let offset = self.at.div_ceil(ALIGN) * ALIGN;
-        self.file.write_all_at(&stored, offset)?;
-        self.at = offset + stored.len() as u64;
+        Ok(())
+    }
+
+    /// Whether an asset of `len` bytes whose TileStream is `stream_len` bytes is stored
+    /// compressed: GDeflate must save at least the minimum gain.
+    fn compresses(&self, len: u64, stream_len: u64) -> bool {
+        stream_len < len && 1.0 - stream_len as f64 / len as f64 >= self.min_gain
+    }
+
+    /// Where the next asset starts.
+    fn next_offset(&self) -> u64 {
+        self.at.div_ceil(ALIGN) * ALIGN
+    }
+
+    /// Enters an asset stored at `offset` in the table of contents.
+    fn place(&mut self, name: &str, codec: Codec, offset: u64, stored_len: u64, len: u64, tile_hashes: Arc<[u64]>) {
+        self.at = offset + stored_len;
+        self.names.insert(name.to_owned());
         self.assets.push(Asset {
             name: name.to_owned(),
             codec,
             offset,
-            stored_len: stored.len() as u64,
-            len: bytes.len() as u64,
+            stored_len,
+            len,
             tile_hashes,
         });
-        Ok(self.assets.last().expect("just pushed"))
+    }
+
+    /// How an asset whose tiles encoded as `tiles` is stored: its TileStream, or (when GDeflate
+    /// saves too little, and for empty assets) `None` for its bytes as they are.
+    fn stream_of(&self, len: u64, tiles: &[EncodedTile]) -> io::Result<Option<Vec<u8>>> {
+        if tiles.is_empty() {
+            return Ok(None);
+        }
+        let slices: Vec<&[u8]> = tiles.iter().map(|t| t.bytes.as_slice()).collect();
+        let mut stream = Vec::new();
+        dsr_gdeflate::tilestream::write(&slices, len, &mut stream)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(self.compresses(len, stream.len() as u64).then_some(stream))
+    }
+
+    /// Compresses `bytes` (tiles in parallel, see [`ArchiveWriter::threads`]) and appends it as
+    /// `name`.
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> io::Result<&Asset> {
+        self.check_name(name)?;
+        let tiles: Vec<&[u8]> = bytes.chunks(TILE_SIZE).collect();
+        let encoded = encode_tiles(&tiles, self.level, self.threads);
+        let tile_hashes: Arc<[u64]> = encoded.iter().map(|t| t.hash).collect();
+        let (codec, stored) = match self.stream_of(bytes.len() as u64, &encoded)? {
+            Some(stream) => (Codec::GDeflate, stream),
+            None => (Codec::Raw, bytes.to_vec()),
+        };
+        let offset = self.next_offset();
+        self.file.write_all_at(&stored, offset)?;
+        self.place(
+            name,
+            codec,
+            offset,
+            stored.len() as u64,
+            bytes.len() as u64,
+            tile_hashes,
+        );
+        Ok(self.assets.last().expect("just placed"))
     }
 
     /// Writes the table of contents and the header.

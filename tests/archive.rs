@@ -254,3 +254,101 @@ fn archives_unpack_into_files_window_by_window() {
         out.join("maps/one.map")
     );
 }
+
+/// Packing files streams them through the engine in 16 MiB windows (small assets sharing one,
+/// large ones spanning several, one ending raw after its tiles were written compressed), and
+/// stores every asset as packing its bytes from memory does: the same table of contents and
+/// the same stored bytes, which load back byte-exact with every tile hash checked.
+#[test]
+fn packing_files_streams_and_stores_what_packing_bytes_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len)
+            .map(|i| b"streamed pack windows "[i % 22] ^ ((i % 4099 == 0) as u8 * seed))
+            .collect()
+    };
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("small/a.txt", text(70_000, 1)),
+        ("small/empty", Vec::new()),
+        ("small/noise", pattern(100_000, 2)),
+        // Starts part way into the first window and ends in the second: compressed, spanning.
+        ("big/text", text(20 << 20, 3)),
+        ("big/one-byte", vec![7]),
+        // Three windows of noise: written compressed window by window, then copied raw.
+        ("big/noise", pattern((40 << 20) + 12_345, 4)),
+        ("tail.txt", text(1_000, 5)),
+    ];
+    let inputs: Vec<(String, std::path::PathBuf)> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let path = dir.path().join(name.replace('/', "_"));
+            std::fs::write(&path, bytes).unwrap();
+            (name.to_string(), path)
+        })
+        .collect();
+    let from_memory = pack(dir.path(), &files);
+    let streamed = dir.path().join("streamed.pak");
+    let mut writer = ArchiveWriter::create(&streamed, Level::FASTEST).unwrap();
+    let mut heard = std::collections::HashMap::<String, u64>::new();
+    writer
+        .add_files(&executor(2), &inputs, |name, bytes| {
+            *heard.entry(name.to_owned()).or_default() += bytes
+        })
+        .unwrap();
+    let written = writer.finish().unwrap();
+    for (name, bytes) in &files {
+        assert_eq!(
+            heard.get(*name).copied().unwrap_or(0),
+            bytes.len() as u64,
+            "progress of {name}"
+        );
+    }
+    let (a, b) = (Archive::open(&from_memory).unwrap(), Archive::open(&streamed).unwrap());
+    assert_eq!(a.assets, b.assets, "the same table of contents");
+    assert_eq!(b.assets, written);
+    let codec = |name: &str| b.find(name).unwrap().codec;
+    assert_eq!(codec("big/text"), Codec::GDeflate);
+    assert_eq!(codec("big/noise"), Codec::Raw);
+    assert_eq!(codec("small/noise"), Codec::Raw);
+    use std::os::unix::fs::FileExt;
+    for asset in &b.assets {
+        let stored = |archive: &Archive| {
+            let mut bytes = vec![0u8; asset.stored_len as usize];
+            archive.file.read_exact_at(&mut bytes, asset.offset).unwrap();
+            bytes
+        };
+        assert!(stored(&a) == stored(&b), "{}: the same stored bytes", asset.name);
+    }
+    let (report, contents) = load_all(&streamed, true);
+    assert!(report.first_failure().is_none(), "{:?}", report.first_failure());
+    for ((name, bytes), got) in files.iter().zip(&contents) {
+        assert!(bytes == got, "{name} loads byte-exact");
+    }
+}
+
+/// A file that cannot be read, and a name given twice, fail the pack with the file named.
+#[test]
+fn packing_files_refuses_missing_files_and_repeated_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::write(&real, b"bytes").unwrap();
+    let mut writer = ArchiveWriter::create(&dir.path().join("x.pak"), Level::FASTEST).unwrap();
+    let missing = dir.path().join("missing");
+    let err = writer
+        .add_files(
+            &executor(1),
+            &[("a".into(), real.clone()), ("b".into(), missing)],
+            |_, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    let err = writer
+        .add_files(
+            &executor(1),
+            &[("a".into(), real.clone()), ("a".into(), real)],
+            |_, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+}

@@ -98,15 +98,20 @@ pub fn run(args: PackArgs) -> CliResult {
         writer = writer.threads(threads);
     }
     writer = writer.min_gain(args.min_gain / 100.0);
-    for (name, path) in &files {
-        let bytes =
-            std::fs::read(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
-        bar.set_message(name.clone());
-        writer
-            .add(name, &bytes)
-            .map_err(|e| CliError::failed(format!("cannot pack {}: {e}", path.display())))?;
-        bar.inc(bytes.len() as u64);
-    }
+    // The engine reads the inputs and writes the archive; the writer's threads encode.
+    let (executor, _) = dsr::executor_with_io(
+        dsr::ExecutorConfig {
+            workers: 1,
+            ..dsr::ExecutorConfig::default()
+        },
+        dsr::io_from_env(),
+    )?;
+    writer
+        .add_files(&executor, &files, |name, bytes| {
+            bar.set_message(name.to_owned());
+            bar.inc(bytes);
+        })
+        .map_err(|e| CliError::failed(format!("cannot pack into {}: {e}", args.output.display())))?;
     let assets = writer
         .finish()
         .map_err(|e| CliError::failed(format!("cannot finish {}: {e}", args.output.display())))?;
@@ -132,11 +137,12 @@ pub fn run(args: PackArgs) -> CliResult {
             "min_gain_percent": args.min_gain,
             "elapsed_s": elapsed.as_secs_f64(),
             "mbps": input as f64 / elapsed.as_secs_f64() / 1e6,
+            "peak_rss_bytes": super::output::peak_rss(),
         });
         println!("{doc}");
     } else {
         println!(
-            "packed {} asset(s) ({raw} stored raw: GDeflate saved under {}% of them), {} → {} ({:.1}%) at level {} in {:.2} s ({:.1} MB/s): {}",
+            "packed {} asset(s) ({raw} stored raw: GDeflate saved under {}% of them), {} → {} ({:.1}%) at level {} in {:.2} s ({:.1} MB/s; peak memory {} MiB): {}",
             assets.len(),
             args.min_gain,
             human_bytes(input),
@@ -145,6 +151,7 @@ pub fn run(args: PackArgs) -> CliResult {
             args.level,
             elapsed.as_secs_f64(),
             input as f64 / elapsed.as_secs_f64() / 1e6,
+            super::output::peak_rss() >> 20,
             args.output.display()
         );
     }
