@@ -90,6 +90,7 @@ struct watch {
     ID3D12Fence *d3d12;    /* WATCH_FENCE: the game's fence (a reference held) and its value */
     UINT64 value;
     void *owner;           /* the queue, for removal */
+    const volatile LONG *closed; /* the owner's closed flag, if it can close: no watch after */
     uint64_t serial;       /* unique per watch: a freed watch's address may come back */
 };
 
@@ -166,10 +167,16 @@ static DWORD WINAPI dispatch(void *unused) {
     return 0;
 }
 
-/* Adds `w` to the dispatcher (starting it the first time); FALSE if it cannot run. */
+/* Adds `w` to the dispatcher (starting it the first time); FALSE if it cannot run, or if its
+ * owner has closed (checked under the lock that Close's watch_remove_owner takes after setting
+ * the flag, so no watch of a closed queue outlives its removal). */
 static BOOL watch_add(struct watch *w) {
     uint64_t one = 1;
     pthread_mutex_lock(&dispatcher.lock);
+    if (w->closed && *w->closed) {
+        pthread_mutex_unlock(&dispatcher.lock);
+        return FALSE;
+    }
     if (!dispatcher.thread) {
         dispatcher.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (dispatcher.wake >= 0) dispatcher.thread = CreateThread(NULL, 0, dispatch, NULL, 0, NULL);
@@ -312,10 +319,11 @@ static ULONG STDMETHODCALLTYPE file_AddRef(IDStorageFile *iface) {
 
 static void STDMETHODCALLTYPE file_Close(IDStorageFile *iface) {
     struct file *f = file_of(iface);
-    if (f->handle) dsr_file_close(f->handle);
-    f->handle = 0;
-    if (f->win32 != INVALID_HANDLE_VALUE) CloseHandle(f->win32);
-    f->win32 = INVALID_HANDLE_VALUE;
+    /* Games close from any thread, maybe twice at once: each handle is taken once. */
+    dsr_file handle = (dsr_file)__atomic_exchange_n(&f->handle, (dsr_file)0, __ATOMIC_SEQ_CST);
+    if (handle) dsr_file_close(handle);
+    HANDLE win32 = InterlockedExchangePointer(&f->win32, INVALID_HANDLE_VALUE);
+    if (win32 != INVALID_HANDLE_VALUE) CloseHandle(win32);
 }
 
 static ULONG STDMETHODCALLTYPE file_Release(IDStorageFile *iface) {
@@ -528,9 +536,11 @@ static void queue_unhold(struct queue *q) {
 static void STDMETHODCALLTYPE queue_Close(IDStorageQueue *iface) {
     struct queue *q = queue_of(iface);
     if (InterlockedExchange(&q->closed, TRUE)) return;
-    drop_custom(q);
+    /* Held work first (custom gates orphaned, so ending custom requests replays nothing), then
+     * dsr's queue (no more reads land), then the custom requests not with the title. */
     drop_held(q);
     dsr_queue_close(q->handle);
+    drop_custom(q);
     watch_remove_owner(q);
 }
 
@@ -658,6 +668,7 @@ static void enqueue_signal(struct queue *q, ID3D12Fence *fence, UINT64 value) {
     w->d3d12 = fence;
     w->value = value;
     w->owner = q;
+    w->closed = &q->closed;
     fence->lpVtbl->AddRef(fence);
     if (dsr_queue_enqueue_signal(q->handle, w->dsr_fence, 1) != DSR_OK || !watch_add(w)) {
         fence->lpVtbl->Release(fence);
@@ -671,6 +682,7 @@ static void enqueue_set_event(struct queue *q, HANDLE event) {
     if (!event || q->closed || !(w = calloc(1, sizeof *w))) return;
     w->kind = WATCH_EVENT_ONCE;
     w->owner = q;
+    w->closed = &q->closed;
     w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->fd < 0 || !DuplicateHandle(GetCurrentProcess(), event, GetCurrentProcess(), &w->event, 0, FALSE,
                                       DUPLICATE_SAME_ACCESS)) {
@@ -946,12 +958,13 @@ static void custom_push(struct custom_entry **list, struct custom_entry *e) {
     *list = e;
 }
 
-/* The entry's bytes were read (or not), on a dsr worker: plain C, no Win32. */
+/* The entry's bytes were read (or not), on a dsr worker: plain C, no Win32. One finishing as
+ * its queue closes ends quietly, by the failed list, never reaching the title. */
 static void on_custom_read(void *user_data, dsr_result result) {
     struct custom_entry *e = user_data;
     uint64_t one = 1;
     /* A cancelled read ends the request quietly, as a cancelled built-in request does. */
-    e->cancelled = result == DSR_E_CANCELLED;
+    e->cancelled = result == DSR_E_CANCELLED || e->queue->closed;
     e->read_result = result == DSR_OK || e->cancelled ? S_OK : hresult_of(result);
     pthread_mutex_lock(&custom.lock);
     custom_push(SUCCEEDED(e->read_result) && !e->cancelled ? &custom.ready : &custom.failed, e);
@@ -1258,13 +1271,15 @@ static void STDMETHODCALLTYPE queue_RetrieveErrorRecord(IDStorageQueue *iface, D
     struct queue *q = queue_of(iface);
     if (!record) return;
     memset(record, 0, sizeof *record);
+    /* Reset before reading: a failure recorded meanwhile sets the event again (at worst a
+     * spurious wake), where resetting after would wipe its signal. */
+    ResetEvent(q->error_event);
     pthread_mutex_lock(&q->lock);
     record->FailureCount = q->failure_count;
     if (q->failure_count) record->FirstFailure = q->first;
     else record->FirstFailure.CommandType = DSTORAGE_COMMAND_TYPE_NONE;
     q->failure_count = 0;
     pthread_mutex_unlock(&q->lock);
-    ResetEvent(q->error_event);
 }
 
 static void STDMETHODCALLTYPE queue_Query(IDStorageQueue *iface, DSTORAGE_QUEUE_INFO *info) {
