@@ -931,6 +931,38 @@ fn a_destination_out_of_range_is_refused_before_any_gpu_work() {
     assert_valid(&context);
 }
 
+/// An executor's GPU side goes with it: after file reads into GPU memory (through scratch blocks
+/// the device imports), dropping the executor and the buffers leaves the context with its
+/// creator alone. (Each scratch acquisition used to leak a reference to the import hooks, so
+/// the context, its staging and the device's memory outlived every GPU executor; the soak's
+/// RSS samples found it.)
+#[test]
+fn a_dropped_gpu_executor_lets_its_context_go() {
+    let Some(context) = context() else { return };
+    let data = pattern(3 << 20, 41);
+    let file = temp_file(&data);
+    {
+        let (executor, transfers) = gpu_executor(&context, 2, StagingConfig::default());
+        let buffer = dsr::gpu::allocate_buffer(&context, data.len() as u64).unwrap();
+        for _ in 0..3 {
+            let mut batch = executor.batch();
+            let none = HostBuffer::new(0);
+            batch
+                .push(Request::file(file.path(), 0, data.len() as u64, &none, 0).on_device(&buffer, 0))
+                .unwrap();
+            let report = executor.submit(batch).unwrap().wait();
+            assert!(report.all_done(), "{:?}", report.first_failure());
+        }
+        drop((executor, transfers, buffer));
+    }
+    assert_valid(&context);
+    assert_eq!(
+        Arc::strong_count(&context),
+        1,
+        "something of a dropped executor still holds the GPU context"
+    );
+}
+
 #[test]
 fn an_injected_device_loss_fails_only_the_gpu_requests() {
     let Some(context) = context() else { return };

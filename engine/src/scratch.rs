@@ -111,6 +111,16 @@ impl Block {
             hooks: hooks.clone(),
         })
     }
+
+    /// The block's memory, handed over unfreed (a held `Scratch` keeps the address, and its
+    /// `release` rebuilds the block). Its reference to the hooks goes now: forgetting the block
+    /// whole leaked one per acquisition, which kept the hooks' owner (a GPU context and its
+    /// memory) alive after its executor had gone.
+    fn into_raw(self) -> NonNull<u8> {
+        let mut block = std::mem::ManuallyDrop::new(self);
+        block.hooks = None;
+        block.ptr
+    }
 }
 
 impl Drop for Block {
@@ -384,10 +394,9 @@ impl Scratch {
     fn install(&self, pool: &Arc<ScratchPool>, block: Block) {
         debug_assert_eq!(block.size, self.block_size());
         let _ = self.pool.set(pool.clone());
-        let previous = self.ptr.swap(block.ptr.as_ptr(), Ordering::AcqRel);
-        debug_assert!(previous.is_null(), "scratch acquired twice");
         // The scratch owns the block now; `release` rebuilds it.
-        std::mem::forget(block);
+        let previous = self.ptr.swap(block.into_raw().as_ptr(), Ordering::AcqRel);
+        debug_assert!(previous.is_null(), "scratch acquired twice");
     }
 
     /// Hands the block back to the pool, if held. The `Release` node calls this after every
@@ -518,6 +527,11 @@ mod tests {
         assert!(
             watching.live.lock().unwrap().is_empty(),
             "dropping the pool unmaps the cache"
+        );
+        assert_eq!(
+            Arc::strong_count(&watching),
+            1,
+            "no block, held or cached, keeps the hooks once the pool has gone"
         );
     }
 
