@@ -60,9 +60,42 @@ enum Bench {
     /// DIR into memory of its own, one after another, as a game without DirectStorage does;
     /// alternating runs, warm (and cold, after dropping the page cache, with `--cold`).
     LooseFiles(LooseArgs),
+    /// Not a speed bench: rounds of random requests (files and memory, plain and GDeflate, into
+    /// host memory, GPU buffers and files) through the batch API, the Rust queue and the C ABI,
+    /// under injected EIO, short reads, late completions, device losses and cancel storms, with
+    /// every promise checked (exactly one report per request, verified bytes, nothing written
+    /// after an acknowledged cancellation or outside a destination, budgets and handles back);
+    /// fails if any is broken. See docs/reliability.md.
+    Soak(SoakArgs),
     /// (The peer of `loose-files`: read every file under DIR into memory, keep it, exit.)
     #[command(hide = true)]
     ReadLoose { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+struct SoakArgs {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seed of every random choice (default: from the clock; the report says which).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The engine's scratch budget: small, so requests wait for it (suffixes K, M, G).
+    #[arg(long, default_value = "4M", value_parser = super::parse_size)]
+    scratch: u64,
+    /// Leave the GPU out (by default its destinations and device losses are soaked on the
+    /// `DSR_VK_DEVICE` device under the validation layer, when there is one).
+    #[arg(long)]
+    no_gpu: bool,
+    /// libdsr.so for the C ABI's rounds (default: beside this binary).
+    #[arg(long)]
+    library: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +269,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         Bench::Submit(args) => run_submit(args, plot),
         Bench::GdeflateFiles(args) => run_gdeflate_files(args, plot),
         Bench::LooseFiles(args) => run_loose_files(args, plot),
+        Bench::Soak(args) => run_soak(args),
         Bench::ReadLoose { dir } => read_loose(&dir),
     };
     if let (Some(path), Some(recorder)) = (&args.trace, recorder) {
@@ -1077,4 +1111,91 @@ fn run_loose_files(args: LooseArgs, plot: Option<&Path>) -> CliResult {
         "loads per second",
         &cases,
     )
+}
+
+/// `dsr bench soak`.
+fn run_soak(args: SoakArgs) -> CliResult {
+    use dsr_cli::harness::soak;
+    let gpu = match args.no_gpu {
+        true => None,
+        false => {
+            let config = dsr::gpu::GpuConfig {
+                validation: true,
+                ..dsr::gpu::GpuConfig::from_env()
+            };
+            match dsr::gpu::GpuContext::new(&config) {
+                Ok(_) => Some(config),
+                Err(err) if std::env::var("DSR_REQUIRE_VULKAN").as_deref() == Ok("1") => {
+                    return Err(CliError::failed(format!(
+                        "DSR_REQUIRE_VULKAN=1 but no validating Vulkan device: {err}"
+                    )))
+                }
+                Err(err) => {
+                    eprintln!("soaking without the GPU: no validating Vulkan device ({err})");
+                    None
+                }
+            }
+        }
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let config = soak::SoakConfig {
+        duration: std::time::Duration::from_secs_f64(args.seconds.max(0.0)),
+        seed,
+        workers: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        scratch_budget: args.scratch,
+        gpu,
+        library: args.library.or_else(dsr_cli::harness::submit::default_library),
+    };
+    let report = soak::run(&config)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| CliError::failed(e.to_string()))?
+        );
+    } else {
+        let r = &report;
+        println!(
+            "soaked {:.1} s (seed {}): {} rounds, {} requests ({} batch, {} queue, {} C ABI): {} done, {} failed, {} cancelled in {} cancel storms; {} faults injected ({} device losses); GPU: {}",
+            r.seconds,
+            r.seed,
+            r.rounds,
+            r.requests,
+            r.paths.batch,
+            r.paths.queue,
+            r.paths.c_abi,
+            r.done,
+            r.failed,
+            r.cancelled,
+            r.cancel_storms,
+            r.faults_injected,
+            r.device_losses,
+            r.gpu.as_deref().unwrap_or("none"),
+        );
+        println!(
+            "growth, last fifth of the rounds against the first: RSS {} KiB, descriptors {}, Vulkan allocations {}; scratch peak {} of {} bytes, {} waits",
+            r.rss_growth_bytes / 1024,
+            r.fd_growth,
+            r.vk_allocation_growth,
+            r.scratch_peak_bytes,
+            r.scratch_budget_bytes,
+            r.scratch_waits
+        );
+        if let Some(why) = &r.c_abi_skipped {
+            println!("the C ABI's rounds did not run: {why}");
+        }
+        println!("violations: {}", r.violations);
+        for v in &r.violation_examples {
+            println!("  {v}");
+        }
+    }
+    match report.violations {
+        0 => Ok(()),
+        n => Err(CliError::failed(format!("the soak found {n} violation(s)"))),
+    }
 }

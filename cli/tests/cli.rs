@@ -443,6 +443,48 @@ fn libdsr() -> std::path::PathBuf {
     dir.join("libdsr.so")
 }
 
+/// A short soak (the long one is `dsr bench soak --seconds 1800`, docs/reliability.md): random
+/// requests through the batch API, the Rust queue and the C ABI, under EIO, short reads, late
+/// completions, cancel storms and (with a GPU, which CI has: lavapipe) device losses, with no
+/// promise broken.
+#[test]
+fn a_short_soak_breaks_no_promise() {
+    let library = libdsr();
+    let out = dsr(&[
+        "bench",
+        "soak",
+        "--seconds",
+        "8",
+        "--seed",
+        "7",
+        "--library",
+        library.to_str().unwrap(),
+        "--json",
+    ]);
+    let report = json(&out);
+    assert_eq!(report["violations"], 0, "{report}");
+    let count = |key: &str| report[key].as_u64().unwrap_or_else(|| panic!("no {key} in {report}"));
+    assert!(count("requests") > 200, "{report}");
+    for key in ["done", "failed", "cancelled", "faults_injected", "cancel_storms"] {
+        assert!(count(key) > 0, "no {key}: {report}");
+    }
+    for path in ["batch", "queue", "c_abi"] {
+        assert!(
+            report["paths"][path].as_u64().unwrap() > 0,
+            "no {path} requests: {report}"
+        );
+    }
+    let gpu = !report["gpu"].is_null();
+    if std::env::var("DSR_REQUIRE_VULKAN").as_deref() == Ok("1") {
+        assert!(gpu, "DSR_REQUIRE_VULKAN=1 but the soak ran without a GPU: {report}");
+    }
+    if gpu {
+        assert!(count("device_losses") > 0, "{report}");
+    } else {
+        eprintln!("the soak ran without a GPU (no validating Vulkan device): no GPU landings or device losses");
+    }
+}
+
 #[test]
 fn bench_submit_measures_the_rust_queue_and_the_c_abi_against_the_batch_api() {
     let library = libdsr();
