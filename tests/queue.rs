@@ -605,3 +605,36 @@ fn regression_a_finished_requests_destination_is_free_while_its_batch_still_runs
     assert!(done.wait_timeout(1, PATIENCE));
     assert_eq!(statuses.get(0), StatusEntry::Ok);
 }
+
+/// Two writes of the same file bytes enqueued together: the second is refused at enqueue with
+/// the reason, and the queue goes on (it used to submit them as one batch, which the compile
+/// check refused whole: the queue closed and every request in it was lost without a word).
+#[test]
+fn a_request_conflicting_with_its_batch_is_refused_alone_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.bin");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let queue = memory_queue(executor(2), 0x80);
+    let bytes: Arc<[u8]> = Arc::from(pattern(1000, 3));
+    queue.enqueue(Request::write(bytes.clone(), 0, 1000, &path, 0)).unwrap();
+    let err = queue
+        .enqueue(Request::write(bytes.clone(), 0, 1000, &path, 500))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OverlappingDestinations, "{err}");
+    let mut dest = HostBuffer::new(64);
+    queue.enqueue(copy_request(&bytes, &dest, 0, 0)).unwrap();
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE), "the queue drained");
+    assert!(!queue.is_closed());
+    assert_eq!(landed(&mut dest), bytes[..64].to_vec());
+    assert!(
+        std::fs::read(&path).unwrap()[..1000] == bytes[..],
+        "the first write landed"
+    );
+    // The same bytes again in the next batch are fine.
+    queue
+        .enqueue(Request::write(bytes.clone(), 0, 1000, &path, 500))
+        .unwrap();
+    assert!(signalled(&queue).wait_timeout(1, PATIENCE));
+    assert!(std::fs::read(&path).unwrap()[500..1500] == bytes[..]);
+}

@@ -13,6 +13,7 @@ use crate::buffer::Reservation;
 use crate::error::{Error, Result};
 use crate::eventfd::EventFd;
 use crate::executor::Sources;
+use crate::file_ranges::FileRanges;
 use crate::graph::{CompiledGraph, GraphBuilder, RequestId};
 use crate::lower::{lower_routed, LoweringConfig};
 use crate::request::Request;
@@ -31,6 +32,8 @@ pub struct BatchBuilder {
     routing: Option<Routing>,
     callback: Option<CompletionCallback>,
     request_callback: Option<RequestCallback>,
+    /// The file bytes its requests read and write, so a conflicting request is refused alone.
+    files: FileRanges,
 }
 
 impl fmt::Debug for BatchBuilder {
@@ -52,13 +55,19 @@ impl BatchBuilder {
             routing: None,
             callback: None,
             request_callback: None,
+            files: FileRanges::default(),
         }
     }
 
     /// Validates `request` and lowers it into the batch. A refused request leaves the batch as
-    /// it was; the error says why (destination too small, overlap, empty stream…).
+    /// it was; the error says why (destination too small, overlap with another request's bytes,
+    /// empty stream…).
     pub fn push(&mut self, request: Request) -> Result<RequestId> {
-        lower_routed(&mut self.graph, &self.lowering, self.routing.as_mut(), request)
+        let index = self.graph.request_count() as u32;
+        let accesses = self.files.check(&request).map_err(|err| err.for_request(index))?;
+        let id = lower_routed(&mut self.graph, &self.lowering, self.routing.as_mut(), request)?;
+        self.files.add(accesses);
+        Ok(id)
     }
 
     /// Routes `DecodeRoute::Auto` requests by `balance` (the executor's, when it has a GPU

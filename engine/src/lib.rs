@@ -41,6 +41,7 @@ pub mod buffer;
 pub mod error;
 pub mod eventfd;
 pub mod executor;
+mod file_ranges;
 pub mod graph;
 pub mod lower;
 mod memory;
