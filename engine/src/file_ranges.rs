@@ -29,17 +29,27 @@ impl FileKey {
     }
 }
 
+/// A range of one file.
+type Access = Option<(FileKey, Range<u64>)>;
+
 /// What one request reads and writes of files.
 #[derive(Debug)]
 pub(crate) struct Accesses {
-    read: Option<(FileKey, Range<u64>)>,
-    written: Option<(FileKey, Range<u64>)>,
+    read: Access,
+    written: Access,
+}
+
+/// One file's ranges read and written so far.
+#[derive(Debug, Default)]
+struct Ranges {
+    read: Vec<Range<u64>>,
+    written: Vec<Range<u64>>,
 }
 
 /// Per file, the ranges read and the ranges written so far.
 #[derive(Debug, Default)]
 pub(crate) struct FileRanges {
-    files: HashMap<FileKey, (Vec<Range<u64>>, Vec<Range<u64>>)>,
+    files: HashMap<FileKey, Ranges>,
 }
 
 fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
@@ -48,7 +58,7 @@ fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
 
 impl FileRanges {
     /// The file ranges `request` reads and writes.
-    fn of(request: &Request) -> (Option<(FileKey, Range<u64>)>, Option<(FileKey, Range<u64>)>) {
+    fn of(request: &Request) -> Accesses {
         let read = match &request.source {
             Source::File { file, offset, len } if *len > 0 => {
                 Some((FileKey::of(file), *offset..offset.saturating_add(*len)))
@@ -61,14 +71,14 @@ impl FileRanges {
             }
             _ => None,
         };
-        (read, written)
+        Accesses { read, written }
     }
 
     /// Refuses `request` if it writes bytes the batch reads or writes, or reads bytes the batch
     /// writes (or reads and writes overlapping bytes itself); otherwise its ranges, for
     /// [`FileRanges::add`] once it is lowered.
     pub fn check(&self, request: &Request) -> Result<Accesses> {
-        let (read, written) = Self::of(request);
+        let Accesses { read, written } = Self::of(request);
         let conflict = |what: &str| {
             Err(Error::new(
                 ErrorKind::OverlappingDestinations,
@@ -84,18 +94,18 @@ impl FileRanges {
             }
         }
         if let Some((key, r)) = &read {
-            if let Some((_, writes)) = self.files.get(key) {
-                if writes.iter().any(|w| overlaps(r, w)) {
+            if let Some(ranges) = self.files.get(key) {
+                if ranges.written.iter().any(|w| overlaps(r, w)) {
                     return conflict("it reads bytes another request writes:");
                 }
             }
         }
         if let Some((key, w)) = &written {
-            if let Some((reads, writes)) = self.files.get(key) {
-                if writes.iter().any(|o| overlaps(w, o)) {
+            if let Some(ranges) = self.files.get(key) {
+                if ranges.written.iter().any(|o| overlaps(w, o)) {
                     return conflict("it writes bytes another request writes:");
                 }
-                if reads.iter().any(|o| overlaps(w, o)) {
+                if ranges.read.iter().any(|o| overlaps(w, o)) {
                     return conflict("it writes bytes another request reads:");
                 }
             }
@@ -106,10 +116,10 @@ impl FileRanges {
     /// Records a lowered request's ranges.
     pub fn add(&mut self, accesses: Accesses) {
         if let Some((key, r)) = accesses.read {
-            self.files.entry(key).or_default().0.push(r);
+            self.files.entry(key).or_default().read.push(r);
         }
         if let Some((key, w)) = accesses.written {
-            self.files.entry(key).or_default().1.push(w);
+            self.files.entry(key).or_default().written.push(w);
         }
     }
 }
