@@ -138,6 +138,9 @@ static DWORD WINAPI dispatch(void *unused) {
         if (fds[0].revents & POLLIN) (void)!read(dispatcher.wake, &count, sizeof count);
         pthread_mutex_lock(&dispatcher.lock);
         while (dispatcher.closing) CloseHandle(dispatcher.to_close[--dispatcher.closing]);
+        /* Watches that fired for good leave the list here and fire after the lock: a game's
+         * fence runs its own code in Signal and Release, which may call back into this DLL. */
+        struct watch *fired = NULL;
         for (nfds_t i = 1; i < n; i++) {
             if (!(fds[i].revents & POLLIN)) continue;
             struct watch **link = watch_find(watched[i], serials[i]);
@@ -145,12 +148,27 @@ static DWORD WINAPI dispatch(void *unused) {
             struct watch *w = *link;
             (void)!read(w->fd, &count, sizeof count);
             if (w->kind == WATCH_ERROR_EVENT) {
+                /* Under the lock: the queue's Close removes this watch under it before the
+                 * event can be closed. */
                 SetEvent(w->event);
                 continue;
             }
+            uint64_t reached = 0;
+            if (w->kind == WATCH_FENCE && (dsr_fence_value(w->dsr_fence, &reached) != DSR_OK || reached < 1))
+                continue;
+            *link = w->next;
+            /* In the order they were enqueued (by serial): a fence signalled twice in one wake
+             * must end at the later value. */
+            struct watch **at = &fired;
+            while (*at && (*at)->serial < w->serial) at = &(*at)->next;
+            w->next = *at;
+            *at = w;
+        }
+        pthread_mutex_unlock(&dispatcher.lock);
+        while (fired) {
+            struct watch *w = fired;
+            fired = w->next;
             if (w->kind == WATCH_FENCE) {
-                uint64_t reached = 0;
-                if (dsr_fence_value(w->dsr_fence, &reached) != DSR_OK || reached < 1) continue;
                 w->d3d12->lpVtbl->Signal(w->d3d12, w->value);
                 w->d3d12->lpVtbl->Release(w->d3d12);
                 dsr_fence_destroy(w->dsr_fence);
@@ -159,10 +177,8 @@ static DWORD WINAPI dispatch(void *unused) {
                 CloseHandle(w->event);
                 close(w->fd);
             }
-            *link = w->next;
             free(w);
         }
-        pthread_mutex_unlock(&dispatcher.lock);
     }
     return 0;
 }
