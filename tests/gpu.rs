@@ -995,6 +995,51 @@ fn an_injected_device_loss_fails_only_the_gpu_requests() {
     assert_eq!(report.requests[1].status, RequestStatus::Done);
 }
 
+/// A loss reported while earlier transfers still run (an injected loss fails the next
+/// submission; lavapipe finishes the ones before it) must not hand their memory back under
+/// them: file reads land in scratch blocks the device reads through imports, the budget is
+/// small so released blocks are unmapped at once, and losses land at random moments. Before
+/// the fix, lavapipe's thread read an unmapped block now and then (the soak's segfault).
+#[test]
+fn memory_the_gpu_still_reads_outlives_an_injected_loss() {
+    let Some(first) = context() else { return };
+    let data: Arc<[u8]> = Arc::from(pattern(8 << 20, 43));
+    let mut context = Some(first);
+    let mut rng = fastrand::Rng::with_seed(44);
+    for round in 0..6 {
+        let context = context
+            .take()
+            .unwrap_or_else(|| self::context().expect("the device was there a moment ago"));
+        let config = ExecutorConfig {
+            workers: 2,
+            ..ExecutorConfig::default()
+        };
+        let (executor, _, _) =
+            dsr::executor_with_gpu(config, IoConfig::default(), &context, StagingConfig::default()).unwrap();
+        let gpu = dsr::gpu::allocate_buffer(&context, 12 * data.len() as u64).unwrap();
+        let mut batch = executor.batch();
+        for i in 0..12u64 {
+            let at = i * data.len() as u64;
+            batch
+                .push(Request::memory_to_device(data.clone(), 0, data.len() as u64, &gpu, at))
+                .unwrap();
+        }
+        let batch = executor.submit(batch).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(rng.u64(..3000)));
+        context.inject_device_loss();
+        let report = batch.wait_timeout(PATIENCE).expect("the batch retires after the loss");
+        for r in &report.requests {
+            match &r.status {
+                RequestStatus::Done => {}
+                RequestStatus::Failed(err) => assert_eq!(err.kind(), ErrorKind::Device, "round {round}: {err}"),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        // At once: the staging memory goes with the executor.
+        drop((batch, executor, gpu));
+    }
+}
+
 /// A device the test makes itself with ash, as a renderer (or Proton) would.
 struct CallersDevice {
     entry: ash::Entry,

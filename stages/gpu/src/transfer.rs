@@ -44,6 +44,8 @@ use crate::import::HostImports;
 use crate::timeline::{watch_timeline, Watch};
 use crate::timestamps::{Pair, QueryPairs};
 
+/// How long a lost device is given to stop using the memory of work it was given.
+const SETTLE_NS: u64 = 30_000_000_000;
 /// Submit at once, rather than at the next poll, when this many bytes are staged.
 const SUBMIT_BYTES: u64 = 16 << 20;
 
@@ -832,6 +834,26 @@ impl Transfers {
         }
     }
 
+    /// After a loss, before the submitted work's memory goes back (staging slots, and the
+    /// scratch blocks its requests hold, which the device may read through imports): waits,
+    /// boundedly, until the GPU has stopped with it. A device that is really lost answers at
+    /// once; one whose loss was reported for a later submission (an injected loss, or one queue
+    /// of several) finishes what it started, and freeing that memory under it faulted (the
+    /// soak found it: lavapipe's thread read an unmapped scratch block).
+    fn settle(&self, last: u64) {
+        let semaphores = [self.timeline];
+        let values = [last];
+        let info = vk::SemaphoreWaitInfo::default().semaphores(&semaphores).values(&values);
+        // SAFETY: the semaphore is this queue's and alive.
+        let waited = unsafe { self.context.device().wait_semaphores(&info, SETTLE_NS) };
+        if waited == Err(vk::Result::TIMEOUT) {
+            eprintln!(
+                "dsr: the lost GPU had not finished its transfers after {} s",
+                SETTLE_NS / 1_000_000_000
+            );
+        }
+    }
+
     /// The value the GPU has reached, or the loss that stops it.
     fn reached(&self) -> Result<u64> {
         // SAFETY: the semaphore is this queue's and alive.
@@ -845,6 +867,9 @@ impl Transfers {
     /// the pieces admitted (to stage outside the lock).
     fn advance(&self, state: &mut State, ended: &mut Vec<(PendingNode, NodeEnd)>) -> Vec<Staged> {
         let reached = if self.context.is_lost() {
+            if let Some(last) = state.submitted.back().map(|s| s.value) {
+                self.settle(last);
+            }
             Err(self.context.lost_error())
         } else {
             self.reached()
