@@ -638,3 +638,62 @@ fn a_request_conflicting_with_its_batch_is_refused_alone_and_the_queue_goes_on()
     assert!(signalled(&queue).wait_timeout(1, PATIENCE));
     assert!(std::fs::read(&path).unwrap()[500..1500] == bytes[..]);
 }
+
+/// Nothing completes after a close: a request's callback already running when the queue is
+/// closed has returned by the time `close` does (a C caller frees what its callbacks touch once
+/// it has closed; the C ABI sequence fuzzer corrupted the heap that way).
+#[test]
+fn close_returns_after_the_callbacks_already_running() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let queue = memory_queue(executor(2), 0x80);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 9));
+    let dest = HostBuffer::new(64);
+    let (entered, left) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (e, l) = (entered.clone(), left.clone());
+    queue
+        .enqueue_with(
+            copy_request(&bytes, &dest, 0, 0),
+            Box::new(move |_| {
+                e.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(200));
+                l.store(true, Ordering::SeqCst);
+            }),
+            true,
+        )
+        .unwrap();
+    queue.submit().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !entered.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the callback never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    queue.close();
+    assert!(
+        left.load(Ordering::SeqCst),
+        "close returned while the callback still ran"
+    );
+}
+
+/// A callback may close its own queue: the close does not wait for that callback.
+#[test]
+fn a_callback_may_close_its_own_queue() {
+    let queue = memory_queue(executor(2), 0x80);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 10));
+    let dest = HostBuffer::new(64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = queue.clone();
+    queue
+        .enqueue_with(
+            copy_request(&bytes, &dest, 0, 0),
+            Box::new(move |_| {
+                inner.close();
+                let _ = tx.send(());
+            }),
+            true,
+        )
+        .unwrap();
+    queue.submit().unwrap();
+    rx.recv_timeout(PATIENCE)
+        .expect("the callback closed its queue and went on");
+    assert!(queue.is_closed());
+}

@@ -43,6 +43,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -500,6 +501,15 @@ struct Shared {
     /// Signalled when slots come back or the queue closes.
     space: Condvar,
     error_event: EventFd,
+    /// Requests' own callbacks running now: closing waits for them, since nothing completes
+    /// after a close (a caller frees what its callbacks touch once it has closed).
+    calling: AtomicUsize,
+}
+
+thread_local! {
+    /// The queue whose request callback this thread is running, if any: closing that queue
+    /// from inside the callback must not wait for the callback itself.
+    static CALLING: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// A DirectStorage-shaped queue over an executor. Clones are handles to the same queue; it is
@@ -562,6 +572,7 @@ impl Queue {
                 handshake: Handshake::new(),
                 space: Condvar::new(),
                 error_event,
+                calling: AtomicUsize::new(0),
             }),
         })
     }
@@ -850,8 +861,16 @@ impl Shared {
         }
         let (done, copy) = std::mem::take(&mut *track.finish[index].lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(done) = done {
-            // The caller's callback; its panic must not take the worker down.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(status)));
+            // Counted before the closed check that decides it runs, so a close either sees it
+            // and waits, or is seen and the callback does not run (both sequentially consistent).
+            self.calling.fetch_add(1, Ordering::SeqCst);
+            if !self.handshake.is_closed() {
+                let outer = CALLING.with(|c| c.replace(self));
+                // The caller's callback; its panic must not take the worker down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(status)));
+                CALLING.with(|c| c.set(outer));
+            }
+            self.calling.fetch_sub(1, Ordering::SeqCst);
         }
         let seq = track.seqs[index];
         if let RequestStatus::Failed(error) = status {
@@ -991,6 +1010,15 @@ impl Shared {
             let ticket = batch.cancel();
             if wait {
                 ticket.wait();
+            }
+        }
+        if wait {
+            // And the callbacks already running return (not this thread's own, if it closes
+            // from one): the soak's C ABI fuzzing freed a callback's memory after the close
+            // returned, while a worker was still in the callback.
+            let own = usize::from(CALLING.with(|c| std::ptr::eq(c.get(), self)));
+            while self.calling.load(Ordering::SeqCst) > own {
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
     }
