@@ -92,6 +92,12 @@ fn run_on(exe: &Path, args: &[&str], valgrind_ok: bool) -> String {
             "--errors-for-leak-kinds=definite",
             "-q",
         ])
+        .arg(format!(
+            "--suppressions={}",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/valgrind.supp")
+                .display()
+        ))
         .arg(exe)
         .env("DSR_IO_BACKEND", "pread");
         c
