@@ -149,6 +149,47 @@ impl Libdsr {
     }
 }
 
+impl Libdsr {
+    /// A host runtime with `workers` workers (0: one per core).
+    pub fn create_runtime(&self, workers: usize) -> Result<u64> {
+        let config = c::RuntimeConfig {
+            struct_size: std::mem::size_of::<c::RuntimeConfig>() as u32,
+            api_version: 1,
+            staging_bytes: 0,
+            workers: workers as u32,
+            flags: 0,
+            debug_flags: 0,
+            reserved: 0,
+        };
+        let mut runtime = 0u64;
+        // SAFETY: a valid struct and out-pointer.
+        c_check("dsr_runtime_create", unsafe {
+            (self.runtime_create)(&config, &mut runtime)
+        })?;
+        Ok(runtime)
+    }
+
+    /// A queue on `runtime` taking `source_type` requests (0 files, 1 memory), `capacity`
+    /// slots.
+    pub fn create_queue(&self, runtime: u64, source_type: u32, capacity: u32) -> Result<u64> {
+        let desc = c::QueueDesc {
+            struct_size: std::mem::size_of::<c::QueueDesc>() as u32,
+            source_type,
+            capacity,
+            priority: 0,
+            name: std::ptr::null(),
+            flags: 0,
+            reserved: 0,
+        };
+        let mut queue = 0u64;
+        // SAFETY: a valid struct and out-pointer; the runtime handle is checked by the library.
+        c_check("dsr_queue_create", unsafe {
+            (self.queue_create)(runtime, &desc, &mut queue)
+        })?;
+        Ok(queue)
+    }
+}
+
 /// A C ABI result as a `Result`, naming the call.
 pub fn c_check(what: &str, code: i32) -> Result<()> {
     if code == 0 {

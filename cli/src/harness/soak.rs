@@ -894,20 +894,7 @@ struct CRuntime<'a> {
 
 impl<'a> CRuntime<'a> {
     fn new(lib: &'a Libdsr, workers: usize, world: &World) -> dsr::Result<CRuntime<'a>> {
-        let config = c::RuntimeConfig {
-            struct_size: std::mem::size_of::<c::RuntimeConfig>() as u32,
-            api_version: 1,
-            staging_bytes: 0,
-            workers: workers as u32,
-            flags: 0,
-            debug_flags: 0,
-            reserved: 0,
-        };
-        let mut runtime = 0u64;
-        // SAFETY: a valid struct and out-pointer.
-        c_check("dsr_runtime_create", unsafe {
-            (lib.runtime_create)(&config, &mut runtime)
-        })?;
+        let runtime = lib.create_runtime(workers)?;
         let mut this = CRuntime {
             lib,
             runtime,
@@ -915,17 +902,7 @@ impl<'a> CRuntime<'a> {
             files: vec![0; world.sources.len()],
         };
         for (source_type, queue) in this.queues.iter_mut().enumerate() {
-            let desc = c::QueueDesc {
-                struct_size: std::mem::size_of::<c::QueueDesc>() as u32,
-                source_type: source_type as u32,
-                capacity: 0x80,
-                priority: 0,
-                name: std::ptr::null(),
-                flags: 0,
-                reserved: 0,
-            };
-            // SAFETY: as above.
-            c_check("dsr_queue_create", unsafe { (lib.queue_create)(runtime, &desc, queue) })?;
+            *queue = lib.create_queue(runtime, source_type as u32, 0x80)?;
         }
         for (i, source) in world.sources.iter().enumerate() {
             if let Some(path) = &source.path {

@@ -5,7 +5,6 @@
 //! enqueue to the fence after the last), and CPU time per request on the submitting thread
 //! (`CLOCK_THREAD_CPUTIME_ID` around the enqueue loop and the submit).
 
-use std::ffi::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,33 +126,8 @@ struct CQueue<'a> {
 
 impl<'a> CQueue<'a> {
     fn new(lib: &'a Libdsr, workers: usize) -> Result<Self> {
-        let config = c::RuntimeConfig {
-            struct_size: std::mem::size_of::<c::RuntimeConfig>() as u32,
-            api_version: 1,
-            staging_bytes: 0,
-            workers: workers as u32,
-            flags: 0,
-            debug_flags: 0,
-            reserved: 0,
-        };
-        let (mut runtime, mut queue) = (0u64, 0u64);
-        // SAFETY: valid structs and out-pointers for the calls.
-        c_check("dsr_runtime_create", unsafe {
-            (lib.runtime_create)(&config, &mut runtime)
-        })?;
-        let desc = c::QueueDesc {
-            struct_size: std::mem::size_of::<c::QueueDesc>() as u32,
-            source_type: 1,
-            capacity: 0x2000,
-            priority: 0,
-            name: std::ptr::null::<c_char>(),
-            flags: 0,
-            reserved: 0,
-        };
-        // SAFETY: as above.
-        c_check("dsr_queue_create", unsafe {
-            (lib.queue_create)(runtime, &desc, &mut queue)
-        })?;
+        let runtime = lib.create_runtime(workers)?;
+        let queue = lib.create_queue(runtime, 1, 0x2000)?;
         Ok(CQueue { lib, runtime, queue })
     }
 
