@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
+// The test's tallies (`Totals`) go unread here.
+#[allow(dead_code)]
 #[path = "../../capi/tests/sequences/interpreter.rs"]
 mod interpreter;
 
