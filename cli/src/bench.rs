@@ -93,6 +93,9 @@ struct SoakArgs {
     /// libdsr.so for the C ABI's rounds (default: beside this binary).
     #[arg(long)]
     library: Option<PathBuf>,
+    /// A round that loses the GPU device every this many rounds (0: none).
+    #[arg(long, default_value_t = 8)]
+    device_loss_every: u64,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -1151,6 +1154,7 @@ fn run_soak(args: SoakArgs) -> CliResult {
         scratch_budget: args.scratch,
         gpu,
         library: args.library.or_else(dsr_cli::harness::submit::default_library),
+        device_loss_every: args.device_loss_every,
     };
     let report = soak::run(&config)?;
     if args.json {

@@ -56,6 +56,8 @@ pub struct SoakConfig {
     pub gpu: Option<GpuConfig>,
     /// `libdsr.so`, for the C ABI's rounds (`None`: not run, and said so in the report).
     pub library: Option<PathBuf>,
+    /// A device-loss round every this many rounds (with a GPU; 0: none).
+    pub device_loss_every: u64,
 }
 
 /// Requests by how they were submitted.
@@ -514,7 +516,12 @@ pub fn run(config: &SoakConfig) -> dsr::Result<SoakReport> {
                 transfers.staging_shape().0
             ));
         }
-        if let Some(config) = config.gpu.as_ref().filter(|_| soak.round % 8 == 7) {
+        let every = config.device_loss_every;
+        if let Some(config) = config
+            .gpu
+            .as_ref()
+            .filter(|_| every > 0 && soak.round % every == every - 1)
+        {
             device_loss_round(&mut soak, config, &io, executor_config())?;
         }
         soak.sample(gpu.as_ref());
