@@ -322,17 +322,47 @@ void sync() {
     barrier();
 }
 
+// Writes output byte `at`, never past the tile's output (a guard, not a check: the decoder has
+// checked every range it writes before it writes it).
+void put(uint at, uint v) {
+    if (at < size) {
+        dst.b[at] = uint8_t(v);
+    }
+}
+
+// Output byte `at` of the tile (0 past its output: never read by a sound decode).
+uint got(uint at) {
+    return at < size ? uint(dst.b[at]) : 0u;
+}
+
+// The copy of the batch holding byte `k` of the batch's bytes: `single` when the batch is one
+// copy, else the last lane whose first byte is at or before `k` (`s_copy_first` is ascending).
+uint copy_of(uint k, uint single) {
+    if (single != LANES) {
+        return single;
+    }
+    uint c = 0u;
+    for (uint step = 16u; step > 0u; step >>= 1) {
+        c += s_copy_first[c + step] <= k ? step : 0u;
+    }
+    return c;
+}
+
 // Runs the copies of `mask`'s lanes (destination, distance, length in the s_copy arrays) as if
 // one after another in lane order. Byte t of a copy reads byte t mod distance of its source, so
 // a copy never reads its own output and every byte of a copy can move at once. A copy whose
 // source overlaps the output of an earlier copy of the same round must wait for it; so the
 // copies go in batches: each batch is the longest run, in lane order, of copies none of which
 // reads another's output, and all bytes of a batch are spread over the group at once.
-// Writes output byte `at`.
-void put(uint at, uint v) {
-    dst.b[at] = uint8_t(v);
-}
-
+//
+// Two shapes of the same loops. The wave32 build (NVIDIA) tests dependencies by walking only the
+// earlier copies' bits and moves four bytes per lane per step. The shared-memory build, for any
+// device, tests against all 32 lanes (a fixed count the compiler unrolls) and moves one byte per
+// lane per step: with the wave32 shapes, lavapipe (Mesa 22.3, LLVM 15) decoded some valid tiles
+// wrongly, even with the dependency walk's result unused, while the H100 decoded the same tiles
+// exactly with both builds (the "vertex data" tiles of `stages/gpu/tests/decode.rs`;
+// docs/gpu-decoder.md). These shapes cost the H100 about a third of its speed, so the wave32
+// build keeps the others.
 void copies(uint mask) {
     if (mask == 0u) {
         return;
@@ -342,21 +372,28 @@ void copies(uint mask) {
     sync();
     // Bounded: every batch takes at least the lowest remaining copy.
     while (mask != 0u) {
-        bool mine = (mask & (1u << lane)) != 0u;
         bool dependent = false;
         // Every earlier copy writes at or after the lowest one's destination: a source that
         // ends before it needs no closer look.
         uint lowest = s_copy_dst[findLSB(mask)];
-        if (mine) {
+        if ((mask & (1u << lane)) != 0u) {
             uint to = s_copy_dst[lane];
             uint d = s_copy_dist[lane];
             uint from = to - d;
             uint end = from + min(d, s_copy_len[lane]);
-            for (uint earlier = end > lowest ? mask & ((1u << lane) - 1u) : 0u; earlier != 0u; earlier &= earlier - 1u) {
+            uint earlier = end > lowest ? mask & ((1u << lane) - 1u) : 0u;
+#if WAVE32
+            for (; earlier != 0u; earlier &= earlier - 1u) {
                 uint i = findLSB(earlier);
                 uint at = s_copy_dst[i];
                 dependent = dependent || (from < at + s_copy_len[i] && end > at);
             }
+#else
+            for (uint i = 0u; i < LANES; i++) {
+                uint at = s_copy_dst[i];
+                dependent = dependent || ((earlier & (1u << i)) != 0u && from < at + s_copy_len[i] && end > at);
+            }
+#endif
         }
         uint waits = ballot(dependent);
         uint batch = waits == 0u ? mask : mask & ((1u << findLSB(waits)) - 1u);
@@ -366,6 +403,7 @@ void copies(uint mask) {
         // A batch of one copy needs no search for the copy of a byte.
         uint single = bitCount(batch) == 1u ? findLSB(batch) : LANES;
         barrier();
+#if WAVE32
         // Four bytes per lane per step, their loads issued before their stores.
         for (uint k0 = lane; k0 < total; k0 += 4u * LANES) {
             uint v[4];
@@ -374,20 +412,12 @@ void copies(uint mask) {
                 uint k = k0 + u * LANES;
                 at[u] = 0xFFFFFFFFu;
                 if (k < total) {
-                    // The copy holding byte k: the last lane whose first byte is at or before k.
-                    uint c = single;
-                    if (single == LANES) {
-                        c = 0u;
-                        for (uint step = 16u; step > 0u; step >>= 1) {
-                            c += s_copy_first[c + step] <= k ? step : 0u;
-                        }
-                    }
+                    uint c = copy_of(k, single);
                     uint o = k - s_copy_first[c];
                     uint to = s_copy_dst[c];
                     uint d = s_copy_dist[c];
                     at[u] = to + o;
-                    uint from = to - d + (o < d ? o : o % d);
-                    v[u] = uint(dst.b[from]);
+                    v[u] = got(to - d + (o < d ? o : o % d));
                 }
             }
             for (uint u = 0u; u < 4u; u++) {
@@ -396,6 +426,15 @@ void copies(uint mask) {
                 }
             }
         }
+#else
+        for (uint k = lane; k < total; k += LANES) {
+            uint c = copy_of(k, single);
+            uint o = k - s_copy_first[c];
+            uint to = s_copy_dst[c];
+            uint d = s_copy_dist[c];
+            put(to + o, got(to - d + (o < d ? o : o % d)));
+        }
+#endif
         mask &= ~batch;
         if (mask != 0u) {
             sync();

@@ -180,6 +180,24 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     }
     long_then_near.truncate(65_536);
     inputs.push(("a long match, then matches into it".into(), long_then_near));
+    // Vertices (position, a wave, texture coordinates: five floats on a grid): short matches at
+    // distances of 4, 20 and a row, many copies per round reading each other's output. Tiles of
+    // such data decoded wrongly, or wrote far outside their output, on lavapipe with the copy
+    // loops of an earlier shader (docs/gpu-decoder.md).
+    let vertices: Vec<u8> = (0..65_536 / 20)
+        .flat_map(|i| {
+            let (x, y) = (i % 120, i / 120);
+            [
+                x as f32 * 0.25,
+                y as f32 * 0.25,
+                ((x * y) % 7) as f32 * 0.125,
+                x as f32 / 119.0,
+                y as f32 / 119.0,
+            ]
+        })
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    inputs.push(("vertex data".into(), vertices));
     let mut matches = random(300);
     matches.extend_from_within(0..258);
     matches.extend_from_within(0..259);
