@@ -10,6 +10,7 @@
 //! - `gpu`: GPU buffer destinations on a real Vulkan device, with the validation layer;
 //! - `gpu_edges`: GPU edges in the engine, against a scripted timeline (no GPU needed);
 //! - `queue`: the DirectStorage-shaped queue and the runtime around it;
+//! - `queue_sequences`: random operation sequences on the queue API, sound and hostile;
 //! - `viz`: DOT of plans and runs, rendered by Graphviz;
 //! - `writes`: memory into files on both backends and every policy, faults, syncs.
 //!
@@ -27,5 +28,6 @@ mod gpu_edges;
 mod io;
 mod lowering;
 mod queue;
+mod queue_sequences;
 mod viz;
 mod writes;
