@@ -536,9 +536,10 @@ static ULONG STDMETHODCALLTYPE queue_AddRef(IDStorageQueue *iface) {
     return InterlockedIncrement(&queue_of(iface)->refs);
 }
 
-/* Drops a hold on the queue's memory; the last one frees it (plain C: any thread). A request
- * whose callback dsr never calls (its queue closed first) keeps its hold: a small leak rather
- * than a callback into freed memory. */
+/* Drops a hold on the queue's memory; the last one frees it (plain C: any thread). A built-in
+ * request whose callback dsr never calls (its queue closed first) keeps its hold: a small leak
+ * rather than a callback into freed memory. (Custom requests whose reads were in flight end at
+ * Close: `drop_custom`.) */
 static void queue_unhold(struct queue *q) {
     if (!InterlockedDecrement(&q->memory_refs)) {
         pthread_mutex_destroy(&q->lock);
@@ -815,10 +816,14 @@ static DWORD WINAPI gate_wait(void *arg) {
         else Sleep(1);
         pthread_mutex_lock(&q->hold_lock);
         q->gate_event = NULL;
+        /* Close sets the event only after marking the queue closed, under this lock. */
+        BOOL woken_by_close = q->closed;
         pthread_mutex_unlock(&q->hold_lock);
-        /* Woken by Close with the fence short of the value, the registration may still fire:
-         * the event is left open for it. */
-        if (event && (FAILED(hr) || fence->lpVtbl->GetCompletedValue(fence) >= value)) CloseHandle(event);
+        /* An event the fence set is done with. One Close set may still be the fence's to set
+         * (the fence may reach the value and read its registration an instant later: its
+         * completed value cannot tell), so it is left open: one event per queue closed while
+         * its gate waited. */
+        if (event && (FAILED(hr) || !woken_by_close)) CloseHandle(event);
         fence->lpVtbl->Release(fence);
     }
     queue_unhold(q);
@@ -914,6 +919,7 @@ static void drop_held(struct queue *q) {
 
 struct custom_entry {
     struct custom_entry *next;
+    struct custom_entry *reading_next; /* in `custom.reading` while dsr reads its bytes */
     UINT64 id;
     struct queue *queue;   /* held (memory_refs) until the result */
     UINT64 seq;
@@ -935,11 +941,12 @@ static struct {
     IDStorageCustomDecompressionQueue iface;
     pthread_mutex_t lock;
     struct custom_entry *ready, *taken, *failed; /* for the title, with it, unreadable */
+    struct custom_entry *reading; /* read by dsr now (linked by `reading_next`) */
     UINT64 next_id;
     HANDLE event;          /* manual reset: set while requests are ready */
     int fd;                /* written by dsr's workers; the dispatcher sets `event` */
     BOOL started;
-} custom = {{&custom_vtbl}, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0, NULL, -1, FALSE};
+} custom = {{&custom_vtbl}, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, NULL, 0, NULL, -1, FALSE};
 
 /* Makes the event and its eventfd watch the first time; FALSE if they cannot be made. */
 static BOOL custom_start(void) {
@@ -974,6 +981,16 @@ static void custom_push(struct custom_entry **list, struct custom_entry *e) {
     *list = e;
 }
 
+/* Takes `e` off the list of reads in flight. Under `custom.lock`. */
+static void custom_unlink_reading(struct custom_entry *e) {
+    for (struct custom_entry **link = &custom.reading; *link; link = &(*link)->reading_next) {
+        if (*link == e) {
+            *link = e->reading_next;
+            break;
+        }
+    }
+}
+
 /* The entry's bytes were read (or not), on a dsr worker: plain C, no Win32. One finishing as
  * its queue closes ends quietly, by the failed list, never reaching the title. */
 static void on_custom_read(void *user_data, dsr_result result) {
@@ -983,6 +1000,7 @@ static void on_custom_read(void *user_data, dsr_result result) {
     e->cancelled = result == DSR_E_CANCELLED || e->queue->closed;
     e->read_result = result == DSR_OK || e->cancelled ? S_OK : hresult_of(result);
     pthread_mutex_lock(&custom.lock);
+    custom_unlink_reading(e);
     custom_push(SUCCEEDED(e->read_result) && !e->cancelled ? &custom.ready : &custom.failed, e);
     pthread_mutex_unlock(&custom.lock);
     (void)!write(custom.fd, &one, sizeof one);
@@ -1070,6 +1088,10 @@ static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request) {
     if (!f) {
         custom_push(&custom.ready, e);
         SetEvent(custom.event);
+    } else {
+        /* Its callback may come before the enqueue returns, or (its queue closed) never. */
+        e->reading_next = custom.reading;
+        custom.reading = e;
     }
     pthread_mutex_unlock(&custom.lock);
     if (!f) return;
@@ -1088,16 +1110,31 @@ static void enqueue_custom(struct queue *q, const DSTORAGE_REQUEST *request) {
     r.user_data = e;
     dsr_result result = dsr_queue_enqueue(q->handle, &r);
     if (result != DSR_OK) {
+        pthread_mutex_lock(&custom.lock);
+        custom_unlink_reading(e);
+        pthread_mutex_unlock(&custom.lock);
         e->read_result = hresult_of(result);
         custom_resolve(e, e->read_result);
     }
 }
 
 /* A closed queue's custom requests that the title has not taken end now, quietly (a request
- * the title holds ends when it reports, its destination being the title's to write then). */
+ * the title holds ends when it reports, its destination being the title's to write then). After
+ * `dsr_queue_close`: reads still in flight then were cancelled without a callback (dsr calls none
+ * after a close, and no longer touches their buffers), so they end here too. */
 static void drop_custom(struct queue *q) {
     struct custom_entry *mine = NULL;
     pthread_mutex_lock(&custom.lock);
+    for (struct custom_entry **link = &custom.reading; *link;) {
+        struct custom_entry *e = *link;
+        if (e->queue != q) {
+            link = &e->reading_next;
+            continue;
+        }
+        *link = e->reading_next;
+        e->next = mine;
+        mine = e;
+    }
     struct custom_entry **lists[] = {&custom.ready, &custom.failed};
     for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
         for (struct custom_entry **link = lists[l]; *link;) {
