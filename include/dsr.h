@@ -253,7 +253,10 @@ dsr_result dsr_queue_submit(dsr_queue queue);
 /* Cancels requests whose tag & mask == value; cancelled requests are not failures. */
 dsr_result dsr_queue_cancel(dsr_queue queue, uint64_t mask, uint64_t value);
 dsr_result dsr_queue_query(dsr_queue queue, dsr_queue_info *out);
-/* Waits until nothing in flight touches its destination, then completes nothing more. */
+/* Waits until nothing in flight touches its destination, then completes nothing more. From a
+ * request's callback (a dsr worker) it cancels what is in flight without waiting, since that may
+ * need the callback's thread; a later dsr_queue_close or dsr_queue_destroy from another thread
+ * waits for it. */
 dsr_result dsr_queue_close(dsr_queue queue);
 /* An eventfd readable when a request fails; valid until the queue is destroyed. */
 dsr_result dsr_queue_error_event(dsr_queue queue, int *fd_out);

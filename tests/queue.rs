@@ -697,3 +697,33 @@ fn a_callback_may_close_its_own_queue() {
         .expect("the callback closed its queue and went on");
     assert!(queue.is_closed());
 }
+
+/// The `queue_sequences` fuzzer's hang: on a one-worker executor, the first request's callback
+/// closed its queue, and the close waited for the batch's other requests, which needed the
+/// worker the callback held. A close from a callback cancels without waiting; a close from
+/// outside afterwards waits, and the destination comes back.
+#[test]
+fn a_callback_closing_its_queue_on_a_one_worker_executor_does_not_wait_for_its_batch() {
+    let queue = memory_queue(executor(1), 0x100);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64 * 64, 11));
+    let mut dest = HostBuffer::new(64 * 64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for slot in 0..64 {
+        let (inner, tx, closed_once) = (queue.clone(), tx.clone(), closed_once.clone());
+        let request = Request::memory(bytes.clone(), slot * 64, 64, &dest, slot * 64);
+        let done: dsr::engine::queue::RequestDone = Box::new(move |_| {
+            if !closed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                inner.close();
+                let _ = tx.send(());
+            }
+        });
+        queue.enqueue_with(request, done, true).unwrap();
+    }
+    queue.submit().unwrap();
+    rx.recv_timeout(PATIENCE)
+        .expect("the first callback closed its queue and went on");
+    queue.close();
+    assert!(queue.is_closed());
+    landed(&mut dest);
+}

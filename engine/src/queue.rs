@@ -378,6 +378,9 @@ struct Ledger {
     returned_seen: u64,
     /// Submitted batches, to cancel by tag; pruned as they retire.
     in_flight: Vec<Batch>,
+    /// The batches a close could not wait for (it ran on a worker, or in a request's callback):
+    /// a later close from elsewhere waits for them.
+    unwaited: Vec<Batch>,
     /// The first failure popped since the last status entry fired.
     since_status: Option<Error>,
     errors: ErrorRecord,
@@ -507,8 +510,8 @@ struct Shared {
 }
 
 thread_local! {
-    /// The queue whose request callback this thread is running, if any: closing that queue
-    /// from inside the callback must not wait for the callback itself.
+    /// The queue whose request callback this thread is running, if any: a close from inside a
+    /// callback must not wait (for the callback itself, or for work that needs this thread).
     static CALLING: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
 }
 
@@ -564,6 +567,7 @@ impl Queue {
                     taken: 0,
                     returned_seen: 0,
                     in_flight: Vec::new(),
+                    unwaited: Vec::new(),
                     since_status: None,
                     errors: ErrorRecord::default(),
                     first_failure_seq: 0,
@@ -688,7 +692,10 @@ impl Queue {
         std::mem::take(&mut ledger.errors)
     }
 
-    /// Closes the queue (see the module docs). Idempotent.
+    /// Closes the queue (see the module docs): nothing completes afterwards, and once it
+    /// returns nothing in flight touches its destinations. Idempotent. Called on an executor's
+    /// worker or from a request's callback, it cancels what is in flight without waiting for it
+    /// (that thread may be what it needs to finish); a later close from another thread waits.
     pub fn close(&self) {
         self.shared.close(true);
     }
@@ -984,40 +991,64 @@ impl Shared {
     }
 
     /// Closes the queue; with `wait`, returns once nothing in flight touches its destination.
+    ///
+    /// Except on an executor's worker or inside a request's callback: the requests still in
+    /// flight may need that very thread to finish, so a close there cancels them and returns at
+    /// once (waiting would hang a one-worker executor, or two callbacks closing each other's
+    /// queues). A close from elsewhere afterwards, or the last handle's drop, waits for them.
     fn close(&self, wait: bool) {
-        let batches = {
+        let wait = wait && !crate::executor::on_worker() && CALLING.with(|c| c.get().is_null());
+        let (batches, first) = {
             let mut ledger = self.lock();
             if ledger.closed {
-                return;
-            }
-            ledger.closed = true;
-            self.handshake.close();
-            // Never submitted: dropping the builder hands its destinations back.
-            ledger.pending = None;
-            ledger.pending_seqs.clear();
-            ledger.pending_finish.clear();
-            for entry in ledger.entries.drain(..) {
-                if let Entry::Status(array, index) = entry {
-                    array.set(index, StatusEntry::Unused);
+                (
+                    if wait {
+                        std::mem::take(&mut ledger.unwaited)
+                    } else {
+                        Vec::new()
+                    },
+                    false,
+                )
+            } else {
+                ledger.closed = true;
+                self.handshake.close();
+                // Never submitted: dropping the builder hands its destinations back.
+                ledger.pending = None;
+                ledger.pending_seqs.clear();
+                ledger.pending_finish.clear();
+                for entry in ledger.entries.drain(..) {
+                    if let Entry::Status(array, index) = entry {
+                        array.set(index, StatusEntry::Unused);
+                    }
                 }
+                // Nothing holds a slot any more; later finishers may count past `taken`.
+                ledger.taken = self.handshake.returned();
+                let batches = std::mem::take(&mut ledger.in_flight);
+                if !wait {
+                    ledger.unwaited = batches.clone();
+                }
+                (batches, true)
             }
-            // Nothing holds a slot any more; later finishers may count past `taken`.
-            ledger.taken = self.handshake.returned();
-            std::mem::take(&mut ledger.in_flight)
         };
-        self.space.notify_all();
+        if first {
+            self.space.notify_all();
+        }
         for batch in batches {
-            let ticket = batch.cancel();
-            if wait {
-                ticket.wait();
+            if first {
+                let ticket = batch.cancel();
+                if wait {
+                    ticket.wait();
+                }
+            } else {
+                // Cancelled by the close that could not wait: it retires promptly.
+                batch.wait();
             }
         }
         if wait {
-            // And the callbacks already running return (not this thread's own, if it closes
-            // from one): the soak's C ABI fuzzing freed a callback's memory after the close
-            // returned, while a worker was still in the callback.
-            let own = usize::from(CALLING.with(|c| std::ptr::eq(c.get(), self)));
-            while self.calling.load(Ordering::SeqCst) > own {
+            // And the callbacks already running return: the soak's C ABI fuzzing freed a
+            // callback's memory after the close returned, while a worker was still in the
+            // callback. (This thread runs none: it would not wait.)
+            while self.calling.load(Ordering::SeqCst) > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }

@@ -33,7 +33,7 @@ use crossbeam_utils::CachePadded;
 
 pub(crate) use complete::complete_pending;
 pub use config::{ExecutorBuilder, ExecutorConfig, DEFAULT_SCRATCH_BUDGET};
-pub(crate) use worker::WorkerCtx;
+pub(crate) use worker::{on_worker, WorkerCtx};
 
 use crate::balance::DecodeBalance;
 use crate::batch::{Batch, BatchBuilder, BatchShared, CancelTicket, CompiledBatch};

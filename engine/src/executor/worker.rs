@@ -50,6 +50,17 @@ pub(super) enum Ran {
     Deferred,
 }
 
+thread_local! {
+    /// Whether this thread is an executor's worker (of any executor).
+    static ON_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is an executor's worker: code running here (a request's callback)
+/// must not block on work that may need this very thread to finish.
+pub(crate) fn on_worker() -> bool {
+    ON_WORKER.with(|w| w.get())
+}
+
 /// A worker thread's own state.
 pub(crate) struct WorkerCtx {
     pub index: usize,
@@ -63,6 +74,7 @@ impl WorkerCtx {
     }
 
     pub(super) fn run(self) {
+        ON_WORKER.with(|w| w.set(true));
         let shared = &*self.shared;
         let mut idle_rounds = 0;
         loop {
