@@ -8,7 +8,8 @@
 //!
 //! The sequences come from seeds: `DSR_QUEUE_SEQUENCES` sets how many (default 200), and
 //! `DSR_QUEUE_SEED` replays one. The same interpreter is the `queue_sequences` fuzz target
-//! (`fuzz/`), fed by libFuzzer's bytes instead of a seeded generator.
+//! (`fuzz/`), fed by libFuzzer's bytes instead of a seeded generator; `DSR_QUEUE_INPUT=file`
+//! replays one of its inputs here (after the same prologue).
 
 mod interpreter;
 
@@ -26,6 +27,14 @@ fn random_queue_sequences_keep_every_promise() {
         Some(seed) => vec![seed],
         None => (0..sequences).collect(),
     };
+    if let Some(input) = std::env::var_os("DSR_QUEUE_INPUT") {
+        let input = std::fs::read(&input).unwrap();
+        let bytes: Vec<u8> = Machine::PROLOGUE.iter().chain(&input).copied().collect();
+        let mut machine = Machine::new(&world, "input");
+        machine.run(&bytes).unwrap_or_else(|broken| panic!("{broken}"));
+        eprintln!("{:?}", machine.finish().unwrap_or_else(|broken| panic!("{broken}")));
+        return;
+    }
     let mut totals = Totals::default();
     for seed in seeds {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);

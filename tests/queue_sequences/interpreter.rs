@@ -132,7 +132,9 @@ struct Q {
 #[derive(Clone)]
 enum Op {
     Request(usize),
-    Status(Arc<StatusArray>, usize),
+    /// The array, the entry, and when (the sequence's operation count): an entry may be used
+    /// again, on any queue, once it has completed, and only its last use is checked.
+    Status(Arc<StatusArray>, usize, u64),
 }
 
 /// A request the sequence made, accepted or not.
@@ -334,7 +336,9 @@ impl<'w> Machine<'w> {
                 let index = usize::from(c % 5);
                 let queue = self.queues[q].queue.clone().expect("live");
                 match queue.enqueue_status(&array, index) {
-                    Ok(()) => self.queues[q].order.push(Op::Status(array, index)),
+                    Ok(()) => self.queues[q]
+                        .order
+                        .push(Op::Status(array, index, self.totals.operations)),
                     Err(err) => self.refused("enqueue_status", &err)?,
                 }
             }
@@ -786,23 +790,24 @@ impl<'w> Machine<'w> {
     /// not to have failed.
     fn check_statuses(&self) -> Result<(), String> {
         let mut last_use = std::collections::HashMap::new();
-        for (qi, q) in self.queues.iter().enumerate() {
-            for (k, op) in q.order.iter().enumerate() {
-                if let Op::Status(array, index) = op {
-                    last_use.insert((Arc::as_ptr(array), *index), (qi, k));
+        for q in &self.queues {
+            for op in &q.order {
+                if let Op::Status(array, index, when) = op {
+                    let last = last_use.entry((Arc::as_ptr(array), *index)).or_insert(*when);
+                    *last = (*last).max(*when);
                 }
             }
         }
-        for (qi, q) in self.queues.iter().enumerate() {
+        for q in &self.queues {
             if q.closed.load(Ordering::SeqCst) {
                 continue;
             }
             let mut since = 0;
             for (k, op) in q.order.iter().enumerate() {
-                let Op::Status(array, index) = op else { continue };
+                let Op::Status(array, index, when) = op else { continue };
                 let span = &q.order[since..k];
                 since = k + 1;
-                if last_use.get(&(Arc::as_ptr(array), *index)) != Some(&(qi, k)) {
+                if last_use.get(&(Arc::as_ptr(array), *index)) != Some(when) {
                     continue;
                 }
                 let requests = span.iter().filter_map(|op| match op {
