@@ -1182,8 +1182,9 @@ fn run_soak(args: SoakArgs) -> CliResult {
             r.gpu.as_deref().unwrap_or("none"),
         );
         println!(
-            "growth, last fifth of the rounds against the first: RSS {} KiB, descriptors {}, Vulkan allocations {}; scratch peak {} of {} bytes, {} waits",
+            "growth, last fifth of the rounds against the first: RSS {} KiB after a warm-up of {} KiB (against the second fifth), descriptors {}, Vulkan allocations {}; scratch peak {} of {} bytes, {} waits",
             r.rss_growth_bytes / 1024,
+            r.rss_warmup_bytes / 1024,
             r.fd_growth,
             r.vk_allocation_growth,
             r.scratch_peak_bytes,
