@@ -34,9 +34,11 @@
 //!
 //! **Close.** [`Queue::close`] cancels what is in flight, waits until none of it touches its
 //! destination again, drops what was not submitted, and completes nothing afterwards (no status,
-//! signal or event fires); every later call fails with [`ErrorKind::Closed`]. Dropping the last
-//! handle closes the queue too, without waiting (the batches keep the memory they write alive
-//! until they retire).
+//! signal or event fires); every later call fails with [`ErrorKind::Closed`]. On an executor's
+//! worker or in a request's callback it cannot wait (what is in flight may need that thread):
+//! there it cancels and returns, and a close from another thread afterwards waits. Dropping the
+//! last handle closes the queue too, without waiting (the batches keep the memory they write
+//! alive until they retire).
 
 use std::collections::VecDeque;
 use std::fmt;
