@@ -29,8 +29,11 @@ fn setup() -> &'static Setup {
         let path = std::env::var_os("DSR_LIBDSR").expect("DSR_LIBDSR names libdsr.so");
         let lib = interpreter::Library::load(std::path::Path::new(&path)).expect("libdsr.so loads");
         let file = std::env::temp_dir().join(format!("dsr-fuzz-capi-{}", std::process::id()));
-        std::fs::write(&file, (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect::<Vec<u8>>())
-            .expect("the data file");
+        std::fs::write(
+            &file,
+            (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect::<Vec<u8>>(),
+        )
+        .expect("the data file");
         Setup { lib, file }
     })
 }

@@ -6,26 +6,21 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+#[path = "toc_repair.rs"]
+mod toc_repair;
+
 #[path = "gpu_route.rs"]
 mod gpu_route;
 
 fuzz_target!(|data: &[u8]| {
-    let mut bytes = data.to_vec();
-    if bytes.len() >= 64 {
-        let toc_offset = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-        let toc_len = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
-        if let Some(end) = toc_offset.checked_add(toc_len) {
-            if toc_offset >= 64 && end <= bytes.len() as u64 {
-                let hash = xxhash_rust::xxh3::xxh3_64(&bytes[toc_offset as usize..end as usize]);
-                bytes[32..40].copy_from_slice(&hash.to_le_bytes());
-            }
-        }
-    }
+    let bytes = toc_repair::repaired(data);
     let path = std::env::temp_dir().join(format!("dsr-fuzz-gpu-archive-{}", std::process::id()));
     if std::fs::write(&path, &bytes).is_err() {
         return;
     }
-    let Ok(archive) = dsr::archive::Archive::open(&path) else { return };
+    let Ok(archive) = dsr::archive::Archive::open(&path) else {
+        return;
+    };
     // The assets that fit the room, one after another at 256-byte multiples; empty ones too.
     let mut chosen = Vec::new();
     let mut at = 0u64;

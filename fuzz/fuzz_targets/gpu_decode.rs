@@ -25,7 +25,9 @@ fn setup() -> &'static Setup {
         };
         let context = GpuContext::new(&config).expect("a validating Vulkan device");
         let decoder = GpuDecoder::new(&context, Some(Form::Shared)).expect("the shared-memory decoder");
-        let good_out: Vec<u8> = (0..65536u32).map(|i| b"neighbour tile "[(i % 15) as usize] ^ (i % 97 == 0) as u8).collect();
+        let good_out: Vec<u8> = (0..65536u32)
+            .map(|i| b"neighbour tile "[(i % 15) as usize] ^ (i % 97 == 0) as u8)
+            .collect();
         let mut good = Vec::new();
         dsr_gdeflate::Encoder::new(dsr_gdeflate::Level::new(4)).encode_tile(&good_out, &mut good);
         Setup {
@@ -71,12 +73,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(statuses[1].is_ok(), cpu.is_ok(), "GPU {:?}, CPU {cpu:?}", statuses[1]);
     if cpu.is_ok() {
         let at = jobs[1].dst_offset as usize;
-        assert!(output[at..at + dst_len] == cpu_out[..], "the GPU decoded other bytes than the CPU");
+        assert!(
+            output[at..at + dst_len] == cpu_out[..],
+            "the GPU decoded other bytes than the CPU"
+        );
     }
     for k in [0, 2] {
         assert!(statuses[k].is_ok(), "a good neighbour failed: {:?}", statuses[k]);
         let at = jobs[k].dst_offset as usize;
-        assert!(output[at..at + 65536] == setup.good_out[..], "a good neighbour's bytes changed");
+        assert!(
+            output[at..at + 65536] == setup.good_out[..],
+            "a good neighbour's bytes changed"
+        );
     }
     let messages = setup.context.validation_messages();
     assert!(messages.is_empty(), "validation: {messages:?}");

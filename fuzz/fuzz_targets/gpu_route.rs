@@ -38,8 +38,12 @@ pub fn setup() -> &'static Setup {
         let (executor, _, _) =
             dsr::executor_with_gpu(executor_config, dsr::io_from_env(), &context, StagingConfig::default())
                 .expect("a GPU executor");
-        let good_plain: Vec<u8> = (0..100_000u32).map(|i| b"a good neighbour "[(i % 17) as usize]).collect();
-        let good = dsr_gdeflate::compress(&good_plain, dsr_gdeflate::Level::new(4)).expect("compresses").into();
+        let good_plain: Vec<u8> = (0..100_000u32)
+            .map(|i| b"a good neighbour "[(i % 17) as usize])
+            .collect();
+        let good = dsr_gdeflate::compress(&good_plain, dsr_gdeflate::Level::new(4))
+            .expect("compresses")
+            .into();
         let gpu = dsr::gpu::allocate_buffer(&context, ROOM + (1 << 20)).expect("a GPU buffer");
         Setup {
             context,
@@ -72,9 +76,17 @@ pub fn compare(requests: &[(Make<'_>, u64, u64)]) {
         gpu_taken.push(pushed.is_ok());
     }
     batch
-        .push(good(&none, 0).on_device(&setup.gpu, GOOD_AT).decode_on(DecodeRoute::Gpu))
+        .push(
+            good(&none, 0)
+                .on_device(&setup.gpu, GOOD_AT)
+                .decode_on(DecodeRoute::Gpu),
+        )
         .expect("the good request lowers");
-    let on_gpu = executor.submit(batch).expect("submits").wait_timeout(PATIENCE).expect("the GPU batch drains");
+    let on_gpu = executor
+        .submit(batch)
+        .expect("submits")
+        .wait_timeout(PATIENCE)
+        .expect("the GPU batch drains");
     // The CPU route: into host memory.
     let mut host = HostBuffer::new((ROOM + (1 << 20)) as usize);
     let mut batch = executor.batch();
@@ -82,7 +94,11 @@ pub fn compare(requests: &[(Make<'_>, u64, u64)]) {
     for (make, _, at) in requests {
         cpu_taken.push(batch.push(make(&host, *at).decode_on(DecodeRoute::Cpu)).is_ok());
     }
-    let on_cpu = executor.submit(batch).expect("submits").wait_timeout(PATIENCE).expect("the CPU batch drains");
+    let on_cpu = executor
+        .submit(batch)
+        .expect("submits")
+        .wait_timeout(PATIENCE)
+        .expect("the CPU batch drains");
     assert_eq!(gpu_taken, cpu_taken, "the routes took different requests");
     let done = |report: &dsr::BatchReport, taken: &[bool]| -> Vec<Option<RequestStatus>> {
         let mut statuses = report.requests.iter().map(|r| r.status.clone());
@@ -92,7 +108,10 @@ pub fn compare(requests: &[(Make<'_>, u64, u64)]) {
     let good_status = &on_gpu.requests.last().expect("the good request").status;
     assert_eq!(*good_status, RequestStatus::Done, "the good request beside them");
     let back = read_back(setup, ROOM + good_len);
-    assert!(back[GOOD_AT as usize..][..good_len as usize] == setup.good_plain[..], "the good request's bytes");
+    assert!(
+        back[GOOD_AT as usize..][..good_len as usize] == setup.good_plain[..],
+        "the good request's bytes"
+    );
     let host = host.as_slice().expect("the host buffer is ours again");
     for (k, (_, len, at)) in requests.iter().enumerate() {
         let (gpu, cpu) = (&gpu_statuses[k], &cpu_statuses[k]);
@@ -103,7 +122,10 @@ pub fn compare(requests: &[(Make<'_>, u64, u64)]) {
         );
         if matches!(gpu, Some(RequestStatus::Done)) {
             let range = *at as usize..(*at + *len) as usize;
-            assert!(back[range.clone()] == host[range], "request {k}: the routes landed other bytes");
+            assert!(
+                back[range.clone()] == host[range],
+                "request {k}: the routes landed other bytes"
+            );
         }
     }
     let messages = setup.context.validation_messages();
@@ -120,7 +142,15 @@ fn read_back(setup: &Setup, len: u64) -> Vec<u8> {
             .push(Request::device_to_host(&setup.gpu, at, PIECE.min(len - at), &host, at))
             .expect("a read-back request");
     }
-    let report = setup.executor.submit(batch).expect("submits").wait_timeout(PATIENCE).expect("read-back drains");
-    assert!(report.requests.iter().all(|r| r.status == RequestStatus::Done), "read-back failed");
+    let report = setup
+        .executor
+        .submit(batch)
+        .expect("submits")
+        .wait_timeout(PATIENCE)
+        .expect("read-back drains");
+    assert!(
+        report.requests.iter().all(|r| r.status == RequestStatus::Done),
+        "read-back failed"
+    );
     host.as_slice().expect("the read-back buffer is ours").to_vec()
 }

@@ -3,7 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(stream) = dsr_gdeflate::TileStream::parse(data) else { return };
+    let Ok(stream) = dsr_gdeflate::TileStream::parse(data) else {
+        return;
+    };
     let len = stream.uncompressed_len().min(8 << 20) as usize;
     let mut out = vec![0u8; len];
     let _ = dsr_gdeflate::decompress(data, &mut out);
