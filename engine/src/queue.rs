@@ -378,11 +378,10 @@ struct Ledger {
     taken: u64,
     /// The last value of `Shared::returned` read.
     returned_seen: u64,
-    /// Submitted batches, to cancel by tag; pruned as they retire.
+    /// Submitted batches, to cancel by tag; pruned as they retire. After a close that could not
+    /// wait (on a worker, or in a request's callback), the batches it cancelled, for a later
+    /// close from elsewhere to wait for.
     in_flight: Vec<Batch>,
-    /// The batches a close could not wait for (it ran on a worker, or in a request's callback):
-    /// a later close from elsewhere waits for them.
-    unwaited: Vec<Batch>,
     /// The first failure popped since the last status entry fired.
     since_status: Option<Error>,
     errors: ErrorRecord,
@@ -569,7 +568,6 @@ impl Queue {
                     taken: 0,
                     returned_seen: 0,
                     in_flight: Vec::new(),
-                    unwaited: Vec::new(),
                     since_status: None,
                     errors: ErrorRecord::default(),
                     first_failure_seq: 0,
@@ -997,20 +995,18 @@ impl Shared {
     /// Except on an executor's worker or inside a request's callback: the requests still in
     /// flight may need that very thread to finish, so a close there cancels them and returns at
     /// once (waiting would hang a one-worker executor, or two callbacks closing each other's
-    /// queues). A close from elsewhere afterwards, or the last handle's drop, waits for them.
+    /// queues). A close from elsewhere afterwards waits for them (the last handle's drop
+    /// never waits).
     fn close(&self, wait: bool) {
         let wait = wait && !crate::executor::on_worker() && CALLING.with(|c| c.get().is_null());
         let (batches, first) = {
             let mut ledger = self.lock();
             if ledger.closed {
-                (
-                    if wait {
-                        std::mem::take(&mut ledger.unwaited)
-                    } else {
-                        Vec::new()
-                    },
-                    false,
-                )
+                let unwaited = match wait {
+                    true => std::mem::take(&mut ledger.in_flight),
+                    false => Vec::new(),
+                };
+                (unwaited, false)
             } else {
                 ledger.closed = true;
                 self.handshake.close();
@@ -1025,10 +1021,10 @@ impl Shared {
                 }
                 // Nothing holds a slot any more; later finishers may count past `taken`.
                 ledger.taken = self.handshake.returned();
-                let batches = std::mem::take(&mut ledger.in_flight);
-                if !wait {
-                    ledger.unwaited = batches.clone();
-                }
+                let batches = match wait {
+                    true => std::mem::take(&mut ledger.in_flight),
+                    false => ledger.in_flight.clone(),
+                };
                 (batches, true)
             }
         };
