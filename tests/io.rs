@@ -204,14 +204,28 @@ fn a_tiny_staging_budget_applies_back_pressure_and_bounds_memory() {
     let (executor, info) = engine(Backend::IoUring, ring);
     let ring = info.ring.expect("io_uring");
     assert_eq!(ring.staging().slots(), 2);
-    // Unaligned destinations force every direct read through a slot.
+    // Reads through the page cache land in place: no staging memory is made for them.
     let ranges: Vec<(u64, u64)> = (0..4).map(|i| (i << 20, 1 << 20)).collect();
+    let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Buffered);
+    assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{statuses:?}");
+    check(&bytes, &data, &ranges);
+    assert!(!ring.staging().has_memory(), "staging is made on first use only");
+    assert!(
+        !ring.features().fixed_buffers,
+        "nothing registered before the first use"
+    );
+    // Unaligned destinations force every direct read through a slot.
     let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Direct);
     assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{statuses:?}");
     check(&bytes, &data, &ranges);
     assert!(
         ring.stats().waited.load(Ordering::Relaxed) > 0,
         "reads waited for staging"
+    );
+    assert!(ring.staging().has_memory());
+    assert!(
+        ring.features().fixed_buffers,
+        "the first staged read registered the slots"
     );
     assert_eq!(ring.staging().free_slots(), 2);
 }

@@ -41,6 +41,8 @@ pub fn run(args: InfoArgs) -> CliResult {
         })
         .collect();
     let ring = io.ring.as_ref().map(|ring| {
+        // Staging is registered on first use; `info` asks for it now to say whether it works.
+        ring.prepare_staging();
         let f = ring.features();
         json!({
             "fixed_buffers": f.fixed_buffers,
@@ -109,6 +111,7 @@ pub fn run(args: InfoArgs) -> CliResult {
         dsr::stages::io::residency::probe().name()
     );
     if let Some(ring) = &io.ring {
+        ring.prepare_staging();
         let f = ring.features();
         println!(
             "  fixed buffers: {} ({} staging slots of {} KiB)",

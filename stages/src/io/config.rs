@@ -36,7 +36,7 @@ impl Default for RingConfig {
 /// What the ring could set up.
 #[derive(Clone, Debug, Default)]
 pub struct RingFeatures {
-    /// Staging slots are registered as fixed buffers.
+    /// Staging slots are registered as fixed buffers (known once the pool is first used).
     pub fixed_buffers: bool,
     /// A sparse registered-file table exists.
     pub registered_files: bool,

@@ -89,6 +89,9 @@ struct Inner {
     files: FileTable,
     /// Completions reaped by the current poll (kept to reuse its allocation).
     reaped: Vec<(u64, i32)>,
+    /// Whether the staging slots are registered fixed buffers; `None` until the pool's first
+    /// use makes its memory.
+    fixed_buffers: Option<bool>,
 }
 
 /// Nodes whose reads ended under the lock, completed once it is released.
@@ -127,9 +130,8 @@ impl Ring {
         let staging = StagingPool::new(config.staging_budget, config.staging_slot);
         let mut probe = io_uring::Probe::new();
         let features = RingFeatures {
-            // SAFETY: the iovecs describe the pool's memory, which outlives the ring (field
-            // order in `Ring`), and nothing else writes a slot while an operation holds it.
-            fixed_buffers: unsafe { ring.submitter().register_buffers(&staging.iovecs()) }.is_ok(),
+            // Known once the staging pool is first used (`register_staging`).
+            fixed_buffers: false,
             registered_files: ring.submitter().register_files_sparse(FILE_SLOTS).is_ok(),
             async_cancel: ring.submitter().register_probe(&mut probe).is_ok()
                 && probe.is_supported(opcode::AsyncCancel::CODE),
@@ -150,6 +152,7 @@ impl Ring {
                 submitted: 0,
                 reaped: Vec::with_capacity(config.queue_depth as usize),
                 files: FileTable::new(features.registered_files, FILE_SLOTS),
+                fixed_buffers: None,
             }),
             staging,
             in_flight: AtomicUsize::new(0),
@@ -159,9 +162,30 @@ impl Ring {
         }))
     }
 
-    /// What the ring set up.
-    pub fn features(&self) -> &RingFeatures {
-        &self.features
+    /// What the ring set up. Whether the staging slots are fixed buffers is known once the pool
+    /// has been used ([`Ring::prepare_staging`] makes it so now).
+    pub fn features(&self) -> RingFeatures {
+        RingFeatures {
+            fixed_buffers: self.lock().fixed_buffers == Some(true),
+            ..self.features.clone()
+        }
+    }
+
+    /// Makes the staging pool's memory and registers it with the kernel now, rather than when
+    /// the first read that needs a slot comes.
+    pub fn prepare_staging(&self) {
+        let mut inner = self.lock();
+        self.register_staging(&mut inner);
+    }
+
+    /// Registers the staging slots as fixed buffers on first call (making the pool's memory);
+    /// whether the kernel took them.
+    fn register_staging(&self, inner: &mut Inner) -> bool {
+        *inner.fixed_buffers.get_or_insert_with(|| {
+            // SAFETY: the iovecs describe the pool's memory, which outlives the ring (field order
+            // in `Ring`), and nothing else writes a slot while an operation holds it.
+            unsafe { inner.ring.submitter().register_buffers(&self.staging.iovecs()) }.is_ok()
+        })
     }
 
     /// What it did so far.
@@ -232,6 +256,7 @@ impl Ring {
                 return Some(waiter);
             };
             *slot = Some(taken);
+            self.register_staging(inner);
             if op.write {
                 // SAFETY: (1) the slot is this op's alone from now until its completion is reaped,
                 // and holds at least `dst_len` bytes (the stage checked it fits); (2) `dst` is the
@@ -266,7 +291,7 @@ impl Ring {
         let buf = unsafe { start.add(op.done) };
         let len = (op.len - op.done) as u32;
         let offset = op.offset + op.done as u64;
-        let fixed_slot = op.slot().filter(|_| self.features.fixed_buffers);
+        let fixed_slot = op.slot().filter(|_| inner.fixed_buffers == Some(true));
         let entry = if op.write {
             match (op.file_slot, fixed_slot) {
                 (Some(file), Some(slot)) => opcode::WriteFixed::new(types::Fixed(file), buf, len, slot)

@@ -2,11 +2,15 @@
 //! with io_uring as fixed buffers. Reads that cannot land in their destination (direct I/O into
 //! an unaligned place) borrow a slot; when none is free the read waits. The pool never grows:
 //! the budget is what the caller gave, however many requests are queued.
+//!
+//! The memory is made on first use, not with the pool: a load from the page cache, or direct
+//! reads that land in place, never need a slot, and faulting in the default 64 MiB up front was
+//! most of a small load's whole-process time (docs/benchmarks.md, "Staging on first use").
 
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Alignment of the pool and of every slot (direct I/O needs the logical block size; 4 KiB
 /// covers every common device).
@@ -14,11 +18,20 @@ pub const STAGING_ALIGN: usize = 4096;
 
 /// A fixed budget of staging memory.
 pub struct StagingPool {
-    base: NonNull<u8>,
+    memory: OnceLock<Memory>,
     slot_size: usize,
     slots: usize,
     free: Mutex<Vec<u16>>,
 }
+
+/// The pool's allocation, once made.
+struct Memory(NonNull<u8>);
+
+// SAFETY: a plain address of memory the pool owns; what may be done through it is the pool's
+// business (below).
+unsafe impl Send for Memory {}
+// SAFETY: as above.
+unsafe impl Sync for Memory {}
 
 // SAFETY: the pool owns its allocation; a slot's bytes are only reached by the one operation that
 // holds the slot (the free list hands each index to one holder at a time).
@@ -38,24 +51,44 @@ impl fmt::Debug for StagingPool {
 
 impl StagingPool {
     /// A pool of `budget` bytes in slots of `slot_size` (both rounded up to 4 KiB; at least one
-    /// slot, at most 65535), every page touched now so no read pays a first-touch fault.
+    /// slot, at most 65535). No memory is taken until [`StagingPool::memory`] is first called.
     pub fn new(budget: usize, slot_size: usize) -> Self {
         let slot_size = slot_size.max(STAGING_ALIGN).div_ceil(STAGING_ALIGN) * STAGING_ALIGN;
         let slots = budget.div_ceil(slot_size).clamp(1, u16::MAX as usize);
-        let layout = Layout::from_size_align(slots * slot_size, STAGING_ALIGN).expect("staging layout");
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        let base = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        for page in (0..slots * slot_size).step_by(STAGING_ALIGN) {
-            // SAFETY: `page` is inside the allocation just made, which nothing else references.
-            unsafe { base.as_ptr().add(page).write_volatile(0) };
-        }
         StagingPool {
-            base,
+            memory: OnceLock::new(),
             slot_size,
             slots,
             free: Mutex::new((0..slots as u16).rev().collect()),
         }
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::from_size_align(self.slots * self.slot_size, STAGING_ALIGN).expect("staging layout")
+    }
+
+    /// The pool's memory: made, and every page touched so no read pays a first-touch fault, on
+    /// the first call.
+    pub fn memory(&self) -> NonNull<u8> {
+        self.memory
+            .get_or_init(|| {
+                let layout = self.layout();
+                // SAFETY: the layout has a non-zero size.
+                let raw = unsafe { alloc::alloc(layout) };
+                let base = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+                for page in (0..layout.size()).step_by(STAGING_ALIGN) {
+                    // SAFETY: `page` is inside the allocation just made, which nothing else
+                    // references yet.
+                    unsafe { base.as_ptr().add(page).write_volatile(0) };
+                }
+                Memory(base)
+            })
+            .0
+    }
+
+    /// Whether the memory has been made.
+    pub fn has_memory(&self) -> bool {
+        self.memory.get().is_some()
     }
 
     /// Bytes per slot.
@@ -89,10 +122,10 @@ impl StagingPool {
     pub fn slot_ptr(&self, slot: u16) -> *mut u8 {
         debug_assert!((slot as usize) < self.slots);
         // SAFETY: `slot < slots`, so the offset stays inside the allocation.
-        unsafe { self.base.as_ptr().add(slot as usize * self.slot_size) }
+        unsafe { self.memory().as_ptr().add(slot as usize * self.slot_size) }
     }
 
-    /// The slots as iovecs, for `io_uring_register_buffers` (index = slot).
+    /// The slots as iovecs, for `io_uring_register_buffers` (index = slot); makes the memory.
     pub fn iovecs(&self) -> Vec<libc::iovec> {
         (0..self.slots as u16)
             .map(|slot| libc::iovec {
@@ -105,10 +138,11 @@ impl StagingPool {
 
 impl Drop for StagingPool {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.slots * self.slot_size, STAGING_ALIGN).expect("staging layout");
-        // SAFETY: allocated in `new` with this layout; the ring that registered it is dropped first
-        // (it is declared before the pool in `Ring`).
-        unsafe { alloc::dealloc(self.base.as_ptr(), layout) }
+        if let Some(memory) = self.memory.get() {
+            // SAFETY: allocated in `memory` with this layout; the ring that registered it is
+            // dropped first (it is declared before the pool in `Ring`).
+            unsafe { alloc::dealloc(memory.0.as_ptr(), self.layout()) }
+        }
     }
 }
 
@@ -119,6 +153,7 @@ mod tests {
     #[test]
     fn slots_are_aligned_and_handed_out_once() {
         let pool = StagingPool::new(40_000, 10_000);
+        assert!(!pool.has_memory(), "the memory is made on first use");
         assert_eq!(pool.slot_size(), 12_288);
         assert_eq!(pool.slots(), 4);
         let taken: Vec<_> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
@@ -126,6 +161,7 @@ mod tests {
         for &s in &taken {
             assert_eq!(pool.slot_ptr(s) as usize % STAGING_ALIGN, 0);
         }
+        assert!(pool.has_memory());
         pool.release(taken[2]);
         assert_eq!(pool.try_acquire(), Some(taken[2]));
     }
