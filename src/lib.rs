@@ -44,7 +44,7 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeFile, RuntimeQueue};
 pub use dsr_engine::{
     Batch, BatchBuilder, BatchReport, CancelTicket, CompiledBatch, Compression, DecodeRoute, DeviceBuffer, Error,
     ErrorKind, Executor, ExecutorBuilder, ExecutorConfig, FileSource, GpuSpan, HostBuffer, IoPolicy, LoweringConfig,
-    MetricsSnapshot, NodeKind, Place, Priority, Request, RequestId, RequestRecord, RequestReport, RequestStatus,
+    MetricsSnapshot, NodeKind, Pages, Place, Priority, Request, RequestId, RequestRecord, RequestReport, RequestStatus,
     Result, SourceBytes,
 };
 

@@ -1,7 +1,8 @@
 //! `dsr load FILE... [--range OFFSET:LEN] [--dest host|gpu] [--verify]`: files (or an archive's
 //! assets) into host memory or a GPU buffer through the engine.
 
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use clap::Args;
 use dsr::engine::{LatencySummary, Observer};
 use dsr::gpu::GpuContext;
 use dsr::viz::RunRecorder;
-use dsr::{Batch, BatchReport, DeviceBuffer, HostBuffer, Request, RequestStatus};
+use dsr::{Batch, BatchReport, DeviceBuffer, HostBuffer, IoPolicy, Pages, Request, RequestStatus};
 use serde_json::json;
 
 use super::output::{self, Observers, Progress};
@@ -103,16 +104,50 @@ enum Dest {
     Gpu,
 }
 
-/// A host destination of `len` bytes, its pages touched up front by one thread per core: measured
-/// on a machine whose memory holds a lot of page cache, that was the fastest and steadiest way
-/// (one thread stalled for up to a second in huge-page compaction; leaving the faults to the
-/// reads' copies was as fast at its median but as unsteady; docs/benchmarks.md).
-/// `DSR_DEST_TOUCH=upfront|lazy` measures the others.
-fn host_destination(len: usize) -> HostBuffer {
+/// A host destination of `len` bytes, its pages left for the loads to touch: with the pages
+/// following the reads ([`destination_pages`]), that was the fastest on a machine whose memory
+/// is full of page cache, warm and cold, and as steady as touching them first on every core
+/// (`MADV_POPULATE_WRITE` too), which only paid while huge pages were used for every load
+/// (docs/benchmarks.md, "Huge pages or not"). `DSR_DEST_TOUCH=upfront|parallel` measures the others.
+fn host_destination(len: usize, pages: Pages) -> HostBuffer {
     match std::env::var("DSR_DEST_TOUCH").as_deref() {
-        Ok("upfront") => HostBuffer::prefault(len),
-        Ok("lazy") => HostBuffer::new(len),
-        _ => HostBuffer::prefault_on(len, std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Ok("upfront") => HostBuffer::prefault_on(len, 1, pages),
+        Ok("parallel") => {
+            HostBuffer::prefault_on(len, std::thread::available_parallelism().map_or(1, |n| n.get()), pages)
+        }
+        _ => HostBuffer::with_pages(len, pages),
+    }
+}
+
+/// The pages a host destination asks for: huge where most of its bytes will come by direct I/O
+/// (`--io direct`, or `auto` on files mostly outside the page cache), which pins them per 2 MiB;
+/// small where they are copied from the page cache, since faulting huge pages in can stall for
+/// seconds when page cache fills memory ([`Pages`]). `DSR_DEST_PAGES=huge|small` overrides,
+/// for measuring.
+fn destination_pages<'a>(policy: IoPolicy, reads: impl IntoIterator<Item = (&'a Path, u64, u64)>) -> Pages {
+    match std::env::var("DSR_DEST_PAGES").as_deref() {
+        Ok("huge") => return Pages::Huge,
+        Ok("small") => return Pages::Small,
+        _ => {}
+    }
+    match policy {
+        IoPolicy::Direct => Pages::Huge,
+        IoPolicy::Buffered => Pages::Small,
+        IoPolicy::Auto => {
+            let (mut cached, mut pages) = (0u64, 0u64);
+            for (path, offset, len) in reads {
+                let Ok(file) = std::fs::File::open(path) else { continue };
+                if let Some((c, p)) = dsr::stages::io::residency::resident(file.as_raw_fd(), offset, len) {
+                    cached += c;
+                    pages += p;
+                }
+            }
+            if 2 * cached >= pages {
+                Pages::Small
+            } else {
+                Pages::Huge
+            }
+        }
     }
 }
 
@@ -123,14 +158,14 @@ enum Landing {
 }
 
 impl Landing {
-    /// `total` bytes where `engine` puts them.
-    fn new(engine: &Engine, total: u64) -> Result<Landing, CliError> {
+    /// `total` bytes where `engine` puts them (in host memory, with `pages`).
+    fn new(engine: &Engine, total: u64, pages: Pages) -> Result<Landing, CliError> {
         match &engine.gpu {
             None => {
                 let len = usize::try_from(total).map_err(|_| {
                     CliError::failed(format!("{total} bytes do not fit in this machine's address space"))
                 })?;
-                Ok(Landing::Host(host_destination(len)))
+                Ok(Landing::Host(host_destination(len, pages)))
             }
             Some(context) => Ok(Landing::Gpu(dsr::gpu::allocate_buffer(context, total.max(1))?)),
         }
@@ -571,8 +606,9 @@ fn run_files(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> CliR
     if let Some(context) = &engine.gpu {
         let _ = gpu.set(context.clone());
     }
-    let mut landing = Landing::new(&engine, layout.total)?;
     let policy = args.engine.policy();
+    let pages = destination_pages(policy, layout.files.iter().map(|(p, o, l)| (p.as_path(), *o, *l)));
+    let mut landing = Landing::new(&engine, layout.total, pages)?;
     let loaded = repeat(&args, &engine, layout.bytes(), layout.files.len(), || {
         layout.requests(&landing, policy)
     })?;
@@ -647,8 +683,10 @@ fn run_archive(args: LoadArgs, gpu: &std::cell::OnceCell<Arc<GpuContext>>) -> Cl
     if let Some(context) = &engine.gpu {
         let _ = gpu.set(context.clone());
     }
-    let mut landing = Landing::new(&engine, total)?;
     let policy = args.engine.policy();
+    let archive_len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let pages = destination_pages(policy, [(path.as_path(), 0, archive_len)]);
+    let mut landing = Landing::new(&engine, total, pages)?;
     let host = landing.host();
     let loaded = repeat(&args, &engine, bytes, assets.len(), || {
         dsr::archive::requests(&archive, &assets, &host, &slots, !args.no_verify)
@@ -834,4 +872,28 @@ fn run_output(args: &LoadArgs, output: &std::path::Path) -> CliResult {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn destinations_take_huge_pages_only_where_reads_go_direct() {
+        // In the checkout rather than /tmp, which may be tmpfs (whose pages cannot be dropped).
+        let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        file.write_all(&vec![7u8; 1 << 20]).unwrap();
+        file.as_file().sync_all().unwrap();
+        let read = [(file.path(), 0u64, 1u64 << 20)];
+        assert_eq!(destination_pages(IoPolicy::Direct, read), Pages::Huge);
+        assert_eq!(destination_pages(IoPolicy::Buffered, read), Pages::Small);
+        // Just written: in the page cache, so `auto` copies it and wants small pages.
+        assert_eq!(destination_pages(IoPolicy::Auto, read), Pages::Small);
+        // Clean pages dropped from the cache: `auto` reads directly into huge pages.
+        // SAFETY: an advisory call on an open descriptor; it changes no memory of ours.
+        let dropped = unsafe { libc::posix_fadvise(file.as_file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(dropped, 0);
+        assert_eq!(destination_pages(IoPolicy::Auto, read), Pages::Huge);
+    }
 }

@@ -20,6 +20,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::memory::Pages;
 
 /// Alignment of every host allocation of a page or more, so O_DIRECT reads can land in place
 /// (smaller ones are aligned to a cache line).
@@ -49,7 +50,7 @@ unsafe impl Sync for HostAlloc {}
 impl Drop for HostAlloc {
     fn drop(&mut self) {
         if self.len != 0 && !self.borrowed {
-            // SAFETY: `ptr` came from `allocate_zeroed(self.len)` (see `HostBuffer::new`) and the
+            // SAFETY: `ptr` came from `allocate_zeroed(self.len, _)` (see `HostBuffer::new`) and the
             // last handle is going.
             unsafe { crate::memory::free(self.ptr, self.len) }
         }
@@ -61,10 +62,16 @@ impl HostBuffer {
     /// (see [`HostBuffer::prefault`] for loads that should not pay for that) and use huge
     /// pages where the system allows, which makes direct I/O into them cheaper.
     pub fn new(len: usize) -> Self {
+        Self::with_pages(len, Pages::Huge)
+    }
+
+    /// A zeroed buffer of `len` bytes whose large mappings use `pages` (see [`Pages`] for which
+    /// suits what).
+    pub fn with_pages(len: usize, pages: Pages) -> Self {
         let ptr = if len == 0 {
             NonNull::<u8>::dangling()
         } else {
-            crate::memory::allocate_zeroed(len).unwrap_or_else(|| {
+            crate::memory::allocate_zeroed(len, pages).unwrap_or_else(|| {
                 let layout = Layout::from_size_align(len, HOST_ALIGN).unwrap_or(Layout::new::<u8>());
                 std::alloc::handle_alloc_error(layout)
             })
@@ -100,12 +107,12 @@ impl HostBuffer {
     /// A buffer whose pages are already mapped, so a load into it measures I/O rather than page
     /// faults (first touch of fresh memory runs at 1–2 GB/s on small VMs).
     pub fn prefault(len: usize) -> Self {
-        Self::prefault_on(len, 1)
+        Self::prefault_on(len, 1, Pages::Huge)
     }
 
-    /// The same, its pages touched by `threads` threads at once (page faults, and the zeroing
-    /// behind them, are per-thread work).
-    pub fn prefault_on(len: usize, threads: usize) -> Self {
+    /// The same with `pages`, its pages touched by `threads` threads at once (page faults, and
+    /// the zeroing behind them, are per-thread work).
+    pub fn prefault_on(len: usize, threads: usize, pages: Pages) -> Self {
         fn touch(part: &mut [u8]) {
             for page in part.chunks_mut(HOST_ALIGN) {
                 // Volatile: the allocator promised zeroes, so the optimiser may drop a plain
@@ -114,7 +121,7 @@ impl HostBuffer {
                 unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
             }
         }
-        let mut buffer = HostBuffer::new(len);
+        let mut buffer = HostBuffer::with_pages(len, pages);
         if let Some(bytes) = buffer.as_mut_slice() {
             if threads <= 1 {
                 touch(bytes);

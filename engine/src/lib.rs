@@ -69,6 +69,7 @@ pub use graph::{
     RequestInfo, ResourceId, ResourceKind, Span,
 };
 pub use lower::LoweringConfig;
+pub use memory::Pages;
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
 pub use observer::{GpuSpan, NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};

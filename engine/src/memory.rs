@@ -4,9 +4,9 @@
 //!
 //! Large blocks come straight from the kernel as anonymous mappings: their pages are zero and
 //! mapped on first touch, where the allocator would `memset` an over-aligned block up front
-//! (std's `alloc_zeroed` only uses `calloc` up to 16-byte alignment). From 2 MiB they are also
-//! marked for transparent huge pages, which makes the kernel's per-page work on direct-I/O
-//! targets (pinning, dirtying) per 2 MiB folio instead of per 4 KiB page.
+//! (std's `alloc_zeroed` only uses `calloc` up to 16-byte alignment). From 2 MiB they may also
+//! be marked for transparent huge pages ([`Pages::Huge`]), which makes the kernel's per-page
+//! work on direct-I/O targets (pinning, dirtying) per 2 MiB folio instead of per 4 KiB page.
 
 use std::alloc::{self, Layout};
 use std::ptr::{self, NonNull};
@@ -20,8 +20,25 @@ const SMALL_ALIGN: usize = 64;
 /// From here up, blocks are anonymous mappings.
 const MMAP_FROM: usize = 256 << 10;
 
-/// From here up, mappings ask for transparent huge pages.
+/// From here up, mappings of [`Pages::Huge`] ask for transparent huge pages.
 const HUGE_FROM: usize = 2 << 20;
+
+/// The pages a large block asks the kernel for.
+///
+/// Measured with page cache filling memory (docs/benchmarks.md, "Huge pages or not"): direct
+/// reads into huge pages ran 1.25× faster than into small ones, but first touches of huge pages
+/// stalled for seconds at a time, while small pages stayed steady. A huge page needs a free
+/// 2 MiB block: on a VM whose balloon reports free memory to the host (as here) such blocks are
+/// the ones the host took back, and on a full machine the kernel may compact memory to make one.
+/// So: huge pages where direct I/O lands, small ones where bytes are copied in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pages {
+    /// Transparent huge pages (`MADV_HUGEPAGE`) from 2 MiB up: for direct-I/O targets.
+    #[default]
+    Huge,
+    /// The kernel's default pages: for memory the CPU fills (page-cache copies, decoding).
+    Small,
+}
 
 fn layout(len: usize) -> Layout {
     let align = if len >= PAGE { PAGE } else { SMALL_ALIGN };
@@ -29,7 +46,7 @@ fn layout(len: usize) -> Layout {
 }
 
 /// `len` (non-zero) zeroed, page-aligned bytes, or `None` if memory is exhausted.
-pub(crate) fn allocate_zeroed(len: usize) -> Option<NonNull<u8>> {
+pub(crate) fn allocate_zeroed(len: usize, pages: Pages) -> Option<NonNull<u8>> {
     debug_assert!(len > 0);
     if len < MMAP_FROM {
         // SAFETY: the layout has a non-zero size.
@@ -53,7 +70,7 @@ pub(crate) fn allocate_zeroed(len: usize) -> Option<NonNull<u8>> {
     // Advice only: where huge pages are off, the mapping works the same with small ones (and
     // miri, which checks this module, has no madvise).
     #[cfg(not(miri))]
-    if len >= HUGE_FROM {
+    if len >= HUGE_FROM && pages == Pages::Huge {
         // SAFETY: the range is the mapping just made.
         unsafe { libc::madvise(raw, len, libc::MADV_HUGEPAGE) };
     }
@@ -90,7 +107,7 @@ mod tests {
             MMAP_FROM,
             HUGE_FROM + 5,
         ] {
-            let ptr = allocate_zeroed(len).unwrap();
+            let ptr = allocate_zeroed(len, Pages::Huge).unwrap();
             let align = if len >= PAGE { PAGE } else { SMALL_ALIGN };
             assert_eq!(ptr.as_ptr() as usize % align, 0, "{len}");
             // SAFETY: a fresh block of `len` bytes, used only here.

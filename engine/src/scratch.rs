@@ -101,7 +101,7 @@ unsafe impl Send for Block {}
 
 impl Block {
     fn allocate(size: usize, hooks: &Option<Arc<dyn ScratchHooks>>) -> Option<Block> {
-        let ptr = crate::memory::allocate_zeroed(size)?;
+        let ptr = crate::memory::allocate_zeroed(size, crate::memory::Pages::Huge)?;
         if let Some(hooks) = hooks {
             hooks.mapped(ptr, size);
         }
