@@ -105,19 +105,27 @@ fn short_writes_are_resubmitted_and_errors_name_the_file() {
             },
         );
         let short = blank(dir.path(), &format!("short-{backend:?}.bin"), 0);
+        let short_direct = blank(dir.path(), &format!("short-direct-{backend:?}.bin"), 0);
         let broken = blank(dir.path(), &format!("broken-{backend:?}.bin"), 0);
         let mut batch = executor.batch();
+        // Buffered writes are `pwrite`s on the workers with either backend; direct ones go on the
+        // ring where there is one.
         batch
             .push(Request::write(data.clone(), 0, 1 << 20, &short, 3).io(IoPolicy::Buffered))
             .unwrap();
         batch.push(Request::write(data.clone(), 0, 70_000, &broken, 0)).unwrap();
+        batch
+            .push(Request::write(data.clone(), 0, 1 << 20, &short_direct, 0).io(IoPolicy::Direct))
+            .unwrap();
         let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
         assert_eq!(report.requests[0].status, RequestStatus::Done, "{backend:?}");
+        assert_eq!(report.requests[2].status, RequestStatus::Done, "{backend:?}");
         let written = std::fs::read(&short).unwrap();
         assert!(
             written[3..] == data[..] && written.len() == 3 + (1 << 20),
             "{backend:?}"
         );
+        assert!(std::fs::read(&short_direct).unwrap() == data[..], "{backend:?}");
         let RequestStatus::Failed(err) = &report.requests[1].status else {
             panic!("{backend:?}: {:?}", report.requests[1].status)
         };

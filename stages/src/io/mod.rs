@@ -98,7 +98,10 @@ pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result
                 .stage(NodeKind::Read, Arc::new(uring_read::UringReadStage::new(ring.clone())))
                 .stage(
                     NodeKind::Write,
-                    Arc::new(uring_write::UringWriteStage::new(ring.clone())),
+                    Arc::new(uring_write::UringWriteStage::new(
+                        ring.clone(),
+                        PwriteStage::with_faults(config.ring.faults.clone()),
+                    )),
                 )
                 .stage(NodeKind::Sync, Arc::new(SyncStage))
                 .reactor(ring.clone());

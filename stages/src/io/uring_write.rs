@@ -6,6 +6,13 @@
 //! node's bytes when they are aligned in memory too, and through a registered staging slot (a
 //! fixed buffer) when they are not. An unaligned range cannot be written directly without
 //! reading around it first: `Auto` writes it through the page cache, `Direct` refuses it.
+//!
+//! Writes through the page cache do not go on the ring: the worker copies them in with `pwrite`
+//! ([`PwriteStage`]). The kernel cannot run a buffered write to ext4 without blocking, so io_uring
+//! hands each to one of its workers, and it runs a file's buffered writes one at a time on one
+//! worker (they would take the file's lock in turn anyway): decoding a stream into a file on two
+//! threads then waited for that one writer and gained 1.4× over one thread, against 1.9× with
+//! each worker copying its own windows in (docs/benchmarks.md, "Buffered writes on the workers").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,17 +23,21 @@ use super::op::{Op, OpFile, Target};
 use super::open::{open_direct_write, open_for_write};
 use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
+use super::write::PwriteStage;
 
-/// Writes a node's bytes to its file range through io_uring.
+/// Writes a node's bytes to its file range: direct writes through io_uring, buffered ones with
+/// `pwrite` on the worker.
 #[derive(Debug)]
 pub struct UringWriteStage {
     ring: Arc<Ring>,
+    buffered: PwriteStage,
 }
 
 impl UringWriteStage {
-    /// A stage feeding `ring` (which must also be the executor's reactor).
-    pub fn new(ring: Arc<Ring>) -> Self {
-        UringWriteStage { ring }
+    /// A stage feeding `ring` (which must also be the executor's reactor) with direct writes,
+    /// and writing through the page cache with `buffered`.
+    pub fn new(ring: Arc<Ring>, buffered: PwriteStage) -> Self {
+        UringWriteStage { ring, buffered }
     }
 }
 
@@ -49,19 +60,22 @@ impl Stage for UringWriteStage {
             Ok(f) => std::os::fd::AsRawFd::as_raw_fd(f),
             Err(err) => return Outcome::Failed(err),
         };
-        if bytes.is_empty() {
-            // Nothing to write; the file opened for writing, which is all an empty write checks.
-            return Outcome::Done { bytes: 0 };
-        }
         let policy = node.request_info().io;
-        let len = bytes.len() as u64;
-        let file_aligned = offset.is_multiple_of(ALIGN) && len.is_multiple_of(ALIGN);
+        let len = bytes.len();
+        if len == 0 || policy == IoPolicy::Buffered {
+            // Nothing to write (the file opened for writing, which is all an empty write
+            // checks), or a copy into the page cache, which this worker makes itself.
+            return self.write_buffered(node, len);
+        }
+        let len64 = len as u64;
+        let file_aligned = offset.is_multiple_of(ALIGN) && len64.is_multiple_of(ALIGN);
         let direct = match policy {
             IoPolicy::Buffered => None,
             IoPolicy::Direct if !file_aligned => {
                 return invalid(format!(
                     "a direct write needs a file range aligned to {ALIGN} bytes, not {offset}+{len}; \
-                     use the auto or buffered policy"
+                     use the auto or buffered policy",
+                    len = len64
                 ));
             }
             IoPolicy::Auto if !file_aligned => None,
@@ -75,11 +89,10 @@ impl Stage for UringWriteStage {
         let src = bytes.as_ptr().cast_mut();
         let memory_aligned = (src as u64).is_multiple_of(ALIGN);
         let staged_fits = bytes.len() <= self.ring.staging_capacity();
-        let (fd, is_direct, target) = match direct {
-            Some(fd) if memory_aligned => (fd, true, Target::Destination { ptr: src }),
+        let (fd, target) = match direct {
+            Some(fd) if memory_aligned => (fd, Target::Destination { ptr: src }),
             Some(fd) if staged_fits => (
                 fd,
-                true,
                 Target::Staged {
                     slot: None,
                     skip: 0,
@@ -94,23 +107,34 @@ impl Stage for UringWriteStage {
                     self.ring.staging_capacity()
                 ));
             }
-            _ => (buffered, false, Target::Destination { ptr: src }),
+            _ => return self.write_buffered(node, len),
         };
         let stats = self.ring.stats();
         stats.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if is_direct {
-            stats.direct_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        stats.direct_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (pending, outcome) = node.defer();
         let file = OpFile {
             fd,
             buffered,
-            direct: is_direct,
+            direct: true,
             offset,
             path,
         };
         self.ring
             .start(pending, Op::new(file, target, bytes.len(), bytes.len(), true));
         outcome
+    }
+}
+
+impl UringWriteStage {
+    /// The node's `len` bytes written through the page cache on this worker.
+    fn write_buffered(&self, node: NodeRef<'_>, len: usize) -> Outcome {
+        if len > 0 {
+            self.ring
+                .stats()
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.buffered.run(node)
     }
 }
