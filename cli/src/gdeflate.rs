@@ -146,6 +146,7 @@ pub fn run(args: GdeflateArgs) -> CliResult {
             ..
         } => {
             let mut config = engine.config();
+            config.scratch_budget = decompress_scratch(config.scratch_budget, config.workers);
             let trace = Trace::new(trace, config.workers);
             config.observer = trace.recorder().map(|r| r as Arc<dyn dsr::engine::Observer>);
             decompress_streaming(&input, &output, &engine, config)?;
@@ -386,10 +387,20 @@ fn read_table(path: &PathBuf) -> Result<(u64, Vec<u64>, u64), CliError> {
     Ok((data, ends, parsed.uncompressed_len()))
 }
 
-/// Tiles a window of the stream decodes at once (16 MiB of output), at most a quarter of the
+/// Tiles a window of the stream decodes at once (4 MiB of output), at most a quarter of the
 /// scratch budget's worth, so that several windows are in flight.
 fn window_tiles(scratch: u64) -> usize {
-    ((scratch / 4 / TILE_SIZE as u64) as usize).clamp(1, 256)
+    ((scratch / 4 / TILE_SIZE as u64) as usize).clamp(1, 64)
+}
+
+/// The scratch a decompression holds at most: about three windows (decoded, and compressed at
+/// worst as large) per worker, within the caller's budget. Enough to keep every worker decoding
+/// while the next windows are read and the last written; more only made fresh memory to fault
+/// in, which on the development VM made one run in three take 2–4 times as long
+/// (docs/benchmarks.md, "Buffered writes on the workers").
+fn decompress_scratch(budget: u64, workers: usize) -> u64 {
+    let window = window_tiles(budget) as u64 * TILE_SIZE as u64;
+    budget.min(workers.max(1) as u64 * 3 * 2 * window)
 }
 
 /// `dsr gdeflate decompress`: the stream decoded into OUT through the engine, window by window
@@ -413,8 +424,8 @@ fn decompress_streaming(
         .open(output)
         .and_then(|f| f.set_len(len))
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", output.display())))?;
+    let window = window_tiles(config.scratch_budget);
     let (executor, _) = engine.executor(config)?;
-    let window = window_tiles(engine.scratch);
     let host = HostBuffer::new(0);
     let mut batch = executor.batch();
     let mut firsts = Vec::new();
