@@ -372,9 +372,13 @@ fn encode_tiles(tiles: &[&[u8]], level: Level, threads: usize) -> Vec<EncodedTil
 
 /// By default an asset is stored raw unless GDeflate saves at least this share of its bytes: a
 /// raw asset loads with one read straight into its destination and a hash pass, where a
-/// compressed one goes through the decoder at about 1 GB/s per core (measured on game data that
-/// is mostly PNG, JPEG and Ogg, which GDeflate shrinks by under 10%).
-pub const DEFAULT_MIN_GAIN: f64 = 0.10;
+/// compressed one goes through the decoder, at 0.4–1.2 GB/s per core (slowest on the nearly
+/// incompressible data that shrinks least). Decoding repays only what it saves in reads: on
+/// SuperTuxKart's data (mostly PNG, JPEG and Ogg) on two cores, archives packed at 10% loaded
+/// at 0.86× a loop reading the loose files from the page cache, at 50% 1.11× and 1.2–1.4× cold
+/// (docs/benchmarks.md, "The minimum gain, again"). Archives meant for GPU decompression, where
+/// decoding costs next to nothing, may pack with a lower minimum ([`ArchiveWriter::min_gain`]).
+pub const DEFAULT_MIN_GAIN: f64 = 0.50;
 
 /// Writes an archive: add assets (from memory, [`ArchiveWriter::add`], or streamed from files,
 /// [`ArchiveWriter::add_files`]), then [`ArchiveWriter::finish`].
