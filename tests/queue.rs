@@ -296,6 +296,31 @@ fn a_closed_queue_completes_nothing_and_refuses_everything() {
     }
 }
 
+/// Regression (found by the `queue_sequences` fuzz target): a status entry refused by a closed
+/// queue was left `Unused`, wiping another queue's result the caller had not read yet.
+#[test]
+fn a_refused_status_entry_keeps_the_result_it_held() {
+    let executor = Arc::new(executor(1));
+    let config = QueueConfig {
+        source: SourceType::Memory,
+        capacity: 128,
+        ..QueueConfig::default()
+    };
+    let done = Queue::new(executor.clone(), config.clone()).unwrap();
+    let closed = Queue::new(executor, config).unwrap();
+    closed.close();
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 9));
+    let dest = HostBuffer::new(64);
+    let statuses = StatusArray::new(1);
+    done.enqueue(copy_request(&bytes, &dest, 0, 0)).unwrap();
+    done.enqueue_status(&statuses, 0).unwrap();
+    assert!(signalled(&done).wait_timeout(1, PATIENCE));
+    assert_eq!(statuses.get(0), StatusEntry::Ok);
+    let err = closed.enqueue_status(&statuses, 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    assert_eq!(statuses.get(0), StatusEntry::Ok, "a refusal changes nothing");
+}
+
 #[test]
 fn queues_refuse_what_does_not_fit_them() {
     let executor = Arc::new(executor(1));

@@ -184,7 +184,9 @@ impl StatusArray {
     }
 
     /// Marks entry `index` pending, unless it is pending already (or does not exist).
-    fn claim(&self, index: usize) -> Result<()> {
+    /// Marks entry `index` pending for a new use; what it held before, to put back if the
+    /// queue refuses the entry after all.
+    fn claim(&self, index: usize) -> Result<StatusEntry> {
         let mut entries = self.lock();
         let len = entries.len();
         match entries.get_mut(index) {
@@ -192,10 +194,7 @@ impl StatusArray {
             Some(StatusEntry::Pending) => Err(invalid(format!(
                 "status entry {index} is still pending; enqueue it again once it has completed"
             ))),
-            Some(entry) => {
-                *entry = StatusEntry::Pending;
-                Ok(())
-            }
+            Some(entry) => Ok(std::mem::replace(entry, StatusEntry::Pending)),
         }
     }
 
@@ -609,10 +608,13 @@ impl Queue {
     /// failure (in enqueue order) among the requests enqueued since the previous status entry,
     /// once everything enqueued before it has finished. Refuses an entry still pending.
     pub fn enqueue_status(&self, array: &Arc<StatusArray>, index: usize) -> Result<()> {
-        array.claim(index)?;
+        let before = array.claim(index)?;
         let entered = self.shared.enqueue_entry(Entry::Status(array.clone(), index), true);
         if entered.is_err() {
-            array.set(index, StatusEntry::Unused);
+            // Refused (a closed queue): the entry keeps what it said, which may be another
+            // queue's result the caller has not read yet. Nothing else writes an entry that is
+            // pending without an owner.
+            array.set(index, before);
         }
         entered
     }
