@@ -135,7 +135,8 @@ fn destination_pages<'a>(policy: IoPolicy, reads: impl IntoIterator<Item = (&'a 
         IoPolicy::Buffered => Pages::Small,
         IoPolicy::Auto => {
             let (mut cached, mut pages) = (0u64, 0u64);
-            for (path, offset, len) in reads {
+            // A sample decides for thousands of loose files (each probe opens its file).
+            for (path, offset, len) in reads.into_iter().take(256) {
                 let Ok(file) = std::fs::File::open(path) else { continue };
                 if let Some((c, p)) = dsr::stages::io::residency::resident(file.as_raw_fd(), offset, len) {
                     cached += c;
