@@ -119,17 +119,26 @@ fn host_destination(len: usize, pages: Pages) -> HostBuffer {
     }
 }
 
-/// The pages a host destination asks for: huge where most of its bytes will come by direct I/O
-/// (`--io direct`, or `auto` on files mostly outside the page cache), which pins them per 2 MiB;
-/// small where they are copied from the page cache, since faulting huge pages in can stall for
-/// seconds when page cache fills memory ([`Pages`]). `DSR_DEST_PAGES=huge|small` overrides,
-/// for measuring.
+/// The pages a host destination asks for: huge (the kernel faults and pins them per 2 MiB:
+/// a warm 1 GiB load ran 1.6× faster into them on the GPU machine), except on a VM whose
+/// balloon hands free memory back to the host, where first touches of huge pages stalled for
+/// seconds: there only where most of the bytes come by direct I/O (`--io direct`, or `auto` on
+/// files mostly outside the page cache), which gains most from them ([`Pages`],
+/// docs/benchmarks.md). `DSR_DEST_PAGES=huge|small` overrides, for measuring.
 fn destination_pages<'a>(policy: IoPolicy, reads: impl IntoIterator<Item = (&'a Path, u64, u64)>) -> Pages {
     match std::env::var("DSR_DEST_PAGES").as_deref() {
         Ok("huge") => return Pages::Huge,
         Ok("small") => return Pages::Small,
         _ => {}
     }
+    if !dsr::engine::free_pages_go_to_the_host() {
+        return Pages::Huge;
+    }
+    pages_for_reads(policy, reads)
+}
+
+/// Huge pages where most of the bytes come by direct I/O, small where they are copied in.
+fn pages_for_reads<'a>(policy: IoPolicy, reads: impl IntoIterator<Item = (&'a Path, u64, u64)>) -> Pages {
     match policy {
         IoPolicy::Direct => Pages::Huge,
         IoPolicy::Buffered => Pages::Small,
@@ -881,20 +890,20 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn destinations_take_huge_pages_only_where_reads_go_direct() {
+    fn where_huge_pages_stall_destinations_take_them_only_for_direct_reads() {
         // In the checkout rather than /tmp, which may be tmpfs (whose pages cannot be dropped).
         let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         file.write_all(&vec![7u8; 1 << 20]).unwrap();
         file.as_file().sync_all().unwrap();
         let read = [(file.path(), 0u64, 1u64 << 20)];
-        assert_eq!(destination_pages(IoPolicy::Direct, read), Pages::Huge);
-        assert_eq!(destination_pages(IoPolicy::Buffered, read), Pages::Small);
+        assert_eq!(pages_for_reads(IoPolicy::Direct, read), Pages::Huge);
+        assert_eq!(pages_for_reads(IoPolicy::Buffered, read), Pages::Small);
         // Just written: in the page cache, so `auto` copies it and wants small pages.
-        assert_eq!(destination_pages(IoPolicy::Auto, read), Pages::Small);
+        assert_eq!(pages_for_reads(IoPolicy::Auto, read), Pages::Small);
         // Clean pages dropped from the cache: `auto` reads directly into huge pages.
         // SAFETY: an advisory call on an open descriptor; it changes no memory of ours.
         let dropped = unsafe { libc::posix_fadvise(file.as_file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(dropped, 0);
-        assert_eq!(destination_pages(IoPolicy::Auto, read), Pages::Huge);
+        assert_eq!(pages_for_reads(IoPolicy::Auto, read), Pages::Huge);
     }
 }

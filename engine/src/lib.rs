@@ -69,7 +69,7 @@ pub use graph::{
     RequestInfo, ResourceId, ResourceKind, Span,
 };
 pub use lower::LoweringConfig;
-pub use memory::Pages;
+pub use memory::{free_pages_go_to_the_host, Pages};
 pub use metrics::{LatencySummary, MetricsSnapshot, StageMetrics};
 pub use observer::{GpuSpan, NodeEvent, Observer};
 pub use outcome::{NodeEnd, Outcome};

@@ -25,19 +25,41 @@ const HUGE_FROM: usize = 2 << 20;
 
 /// The pages a large block asks the kernel for.
 ///
-/// Measured with page cache filling memory (docs/benchmarks.md, "Huge pages or not"): direct
-/// reads into huge pages ran 1.25× faster than into small ones, but first touches of huge pages
-/// stalled for seconds at a time, while small pages stayed steady. A huge page needs a free
-/// 2 MiB block: on a VM whose balloon reports free memory to the host (as here) such blocks are
-/// the ones the host took back, and on a full machine the kernel may compact memory to make one.
-/// So: huge pages where direct I/O lands, small ones where bytes are copied in.
+/// Measured (docs/benchmarks.md, "Huge pages or not"): on the GPU machine's VM, a warm 1 GiB
+/// load ran 1.6× faster into huge pages than into small ones; on the development VM, whose
+/// balloon reports free memory to the host ([`free_pages_go_to_the_host`]), first touches of
+/// huge pages stalled for seconds at a time, since the free 2 MiB blocks they need are the ones
+/// the host took back, while small pages stayed steady. Direct reads gain most from huge pages
+/// (the kernel pins per 2 MiB).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Pages {
-    /// Transparent huge pages (`MADV_HUGEPAGE`) from 2 MiB up: for direct-I/O targets.
+    /// Transparent huge pages (`MADV_HUGEPAGE`) from 2 MiB up.
     #[default]
     Huge,
-    /// The kernel's default pages: for memory the CPU fills (page-cache copies, decoding).
+    /// The kernel's default pages.
     Small,
+}
+
+/// Whether this machine is a VM whose balloon reports free memory to the host
+/// (`VIRTIO_BALLOON_F_REPORTING`): the host then takes back free blocks of 2 MiB and up, and a
+/// huge page's first touch waits for the host to back it again. Read once from sysfs.
+pub fn free_pages_go_to_the_host() -> bool {
+    static REPORTING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REPORTING.get_or_init(|| balloon_reports_free_pages(std::path::Path::new("/sys/bus/virtio/devices")))
+}
+
+/// Whether a virtio device under `devices` is a balloon (device id 5) offering free page
+/// reporting (feature bit 5 of the bit string in its `features` file).
+fn balloon_reports_free_pages(devices: &std::path::Path) -> bool {
+    const BALLOON: &str = "0x0005";
+    const F_REPORTING: usize = 5;
+    let Ok(entries) = std::fs::read_dir(devices) else {
+        return false;
+    };
+    entries.flatten().any(|device| {
+        let read = |name: &str| std::fs::read_to_string(device.path().join(name)).unwrap_or_default();
+        read("device").trim() == BALLOON && read("features").as_bytes().get(F_REPORTING) == Some(&b'1')
+    })
 }
 
 fn layout(len: usize) -> Layout {
@@ -94,6 +116,35 @@ pub(crate) unsafe fn free(ptr: NonNull<u8>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_balloon_reporting_free_pages_is_found_in_sysfs() {
+        let dir = tempfile_dir();
+        let device = |name: &str, id: &str, features: &str| {
+            let path = dir.join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join("device"), format!("{id}\n")).unwrap();
+            std::fs::write(path.join("features"), format!("{features}\n")).unwrap();
+        };
+        device("virtio1", "0x0002", "0010001001100100");
+        assert!(!balloon_reports_free_pages(&dir), "a block device");
+        device("virtio0", "0x0005", "0110000000000000");
+        assert!(!balloon_reports_free_pages(&dir), "a balloon without reporting");
+        device("virtio0", "0x0005", "0110010100000000");
+        assert!(balloon_reports_free_pages(&dir));
+        assert!(!balloon_reports_free_pages(&dir.join("absent")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "dsr-balloon-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn blocks_of_every_kind_are_zeroed_aligned_and_writable() {
