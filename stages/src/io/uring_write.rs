@@ -67,15 +67,13 @@ impl Stage for UringWriteStage {
             // checks), or a copy into the page cache, which this worker makes itself.
             return self.write_buffered(node, len);
         }
-        let len64 = len as u64;
-        let file_aligned = offset.is_multiple_of(ALIGN) && len64.is_multiple_of(ALIGN);
+        let file_aligned = offset.is_multiple_of(ALIGN) && (len as u64).is_multiple_of(ALIGN);
         let direct = match policy {
             IoPolicy::Buffered => None,
             IoPolicy::Direct if !file_aligned => {
                 return invalid(format!(
                     "a direct write needs a file range aligned to {ALIGN} bytes, not {offset}+{len}; \
-                     use the auto or buffered policy",
-                    len = len64
+                     use the auto or buffered policy"
                 ));
             }
             IoPolicy::Auto if !file_aligned => None,
