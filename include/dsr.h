@@ -210,6 +210,12 @@ typedef struct dsr_vulkan_device {
     dsr_queue_lock_fn lock_queue;
     dsr_queue_lock_fn unlock_queue;
     void *lock_user_data;
+    /* The queues themselves (VkQueue), for callers that know a queue but not the index it was
+     * made with (a D3D12 translation layer's); NULL: queue `transfer_index` / `compute_index` of
+     * the family. Added after the first header: a struct_size that ends at lock_user_data is
+     * still accepted, and reads these as NULL. */
+    void *transfer_queue;
+    void *compute_queue;
 } dsr_vulkan_device;
 
 /* The runtime. */

@@ -86,6 +86,30 @@ unsafe fn write_out<T>(out: *mut T, value: T) -> Outcome {
     Ok(())
 }
 
+/// Reads a caller's struct that has grown since the first header: `older` lists the sizes older
+/// headers gave it (each a prefix of today's fields), and the fields they lack read as zero.
+///
+/// # Safety
+/// As [`read_struct`], for any of the sizes; and all-zero bytes are a valid `T` (null
+/// pointers, `None` functions, zero numbers).
+unsafe fn read_grown_struct<T: Copy>(ptr: *const T, older: &[usize]) -> Result<T, dsr_result> {
+    if ptr.is_null() {
+        return Err(DSR_E_INVALID_ARGUMENT);
+    }
+    // SAFETY: by the caller's premise the first 4 bytes are readable.
+    let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    if size != std::mem::size_of::<T>() && !older.contains(&size) {
+        return Err(DSR_E_INVALID_ARGUMENT);
+    }
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: `size` readable bytes (the caller's premise), at most `T`'s size (checked above,
+    // the older sizes being prefixes); the rest stays zero, which is a valid `T`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), value.as_mut_ptr().cast::<u8>(), size);
+        Ok(value.assume_init())
+    }
+}
+
 /// A caller's optional C string, as text.
 ///
 /// # Safety
@@ -322,8 +346,8 @@ pub unsafe extern "C" fn dsr_runtime_create_vulkan(
     guard(|| {
         // SAFETY: the caller's pointers, checked for null and size.
         let config = runtime_config(&unsafe { read_struct(config) }?)?;
-        // SAFETY: as above.
-        let desc = unsafe { read_struct(device) }?;
+        // SAFETY: as above; a header older than the queue handles gives them as null.
+        let desc = unsafe { read_grown_struct(device, &[DSR_VULKAN_DEVICE_SIZE_V1]) }?;
         if desc.reserved != 0
             || desc.instance.is_null()
             || desc.physical_device.is_null()
@@ -362,12 +386,14 @@ pub unsafe extern "C" fn dsr_runtime_create_vulkan(
         };
         // SAFETY: the caller's handles (the header's contract); the families are checked
         // against the device's, the indices are the caller's word.
+        // A queue given by handle (a caller that knows its queue but not the index it was made
+        // with, such as a D3D12 translation layer) is taken as it is, its family checked.
         unsafe {
             external.transfer = external
-                .queue(desc.transfer_family, desc.transfer_index)
+                .queue(desc.transfer_family, desc.transfer_index, desc.transfer_queue)
                 .map_err(|e| failed(&e))?;
             external.compute = external
-                .queue(desc.compute_family, desc.compute_index)
+                .queue(desc.compute_family, desc.compute_index, desc.compute_queue)
                 .map_err(|e| failed(&e))?;
         }
         // SAFETY: as above; the caller keeps the device alive and takes the lock it gave dsr
@@ -1258,7 +1284,7 @@ mod header {
         dsr_vulkan_device {
             struct_size, reserved, instance, physical_device, device, get_instance_proc_addr,
             transfer_family, transfer_index, compute_family, compute_index, lock_queue,
-            unlock_queue, lock_user_data,
+            unlock_queue, lock_user_data, transfer_queue, compute_queue,
         }
         dsr_queue_info { struct_size, empty_slots, until_auto_submit, reserved }
         dsr_completion { user_data, result, reserved }

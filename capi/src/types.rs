@@ -154,7 +154,12 @@ pub struct dsr_vulkan_device {
     pub lock_queue: dsr_queue_lock_fn,
     pub unlock_queue: dsr_queue_lock_fn,
     pub lock_user_data: *mut c_void,
+    pub transfer_queue: *mut c_void,
+    pub compute_queue: *mut c_void,
 }
+
+/// `dsr_vulkan_device` as the first header had it (without the queue handles): still accepted.
+pub const DSR_VULKAN_DEVICE_SIZE_V1: usize = std::mem::offset_of!(dsr_vulkan_device, transfer_queue);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -273,8 +273,10 @@ fn windows_path(drive: char, relative: &Path) -> String {
 
 #[test]
 fn the_wine_dstorage_dll_serves_a_windows_program() {
-    // Wine (its loader and winegcc), mingw-w64 and make build and run it (Debian: wine64,
-    // wine64-tools, gcc-mingw-w64-x86-64, make).
+    // Wine (its loader and winegcc), mingw-w64 and make build and run it; the D3D12 test's
+    // stand-in device needs the Vulkan headers, and an X server for Wine 8's Vulkan (Debian:
+    // wine64, wine64-tools, gcc-mingw-w64-x86-64, make, libvulkan-dev, xvfb).
+    let vulkan_headers = Path::new("/usr/include/vulkan/vulkan_core.h");
     let tools = [
         ("make", find_tool("make", &[])),
         ("winegcc", find_tool("winegcc", &["/usr/lib/wine/winegcc"])),
@@ -282,6 +284,11 @@ fn the_wine_dstorage_dll_serves_a_windows_program() {
         (
             "wine64",
             find_tool("wine64", &["/usr/lib/wine/wine64"]).or_else(|| find_tool("wine", &[])),
+        ),
+        ("Xvfb", find_tool("Xvfb", &[])),
+        (
+            "the Vulkan headers",
+            vulkan_headers.exists().then(|| vulkan_headers.to_path_buf()),
         ),
     ];
     let missing: Vec<&str> = tools
@@ -292,9 +299,11 @@ fn the_wine_dstorage_dll_serves_a_windows_program() {
     if !missing.is_empty() {
         assert!(
             std::env::var("DSR_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "DSR_REQUIRE_TOOLS=1 but {missing:?} are missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make)"
+            "DSR_REQUIRE_TOOLS=1 but {missing:?} are missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make xvfb libvulkan-dev)"
         );
-        eprintln!("skipped: {missing:?} missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make)");
+        eprintln!(
+            "skipped: {missing:?} missing (install wine64 wine64-tools gcc-mingw-w64-x86-64 make xvfb libvulkan-dev)"
+        );
         return;
     }
     let wine = tools[3].1.clone().expect("found above");
@@ -388,4 +397,98 @@ fn the_wine_dstorage_dll_serves_a_windows_program() {
     );
     let _ = std::fs::remove_dir_all(&c_dir);
     assert!(out.contains("every check passed"), "{out}");
+
+    // D3D12 buffer destinations, through a stand-in for vkd3d-proton on Wine's Vulkan, with the
+    // validation layer loaded by the host's Vulkan loader beneath winevulkan, logging to a file.
+    let display = Xvfb::start(tools[4].1.as_ref().expect("found above"));
+    let log = dir.path().join("validation.log");
+    let settings = dir.path().join("vk_layer_settings.txt");
+    std::fs::write(
+        &settings,
+        format!(
+            "khronos_validation.debug_action = VK_DBG_LAYER_ACTION_LOG_MSG\n\
+             khronos_validation.log_filename = {}\n\
+             khronos_validation.report_flags = error,warn\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let run_d3d12 = |extra: &[&str]| {
+        let mut command = Command::new(&wine);
+        command
+            .arg(build.join("d3d12.exe"))
+            .args([windows_path('Z', &on_z), windows_path('Z', &packed), len.to_string()])
+            .args(extra)
+            .current_dir(&build);
+        wine_env(&mut command);
+        command
+            .env("DISPLAY", &display.name)
+            .env("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation")
+            .env("VK_LAYER_SETTINGS_PATH", &settings);
+        command.output().expect("wine runs")
+    };
+    // First a known mistake, so a clean log below means the layer was there and found nothing.
+    let provoked = run_d3d12(&["--provoke-validation"]);
+    if vulkan_missing_may_skip(&provoked) {
+        return;
+    }
+    assert!(
+        provoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&provoked.stdout)
+    );
+    let caught = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        caught.contains("VUID-VkBufferCreateInfo-size"),
+        "the validation layer did not report the invalid buffer (install vulkan-validationlayers): {caught}"
+    );
+    std::fs::remove_file(&log).unwrap();
+    let output = run_d3d12(&[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "d3d12.exe under Wine failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{stdout}");
+    assert!(stdout.contains("every check passed"), "{stdout}");
+    let messages = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(messages.is_empty(), "validation messages:\n{messages}");
+}
+
+/// An X server for one test (Wine 8 reaches the host's Vulkan through its X11 driver), killed
+/// when dropped.
+struct Xvfb {
+    child: std::process::Child,
+    name: String,
+}
+
+impl Xvfb {
+    fn start(program: &Path) -> Xvfb {
+        use std::io::BufRead;
+        // -displayfd: the server picks a free display and writes its number when ready.
+        let mut child = Command::new(program)
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Xvfb starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("Xvfb says its display");
+        let number: u32 = line.trim().parse().expect("a display number");
+        Xvfb {
+            child,
+            name: format!(":{number}"),
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

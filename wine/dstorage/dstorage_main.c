@@ -1,6 +1,7 @@
 /*
  * dstorage.dll for Wine, over libdsr.so: a Winelib DLL (an ELF that Wine loads as a builtin)
- * implementing DirectStorage's factory, files, queues and status arrays for memory destinations.
+ * implementing DirectStorage's factory, files, queues and status arrays, for memory destinations
+ * and (through vkd3d-proton's Vulkan interop) D3D12 buffers.
  *
  * Threads. Every COM method runs on the game's (Wine) thread and calls libdsr directly. dsr's
  * workers are not Wine threads and never call Win32: they finish requests, write status arrays
@@ -9,14 +10,17 @@
  * Signal for EnqueueSignal.
  *
  * Errors. DirectStorage's enqueue methods return nothing: a request dsr refuses at enqueue, or
- * one this DLL cannot serve (a D3D12 destination), is recorded as a failure in
+ * one this DLL cannot serve (a texture destination), is recorded as a failure in
  * the queue's error record (and its error event set), and the next status entry reports it.
  */
+#define _GNU_SOURCE /* dl_iterate_phdr */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -30,6 +34,7 @@
 
 #define INITGUID
 #include "dstorage.h"
+#include "d3d12_interop.h"
 #include "dsr.h"
 
 #ifndef ARRAY_SIZE
@@ -297,6 +302,288 @@ static dsr_runtime factory_runtime(struct factory *f) {
     return runtime;
 }
 
+/* ---- D3D12 buffer destinations: vkd3d-proton's Vulkan device, through its interop --------------
+ *
+ * A queue made with a D3D12 device gets a link to it, one per device, shared by its queues. When
+ * the device answers vkd3d-proton's ID3D12DXVKInteropDevice, the link makes a D3D12 compute
+ * queue on it, asks the interop for the Vulkan instance, device and that queue, turns
+ * winevulkan's client handles into the host's (what libdsr.so calls), and makes a dsr runtime
+ * on that device: buffer destinations become reads into the resource's VkBuffer at its offset.
+ * Without the interface (Wine's own vkd3d, a Windows D3D12), or when a step fails, the link
+ * remembers why and buffer destinations fail with E_DSTORAGE_INVALID_DESTINATION_TYPE; memory
+ * destinations work on every queue.
+ *
+ * vkd3d-proton submits to the same VkQueue, so dsr takes the queue's lock around its own
+ * submissions. LockCommandQueue is PE code and dsr's threads are not Wine threads: a Wine
+ * thread of the link's (the proxy) takes and releases the lock on their behalf. */
+
+/* winevulkan's client handles (the PE side's) and the host's. Proton's winevulkan.so exports
+ * __wine_get_native_Vk*. Wine 8's does not: a client handle's second word points at its Unix
+ * side object, laid out (Wine 8.0's sources, checked here) as
+ *   instance:        function table, client handle, host handle, ...
+ *   physical device: instance object, client handle, host handle
+ *   device:          function table, physical device object, client handle (unset), host handle
+ *   queue:           device object, client handle, host handle
+ * and each is checked against its parent before its host handle is believed. Other Wine
+ * versions lay it out differently (10.0 puts the host handle first): refused, not guessed. */
+#define WINEVULKAN_LOADER_MAGIC 0x01CDC0DEull
+
+enum vk_kind { VK_INSTANCE, VK_PHYSICAL_DEVICE, VK_DEVICE, VK_QUEUE, VK_KINDS };
+typedef void *(*native_handle_fn)(void *client);
+
+static struct {
+    pthread_once_t once;
+    native_handle_fn proton[VK_KINDS]; /* all set, or none */
+    BOOL wine8;                        /* Wine 8's layout may be walked */
+} host_handles = {PTHREAD_ONCE_INIT, {0}, FALSE};
+
+static int find_winevulkan(struct dl_phdr_info *info, size_t size, void *path) {
+    (void)size;
+    const char *name = info->dlpi_name;
+    size_t n = name ? strlen(name) : 0;
+    if (n >= 14 && !strcmp(name + n - 14, "/winevulkan.so")) {
+        lstrcpynA(path, name, MAX_PATH);
+        return 1;
+    }
+    return 0;
+}
+
+static void host_handles_init(void) {
+    char path[MAX_PATH] = "";
+    dl_iterate_phdr(find_winevulkan, path);
+    void *lib = path[0] ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (lib) {
+        static const char *const names[VK_KINDS] = {"__wine_get_native_VkInstance",
+                                                    "__wine_get_native_VkPhysicalDevice",
+                                                    "__wine_get_native_VkDevice", "__wine_get_native_VkQueue"};
+        int found = 0;
+        for (int k = 0; k < VK_KINDS; k++) found += !!(host_handles.proton[k] = (native_handle_fn)dlsym(lib, names[k]));
+        if (found != VK_KINDS) memset(host_handles.proton, 0, sizeof host_handles.proton);
+        dlclose(lib); /* NOLOAD took a reference to a library Wine keeps loaded */
+    }
+    const char *(CDECL *version)(void) =
+        (void *)GetProcAddress(GetModuleHandleA("ntdll.dll"), "wine_get_version");
+    host_handles.wine8 = version && !strncmp(version(), "8.", 2);
+}
+
+/* Wine 8: the Unix side object of a winevulkan client handle, or NULL. */
+static const UINT64 *wine8_object(void *client) {
+    const UINT64 *words = client;
+    return words && words[0] == WINEVULKAN_LOADER_MAGIC ? (const UINT64 *)(UINT_PTR)words[1] : NULL;
+}
+
+/* Wine 8: the word `skip` words after `anchor` in the first 8 KiB of an instance or device object
+ * (past its function table, whose length depends on the build's Vulkan registry), or 0. */
+static UINT64 wine8_after(const UINT64 *object, UINT64 anchor, size_t skip) {
+    for (size_t i = 0; i + skip < 8192 / sizeof(UINT64); i++)
+        if (object[i] == anchor) return object[i + skip];
+    return 0;
+}
+
+static BOOL wine8_host_handles(void *const client[VK_KINDS], void *host[VK_KINDS]) {
+    const UINT64 *object[VK_KINDS];
+    for (int k = 0; k < VK_KINDS; k++)
+        if (!(object[k] = wine8_object(client[k]))) return FALSE; /* not winevulkan's */
+    const UINT64 *physical = object[VK_PHYSICAL_DEVICE], *queue = object[VK_QUEUE];
+    if (physical[0] != (UINT64)(UINT_PTR)object[VK_INSTANCE] || physical[1] != (UINT64)(UINT_PTR)client[VK_PHYSICAL_DEVICE] ||
+        queue[0] != (UINT64)(UINT_PTR)object[VK_DEVICE] || queue[1] != (UINT64)(UINT_PTR)client[VK_QUEUE])
+        return FALSE;
+    host[VK_INSTANCE] = (void *)(UINT_PTR)wine8_after(object[VK_INSTANCE], (UINT64)(UINT_PTR)client[VK_INSTANCE], 1);
+    host[VK_PHYSICAL_DEVICE] = (void *)(UINT_PTR)physical[2];
+    host[VK_DEVICE] = (void *)(UINT_PTR)wine8_after(object[VK_DEVICE], (UINT64)(UINT_PTR)physical, 2);
+    host[VK_QUEUE] = (void *)(UINT_PTR)queue[2];
+    return host[VK_INSTANCE] && host[VK_PHYSICAL_DEVICE] && host[VK_DEVICE] && host[VK_QUEUE];
+}
+
+/* The host handles of winevulkan's client handles (instance, physical device, device, queue). */
+static BOOL host_handles_of(void *const client[VK_KINDS], void *host[VK_KINDS]) {
+    pthread_once(&host_handles.once, host_handles_init);
+    if (host_handles.proton[0]) {
+        for (int k = 0; k < VK_KINDS; k++)
+            if (!(host[k] = host_handles.proton[k](client[k]))) return FALSE;
+        return TRUE;
+    }
+    return host_handles.wine8 && wine8_host_handles(client, host);
+}
+
+enum proxy_op { PROXY_IDLE, PROXY_LOCK, PROXY_UNLOCK, PROXY_DONE, PROXY_QUIT };
+
+struct gpu_link {
+    struct gpu_link *next;
+    LONG queues;                        /* queues made with it (under gpu_links.lock) */
+    ID3D12Device *device;               /* the key (referenced) */
+    ID3D12DXVKInteropDevice *interop;   /* referenced, or NULL */
+    ID3D12CommandQueue *d3d12_queue;    /* ours, whose VkQueue dsr submits to */
+    dsr_runtime runtime;                /* 0: buffer destinations are refused */
+    const char *why;                    /* ... and why (DSTORAGE_DEBUG_SHOW_ERRORS) */
+    /* The lock proxy: dsr's threads hand it one operation at a time. */
+    pthread_mutex_t proxy_lock;
+    pthread_cond_t proxy_cond;
+    enum proxy_op op;
+    BOOL held;                          /* a dsr thread holds the queue's lock (or is taking it) */
+    HANDLE proxy;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct gpu_link *links;
+} gpu_links = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+/* The proxy, a Wine thread: takes and releases vkd3d-proton's queue lock when asked. */
+static DWORD WINAPI proxy_run(void *arg) {
+    struct gpu_link *l = arg;
+    pthread_mutex_lock(&l->proxy_lock);
+    for (;;) {
+        while (l->op != PROXY_LOCK && l->op != PROXY_UNLOCK && l->op != PROXY_QUIT)
+            pthread_cond_wait(&l->proxy_cond, &l->proxy_lock);
+        enum proxy_op op = l->op;
+        if (op == PROXY_QUIT) break;
+        pthread_mutex_unlock(&l->proxy_lock);
+        if (op == PROXY_LOCK) l->interop->lpVtbl->LockCommandQueue(l->interop, l->d3d12_queue);
+        else l->interop->lpVtbl->UnlockCommandQueue(l->interop, l->d3d12_queue);
+        pthread_mutex_lock(&l->proxy_lock);
+        l->op = PROXY_DONE;
+        pthread_cond_broadcast(&l->proxy_cond);
+    }
+    pthread_mutex_unlock(&l->proxy_lock);
+    return 0;
+}
+
+/* Hands the proxy an operation and waits for it (called with proxy_lock held). */
+static void proxy_do(struct gpu_link *l, enum proxy_op op) {
+    l->op = op;
+    pthread_cond_broadcast(&l->proxy_cond);
+    while (l->op != PROXY_DONE) pthread_cond_wait(&l->proxy_cond, &l->proxy_lock);
+    l->op = PROXY_IDLE;
+}
+
+/* dsr's lock callbacks, on dsr's threads (plain C: no Win32). */
+static void link_lock_queue(void *user_data) {
+    struct gpu_link *l = user_data;
+    pthread_mutex_lock(&l->proxy_lock);
+    while (l->held) pthread_cond_wait(&l->proxy_cond, &l->proxy_lock);
+    l->held = TRUE;
+    proxy_do(l, PROXY_LOCK);
+    pthread_mutex_unlock(&l->proxy_lock);
+}
+
+static void link_unlock_queue(void *user_data) {
+    struct gpu_link *l = user_data;
+    pthread_mutex_lock(&l->proxy_lock);
+    proxy_do(l, PROXY_UNLOCK);
+    l->held = FALSE;
+    pthread_cond_broadcast(&l->proxy_cond);
+    pthread_mutex_unlock(&l->proxy_lock);
+}
+
+/* Makes the link's runtime on the device's Vulkan device; sets `why` when it cannot. */
+static void link_connect(struct gpu_link *l, const dsr_runtime_config *config) {
+    ID3D12Device *device = l->device;
+    if (FAILED(device->lpVtbl->QueryInterface(device, &IID_ID3D12DXVKInteropDevice, (void **)&l->interop))) {
+        l->interop = NULL;
+        l->why = "the D3D12 device has no ID3D12DXVKInteropDevice (not vkd3d-proton)";
+        return;
+    }
+    ID3D12DXVKInteropDevice *interop = l->interop;
+    D3D12_COMMAND_QUEUE_DESC queue_desc = {D3D12_COMMAND_LIST_TYPE_COMPUTE, 0, 0, 0};
+    void *instance = NULL, *physical = NULL, *vk_device = NULL, *vk_queue = NULL;
+    UINT32 family = 0;
+    if (FAILED(interop->lpVtbl->GetVulkanHandles(interop, &instance, &physical, &vk_device))) {
+        l->why = "GetVulkanHandles failed";
+        return;
+    }
+    if (FAILED(device->lpVtbl->CreateCommandQueue(device, &queue_desc, &IID_ID3D12CommandQueue,
+                                                  (void **)&l->d3d12_queue))) {
+        l->d3d12_queue = NULL;
+        l->why = "CreateCommandQueue failed";
+        return;
+    }
+    if (FAILED(interop->lpVtbl->GetVulkanQueueInfo(interop, l->d3d12_queue, &vk_queue, &family))) {
+        l->why = "GetVulkanQueueInfo failed";
+        return;
+    }
+    void *const client[VK_KINDS] = {instance, physical, vk_device, vk_queue};
+    void *host[VK_KINDS];
+    if (!host_handles_of(client, host)) {
+        l->why = "winevulkan's host handles cannot be found (Proton's winevulkan or Wine 8 is needed)";
+        return;
+    }
+    dsr_vulkan_device vk;
+    memset(&vk, 0, sizeof vk);
+    vk.struct_size = sizeof vk;
+    vk.instance = host[VK_INSTANCE];
+    vk.physical_device = host[VK_PHYSICAL_DEVICE];
+    vk.device = host[VK_DEVICE];
+    vk.transfer_queue = vk.compute_queue = host[VK_QUEUE];
+    vk.transfer_family = vk.compute_family = family;
+    vk.lock_queue = link_lock_queue;
+    vk.unlock_queue = link_unlock_queue;
+    vk.lock_user_data = l;
+    if (!(l->proxy = CreateThread(NULL, 0, proxy_run, l, 0, NULL))) {
+        l->why = "cannot start the queue lock's thread";
+        return;
+    }
+    if (dsr_runtime_create_vulkan(config, &vk, &l->runtime) != DSR_OK) {
+        l->runtime = 0;
+        l->why = "libdsr cannot use the device (Vulkan 1.2 with timeline semaphores is needed)";
+    }
+}
+
+/* Ends a link whose runtime is gone or never was: on a Wine thread (it calls COM). */
+static void link_free(struct gpu_link *l) {
+    if (l->proxy) {
+        pthread_mutex_lock(&l->proxy_lock);
+        l->op = PROXY_QUIT;
+        pthread_cond_broadcast(&l->proxy_cond);
+        pthread_mutex_unlock(&l->proxy_lock);
+        WaitForSingleObject(l->proxy, INFINITE);
+        CloseHandle(l->proxy);
+    }
+    if (l->d3d12_queue) l->d3d12_queue->lpVtbl->Release(l->d3d12_queue);
+    if (l->interop) l->interop->lpVtbl->Release(l->interop);
+    l->device->lpVtbl->Release(l->device);
+    pthread_mutex_destroy(&l->proxy_lock);
+    pthread_cond_destroy(&l->proxy_cond);
+    free(l);
+}
+
+/* The link to `device` for a new queue (counted), made on first use; NULL when out of memory. */
+static struct gpu_link *link_get(ID3D12Device *device, const dsr_runtime_config *config) {
+    pthread_mutex_lock(&gpu_links.lock);
+    struct gpu_link *l = gpu_links.links;
+    while (l && l->device != device) l = l->next;
+    if (!l && (l = calloc(1, sizeof *l))) {
+        l->device = device;
+        device->lpVtbl->AddRef(device);
+        pthread_mutex_init(&l->proxy_lock, NULL);
+        pthread_cond_init(&l->proxy_cond, NULL);
+        link_connect(l, config);
+        l->next = gpu_links.links;
+        gpu_links.links = l;
+    }
+    if (l) l->queues++;
+    pthread_mutex_unlock(&gpu_links.lock);
+    return l;
+}
+
+/* A queue of the link is gone (its dsr queue destroyed): the last one ends the link, so the
+ * game may destroy its device. On a Wine thread. */
+static void link_put(struct gpu_link *l) {
+    if (!l) return;
+    pthread_mutex_lock(&gpu_links.lock);
+    BOOL last = !--l->queues;
+    if (last) {
+        struct gpu_link **link = &gpu_links.links;
+        while (*link != l) link = &(*link)->next;
+        *link = l->next;
+    }
+    pthread_mutex_unlock(&gpu_links.lock);
+    if (!last) return;
+    /* A runtime that will not go (something of it still open) keeps the device it uses. */
+    if (l->runtime && dsr_runtime_destroy(l->runtime) != DSR_OK) return;
+    link_free(l);
+}
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 /* A file's Windows path, shared by the file and its requests in flight (for error records):
@@ -438,6 +725,7 @@ struct queue {
                             * callback may still run on a dsr worker after Close returns */
     dsr_queue handle;
     DSTORAGE_QUEUE_DESC desc;
+    struct gpu_link *link; /* made with a D3D12 device: buffer destinations go through it */
     char name[DSTORAGE_REQUEST_MAX_NAME];
     HANDLE error_event;
     LONG closed;           /* games call a queue from several threads: atomics */
@@ -567,6 +855,7 @@ static ULONG STDMETHODCALLTYPE queue_Release(IDStorageQueue *iface) {
     if (!refs) {
         queue_Close(iface);
         dsr_queue_destroy(q->handle);
+        link_put(q->link);
         queue_unhold(q);
     }
     return refs;
@@ -596,6 +885,34 @@ static void refuse(struct queue *q, const DSTORAGE_REQUEST *request, HRESULT hr)
         return;                  \
     } while (0)
 
+/* A D3D12 buffer as dsr's destination: the resource's VkBuffer, imported for the request, and
+ * the range in it (`destination_size` is the room the game gave). On a Wine thread (it calls
+ * the resource and the interop). */
+static HRESULT buffer_destination(struct gpu_link *l, const DSTORAGE_DESTINATION_BUFFER *destination,
+                                  dsr_buffer *buffer, dsr_request *r) {
+    ID3D12Resource *resource = destination->Resource;
+    if (!resource) return E_INVALIDARG;
+    D3D12_RESOURCE_DESC desc;
+    memset(&desc, 0, sizeof desc);
+    resource->lpVtbl->GetDesc(resource, &desc);
+    if (desc.Dimension != D3D12_RESOURCE_DIMENSION_BUFFER) return E_DSTORAGE_INVALID_DESTINATION_TYPE;
+    if (destination->Offset > desc.Width || destination->Size > desc.Width - destination->Offset)
+        return E_DSTORAGE_INVALID_DESTINATION_SIZE;
+    UINT64 vk_buffer = 0, base = 0;
+    if (FAILED(l->interop->lpVtbl->GetVulkanResourceInfo(l->interop, resource, &vk_buffer, &base)) || !vk_buffer ||
+        base > UINT64_MAX - desc.Width)
+        return E_INVALIDARG;
+    /* vkd3d-proton places small buffers in a larger VkBuffer: the resource is its bytes
+     * [base, base + Width), which is as far as dsr may write. */
+    dsr_result result = dsr_buffer_import(l->runtime, vk_buffer, base + desc.Width, buffer);
+    if (result != DSR_OK) return hresult_of(result);
+    r->buffer = *buffer;
+    r->buffer_offset = base + destination->Offset;
+    r->destination = NULL;
+    r->destination_size = destination->Size;
+    return S_OK;
+}
+
 static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
     if (!request) REFUSE(q, NULL, E_INVALIDARG);
     if (q->closed) REFUSE(q, request, E_DSTORAGE_QUEUE_CLOSED);
@@ -603,9 +920,17 @@ static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
     if (options->SourceType != q->desc.SourceType) REFUSE(q, request, E_DSTORAGE_INVALID_SOURCE_TYPE);
     if (options->Reserved || memcmp(options->Reserved1, "\0\0\0\0\0\0\0", 7))
         REFUSE(q, request, E_DSTORAGE_RESERVED_FIELDS);
-    if (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_MEMORY)
-        REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_TYPE); /* D3D12 interop: not yet */
+    /* Buffers through the interop (textures, subresources and tiles are not implemented). */
+    if (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_MEMORY &&
+        (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_BUFFER || !q->link || !q->link->runtime)) {
+        if ((the_factory.debug_flags & DSTORAGE_DEBUG_SHOW_ERRORS) && q->link && q->link->why)
+            fprintf(stderr, "dstorage: no D3D12 destinations: %s\n", q->link->why);
+        REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_TYPE);
+    }
     if (options->CompressionFormat >= DSTORAGE_CUSTOM_COMPRESSION_0) {
+        /* The title decodes custom formats into memory it can write. */
+        if (options->DestinationType != DSTORAGE_REQUEST_DESTINATION_MEMORY)
+            REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_TYPE);
         enqueue_custom(q, request);
         return;
     }
@@ -627,20 +952,31 @@ static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
         r.source = request->Source.Memory.Source;
         r.source_size = request->Source.Memory.Size;
     }
-    r.destination = request->Destination.Memory.Buffer;
-    r.destination_size = request->Destination.Memory.Size;
+    dsr_buffer buffer = 0;
+    if (options->DestinationType == DSTORAGE_REQUEST_DESTINATION_BUFFER) {
+        HRESULT hr = buffer_destination(q->link, &request->Destination.Buffer, &buffer, &r);
+        if (FAILED(hr)) REFUSE(q, request, hr);
+    } else {
+        r.destination = request->Destination.Memory.Buffer;
+        r.destination_size = request->Destination.Memory.Size;
+    }
+    UINT64 room = r.destination_size;
     if (options->CompressionFormat == DSTORAGE_COMPRESSION_FORMAT_GDEFLATE) {
         r.compression = DSR_COMPRESSION_GDEFLATE;
-        if (request->UncompressedSize > request->Destination.Memory.Size)
-            REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_SIZE);
         r.destination_size = request->UncompressedSize;
-    } else if (r.source_size != r.destination_size) {
+    }
+    if (options->CompressionFormat == DSTORAGE_COMPRESSION_FORMAT_GDEFLATE ? request->UncompressedSize > room
+                                                                            : r.source_size != room) {
+        dsr_buffer_release(buffer);
         REFUSE(q, request, E_DSTORAGE_INVALID_DESTINATION_SIZE);
     }
     r.tag = request->CancellationTag;
     r.name = request->Name;
     struct pending *p = malloc(sizeof *p);
-    if (!p) REFUSE(q, request, E_OUTOFMEMORY);
+    if (!p) {
+        dsr_buffer_release(buffer);
+        REFUSE(q, request, E_OUTOFMEMORY);
+    }
     p->queue = q;
     InterlockedIncrement(&q->memory_refs);
     p->seq = (UINT64)InterlockedIncrement64(&q->next_seq);
@@ -656,6 +992,7 @@ static void enqueue_request(struct queue *q, const DSTORAGE_REQUEST *request) {
     r.callback = on_request_done;
     r.user_data = p;
     dsr_result result = dsr_queue_enqueue(q->handle, &r);
+    dsr_buffer_release(buffer); /* the request keeps what it needs of it */
     if (result != DSR_OK) {
         path_release(p->path);
         free(p); /* its number stays unused: the refusal takes the next */
@@ -1426,6 +1763,13 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     if (!runtime) return E_FAIL;
     struct queue *q = calloc(1, sizeof *q);
     if (!q) return E_OUTOFMEMORY;
+    if (desc->Device) {
+        if (!(q->link = link_get(desc->Device, &f->config))) {
+            free(q);
+            return E_OUTOFMEMORY;
+        }
+        if (q->link->runtime) runtime = q->link->runtime;
+    }
     q->iface.lpVtbl = &queue_vtbl;
     q->refs = 1;
     q->memory_refs = 1;
@@ -1456,6 +1800,7 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     if (result != DSR_OK) {
         free(w);
         if (q->handle) dsr_queue_destroy(q->handle);
+        link_put(q->link);
         CloseHandle(q->error_event);
         pthread_mutex_destroy(&q->lock);
         pthread_mutex_destroy(&q->hold_lock);

@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #define INITGUID
-#include "dstorage.h"
+#include "d3d12_interop.h"
 
 static int failures;
 
@@ -33,6 +33,17 @@ int main(void) {
     EXPECT(sizeof(DSTORAGE_DESTINATION_TEXTURE_REGION), 40);
     EXPECT(sizeof(DSTORAGE_DESTINATION_TILES), 40);
     EXPECT(sizeof(DSTORAGE_REQUEST), 104);
+    /* D3D12's, as far as the DLL uses them, and the interop's vtable (13 methods). */
+    EXPECT(sizeof(D3D12_COMMAND_QUEUE_DESC), 16);
+    EXPECT(sizeof(D3D12_RESOURCE_DESC), 56);
+    EXPECT(offsetof(D3D12_RESOURCE_DESC, Width), 16);
+    EXPECT(offsetof(D3D12_RESOURCE_DESC, Format), 32);
+    EXPECT(offsetof(D3D12_RESOURCE_DESC, Flags), 48);
+    EXPECT(offsetof(ID3D12DeviceVtbl, CreateCommandQueue), 8 * sizeof(void *));
+    EXPECT(offsetof(ID3D12ResourceVtbl, GetDesc), 10 * sizeof(void *));
+    EXPECT(offsetof(ID3D12DXVKInteropDeviceVtbl, GetVulkanHandles), 7 * sizeof(void *));
+    EXPECT(offsetof(ID3D12DXVKInteropDeviceVtbl, GetVulkanResourceInfo), 10 * sizeof(void *));
+    EXPECT(sizeof(ID3D12DXVKInteropDeviceVtbl), 13 * sizeof(void *));
     EXPECT(offsetof(DSTORAGE_REQUEST, Source), 16);
     EXPECT(offsetof(DSTORAGE_REQUEST, Destination), 40);
     EXPECT(offsetof(DSTORAGE_REQUEST, UncompressedSize), 80);

@@ -6,6 +6,7 @@
  * Usage: vulkan ASSET_FILE COMPRESSED_FILE SIZE OUT_FILE
  * Exits 77 when there is no Vulkan device (the harness decides whether that may skip). */
 #include <pthread.h>
+#include <stddef.h>
 #include <vulkan/vulkan.h>
 
 #include "common.h"
@@ -333,8 +334,13 @@ int main(int argc, char **argv) {
     EXPECT(dsr_queue_enqueue(host_queue, &upload), DSR_E_UNSUPPORTED);
 
     /* A buffer belongs to its runtime: another runtime on the same device refuses it. */
+    /* This one names its queue by handle, as a D3D12 translation layer does. */
     dsr_runtime other;
-    OK(dsr_runtime_create_vulkan(&config, &device, &other));
+    dsr_vulkan_device by_handle = device;
+    vkGetDeviceQueue(g.device, g.family, 0, (VkQueue *)&by_handle.transfer_queue);
+    by_handle.compute_queue = by_handle.transfer_queue;
+    by_handle.transfer_index = by_handle.compute_index = 99; /* not read when the handle is given */
+    OK(dsr_runtime_create_vulkan(&config, &by_handle, &other));
     dsr_queue other_queue;
     OK(dsr_queue_create(other, &memory_desc, &other_queue));
     EXPECT(dsr_queue_enqueue(other_queue, &upload), DSR_E_INVALID_ARGUMENT);
@@ -347,6 +353,13 @@ int main(int argc, char **argv) {
     /* Bad device descriptions. */
     dsr_vulkan_device wrong = device;
     wrong.struct_size = 8;
+    EXPECT(dsr_runtime_create_vulkan(&config, &wrong, &other), DSR_E_INVALID_ARGUMENT);
+    /* A caller built against the first header, which ended at lock_user_data: accepted. */
+    wrong = device;
+    wrong.struct_size = offsetof(dsr_vulkan_device, transfer_queue);
+    OK(dsr_runtime_create_vulkan(&config, &wrong, &other));
+    OK(dsr_runtime_destroy(other));
+    wrong.struct_size = sizeof wrong + 8;
     EXPECT(dsr_runtime_create_vulkan(&config, &wrong, &other), DSR_E_INVALID_ARGUMENT);
     wrong = device;
     wrong.device = NULL;

@@ -5,13 +5,13 @@
 //! Every other module reaches Vulkan through a context; the few calls that need its
 //! synchronisation (queue submission, device loss) go through the methods here.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_void, CStr};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ash::vk;
+use ash::vk::{self, Handle};
 use dsr_engine::{Error, ErrorKind, Result};
 
 use crate::clock::GpuClock;
@@ -132,22 +132,25 @@ impl ExternalDevice {
         Ok(())
     }
 
-    /// Queue `index` of `family` of the caller's device (`vkGetDeviceQueue`), to fill in
-    /// `transfer` and `compute` for callers that know their queues by number.
+    /// A queue of `family` of the caller's device, to fill in `transfer` and `compute`: `handle`
+    /// when the caller knows its queue by handle (not null), else queue `index`
+    /// (`vkGetDeviceQueue`), for callers that know their queues by number.
     ///
     /// # Safety
-    /// The handles are valid (the type's contract), and the device was created with at least
-    /// `index + 1` queues of `family`.
-    pub unsafe fn queue(&self, family: u32, index: u32) -> Result<QueueRef> {
+    /// The handles are valid (the type's contract); `handle` is null or a queue of `family`;
+    /// when it is null, the device was created with at least `index + 1` queues of `family`.
+    pub unsafe fn queue(&self, family: u32, index: u32, handle: *mut c_void) -> Result<QueueRef> {
         // SAFETY: by the caller's premises.
         let (_entry, instance, device) = unsafe { self.load() }?;
         // SAFETY: as above.
         unsafe { self.check_family(&instance, "requested", family) }?;
-        Ok(QueueRef {
+        let queue = if handle.is_null() {
             // SAFETY: by the caller's premises, the queue exists.
-            queue: unsafe { device.get_device_queue(family, index) },
-            family,
-        })
+            unsafe { device.get_device_queue(family, index) }
+        } else {
+            vk::Queue::from_raw(handle as u64)
+        };
+        Ok(QueueRef { queue, family })
     }
 }
 
