@@ -5,17 +5,22 @@
 # in memory) and the whole process (a player waits for that too; Wine starts in ~0.2 s).
 # Usage: benches/wine-load.sh [INVOCATIONS] [ASSETS] [KIB_PER_ASSET]
 # Needs a release build (cargo build --release), Wine's tools and mingw-w64 (docs/wine.md).
+# On a machine without the tools (the GPU machine): DSR_BIN=the dsr binary, DSR_WINE_BUILD=a
+# directory with dstorage.dll.so, dstorage.dll and load.exe built here (skips make), WINE and
+# WINEPREFIX as wanted (libdsr.so then comes from LD_LIBRARY_PATH).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-5}
 count=${2:-256}
 kib=${3:-1024}
-dsr=$root/target/release/dsr
-build=$root/target/wine-bench
-make -s -C "$root/wine" LIBDSR="$root/target/release" BUILD="$build" >/dev/null
-cp "$build/dstorage.dll.so" "$build/dstorage.dll"
-wine=$(command -v wine64 || echo /usr/lib/wine/wine64)
-export WINEPREFIX=$root/target/wine-prefix WINEDEBUG=-all WINEDLLPATH=$build
+dsr=${DSR_BIN:-$root/target/release/dsr}
+build=${DSR_WINE_BUILD:-$root/target/wine-bench}
+if [ -z "${DSR_WINE_BUILD:-}" ]; then
+  make -s -C "$root/wine" LIBDSR="$root/target/release" BUILD="$build" >/dev/null
+  cp "$build/dstorage.dll.so" "$build/dstorage.dll"
+fi
+wine=${WINE:-$(command -v wine64 || echo /usr/lib/wine/wine64)}
+export WINEPREFIX=${WINEPREFIX:-$root/target/wine-prefix} WINEDEBUG=-all WINEDLLPATH=$build
 export WINEDLLOVERRIDES="dstorage=b;winemenubuilder.exe=d"
 unset DISPLAY
 [ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot -i >/dev/null 2>&1
