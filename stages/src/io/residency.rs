@@ -8,6 +8,12 @@
 //! - `mincore(2)` on a short-lived mapping of the range, where the kernel lacks `cachestat` (or a
 //!   seccomp policy refuses it).
 //!
+//! On overlayfs (containers' root file systems) a file's pages are cached on the file beneath the
+//! overlay: `cachestat` on the overlay's descriptor counts none of them, so a warm file looked
+//! cold and `Auto` read it from the disk again (128 warm 1 MiB files took 5.1 s through the Wine
+//! DLL on the GPU machine, against 6 ms buffered). A mapping reaches the real pages, so files on
+//! overlayfs are probed with `mincore`.
+//!
 //! A probe that fails answers "unknown", and the read keeps its policy.
 
 use std::os::fd::RawFd;
@@ -106,6 +112,17 @@ pub fn probe() -> Probe {
     })
 }
 
+/// Whether the file open as `fd` is on overlayfs, whose files keep their pages on the file
+/// beneath (where `cachestat` on this descriptor does not look).
+fn on_overlayfs(fd: RawFd) -> bool {
+    // SAFETY: `fstatfs` writes the struct, which lives across the call; a bad descriptor is an
+    // error return.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(fd, &mut fs) == 0 && fs.f_type == libc::OVERLAYFS_SUPER_MAGIC
+    }
+}
+
 /// Pages of `[offset, offset + len)` of the file open as `fd` that are in the page cache, and
 /// how many pages the range spans; `None` when the probe cannot tell.
 pub fn resident(fd: RawFd, offset: u64, len: u64) -> Option<(u64, u64)> {
@@ -114,8 +131,8 @@ pub fn resident(fd: RawFd, offset: u64, len: u64) -> Option<(u64, u64)> {
     }
     let pages = (offset + len).div_ceil(PAGE) - offset / PAGE;
     let cached = match probe() {
-        Probe::Cachestat => cachestat(fd, offset, len)?,
-        Probe::Mincore => mincore(fd, offset, len)?,
+        Probe::Cachestat if !on_overlayfs(fd) => cachestat(fd, offset, len)?,
+        Probe::Cachestat | Probe::Mincore => mincore(fd, offset, len)?,
     };
     Some((cached.min(pages), pages))
 }
@@ -159,6 +176,58 @@ mod tests {
             assert_eq!(after.0, 0, "evicted pages are counted out: {after:?}");
             assert!(!mostly_resident(fd, 0, 64 << 10));
         }
+    }
+
+    /// A warm file read through an overlay mount counts as resident (the probe goes past
+    /// `cachestat`, which sees none of an overlay file's pages). Mounting needs root.
+    #[test]
+    #[cfg_attr(miri, ignore)] // mounts
+    fn a_warm_file_on_overlayfs_is_resident() {
+        use std::ffi::CString;
+        let dir = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|d| dir.path().join(d));
+        for d in [&lower, &upper, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(lower.join("asset"), vec![7u8; 256 << 10]).unwrap();
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let options = CString::new(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ))
+        .unwrap();
+        // SAFETY: NUL-terminated strings that live across the call.
+        let mounted = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                c(&merged).as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        } == 0;
+        if !mounted {
+            eprintln!(
+                "skipped: cannot mount an overlay here ({}; needs root and overlayfs)",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let file = std::fs::File::open(merged.join("asset")).unwrap();
+        let fd = file.as_raw_fd();
+        assert!(on_overlayfs(fd));
+        assert_eq!(std::fs::read(merged.join("asset")).unwrap().len(), 256 << 10);
+        let seen = resident(fd, 0, 256 << 10);
+        drop(file);
+        // SAFETY: a mount point this test made; detached even if something still holds it.
+        unsafe { libc::umount2(c(&merged).as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(
+            seen,
+            Some((64, 64)),
+            "a file just read through the overlay is in the cache"
+        );
     }
 
     fn on_tmpfs(fd: RawFd) -> bool {
