@@ -18,31 +18,11 @@
 
 #define INITGUID
 #include "d3d12_interop.h"
+#include "check.h"
 #define VK_NO_PROTOTYPES
 #include <vulkan/vulkan_core.h>
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-#define EXPECT_HR(call, want)                                                        \
-    do {                                                                             \
-        HRESULT hr_ = (call);                                                        \
-        if (hr_ != (HRESULT)(want)) {                                                \
-            printf("%s:%d: %s returned %#lx, not %#lx\n", __FILE__, __LINE__, #call, \
-                   (unsigned long)hr_, (unsigned long)(want));                       \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
 #define VK_OK(call) CHECK((call) == VK_SUCCESS)
-
-static unsigned char asset_byte(size_t i) {
-    static const char text[] = "dsr streams assets from disk ";
-    return (unsigned char)text[i % (sizeof text - 1)];
-}
 
 static int is_asset(const unsigned char *bytes, size_t size) {
     for (size_t i = 0; i < size; i++)
@@ -54,13 +34,6 @@ static int is_filler(const unsigned char *bytes, size_t size) {
     for (size_t i = 0; i < size; i++)
         if (bytes[i] != 0xee) return 0;
     return 1;
-}
-
-static WCHAR *wide(const char *text) {
-    int n = MultiByteToWideChar(CP_UTF8, 0, text, -1, NULL, 0);
-    WCHAR *out = malloc(n * sizeof(WCHAR));
-    MultiByteToWideChar(CP_UTF8, 0, text, -1, out, n);
-    return out;
 }
 
 /* ---- the game's Vulkan device, through winevulkan ------------------------------------------ */

@@ -10,35 +10,7 @@
 
 #define INITGUID
 #include "dstorage.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-#define EXPECT_HR(call, want)                                                        \
-    do {                                                                             \
-        HRESULT hr_ = (call);                                                        \
-        if (hr_ != (HRESULT)(want)) {                                                \
-            printf("%s:%d: %s returned %#lx, not %#lx\n", __FILE__, __LINE__, #call, \
-                   (unsigned long)hr_, (unsigned long)(want));                       \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-static unsigned char asset_byte(size_t i) {
-    static const char text[] = "dsr streams assets from disk ";
-    return (unsigned char)text[i % (sizeof text - 1)];
-}
-
-static WCHAR *wide(const char *text) {
-    int n = MultiByteToWideChar(CP_UTF8, 0, text, -1, NULL, 0);
-    WCHAR *out = malloc(n * sizeof(WCHAR));
-    MultiByteToWideChar(CP_UTF8, 0, text, -1, out, n);
-    return out;
-}
+#include "check.h"
 
 /* A D3D12 fence as far as dstorage.dll uses it: AddRef, Release, GetCompletedValue (slot 8),
  * SetEventOnCompletion (9), Signal (10). */
