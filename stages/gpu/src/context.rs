@@ -765,12 +765,26 @@ impl GpuContext {
 impl Drop for GpuContext {
     fn drop(&mut self) {
         // SAFETY: (1) every buffer, staging pool and submission holds an `Arc` of this context,
-        // so none is alive: the allocator has no allocation left, and waiting for the device to
+        // so none is alive: the allocator has no allocation left, and waiting for the queues to
         // go idle lets any work they submitted finish; (2) the allocator is destroyed before the
         // device, the device before the messenger and the instance; (3) only what dsr created
         // is destroyed.
         unsafe {
-            let _ = self.device.device_wait_idle();
+            if self.owned {
+                let _ = self.device.device_wait_idle();
+            } else {
+                // A caller's device: others submit to its queues all along (vkd3d-proton under
+                // the Wine DLL), and vkDeviceWaitIdle would need every queue of the device held.
+                // dsr's own queues, under the caller's lock, are what its work ran on.
+                let (device, queues) = (&self.device, [self.transfer.queue, self.compute.queue]);
+                self.queue_lock.with_lock(&mut || {
+                    for (i, &queue) in queues.iter().enumerate() {
+                        if !queues[..i].contains(&queue) {
+                            let _ = device.queue_wait_idle(queue);
+                        }
+                    }
+                });
+            }
             ManuallyDrop::drop(&mut self.allocator);
             if self.owned {
                 self.device.destroy_device(None);
