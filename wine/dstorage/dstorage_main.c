@@ -21,6 +21,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -317,9 +318,11 @@ static dsr_runtime factory_runtime(struct factory *f) {
  * submissions. LockCommandQueue is PE code and dsr's threads are not Wine threads: a Wine
  * thread of the link's (the proxy) takes and releases the lock on their behalf. */
 
-/* winevulkan's client handles (the PE side's) and the host's. Proton's winevulkan.so exports
- * __wine_get_native_Vk*. Wine 8's does not: a client handle's second word points at its Unix
- * side object, laid out (Wine 8.0's sources, checked here) as
+/* winevulkan's client handles (the PE side's) and the host's. Proton's winevulkan has exported
+ * __wine_get_native_Vk*, from the PE DLL (WINAPI) in older releases and from the Unix library (a
+ * plain C function) in later ones: both are looked for. Wine 8.0's has neither: a client
+ * handle's second word points at its Unix side object, laid out (Wine 8.0's sources, checked
+ * here) as
  *   instance:        function table, client handle, host handle, ...
  *   physical device: instance object, client handle, host handle
  *   device:          function table, physical device object, client handle (unset), host handle
@@ -329,13 +332,18 @@ static dsr_runtime factory_runtime(struct factory *f) {
 #define WINEVULKAN_LOADER_MAGIC 0x01CDC0DEull
 
 enum vk_kind { VK_INSTANCE, VK_PHYSICAL_DEVICE, VK_DEVICE, VK_QUEUE, VK_KINDS };
-typedef void *(*native_handle_fn)(void *client);
+typedef void *(WINAPI *native_handle_pe_fn)(void *client);
+typedef void *(*native_handle_unix_fn)(void *client);
+static const char *const native_handle_names[VK_KINDS] = {
+    "__wine_get_native_VkInstance", "__wine_get_native_VkPhysicalDevice", "__wine_get_native_VkDevice",
+    "__wine_get_native_VkQueue"};
 
 static struct {
     pthread_once_t once;
-    native_handle_fn proton[VK_KINDS]; /* all set, or none */
-    BOOL wine8;                        /* Wine 8's layout may be walked */
-} host_handles = {PTHREAD_ONCE_INIT, {0}, FALSE};
+    native_handle_pe_fn proton_pe[VK_KINDS];     /* all set, or none */
+    native_handle_unix_fn proton_unix[VK_KINDS]; /* all set, or none */
+    BOOL wine8;                                  /* Wine 8.0's layout may be walked */
+} host_handles = {PTHREAD_ONCE_INIT, {0}, {0}, FALSE};
 
 static int find_winevulkan(struct dl_phdr_info *info, size_t size, void *path) {
     (void)size;
@@ -349,21 +357,26 @@ static int find_winevulkan(struct dl_phdr_info *info, size_t size, void *path) {
 }
 
 static void host_handles_init(void) {
+    int found = 0;
+    HMODULE pe = GetModuleHandleA("winevulkan.dll");
+    for (int k = 0; pe && k < VK_KINDS; k++)
+        found += !!(host_handles.proton_pe[k] = (native_handle_pe_fn)(void *)GetProcAddress(pe, native_handle_names[k]));
+    if (found != VK_KINDS) memset(host_handles.proton_pe, 0, sizeof host_handles.proton_pe);
     char path[MAX_PATH] = "";
     dl_iterate_phdr(find_winevulkan, path);
     void *lib = path[0] ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
     if (lib) {
-        static const char *const names[VK_KINDS] = {"__wine_get_native_VkInstance",
-                                                    "__wine_get_native_VkPhysicalDevice",
-                                                    "__wine_get_native_VkDevice", "__wine_get_native_VkQueue"};
-        int found = 0;
-        for (int k = 0; k < VK_KINDS; k++) found += !!(host_handles.proton[k] = (native_handle_fn)dlsym(lib, names[k]));
-        if (found != VK_KINDS) memset(host_handles.proton, 0, sizeof host_handles.proton);
+        found = 0;
+        for (int k = 0; k < VK_KINDS; k++)
+            found += !!(host_handles.proton_unix[k] = (native_handle_unix_fn)dlsym(lib, native_handle_names[k]));
+        if (found != VK_KINDS) memset(host_handles.proton_unix, 0, sizeof host_handles.proton_unix);
         dlclose(lib); /* NOLOAD took a reference to a library Wine keeps loaded */
     }
+    /* 8.0 and its stable updates only: the 8.x development releases may differ. */
     const char *(CDECL *version)(void) =
         (void *)GetProcAddress(GetModuleHandleA("ntdll.dll"), "wine_get_version");
-    host_handles.wine8 = version && !strncmp(version(), "8.", 2);
+    const char *v = version ? version() : "";
+    host_handles.wine8 = !strcmp(v, "8.0") || !strncmp(v, "8.0.", 4);
 }
 
 /* Wine 8: the Unix side object of a winevulkan client handle, or NULL. */
@@ -372,10 +385,12 @@ static const UINT64 *wine8_object(void *client) {
     return words && words[0] == WINEVULKAN_LOADER_MAGIC ? (const UINT64 *)(UINT_PTR)words[1] : NULL;
 }
 
-/* Wine 8: the word `skip` words after `anchor` in the first 8 KiB of an instance or device object
- * (past its function table, whose length depends on the build's Vulkan registry), or 0. */
+/* Wine 8: the word `skip` words after `anchor` in an instance or device object (past its
+ * function table, whose length depends on the build's Vulkan registry), or 0. The Unix side
+ * allocates these with the C library's calloc: the scan stays inside the allocation. */
 static UINT64 wine8_after(const UINT64 *object, UINT64 anchor, size_t skip) {
-    for (size_t i = 0; i + skip < 8192 / sizeof(UINT64); i++)
+    size_t words = malloc_usable_size((void *)object) / sizeof(UINT64);
+    for (size_t i = 0; i + skip < words; i++)
         if (object[i] == anchor) return object[i + skip];
     return 0;
 }
@@ -398,9 +413,12 @@ static BOOL wine8_host_handles(void *const client[VK_KINDS], void *host[VK_KINDS
 /* The host handles of winevulkan's client handles (instance, physical device, device, queue). */
 static BOOL host_handles_of(void *const client[VK_KINDS], void *host[VK_KINDS]) {
     pthread_once(&host_handles.once, host_handles_init);
-    if (host_handles.proton[0]) {
-        for (int k = 0; k < VK_KINDS; k++)
-            if (!(host[k] = host_handles.proton[k](client[k]))) return FALSE;
+    if (host_handles.proton_pe[0] || host_handles.proton_unix[0]) {
+        for (int k = 0; k < VK_KINDS; k++) {
+            host[k] = host_handles.proton_pe[0] ? host_handles.proton_pe[k](client[k])
+                                                : host_handles.proton_unix[k](client[k]);
+            if (!host[k]) return FALSE;
+        }
         return TRUE;
     }
     return host_handles.wine8 && wine8_host_handles(client, host);
@@ -412,6 +430,7 @@ struct gpu_link {
     struct gpu_link *next;
     LONG queues;                        /* queues made with it (under gpu_links.lock) */
     ID3D12Device *device;               /* the key (referenced) */
+    IUnknown *identity;                 /* the device's IUnknown, which its resources name */
     ID3D12DXVKInteropDevice *interop;   /* referenced, or NULL */
     ID3D12CommandQueue *d3d12_queue;    /* ours, whose VkQueue dsr submits to */
     dsr_runtime runtime;                /* 0: buffer destinations are refused */
@@ -485,6 +504,11 @@ static void link_connect(struct gpu_link *l, const dsr_runtime_config *config) {
         return;
     }
     ID3D12DXVKInteropDevice *interop = l->interop;
+    if (FAILED(device->lpVtbl->QueryInterface(device, &IID_IUnknown, (void **)&l->identity))) {
+        l->why = "the D3D12 device has no IUnknown";
+        return;
+    }
+    l->identity->lpVtbl->Release(l->identity); /* the pointer only: the link holds the device */
     D3D12_COMMAND_QUEUE_DESC queue_desc = {D3D12_COMMAND_LIST_TYPE_COMPUTE, 0, 0, 0};
     void *instance = NULL, *physical = NULL, *vk_device = NULL, *vk_queue = NULL;
     UINT32 family = 0;
@@ -531,17 +555,21 @@ static void link_connect(struct gpu_link *l, const dsr_runtime_config *config) {
 
 /* Ends a link whose runtime is gone or never was: on a Wine thread (it calls COM). */
 static void link_free(struct gpu_link *l) {
+    BOOL ended = TRUE;
     if (l->proxy) {
         pthread_mutex_lock(&l->proxy_lock);
         l->op = PROXY_QUIT;
         pthread_cond_broadcast(&l->proxy_cond);
         pthread_mutex_unlock(&l->proxy_lock);
-        WaitForSingleObject(l->proxy, INFINITE);
+        /* Its exit takes the loader lock, which a Release from a DllMain holds: rather than
+         * hang there, the link's memory is left to the thread (a few hundred bytes, at exit). */
+        ended = WaitForSingleObject(l->proxy, 2000) == WAIT_OBJECT_0;
         CloseHandle(l->proxy);
     }
     if (l->d3d12_queue) l->d3d12_queue->lpVtbl->Release(l->d3d12_queue);
     if (l->interop) l->interop->lpVtbl->Release(l->interop);
     l->device->lpVtbl->Release(l->device);
+    if (!ended) return;
     pthread_mutex_destroy(&l->proxy_lock);
     pthread_cond_destroy(&l->proxy_cond);
     free(l);
@@ -896,6 +924,11 @@ static HRESULT buffer_destination(struct gpu_link *l, const DSTORAGE_DESTINATION
     memset(&desc, 0, sizeof desc);
     resource->lpVtbl->GetDesc(resource, &desc);
     if (desc.Dimension != D3D12_RESOURCE_DIMENSION_BUFFER) return E_DSTORAGE_INVALID_DESTINATION_TYPE;
+    /* A resource of another device would give a VkBuffer of another VkDevice. */
+    IUnknown *owner = NULL;
+    if (FAILED(resource->lpVtbl->GetDevice(resource, &IID_IUnknown, (void **)&owner)) || !owner) return E_INVALIDARG;
+    owner->lpVtbl->Release(owner);
+    if (owner != l->identity) return E_INVALIDARG;
     if (destination->Offset > desc.Width || destination->Size > desc.Width - destination->Offset)
         return E_DSTORAGE_INVALID_DESTINATION_SIZE;
     UINT64 vk_buffer = 0, base = 0;
@@ -1764,7 +1797,10 @@ static HRESULT STDMETHODCALLTYPE factory_CreateQueue(IDStorageFactory *iface, co
     struct queue *q = calloc(1, sizeof *q);
     if (!q) return E_OUTOFMEMORY;
     if (desc->Device) {
-        if (!(q->link = link_get(desc->Device, &f->config))) {
+        pthread_mutex_lock(&f->lock);
+        dsr_runtime_config config = f->config;
+        pthread_mutex_unlock(&f->lock);
+        if (!(q->link = link_get(desc->Device, &config))) {
             free(q);
             return E_OUTOFMEMORY;
         }

@@ -77,15 +77,15 @@ struct ID3D12CommandQueue {
     const ID3D12CommandQueueVtbl *lpVtbl;
 };
 
-/* ID3D12Resource as far as GetDesc (slot 10: IUnknown 3, ID3D12Object 4, GetDevice, Map,
- * Unmap). GetDesc returns a struct: in the COM ABI the caller passes where it goes, after This,
+/* ID3D12Resource as far as GetDesc (slot 10: IUnknown 3, ID3D12Object 4, GetDevice (slot 7),
+ * Map, Unmap). GetDesc returns a struct: in the COM ABI the caller passes where it goes, after This,
  * and gets that pointer back. */
 typedef struct ID3D12ResourceVtbl {
     HRESULT(STDMETHODCALLTYPE *QueryInterface)(ID3D12Resource *This, REFIID riid, void **out);
     ULONG(STDMETHODCALLTYPE *AddRef)(ID3D12Resource *This);
     ULONG(STDMETHODCALLTYPE *Release)(ID3D12Resource *This);
     void *object_methods[4];
-    void *GetDevice;
+    HRESULT(STDMETHODCALLTYPE *GetDevice)(ID3D12Resource *This, REFIID riid, void **device);
     void *Map;
     void *Unmap;
     D3D12_RESOURCE_DESC *(STDMETHODCALLTYPE *GetDesc)(ID3D12Resource *This, D3D12_RESOURCE_DESC *out);

@@ -133,8 +133,9 @@ struct resource {
     ID3D12Resource iface;
     LONG refs;
     D3D12_RESOURCE_DESC desc;
-    UINT64 vk_buffer; /* 0: the interop does not know it */
-    UINT64 base;      /* where it starts in vk_buffer */
+    UINT64 vk_buffer;     /* 0: the interop does not know it */
+    UINT64 base;          /* where it starts in vk_buffer */
+    ID3D12Device *owner;  /* its device */
 };
 
 static HRESULT STDMETHODCALLTYPE resource_qi(ID3D12Resource *r, REFIID riid, void **out) {
@@ -151,10 +152,14 @@ static D3D12_RESOURCE_DESC *STDMETHODCALLTYPE resource_desc(ID3D12Resource *r, D
     *out = ((struct resource *)r)->desc;
     return out;
 }
+static HRESULT STDMETHODCALLTYPE resource_device(ID3D12Resource *r, REFIID riid, void **out) {
+    ID3D12Device *owner = ((struct resource *)r)->owner;
+    return owner->lpVtbl->QueryInterface(owner, riid, out);
+}
 static const ID3D12ResourceVtbl resource_vtbl = {resource_qi, resource_addref, resource_release, {0},
-                                                 NULL,        NULL,            NULL,             resource_desc};
+                                                 resource_device, NULL, NULL, resource_desc};
 
-static struct resource make_buffer(const struct vk *vk, UINT64 base, UINT64 width) {
+static struct resource make_buffer(const struct vk *vk, ID3D12Device *owner, UINT64 base, UINT64 width) {
     struct resource r;
     memset(&r, 0, sizeof r);
     r.iface.lpVtbl = &resource_vtbl;
@@ -168,6 +173,7 @@ static struct resource make_buffer(const struct vk *vk, UINT64 base, UINT64 widt
     r.desc.Layout = 1; /* D3D12_TEXTURE_LAYOUT_ROW_MAJOR */
     r.vk_buffer = vk ? (UINT64)vk->buffer : 0;
     r.base = base;
+    r.owner = owner;
     return r;
 }
 
@@ -401,11 +407,14 @@ int main(int argc, char **argv) {
     CHECK(h != INVALID_HANDLE_VALUE && ReadFile(h, stream, packed_size, &got, NULL) && got == packed_size);
     CloseHandle(h);
 
-    struct device device;
+    /* The device, and one without the interop (not vkd3d-proton). */
+    struct device device, plain;
     device_init(&device, &vk, TRUE);
-    struct resource a = make_buffer(&vk, a_base, a_width), b = make_buffer(&vk, b_base, size),
-                    c = make_buffer(&vk, c_base, size), texture = make_buffer(&vk, 0, size),
-                    stranger = make_buffer(NULL, 0, size);
+    device_init(&plain, &vk, FALSE);
+    ID3D12Device *d = &device.iface;
+    struct resource a = make_buffer(&vk, d, a_base, a_width), b = make_buffer(&vk, d, b_base, size),
+                    c = make_buffer(&vk, d, c_base, size), texture = make_buffer(&vk, d, 0, size),
+                    unknown = make_buffer(NULL, d, 0, size), stranger = make_buffer(&vk, &plain.iface, 0, size);
     texture.desc.Dimension = D3D12_RESOURCE_DIMENSION_TEXTURE2D;
 
     IDStorageQueue *files = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, &device.iface);
@@ -432,9 +441,12 @@ int main(int argc, char **argv) {
     r = from_file(to_buffer(&texture, 0, (UINT32)size), asset, (UINT32)size);
     files->lpVtbl->EnqueueRequest(files, &r);
     files->lpVtbl->EnqueueStatus(files, status, 3);
-    r = from_file(to_buffer(&stranger, 0, (UINT32)size), asset, (UINT32)size);
+    r = from_file(to_buffer(&stranger, 0, (UINT32)size), asset, (UINT32)size); /* another device's */
     files->lpVtbl->EnqueueRequest(files, &r);
     files->lpVtbl->EnqueueStatus(files, status, 4);
+    r = from_file(to_buffer(&unknown, 0, (UINT32)size), asset, (UINT32)size); /* the interop fails */
+    files->lpVtbl->EnqueueRequest(files, &r);
+    files->lpVtbl->EnqueueStatus(files, status, 15);
     r = from_file(to_buffer(NULL, 0, (UINT32)size), asset, (UINT32)size);
     files->lpVtbl->EnqueueRequest(files, &r);
     files->lpVtbl->EnqueueStatus(files, status, 5);
@@ -464,6 +476,7 @@ int main(int argc, char **argv) {
     EXPECT_HR(status->lpVtbl->GetHResult(status, 2), E_DSTORAGE_INVALID_DESTINATION_SIZE);
     EXPECT_HR(status->lpVtbl->GetHResult(status, 3), E_DSTORAGE_INVALID_DESTINATION_TYPE);
     EXPECT_HR(status->lpVtbl->GetHResult(status, 4), E_INVALIDARG);
+    EXPECT_HR(status->lpVtbl->GetHResult(status, 15), E_INVALIDARG);
     EXPECT_HR(status->lpVtbl->GetHResult(status, 5), E_INVALIDARG);
     EXPECT_HR(status->lpVtbl->GetHResult(status, 6), E_DSTORAGE_INVALID_DESTINATION_TYPE);
     EXPECT_HR(status->lpVtbl->GetHResult(status, 7), E_DSTORAGE_INVALID_DESTINATION_SIZE);
@@ -471,7 +484,7 @@ int main(int argc, char **argv) {
     EXPECT_HR(status->lpVtbl->GetHResult(status, 8), S_OK);
     DSTORAGE_ERROR_RECORD record;
     files->lpVtbl->RetrieveErrorRecord(files, &record);
-    CHECK(record.FailureCount == 7);
+    CHECK(record.FailureCount == 8);
     EXPECT_HR(record.FirstFailure.HResult, E_DSTORAGE_INVALID_DESTINATION_SIZE);
     CHECK(strcmp(record.FirstFailure.Request.RequestName, "past the resource") == 0);
     CHECK(record.FirstFailure.Request.Request.Options.DestinationType == DSTORAGE_REQUEST_DESTINATION_BUFFER);
@@ -499,17 +512,8 @@ int main(int argc, char **argv) {
     CHECK(is_filler(vk.mapped + c_base + size, vk.size - (c_base + size)));
     printf("memory queue: GDeflate from memory into a buffer\n");
 
-    stop_submitting = 1;
-    CHECK(WaitForSingleObject(game, 10000) == WAIT_OBJECT_0);
-    CHECK(device.locks > 0 && device.locks == device.unlocks);
-    CHECK(!device.other_lock_thread && device.lock_thread != GetCurrentThreadId());
-    printf("queue lock: %ld pairs on one thread of dstorage.dll's; the game submitted %ld times meanwhile\n",
-           (long)device.locks, (long)game_submissions);
-
-    /* A D3D12 device without the interop (not vkd3d-proton), and a queue without a device:
-     * memory destinations work, buffer destinations are refused. */
-    struct device plain;
-    device_init(&plain, &vk, FALSE);
+    /* The device without the interop, and a queue without a device: memory destinations
+     * work, buffer destinations are refused. */
     IDStorageQueue *queues[2] = {make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, &plain.iface),
                                  make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, NULL)};
     CHECK(plain.queues_made == 0);
@@ -533,12 +537,19 @@ int main(int argc, char **argv) {
     CHECK(plain.refs == 1);
     printf("without the interop: buffer destinations refused, memory destinations served\n");
 
-    /* Every reference back once the queues are gone: the game may destroy its device. */
+    /* Every reference back once the queues are gone: the game may destroy its device. The
+     * game goes on submitting while dstorage.dll tears its runtime down (it waits for its
+     * queue under the lock, not for the whole device). */
     files->lpVtbl->Release(files);
     CHECK(device.refs > 1 && made_queue.refs == 1);
     memory->lpVtbl->Release(memory);
     CHECK(device.refs == 1 && made_queue.refs == 0);
-    CHECK(a.refs == 1 && b.refs == 1 && c.refs == 1);
+    stop_submitting = 1;
+    CHECK(WaitForSingleObject(game, 10000) == WAIT_OBJECT_0);
+    CHECK(device.locks > 0 && device.locks == device.unlocks);
+    CHECK(!device.other_lock_thread && device.lock_thread != GetCurrentThreadId());
+    printf("queue lock: %ld pairs on one thread of dstorage.dll's; the game submitted %ld times meanwhile\n",
+           (long)device.locks, (long)game_submissions);
     status->lpVtbl->Release(status);
     asset->lpVtbl->Release(asset);
     packed->lpVtbl->Release(packed);
