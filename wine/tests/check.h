@@ -1,11 +1,15 @@
-/* What the Windows test programs share: checks that end the program with where they failed, and
- * the test asset's bytes (the harness writes the same pattern, capi/tests/c_api.rs `asset`). */
+/* What the Windows test programs share: checks that end the program with where they failed, the
+ * test asset's bytes (the harness writes the same pattern, capi/tests/c_api.rs `asset`), and
+ * making a queue. */
 #ifndef DSR_WINE_TESTS_CHECK_H
 #define DSR_WINE_TESTS_CHECK_H
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <windows.h>
+
+#include "dstorage.h"
 
 #define CHECK(cond)                                                                  \
     do {                                                                             \
@@ -35,6 +39,21 @@ static inline WCHAR *wide(const char *text) {
     WCHAR *out = malloc(n * sizeof(WCHAR));
     MultiByteToWideChar(CP_UTF8, 0, text, -1, out, n);
     return out;
+}
+
+/* A queue as the programs make them: the largest capacity, on `device` (NULL: none). */
+static inline IDStorageQueue *make_queue(IDStorageFactory *factory, DSTORAGE_REQUEST_SOURCE_TYPE source,
+                                         ID3D12Device *device) {
+    DSTORAGE_QUEUE_DESC desc;
+    memset(&desc, 0, sizeof desc);
+    desc.SourceType = source;
+    desc.Capacity = DSTORAGE_MAX_QUEUE_CAPACITY;
+    desc.Priority = DSTORAGE_PRIORITY_NORMAL;
+    desc.Name = "test queue";
+    desc.Device = device;
+    IDStorageQueue *queue = NULL;
+    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, (void **)&queue), S_OK);
+    return queue;
 }
 
 #endif

@@ -331,20 +331,6 @@ static DWORD WINAPI game_submits(void *arg) {
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
-static IDStorageQueue *make_queue(IDStorageFactory *factory, DSTORAGE_REQUEST_SOURCE_TYPE source,
-                                  ID3D12Device *device) {
-    DSTORAGE_QUEUE_DESC desc;
-    memset(&desc, 0, sizeof desc);
-    desc.SourceType = source;
-    desc.Capacity = DSTORAGE_MIN_QUEUE_CAPACITY;
-    desc.Priority = DSTORAGE_PRIORITY_NORMAL;
-    desc.Name = "d3d12 queue";
-    desc.Device = device;
-    IDStorageQueue *queue = NULL;
-    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, (void **)&queue), S_OK);
-    return queue;
-}
-
 static DSTORAGE_REQUEST to_buffer(struct resource *r, UINT64 offset, UINT32 size) {
     DSTORAGE_REQUEST q;
     memset(&q, 0, sizeof q);

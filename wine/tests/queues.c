@@ -56,18 +56,6 @@ static HRESULT STDMETHODCALLTYPE fence_signal(ID3D12Fence *f, UINT64 v) {
 static const fake_fence_vtbl fence_vtbl = {fence_qi, fence_addref, fence_release, {0}, fence_completed,
                                            fence_set_event, fence_signal};
 
-static IDStorageQueue *make_queue(IDStorageFactory *factory, DSTORAGE_REQUEST_SOURCE_TYPE source) {
-    DSTORAGE_QUEUE_DESC desc;
-    memset(&desc, 0, sizeof desc);
-    desc.SourceType = source;
-    desc.Capacity = DSTORAGE_MAX_QUEUE_CAPACITY;
-    desc.Priority = DSTORAGE_PRIORITY_NORMAL;
-    desc.Name = "test queue";
-    IDStorageQueue *queue = NULL;
-    EXPECT_HR(factory->lpVtbl->CreateQueue(factory, &desc, &IID_IDStorageQueue, (void **)&queue), S_OK);
-    return queue;
-}
-
 static DSTORAGE_REQUEST file_request(IDStorageFile *file, UINT64 offset, UINT32 size, void *dest, UINT32 dest_size) {
     DSTORAGE_REQUEST r;
     memset(&r, 0, sizeof r);
@@ -120,7 +108,7 @@ int main(int argc, char **argv) {
               HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND));
 
     /* A file queue: raw from C:, raw from Z:, GDeflate; a status, a Win32 event, a fence. */
-    IDStorageQueue *files = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE);
+    IDStorageQueue *files = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, NULL);
     IDStorageStatusArray *status = NULL;
     EXPECT_HR(factory->lpVtbl->CreateStatusArray(factory, 4, "statuses", &IID_IDStorageStatusArray, (void **)&status),
               S_OK);
@@ -177,7 +165,7 @@ int main(int argc, char **argv) {
     printf("failures: the first in enqueue order, in the status and the error record\n");
 
     /* A memory queue: GDeflate from memory; a file request on it is refused. */
-    IDStorageQueue *memory = make_queue(factory, DSTORAGE_REQUEST_SOURCE_MEMORY);
+    IDStorageQueue *memory = make_queue(factory, DSTORAGE_REQUEST_SOURCE_MEMORY, NULL);
     unsigned char *stream = malloc(packed_size);
     HANDLE h = CreateFileW(packed_path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, 0, NULL);
     DWORD got = 0;
@@ -276,7 +264,7 @@ int main(int argc, char **argv) {
     files->lpVtbl->RetrieveErrorRecord(files, &record);
     CHECK(record.FailureCount == 1);
     /* Closing a queue with a gate pending drops what it held and lets the fence go. */
-    IDStorageQueue *closing = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE);
+    IDStorageQueue *closing = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, NULL);
     struct ID3D12Fence never = {&fence_vtbl, 1, 0, NULL, 0};
     closing->lpVtbl->EnqueueRequests(closing, two, 2, &never, 10, 0);
     closing->lpVtbl->EnqueueStatus(closing, status, 3);
@@ -356,7 +344,7 @@ int main(int argc, char **argv) {
      * after its close, so the DLL ends them itself; the title never sees them. */
     unsigned char *sink = malloc(8 * 4096);
     for (int round = 0; round < 40; round++) {
-        IDStorageQueue *brief = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE);
+        IDStorageQueue *brief = make_queue(factory, DSTORAGE_REQUEST_SOURCE_FILE, NULL);
         for (int k = 0; k < 8; k++) {
             r = file_request(on_z, 4096 * (k % 2), 4096, sink + 4096 * k, 4096);
             r.Options.CompressionFormat = DSTORAGE_CUSTOM_COMPRESSION_0;
