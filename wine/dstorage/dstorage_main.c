@@ -529,7 +529,7 @@ static void link_connect(struct gpu_link *l, const dsr_runtime_config *config) {
     void *const client[VK_KINDS] = {instance, physical, vk_device, vk_queue};
     void *host[VK_KINDS];
     if (!host_handles_of(client, host)) {
-        l->why = "winevulkan's host handles cannot be found (Proton's winevulkan or Wine 8 is needed)";
+        l->why = "winevulkan's host handles cannot be found (Proton's winevulkan or Wine 8.0 is needed)";
         return;
     }
     dsr_vulkan_device vk;
