@@ -4,6 +4,7 @@
 # invocations alternate, medians reported. Times are the program's own (first open to last byte
 # in memory) and the whole process (a player waits for that too; Wine starts in ~0.2 s).
 # Usage: benches/wine-load.sh [INVOCATIONS] [ASSETS] [KIB_PER_ASSET]
+# DSR_COLD=1: drop the page cache (root) before every invocation, so each reads from the disk.
 # Needs a release build (cargo build --release), Wine's tools and mingw-w64 (docs/wine.md).
 # On a machine without the tools (the GPU machine): DSR_BIN=the dsr binary, DSR_WINE_BUILD=a
 # directory with dstorage.dll.so, dstorage.dll and load.exe built here (skips make), WINE and
@@ -54,10 +55,18 @@ for f in "$tmp"/asset*.bin; do
   printf '%s\t%s\t%s\n' "$(winpath "$f.gdf")" "$(stat -c %s "$f.gdf")" "$(stat -c %s "$f")" >> "$tmp/packed.list"
 done
 cat "$tmp"/asset* > /dev/null
+cold=${DSR_COLD:-0}
+settle() {
+  if [ "$cold" = 1 ]; then
+    sync
+    echo 3 > /proc/sys/vm/drop_caches || { echo "DSR_COLD=1 needs root (drop_caches)" >&2; exit 1; }
+  fi
+}
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 for i in $(seq 1 "$n"); do
   for io in auto buffered; do
+    settle
     start=$(date +%s%N)
     # The Windows programs touch their destinations before their clock starts; so does this
     # (dsr load's default leaves the faults to the load, inside its clock).
@@ -67,13 +76,14 @@ for i in $(seq 1 "$n"); do
   done
   for case in "readfile raw" "dstorage raw" "dstorage packed" "dstorage-buffered raw" "dstorage-buffered packed"; do
     set -- $case
+    settle
     start=$(date +%s%N)
     "$wine" "$build/load.exe" "$1" "$(winpath "$tmp/$2.list")" > "$tmp/out.json"
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["seconds"], sys.argv[3])' \
       "$tmp/out.json" "$1-$2" "$(ms "$start")" >> "$tmp/runs"
   done
 done
-python3 - "$tmp/runs" "$count" "$kib" "$(cat "$tmp"/asset*.gdf | wc -c)" <<'PY'
+python3 - "$tmp/runs" "$count" "$kib" "$(cat "$tmp"/asset*.gdf | wc -c)" "$([ "$cold" = 1 ] && echo cold || echo warm)" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 count, kib, packed = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -81,7 +91,7 @@ decoded = count * kib * 1024
 med = lambda case, col: statistics.median(float(r[col]) for r in rows if r[0] == case)
 cases = ["native-auto", "native-buffered", "readfile-raw", "dstorage-raw", "dstorage-packed",
          "dstorage-buffered-raw", "dstorage-buffered-packed"]
-print(f"{count} assets of {kib} KiB ({decoded / 2**20:.0f} MiB decoded, {packed / 2**20:.0f} MiB as GDeflate), warm, "
+print(f"{count} assets of {kib} KiB ({decoded / 2**20:.0f} MiB decoded, {packed / 2**20:.0f} MiB as GDeflate), {sys.argv[5]}, "
       f"{len(rows) // len(cases)} alternating invocations; medians:")
 for case in cases:
     s, w = med(case, 1), med(case, 2)

@@ -163,16 +163,50 @@ fn reading_past_the_end_of_the_file_fails_with_context() {
     }
 }
 
+/// A file of `data` on the build disk (the system's temporary directory may be tmpfs, which has
+/// no direct I/O and whose pages cannot be dropped), written through to it.
+fn disk_file(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::io::Write::write_all(&mut file, data).unwrap();
+    file.as_file().sync_all().unwrap();
+    file
+}
+
+/// Drops `file`'s pages from the page cache, and checks that they went.
+fn evict(file: &tempfile::NamedTempFile) {
+    evict_from(file, 0);
+}
+
+/// Drops `file`'s pages from `offset` on from the page cache, and checks that they went (pages
+/// still being read ahead stay: the advice is repeated until none is left).
+fn evict_from(file: &tempfile::NamedTempFile, offset: u64) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+    let len = file.as_file().metadata().unwrap().len() - offset;
+    for _ in 0..200 {
+        // SAFETY: advice on the file's own descriptor.
+        unsafe { libc::posix_fadvise(fd, offset as i64, 0, libc::POSIX_FADV_DONTNEED) };
+        let (cached, _) = dsr::stages::io::residency::resident(fd, offset, len).expect("a residency probe answers");
+        if cached == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the file's pages from {offset} on did not leave the page cache");
+}
+
 #[test]
 fn stress_thousands_of_concurrent_requests() {
     let data = pattern(8 << 20, 3);
-    let file = temp_file(&data);
+    // Out of the page cache, so the reads go to the kernel (cached ones are copied on the
+    // workers without it): direct, through staging where unaligned.
+    let file = disk_file(&data);
     let mut rng = fastrand::Rng::with_seed(4);
     let ranges: Vec<(u64, u64)> = (0..4000)
         .map(|_| (rng.u64(0..(8 << 20) - 70_000), rng.u64(1..65_536)))
         .collect();
     for backend in backends() {
         let (executor, info) = engine(backend, RingConfig::default());
+        evict(&file);
         let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Auto);
         assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{backend:?}");
         check(&bytes, &data, &ranges);
@@ -684,4 +718,78 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
         ["cachestat", "mincore"].contains(&dsr::stages::io::residency::probe().name()),
         "a probe is in use"
     );
+}
+
+/// A buffered read whose pages are all cached is copied on the worker, with no SQE; one whose
+/// pages are not goes to the ring; one cached in part is copied as far as the cache holds it and
+/// the ring reads the rest. Every byte lands either way.
+#[test]
+fn cached_pages_are_copied_on_the_worker_and_the_ring_reads_the_rest() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(4 << 20, 22);
+    let file = disk_file(&data);
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("the ring backend");
+    let counts = || {
+        let stats = ring.stats();
+        (
+            stats.resident_copies.load(Ordering::Relaxed),
+            stats.sqes.load(Ordering::Relaxed),
+        )
+    };
+    // One 3 MiB range at an unaligned offset and destination (three read nodes of 1 MiB).
+    let range = [(12_345u64, 3u64 << 20)];
+    let read = || {
+        let (statuses, bytes) = load(&executor, file.path(), &range, IoPolicy::Buffered);
+        assert_eq!(statuses, [RequestStatus::Done]);
+        check(&bytes, &data, &range);
+    };
+
+    evict(&file);
+    let before = counts();
+    read();
+    let cold = counts();
+    // (The kernel's readahead for one read may cache a later one's pages before it runs.)
+    assert!(
+        cold.0 < before.0 + 3,
+        "the reads of an evicted file were not all copied whole"
+    );
+    assert!(
+        cold.1 > before.1,
+        "the ring read the evicted file: {before:?} -> {cold:?}"
+    );
+
+    read();
+    let warm = counts();
+    assert_eq!(warm.0, cold.0 + 3, "the cached reads were copied on the workers");
+    assert_eq!(warm.1, cold.1, "and none reached the ring");
+
+    // Cached in part: the first 2 MiB are read into the cache, and whatever readahead brought
+    // in after them is dropped again. A 1 MiB read from 1.5 MiB copies the cached half on its
+    // worker and leaves the other half to the ring.
+    evict(&file);
+    let mut head = vec![0u8; 2 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
+    evict_from(&file, 2 << 20);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+    assert_eq!(
+        dsr::stages::io::residency::resident(fd, 0, 2 << 20),
+        Some((512, 512)),
+        "the head is cached"
+    );
+    let bytes_before = ring.stats().resident_bytes.load(Ordering::Relaxed);
+    let straddling = [(3u64 << 19, 1u64 << 20)];
+    let (statuses, bytes) = load(&executor, file.path(), &straddling, IoPolicy::Buffered);
+    assert_eq!(statuses, [RequestStatus::Done]);
+    check(&bytes, &data, &straddling);
+    let half = counts();
+    assert_eq!(
+        ring.stats().resident_bytes.load(Ordering::Relaxed) - bytes_before,
+        1 << 19,
+        "the cached half was copied on the worker"
+    );
+    assert_eq!(half.0, warm.0, "the read was not copied whole");
+    assert!(half.1 > warm.1, "the ring read the other half");
 }

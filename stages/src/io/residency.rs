@@ -143,6 +143,34 @@ pub fn mostly_resident(fd: RawFd, offset: u64, len: u64) -> bool {
     resident(fd, offset, len).is_some_and(|(cached, pages)| pages > 0 && 2 * cached >= pages)
 }
 
+/// Copies into `dst` what the page cache holds of the file open as `fd` from `offset` on, on
+/// this thread and without waiting for the disk (`preadv2` with `RWF_NOWAIT`), up to the first
+/// page it would have to read, the end of the file, or `dst`'s end. Returns the bytes copied:
+/// the caller reads the rest another way, which also reports any error (a file system that
+/// refuses `RWF_NOWAIT`, or a failing read, leaves everything to it).
+pub fn read_resident(fd: RawFd, dst: &mut [u8], offset: u64) -> usize {
+    let mut done = 0usize;
+    while done < dst.len() {
+        let rest = &mut dst[done..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let Ok(at) = libc::off_t::try_from(offset + done as u64) else {
+            break;
+        };
+        // SAFETY: the one iovec covers `rest`, memory this function holds exclusively for the
+        // call; a bad descriptor or offset is an error return.
+        let n = unsafe { libc::preadv2(fd, &iov, 1, at, libc::RWF_NOWAIT) };
+        match n {
+            n if n > 0 => done += n as usize,
+            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => break, // the end of the file, a page not cached (EAGAIN), or an error
+        }
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

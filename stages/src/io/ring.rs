@@ -67,6 +67,12 @@ pub struct RingStats {
     pub auto_cached: AtomicU64,
     /// Operations that waited for a staging slot or queue room (back-pressure).
     pub waited: AtomicU64,
+    /// Buffered reads that found all their pages cached and were copied on the worker, without
+    /// an SQE (counted in `buffered` too).
+    pub resident_copies: AtomicU64,
+    /// Bytes copied from the page cache on the workers (whole reads, and the cached starts of
+    /// reads whose rest went to the ring).
+    pub resident_bytes: AtomicU64,
 }
 
 /// A read the kernel has: its node and its record.
@@ -206,6 +212,14 @@ impl Ring {
     /// Largest read a staging slot takes (with its alignment slack).
     pub(crate) fn staging_capacity(&self) -> usize {
         self.staging.slot_size()
+    }
+
+    /// Whether the fault plan (tests) rewrites reads of `path`: those must reach the ring.
+    pub(crate) fn injects_fault(&self, path: Option<&std::path::Path>) -> bool {
+        self.config
+            .faults
+            .as_ref()
+            .is_some_and(|plan| plan.fault_for(path).is_some())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -2,6 +2,7 @@
 //! worker moves on; the ring's reactor completes the node when the bytes are in.
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
@@ -51,28 +52,41 @@ impl Stage for UringReadStage {
         let direct = direct.filter(|_| {
             let cached = policy == IoPolicy::Auto && residency::mostly_resident(buffered, offset, len);
             if cached {
-                self.ring
-                    .stats()
-                    .auto_cached
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ring.stats().auto_cached.fetch_add(1, Relaxed);
             }
             !cached
         });
         let Some(dst) = node.destination() else {
             return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a destination"));
         };
-        let (dst, dst_len) = (dst.as_mut_ptr(), dst.len());
-        if dst_len == 0 {
+        if dst.is_empty() {
             // Nothing to read; the file opened, which is all an empty read can check.
             return Outcome::Done { bytes: 0 };
         }
-        let aligned = (dst as u64).is_multiple_of(ALIGN) && offset % ALIGN == 0 && len % ALIGN == 0;
+        let aligned = (dst.as_ptr() as u64).is_multiple_of(ALIGN) && offset % ALIGN == 0 && len % ALIGN == 0;
         let start = offset / ALIGN * ALIGN;
         let end = (offset + len).div_ceil(ALIGN) * ALIGN;
         let staged_fits = (end - start) as usize <= self.ring.staging_capacity();
+        let direct = direct.filter(|_| aligned || staged_fits);
+        // Through the page cache: what is cached is a copy, made here on the worker (workers
+        // copy in parallel; the ring would copy on the one thread that submits, or hand the
+        // read to its kernel workers, which stalled for seconds on the GPU machine's VM). The
+        // ring reads what the cache lacks. Reads under an injected fault keep to the ring.
+        let mut copied = 0;
+        if direct.is_none() && !self.ring.injects_fault(path.as_deref()) {
+            copied = residency::read_resident(buffered, dst, offset);
+            let stats = self.ring.stats();
+            stats.resident_bytes.fetch_add(copied as u64, Relaxed);
+            if copied == dst.len() {
+                stats.buffered.fetch_add(1, Relaxed);
+                stats.resident_copies.fetch_add(1, Relaxed);
+                return Outcome::Done { bytes: len };
+            }
+        }
+        let (dst, dst_len) = (dst[copied..].as_mut_ptr(), dst.len() - copied);
         let (fd, is_direct, offset, target, read_len, needed) = match direct {
             Some(fd) if aligned => (fd, true, offset, Target::Destination { ptr: dst }, dst_len, dst_len),
-            Some(fd) if staged_fits => {
+            Some(fd) => {
                 let skip = (offset - start) as usize;
                 let target = Target::Staged {
                     slot: None,
@@ -82,11 +96,11 @@ impl Stage for UringReadStage {
                 };
                 (fd, true, start, target, (end - start) as usize, skip + dst_len)
             }
-            // Too large for a slot (or no direct I/O here): through the page cache.
-            _ => (
+            // Too large for a slot (or no direct I/O here): the rest through the page cache.
+            None => (
                 buffered,
                 false,
-                offset,
+                offset + copied as u64,
                 Target::Destination { ptr: dst },
                 dst_len,
                 dst_len,
@@ -98,7 +112,7 @@ impl Stage for UringReadStage {
             (true, Target::Destination { .. }) => &stats.direct_landed,
             (false, _) => &stats.buffered,
         };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add(1, Relaxed);
         let (pending, outcome) = node.defer();
         let file = OpFile {
             fd,
