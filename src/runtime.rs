@@ -11,6 +11,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use dsr_engine::observer::Observer;
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
 use dsr_engine::{Error, ErrorKind, Executor, ExecutorConfig, FileSource, HostBuffer, IoPolicy, Request, Result};
 use dsr_gpu::ash::vk;
@@ -90,6 +91,8 @@ struct State {
     transfers: Option<Arc<Transfers>>,
     queues: Vec<Weak<()>>,
     files: Vec<Weak<()>>,
+    /// Told of every node the executor runs (a trace recorder), once it is built.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// DirectStorage's factory: configuration, files and queues over one shared executor.
@@ -178,6 +181,7 @@ impl Runtime {
                 transfers: None,
                 queues: Vec::new(),
                 files: Vec::new(),
+                observer: None,
             }),
         }
     }
@@ -188,6 +192,16 @@ impl Runtime {
         let runtime = Runtime::new(config);
         runtime.lock().device = Some(device.clone());
         runtime
+    }
+
+    /// Has the executor this runtime builds tell `observer` of every node it runs (a
+    /// `dsr::viz::TraceRecorder`, say). Refused, as [`Runtime::set_config`] is, while a queue or
+    /// a file of this runtime is alive; takes effect with the next one.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) -> Result<()> {
+        let config = self.config();
+        self.set_config(config)?;
+        self.lock().observer = Some(observer);
+        Ok(())
     }
 
     /// The device it runs GPU requests on, if any.
@@ -236,6 +250,7 @@ impl Runtime {
         }
         let mut config = ExecutorConfig {
             scratch_budget: state.config.staging_bytes,
+            observer: state.observer.clone(),
             ..ExecutorConfig::default()
         };
         if state.config.workers > 0 {

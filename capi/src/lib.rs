@@ -14,9 +14,10 @@
 //! copied, as DirectStorage's are).
 //!
 //! Rooms: `types.rs` (the header's types and the error → result mapping), `handles.rs` (the
-//! tables), this file (the entry points, in the header's order).
+//! tables), `trace.rs` (`DSR_TRACE`), this file (the entry points, in the header's order).
 
 mod handles;
+mod trace;
 
 /// mimalloc, for libdsr's own allocations: requests are allocated on the caller's thread and
 /// freed on dsr's workers, which glibc's allocator serialises on the caller's arena lock.
@@ -154,6 +155,7 @@ struct CRuntime {
 
 impl CRuntime {
     fn new(runtime: Runtime) -> CRuntime {
+        trace::observe(&runtime);
         CRuntime {
             runtime,
             error_callback: Mutex::new(None),
@@ -282,7 +284,9 @@ pub unsafe extern "C" fn dsr_runtime_destroy(runtime: dsr_runtime) -> dsr_result
     guard(|| {
         let Some(device) = check(RUNTIMES.get(runtime))?.runtime.device() else {
             // A host runtime lives on in its queues until they are destroyed.
-            return check(RUNTIMES.remove(runtime)).map(drop);
+            let removed = check(RUNTIMES.remove(runtime)).map(drop);
+            trace::write();
+            return removed;
         };
         // A Vulkan runtime: once this returns, the caller may destroy its device, so dsr must
         // have let go of it. Its queues and buffers would still use it: refuse while any lives.
@@ -303,6 +307,7 @@ pub unsafe extern "C" fn dsr_runtime_destroy(runtime: dsr_runtime) -> dsr_result
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        trace::write();
         Ok(())
     })
 }
@@ -538,6 +543,7 @@ pub unsafe extern "C" fn dsr_queue_destroy(queue: dsr_queue) -> dsr_result {
     guard(|| {
         let queue = check(QUEUES.remove(queue))?;
         queue.queue.close();
+        trace::write();
         Ok(())
     })
 }

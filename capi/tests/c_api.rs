@@ -149,6 +149,58 @@ fn the_seeds_first_demo_writes_an_asset_and_reads_it_raw_and_compressed() {
     );
 }
 
+/// `DSR_TRACE=PATH` makes libdsr write a timeline of what its engine ran (here the first demo's
+/// reads and decodes) when the program destroys its queues and runtime; a path it cannot write
+/// is said on stderr and fails nothing.
+#[test]
+fn dsr_trace_writes_a_timeline_of_a_c_programs_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = compile("demo_assets", dir.path()) else {
+        return;
+    };
+    let len = 3 << 20;
+    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
+    let packed_path = dir.path().join("asset.gdf");
+    std::fs::write(&packed_path, packed).unwrap();
+    let args = [
+        dir.path().to_str().unwrap().to_owned(),
+        packed_path.to_str().unwrap().to_owned(),
+        len.to_string(),
+    ];
+    let trace = dir.path().join("trace.json");
+    let output = Command::new(&exe)
+        .args(&args)
+        .env("DSR_TRACE", &trace)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).expect("the trace was written")).unwrap();
+    let names: Vec<&str> = json["traceEvents"]
+        .as_array()
+        .expect("Chrome trace events")
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for node in ["read", "decompress-cpu", "write"] {
+        assert!(names.contains(&node), "the trace shows {node} nodes: {names:?}");
+    }
+
+    let unwritable = dir.path().join("no such directory/trace.json");
+    let output = Command::new(&exe)
+        .args(&args)
+        .env("DSR_TRACE", &unwritable)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "an unwritable trace fails nothing");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot write the trace"),
+        "and is said: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn the_seeds_second_demo_reads_a_packed_file_at_many_offsets_with_an_error_callback() {
     let dir = tempfile::tempdir().unwrap();
