@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dsr::gpu::{GpuConfig, GpuContext, StagingConfig, Transfers};
 use dsr::{DecodeRoute, DeviceBuffer, ErrorKind, ExecutorConfig, HostBuffer, IoConfig, Request, RequestStatus};
@@ -20,7 +21,11 @@ fn context() -> Option<Arc<GpuContext>> {
         ..GpuConfig::default()
     };
     match GpuContext::new(&config) {
-        Ok(context) => Some(context),
+        Ok(context) => {
+            static WARM: std::sync::Once = std::sync::Once::new();
+            WARM.call_once(|| warm_the_gpu_decoder(&context));
+            Some(context)
+        }
         Err(err) if std::env::var("DSR_REQUIRE_VULKAN").as_deref() == Ok("1") => {
             panic!("DSR_REQUIRE_VULKAN=1 but no validating Vulkan device: {err}")
         }
@@ -31,6 +36,36 @@ fn context() -> Option<Arc<GpuContext>> {
             None
         }
     }
+}
+
+/// Decodes one small stream on the GPU, hashes checked, with all the time it needs. lavapipe
+/// compiles a shader with LLVM at its first dispatch, which for the decoder took 30–50 s on the
+/// 2-core development VM while Mesa's shader cache was empty (a fresh machine, a CI run):
+/// longer than any one test's patience. Done once per test process, before the first test gets
+/// its context; later devices find the compiled shaders in Mesa's cache.
+fn warm_the_gpu_decoder(context: &Arc<GpuContext>) {
+    let (executor, _) = gpu_executor(context, 2, StagingConfig::default());
+    let text: Vec<u8> = (0..100_000u32)
+        .map(|i| b"warm up the decoder "[(i % 20) as usize])
+        .collect();
+    let packed = dsr_gdeflate::compress(&text, dsr_gdeflate::Level::new(6)).unwrap();
+    let hashes: Vec<u64> = text.chunks(65536).map(dsr::stages::tile_hash).collect();
+    let gpu = dsr::gpu::allocate_buffer(context, 1 << 20).unwrap();
+    let mut batch = executor.batch();
+    batch
+        .push(
+            Request::memory_to_device(packed.clone(), 0, packed.len() as u64, &gpu, 0)
+                .gdeflate(text.len() as u64)
+                .verify_tiles(Arc::from(hashes))
+                .decode_on(DecodeRoute::Gpu),
+        )
+        .unwrap();
+    let report = executor
+        .submit(batch)
+        .unwrap()
+        .wait_timeout(Duration::from_secs(600))
+        .expect("the first GPU decode finishes");
+    assert!(report.all_done(), "{report:?}");
 }
 
 /// Fails the test on any message the validation layer sent.

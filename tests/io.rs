@@ -163,37 +163,6 @@ fn reading_past_the_end_of_the_file_fails_with_context() {
     }
 }
 
-/// A file of `data` on the build disk (the system's temporary directory may be tmpfs, which has
-/// no direct I/O and whose pages cannot be dropped), written through to it.
-fn disk_file(data: &[u8]) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::io::Write::write_all(&mut file, data).unwrap();
-    file.as_file().sync_all().unwrap();
-    file
-}
-
-/// Drops `file`'s pages from the page cache, and checks that they went.
-fn evict(file: &tempfile::NamedTempFile) {
-    evict_from(file, 0);
-}
-
-/// Drops `file`'s pages from `offset` on from the page cache, and checks that they went (pages
-/// still being read ahead stay: the advice is repeated until none is left).
-fn evict_from(file: &tempfile::NamedTempFile, offset: u64) {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
-    let len = file.as_file().metadata().unwrap().len() - offset;
-    for _ in 0..200 {
-        // SAFETY: advice on the file's own descriptor.
-        unsafe { libc::posix_fadvise(fd, offset as i64, 0, libc::POSIX_FADV_DONTNEED) };
-        let (cached, _) = dsr::stages::io::residency::resident(fd, offset, len).expect("a residency probe answers");
-        if cached == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("the file's pages from {offset} on did not leave the page cache");
-}
-
 #[test]
 fn stress_thousands_of_concurrent_requests() {
     let data = pattern(8 << 20, 3);

@@ -103,7 +103,10 @@ fn the_run_is_coloured_by_outcome_with_durations() {
 #[test]
 fn a_trace_shows_every_node_once_on_tracks_that_nest() {
     let data = pattern(300_000, 5);
-    let file = temp_file(&data);
+    // On the disk and out of the page cache, so its reads wait on io_uring (cached pages would
+    // be copied on the workers).
+    let file = disk_file(&data);
+    evict(&file);
     let packed = dsr_gdeflate::compress(&data, dsr_gdeflate::Level::new(4)).unwrap();
     let packed_file = temp_file(&packed);
     let recorder = Arc::new(TraceRecorder::new(2));
