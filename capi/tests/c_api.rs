@@ -123,28 +123,33 @@ fn asset(len: usize) -> Vec<u8> {
     (0..len).map(|i| text[i % text.len()]).collect()
 }
 
+/// The first demo's program, built in `dir`, and its arguments: `dir` to write its asset in,
+/// a GDeflate file of that asset, and the asset's length. `None` where it cannot be built.
+fn first_demo(dir: &Path) -> Option<(PathBuf, [String; 3])> {
+    let exe = compile("demo_assets", dir)?;
+    let len = 3 << 20;
+    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
+    let packed_path = dir.join("asset.gdf");
+    std::fs::write(&packed_path, packed).unwrap();
+    let args = [
+        dir.to_str().unwrap().to_owned(),
+        packed_path.to_str().unwrap().to_owned(),
+        len.to_string(),
+    ];
+    Some((exe, args))
+}
+
 #[test]
 fn the_seeds_first_demo_writes_an_asset_and_reads_it_raw_and_compressed() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(exe) = compile("demo_assets", dir.path()) else {
+    let Some((exe, args)) = first_demo(dir.path()) else {
         return;
     };
-    let len = 3 << 20;
-    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
-    let packed_path = dir.path().join("asset.gdf");
-    std::fs::write(&packed_path, packed).unwrap();
-    let out = run(
-        &exe,
-        &[
-            dir.path().to_str().unwrap(),
-            packed_path.to_str().unwrap(),
-            &len.to_string(),
-        ],
-    );
+    let out = run(&exe, &args.each_ref().map(|a| a.as_str()));
     assert!(out.contains("compressed:"), "{out}");
     assert_eq!(
         std::fs::read(dir.path().join("asset.bin")).unwrap(),
-        asset(len),
+        asset(3 << 20),
         "the written asset"
     );
 }
@@ -155,18 +160,9 @@ fn the_seeds_first_demo_writes_an_asset_and_reads_it_raw_and_compressed() {
 #[test]
 fn dsr_trace_writes_a_timeline_of_a_c_programs_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(exe) = compile("demo_assets", dir.path()) else {
+    let Some((exe, args)) = first_demo(dir.path()) else {
         return;
     };
-    let len = 3 << 20;
-    let packed = dsr_gdeflate::compress(&asset(len), dsr_gdeflate::Level::DEFAULT).unwrap();
-    let packed_path = dir.path().join("asset.gdf");
-    std::fs::write(&packed_path, packed).unwrap();
-    let args = [
-        dir.path().to_str().unwrap().to_owned(),
-        packed_path.to_str().unwrap().to_owned(),
-        len.to_string(),
-    ];
     let trace = dir.path().join("trace.json");
     let output = Command::new(&exe)
         .args(&args)
