@@ -316,7 +316,10 @@ int main(int argc, char **argv) {
     }
     CHECK(taken == 3); /* all three with the title at once */
     CHECK(!status->lpVtbl->IsComplete(status, 2) && !status->lpVtbl->IsComplete(status, 3));
-    CHECK(memcmp(small, from_c, 64) == 0); /* the plain request did not wait */
+    /* The plain request does not wait for them: it lands while the title still holds all
+     * three (it may be a moment behind them, whose reads can finish first). */
+    for (int i = 0; i < 1000 && memcmp(small, from_c, 64) != 0; i++) Sleep(10);
+    CHECK(memcmp(small, from_c, 64) == 0);
     EXPECT_HR(custom->lpVtbl->GetRequests1(custom, DSTORAGE_GET_REQUEST_FLAG_SELECT_BUILTIN, 8, got_requests + 3, &n), S_OK);
     CHECK(n == 0);
     DSTORAGE_CUSTOM_DECOMPRESSION_RESULT results[3];
