@@ -10,9 +10,10 @@
 //!
 //! On overlayfs (containers' root file systems) a file's pages are cached on the file beneath the
 //! overlay: `cachestat` on the overlay's descriptor counts none of them, so a warm file looked
-//! cold and `Auto` read it from the disk again (the likely cause of 5.1 s for 128 warm 1 MiB
-//! files through the Wine DLL on the GPU machine, against 6 ms buffered). A mapping reaches the
-//! real pages, so files on overlayfs are probed with `mincore`.
+//! cold and `Auto` read it from the disk again. A mapping reaches the real pages, so files on
+//! overlayfs are probed with `mincore`. (Suspected behind 5.1 s for 128 warm 1 MiB files through
+//! the Wine DLL on the GPU machine, against 6 ms buffered; io-wq's stalls on that VM, which
+//! buffered reads no longer meet when their pages are cached, are the other suspect.)
 //!
 //! A probe that fails answers "unknown", and the read keeps its policy.
 
