@@ -198,9 +198,9 @@ impl Runtime {
     /// `dsr::viz::TraceRecorder`, say). Refused, as [`Runtime::set_config`] is, while a queue or
     /// a file of this runtime is alive; takes effect with the next one.
     pub fn set_observer(&self, observer: Arc<dyn Observer>) -> Result<()> {
-        let config = self.config();
-        self.set_config(config)?;
-        self.lock().observer = Some(observer);
+        let mut state = self.lock();
+        Self::idle(&mut state)?;
+        state.observer = Some(observer);
         Ok(())
     }
 
@@ -221,6 +221,14 @@ impl Runtime {
     /// Replaces the configuration: refused while a queue or a file of this runtime is alive.
     pub fn set_config(&self, config: RuntimeConfig) -> Result<()> {
         let mut state = self.lock();
+        Self::idle(&mut state)?;
+        state.config = config;
+        Ok(())
+    }
+
+    /// Lets go of the executor, which the next queue or file builds anew, or refuses while a
+    /// queue or a file of the runtime is alive (they run on it).
+    fn idle(state: &mut State) -> Result<()> {
         state.queues.retain(|q| q.strong_count() > 0);
         state.files.retain(|f| f.strong_count() > 0);
         if !state.queues.is_empty() || !state.files.is_empty() {
@@ -233,7 +241,6 @@ impl Runtime {
                 ),
             ));
         }
-        state.config = config;
         state.executor = None;
         state.transfers = None;
         Ok(())

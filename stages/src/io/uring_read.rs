@@ -1,5 +1,7 @@
 //! The read stage on io_uring: a read node becomes one operation on the shared ring and the
-//! worker moves on; the ring's reactor completes the node when the bytes are in.
+//! worker moves on; the ring's reactor completes the node when the bytes are in. A buffered read
+//! first copies what the page cache holds on the worker (`residency::read_resident`), so a warm
+//! read completes here and only the rest goes to the ring.
 
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
