@@ -31,22 +31,7 @@ wineserver=$(dirname "$(readlink -f "$wine")")/wineserver
 "$wineserver" -p 2>/dev/null || true  # already running for this prefix: fine
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; "$wineserver" -k 2>/dev/null || true' EXIT
 
-# Assets like a game's: text-like records with numbers (GDeflate packs them about 3:1), each
-# ending in a non-zero byte (load.exe checks it landed).
-python3 - "$tmp" "$count" "$kib" <<'PY'
-import random, sys
-out, count, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(7)
-words = [b"vertex", b"normal", b"texcoord", b"material", b"bone", b"weight", b"index", b"mip", b"lod"]
-for i in range(count):
-    parts, size = [], 0
-    while size < kib * 1024:
-        part = b"%s %d %d %d\n" % (rng.choice(words), rng.randrange(1 << 20), rng.randrange(1 << 16), rng.randrange(997))
-        parts.append(part)
-        size += len(part)
-    data = b"".join(parts)[: kib * 1024 - 1] + b"\n"
-    open(f"{out}/asset{i:05}.bin", "wb").write(data)
-PY
+python3 "$root/benches/game-records.py" "$tmp" "$count" "$kib"
 for f in "$tmp"/asset*.bin; do "$dsr" gdeflate compress --threads 1 "$f" "$f.gdf" >/dev/null 2>&1; done
 winpath() { echo "Z:$(echo "$1" | tr / '\\')"; }
 : > "$tmp/raw.list"; : > "$tmp/packed.list"
