@@ -637,19 +637,14 @@ fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
 }
 
 /// `IoPolicy::Auto` asks the page cache first: a range that is cached reads through the cache,
-/// a cold one with direct I/O. The file lives under the build's temporary directory, on the
-/// build disk (the system's temporary directory may be tmpfs, which has no direct I/O and
-/// whose pages cannot be dropped).
+/// a cold one with direct I/O. The file lives on the build disk (`disk_file`).
 #[test]
 fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
     if !io_uring_available() {
         return;
     }
     let data = pattern(4 << 20, 21);
-    let mut file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::io::Write::write_all(&mut file, &data).unwrap();
-    file.as_file().sync_all().unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+    let file = disk_file(&data);
     let (executor, info) = engine(Backend::IoUring, RingConfig::default());
     let ring = info.ring.expect("the ring backend");
     let counts = || {
@@ -670,8 +665,7 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
         assert!(dest.as_slice().unwrap() == &data[..]);
     };
     // Cold: dropped from the cache, so Auto reads it directly (four 1 MiB reads).
-    // SAFETY: advice on the file's own descriptor.
-    unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    evict(&file);
     let before = counts();
     load_aligned();
     let cold = counts();

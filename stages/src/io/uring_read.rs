@@ -78,7 +78,9 @@ impl Stage for UringReadStage {
         if direct.is_none() && !self.ring.injects_fault(path.as_deref()) {
             copied = residency::read_resident(buffered, dst, offset);
             let stats = self.ring.stats();
-            stats.resident_bytes.fetch_add(copied as u64, Relaxed);
+            if copied > 0 {
+                stats.resident_bytes.fetch_add(copied as u64, Relaxed);
+            }
             if copied == dst.len() {
                 stats.buffered.fetch_add(1, Relaxed);
                 stats.resident_copies.fetch_add(1, Relaxed);
