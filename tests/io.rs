@@ -637,7 +637,8 @@ fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
 }
 
 /// `IoPolicy::Auto` asks the page cache first: a range that is cached reads through the cache,
-/// a cold one with direct I/O. The file lives on the build disk (`disk_file`).
+/// a cold one with direct I/O. A warm load does not open its file for direct I/O at all (one
+/// descriptor a file, not two). The file lives on the build disk (`disk_file`).
 #[test]
 fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
     if !io_uring_available() {
@@ -652,6 +653,7 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
         (
             stats.auto_cached.load(Ordering::Relaxed),
             stats.direct_landed.load(Ordering::Relaxed),
+            stats.direct_opens.load(Ordering::Relaxed),
         )
     };
     let load_aligned = || {
@@ -671,12 +673,14 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
     let cold = counts();
     assert_eq!(cold.0, before.0, "no cold read went through the cache");
     assert_eq!(cold.1, before.1 + 4, "the cold reads landed directly");
+    assert!(cold.2 > before.2, "the cold load opened its file for direct I/O");
     // Warm: read once through the cache, then Auto reads it through the cache too.
     let _ = std::fs::read(file.path()).unwrap();
     load_aligned();
     let warm = counts();
     assert_eq!(warm.0, cold.0 + 4, "the warm reads went through the cache");
     assert_eq!(warm.1, cold.1, "no warm read was direct");
+    assert_eq!(warm.2, cold.2, "the warm load opened nothing for direct I/O");
     assert!(
         ["cachestat", "mincore"].contains(&dsr::stages::io::residency::probe().name()),
         "a probe is in use"

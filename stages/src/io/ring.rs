@@ -65,6 +65,9 @@ pub struct RingStats {
     /// Of those, reads `IoPolicy::Auto` sent through the page cache because most of their range
     /// was already there.
     pub auto_cached: AtomicU64,
+    /// Files opened (again) for direct I/O by reads: one per file that read directly, none
+    /// for a file whose reads `Auto` sent through the cache.
+    pub direct_opens: AtomicU64,
     /// Operations that waited for a staging slot or queue room (back-pressure).
     pub waited: AtomicU64,
     /// Buffered reads that found all their pages cached and were copied on the worker, without

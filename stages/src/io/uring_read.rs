@@ -41,23 +41,25 @@ impl Stage for UringReadStage {
             Err(err) => return Outcome::Failed(err),
         };
         let policy = node.request_info().io;
+        // Auto reads a range that is mostly in the page cache through the cache: a direct read
+        // would fetch it from the disk again. Asked before the file is opened for direct I/O, so
+        // a warm load opens one descriptor a file, not two.
+        let cached = policy == IoPolicy::Auto && residency::mostly_resident(buffered, offset, len);
+        if cached {
+            self.ring.stats().auto_cached.fetch_add(1, Relaxed);
+        }
         let direct = match policy {
             IoPolicy::Buffered => None,
-            IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(open_direct) {
+            IoPolicy::Auto if cached => None,
+            IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(|source| {
+                self.ring.stats().direct_opens.fetch_add(1, Relaxed);
+                open_direct(source)
+            }) {
                 Ok(f) => Some(std::os::fd::AsRawFd::as_raw_fd(f)),
                 Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),
                 Err(_) => None,
             },
         };
-        // Auto reads a range that is mostly in the page cache through the cache: a direct read
-        // would fetch it from the disk again. (Asked only where direct I/O is open to it.)
-        let direct = direct.filter(|_| {
-            let cached = policy == IoPolicy::Auto && residency::mostly_resident(buffered, offset, len);
-            if cached {
-                self.ring.stats().auto_cached.fetch_add(1, Relaxed);
-            }
-            !cached
-        });
         let Some(dst) = node.destination() else {
             return Outcome::Failed(Error::new(ErrorKind::InvalidRequest, "a read node needs a destination"));
         };
