@@ -687,6 +687,31 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
     );
 }
 
+/// Installing the I/O stages grows the process's descriptor table, so a load's opens never
+/// wait for it to grow (each growth in a threaded process waits out an RCU grace period):
+/// afterwards the table has room for `RESERVED_DESCRIPTORS`, or the open-file limit. Either
+/// backend; positioned reads here, which need nothing of the kernel.
+#[test]
+fn installing_io_grows_the_descriptor_table_before_any_load() {
+    let (_executor, _info) = engine(Backend::Pread, RingConfig::default());
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes the struct, which lives across the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    let wanted = limit.rlim_cur.min(dsr::stages::io::open::RESERVED_DESCRIPTORS);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let slots: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("FDSize:"))
+        .expect("an FDSize line")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(slots >= wanted, "the table has {slots} slots, wanted {wanted}");
+}
+
 /// A buffered read whose pages are all cached is copied on the worker, with no SQE; one whose
 /// pages are not goes to the ring; one cached in part is copied as far as the cache holds it and
 /// the ring reads the rest. Every byte lands either way.

@@ -72,8 +72,11 @@ pub struct IoInfo {
     pub ring: Option<Arc<Ring>>,
 }
 
-/// Installs the read stage of the chosen backend (the ring as a reactor too) on `builder`.
+/// Installs the read stage of the chosen backend (the ring as a reactor too) on `builder`,
+/// having grown the process's descriptor table for the files its loads will open
+/// ([`open::reserve_descriptors`]).
 pub fn install_io(builder: ExecutorBuilder, config: IoConfig) -> std::io::Result<(ExecutorBuilder, IoInfo)> {
+    open::reserve_descriptors();
     let pread = |builder: ExecutorBuilder, reason: Option<String>| {
         let stage = PreadStage::with_faults(config.ring.faults.clone());
         let write = PwriteStage::with_faults(config.ring.faults.clone());

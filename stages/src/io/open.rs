@@ -10,6 +10,51 @@ use dsr_engine::{Error, FileSource, NodeKind};
 
 use super::staging::STAGING_ALIGN;
 
+/// Descriptor slots the process's table is grown to, once, before a load opens its files
+/// (or to the open-file limit, if lower).
+pub const RESERVED_DESCRIPTORS: u64 = 4096;
+
+/// Grows this process's descriptor table now, once, to [`RESERVED_DESCRIPTORS`] slots or the
+/// soft open-file limit, whichever is lower, so that opening a load's files never grows it.
+///
+/// Linux doubles the table when a descriptor lands past its end, and in a process with more
+/// than one thread each growth waits out an RCU grace period (`expand_fdtable`), holding the
+/// `open` that asked and every other thread's `open` behind it: measured at 13 ms on the
+/// development VM, on the workers' path in the middle of a load of 128 files, once for each
+/// doubling past the size the process happened to have. Grown here (by duplicating a descriptor
+/// to the table's last slot and closing it), the wait comes at most once, when a runtime is made,
+/// and not at all where that is before the process starts threads. The table costs 8 bytes a slot
+/// (32 KiB at 4096). Failure (a limit below the current size, no descriptor to copy) changes
+/// nothing: growth then comes as it would have.
+pub fn reserve_descriptors() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` writes the struct, which lives across the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let slots = limit.rlim_cur.min(RESERVED_DESCRIPTORS);
+        let Ok(last) = libc::c_int::try_from(slots.saturating_sub(1)) else {
+            return;
+        };
+        let Ok(file) = File::open("/") else {
+            return;
+        };
+        // SAFETY: `F_DUPFD_CLOEXEC` makes a new descriptor, the lowest free one at or above
+        // `last` (never one in use), of a file this function holds; it is closed at once.
+        unsafe {
+            let copy = libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, last);
+            if copy >= 0 {
+                libc::close(copy);
+            }
+        }
+    });
+}
+
 /// Opens a source file for buffered reads; errors name the path.
 pub fn open_buffered(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|err| {
