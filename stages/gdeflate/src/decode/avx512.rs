@@ -26,7 +26,7 @@ use std::arch::x86_64::__m512i;
 
 use pulp::x86::V4;
 
-use super::copy::{copy_match, fields, DST_BITS, DST_MASK};
+use super::copy::{copy_apart, fields, DST_BITS, DST_MASK};
 use super::entry::STOP;
 use super::lanes::{Lanes, Window};
 use crate::error::Reason;
@@ -301,20 +301,30 @@ fn subtables(s: Token, entries: &[u64], lanes: &Registers, owes: &[u8; 4], entry
 /// destination's 32 bytes, which writes back the bytes past the match unchanged. LLVM turns
 /// the load, blend and store into one masked store, so no copy reads its destination (a read
 /// there would wait for the literal bytes and the previous copy just written around it).
+/// Other copies (long, or overlapping their source) go out of line (`copy_apart`), so that the
+/// loop over the short ones keeps its cursor in a register.
 #[inline(always)]
 fn flush(s: Token, out: &mut [u8], queue: &[u64]) {
     let bw = s.avx512bw;
-    for &copy in queue {
-        let (dst, distance, len) = fields(copy);
-        if len <= 32 && distance >= len && dst + 32 <= out.len() {
+    let mut i = 0;
+    while i < queue.len() {
+        // A run of short copies, then (if the run ended early) one other.
+        while let Some(&copy) = queue.get(i) {
+            let (dst, distance, len) = fields(copy);
+            if !(len <= 32 && distance >= len && dst + 32 <= out.len()) {
+                break;
+            }
             let src = dst - distance;
             let from: [u8; 32] = out[src..src + 32].try_into().expect("32 bytes");
             let to: &mut [u8; 32] = (&mut out[dst..dst + 32]).try_into().expect("32 bytes");
             let keep = ((1u64 << len) - 1) as u32;
             let bytes = bw._mm256_mask_blend_epi8(keep, bytemuck::cast(*to), bytemuck::cast(from));
             *to = bytemuck::cast(bytes);
-        } else {
-            copy_match(out, dst, distance, len);
+            i += 1;
+        }
+        if let Some(&copy) = queue.get(i) {
+            copy_apart(out, copy);
+            i += 1;
         }
     }
 }
