@@ -67,7 +67,7 @@ for i in $(seq 1 "$n"); do
     settle
     start=$(date +%s%N)
     "$wine" "$build/load.exe" "$1" "$(winpath "$tmp/$2.list")" > "$tmp/out.json"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["seconds"], sys.argv[3])' \
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["seconds"], sys.argv[3], d.get("until_submit", 0))' \
       "$tmp/out.json" "$1-$2" "$(ms "$start")" >> "$tmp/runs"
   done
 done
@@ -83,7 +83,8 @@ print(f"{count} assets of {kib} KiB ({decoded / 2**20:.0f} MiB decoded, {packed 
       f"{len(rows) // len(cases)} alternating invocations; medians:")
 for case in cases:
     s, w = med(case, 1), med(case, 2)
-    print(f"  {case:<24} {s * 1e3:8.1f} ms in the program ({decoded / s / 1e9:6.2f} GB/s decoded), {w:6.0f} ms whole process")
+    opened = f", {med(case, 3) * 1e3:.1f} ms of it opening and enqueueing" if case.startswith("dstorage") else ""
+    print(f"  {case:<24} {s * 1e3:8.1f} ms in the program ({decoded / s / 1e9:6.2f} GB/s decoded), {w:6.0f} ms whole process{opened}")
 r = lambda a, b, col=1: med(a, col) / med(b, col)
 print("dstorage.dll vs native dsr load, same I/O policy (goal >= 0.9): "
       f"default {r('native-auto', 'dstorage-raw'):.2f}x, ForceFileBuffering vs --io buffered "
