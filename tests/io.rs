@@ -173,8 +173,13 @@ fn stress_thousands_of_concurrent_requests() {
     let ranges: Vec<(u64, u64)> = (0..4000)
         .map(|_| (rng.u64(0..(8 << 20) - 70_000), rng.u64(1..65_536)))
         .collect();
+    // Direct even where the build disk is rotational (where Auto would read through the cache).
+    let config = RingConfig {
+        rotational_buffered: false,
+        ..RingConfig::default()
+    };
     for backend in backends() {
-        let (executor, info) = engine(backend, RingConfig::default());
+        let (executor, info) = engine(backend, config.clone());
         evict(&file);
         let (statuses, bytes) = load(&executor, file.path(), &ranges, IoPolicy::Auto);
         assert!(statuses.iter().all(|s| *s == RequestStatus::Done), "{backend:?}");
@@ -646,7 +651,12 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
     }
     let data = pattern(4 << 20, 21);
     let file = disk_file(&data);
-    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    // Whatever the build disk is: a rotational one would read cold files buffered (next test).
+    let config = RingConfig {
+        rotational_buffered: false,
+        ..RingConfig::default()
+    };
+    let (executor, info) = engine(Backend::IoUring, config);
     let ring = info.ring.expect("the ring backend");
     let counts = || {
         let stats = ring.stats();
@@ -685,6 +695,60 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
         ["cachestat", "mincore"].contains(&dsr::stages::io::residency::probe().name()),
         "a probe is in use"
     );
+}
+
+/// By default `Auto` reads a cold file on a rotational disk through the page cache (readahead
+/// gains more there than direct I/O saves), and opens nothing for direct I/O; on any other disk
+/// it reads directly. The build disk decides which half runs; the disk's answer is checked
+/// against sysfs by `residency`'s own test.
+#[test]
+fn auto_reads_cold_files_on_rotational_disks_through_the_cache() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(4 << 20, 23);
+    let file = disk_file(&data);
+    let rotational = {
+        let f = std::fs::File::open(file.path()).unwrap();
+        dsr::stages::io::residency::on_rotational_disk(std::os::fd::AsRawFd::as_raw_fd(&f))
+    };
+    eprintln!("the build disk is rotational: {rotational}");
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("the ring backend");
+    let counts = || {
+        let stats = ring.stats();
+        (
+            stats.auto_rotational.load(Ordering::Relaxed) + stats.auto_cached.load(Ordering::Relaxed),
+            stats.direct_landed.load(Ordering::Relaxed),
+            stats.direct_opens.load(Ordering::Relaxed),
+            stats.auto_rotational.load(Ordering::Relaxed),
+        )
+    };
+    evict(&file);
+    let before = counts();
+    let dest = HostBuffer::new(4 << 20);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(file.path(), 0, 4 << 20, &dest, 0).io(IoPolicy::Auto))
+        .unwrap();
+    assert!(executor.submit(batch).unwrap().wait().all_done());
+    let mut dest = dest;
+    assert!(dest.as_slice().unwrap() == &data[..]);
+    let after = counts();
+    if rotational {
+        // The first read is cold; the kernel's readahead may have cached the later ones' ranges
+        // by the time they ask, which sends them through the cache as cached.
+        assert!(after.3 > before.3, "the cold read went through the cache as rotational");
+        assert_eq!(after.0, before.0 + 4, "all four 1 MiB reads went through the cache");
+        assert_eq!(
+            (after.1, after.2),
+            (before.1, before.2),
+            "nothing direct, nothing opened for it"
+        );
+    } else {
+        assert_eq!(after.3, before.3, "no read counted as rotational");
+        assert_eq!(after.1, before.1 + 4, "the cold reads landed directly");
+    }
 }
 
 /// Installing the I/O stages grows the process's descriptor table, so a load's opens never

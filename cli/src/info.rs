@@ -37,7 +37,9 @@ pub fn run(args: InfoArgs) -> CliResult {
         .iter()
         .map(|dir| {
             let (works, fs) = probe_direct(dir);
-            json!({"dir": dir, "file_system": fs, "direct_io": works})
+            let rotational = std::fs::File::open(dir)
+                .is_ok_and(|d| dsr::stages::io::residency::on_rotational_disk(std::os::fd::AsRawFd::as_raw_fd(&d)));
+            json!({"dir": dir, "file_system": fs, "direct_io": works, "rotational": rotational})
         })
         .collect();
     let ring = io.ring.as_ref().map(|ring| {
@@ -107,7 +109,7 @@ pub fn run(args: InfoArgs) -> CliResult {
         println!("  {reason}");
     }
     println!(
-        "  --io auto reads ranges mostly in the page cache through it (probe: {}), others with direct I/O",
+        "  --io auto reads ranges mostly in the page cache through it (probe: {}), and files on rotational disks; others with direct I/O",
         dsr::stages::io::residency::probe().name()
     );
     if let Some(ring) = &io.ring {
@@ -156,10 +158,15 @@ pub fn run(args: InfoArgs) -> CliResult {
     }
     for d in &direct {
         println!(
-            "direct I/O in {}: {} ({})",
+            "direct I/O in {}: {} ({}{})",
             d["dir"].as_str().unwrap_or("?"),
             if d["direct_io"] == true { "yes" } else { "no" },
-            d["file_system"].as_str().unwrap_or("?")
+            d["file_system"].as_str().unwrap_or("?"),
+            if d["rotational"] == true {
+                ", a rotational disk: --io auto reads through the page cache"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

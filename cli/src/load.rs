@@ -148,7 +148,9 @@ fn pages_for_reads<'a>(policy: IoPolicy, reads: impl IntoIterator<Item = (&'a Pa
             for (path, offset, len) in reads.into_iter().take(256) {
                 let Ok(file) = std::fs::File::open(path) else { continue };
                 if let Some((c, p)) = dsr::stages::io::residency::resident(file.as_raw_fd(), offset, len) {
-                    cached += c;
+                    // Auto reads files on rotational disks through the cache, cold or not.
+                    let rotational = dsr::stages::io::residency::on_rotational_disk(file.as_raw_fd());
+                    cached += if rotational { p } else { c };
                     pages += p;
                 }
             }
@@ -900,10 +902,13 @@ mod tests {
         assert_eq!(pages_for_reads(IoPolicy::Buffered, read), Pages::Small);
         // Just written: in the page cache, so `auto` copies it and wants small pages.
         assert_eq!(pages_for_reads(IoPolicy::Auto, read), Pages::Small);
-        // Clean pages dropped from the cache: `auto` reads directly into huge pages.
+        // Clean pages dropped from the cache: `auto` reads directly into huge pages, unless the
+        // disk is rotational, where it reads through the cache still.
         // SAFETY: an advisory call on an open descriptor; it changes no memory of ours.
         let dropped = unsafe { libc::posix_fadvise(file.as_file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(dropped, 0);
-        assert_eq!(pages_for_reads(IoPolicy::Auto, read), Pages::Huge);
+        let rotational = dsr::stages::io::residency::on_rotational_disk(file.as_file().as_raw_fd());
+        let cold = if rotational { Pages::Small } else { Pages::Huge };
+        assert_eq!(pages_for_reads(IoPolicy::Auto, read), cold, "rotational: {rotational}");
     }
 }

@@ -17,6 +17,9 @@ pub struct RingConfig {
     pub staging_budget: usize,
     /// Bytes per staging slot: at least the largest read plus alignment slack.
     pub staging_slot: usize,
+    /// Whether `IoPolicy::Auto` reads files on rotational disks through the page cache, cold
+    /// or not (`residency::on_rotational_disk`); otherwise only ranges mostly cached.
+    pub rotational_buffered: bool,
     /// Injected faults, for tests.
     pub faults: Option<Arc<FaultPlan>>,
 }
@@ -28,6 +31,7 @@ impl Default for RingConfig {
             submit_batch: 32,
             staging_budget: 64 << 20,
             staging_slot: (1 << 20) + 2 * STAGING_ALIGN,
+            rotational_buffered: true,
             faults: None,
         }
     }

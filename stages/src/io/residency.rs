@@ -144,6 +144,41 @@ pub fn mostly_resident(fd: RawFd, offset: u64, len: u64) -> bool {
     resident(fd, offset, len).is_some_and(|(cached, pages)| pages > 0 && 2 * cached >= pages)
 }
 
+/// Whether the file open as `fd` lives on a block device that reports itself rotational
+/// (`/sys/dev/block/MAJ:MIN/queue/rotational`, or its disk's for a partition), where `Auto`
+/// reads through the page cache even what is not cached: such a disk is seek-bound, so the
+/// kernel's readahead and merging gain more than direct I/O saves by skipping a copy. Virtual
+/// disks commonly report themselves so (both machines here do: virtio, `rotational` 1), and
+/// there cold buffered loads measured 1.3× (dev VM) and 4.7× (the GPU machine) faster than direct
+/// ones. Answered once per device and remembered; a file with no block device behind it
+/// (tmpfs, overlayfs, network file systems: an anonymous device number) answers `false`.
+pub fn on_rotational_disk(fd: RawFd) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DEVICES: Mutex<Option<HashMap<libc::dev_t, bool>>> = Mutex::new(None);
+    // SAFETY: `fstat` writes the struct, which lives across the call; a bad descriptor is an
+    // error return.
+    let dev = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return false;
+        }
+        st.st_dev
+    };
+    let mut devices = DEVICES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    *devices.get_or_insert_with(HashMap::new).entry(dev).or_insert_with(|| {
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let disk = format!("/sys/dev/block/{major}:{minor}");
+        [
+            format!("{disk}/queue/rotational"),
+            format!("{disk}/../queue/rotational"),
+        ]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .is_some_and(|flag| flag.trim() == "1")
+    })
+}
+
 /// Copies into `dst` what the page cache holds of the file open as `fd` from `offset` on, on
 /// this thread and without waiting for the disk (`preadv2` with `RWF_NOWAIT`), up to the first
 /// page it would have to read, the end of the file, or `dst`'s end. Returns the bytes copied:
@@ -177,6 +212,38 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsRawFd;
+
+    /// The answer for a file on the build disk matches the disk's `queue/rotational`, found by
+    /// another road (scanning `/sys/block` for the device number, partitions included); a
+    /// pipe, on no block device, is not rotational.
+    #[test]
+    fn the_rotational_answer_matches_sysfs() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let file = tempfile::NamedTempFile::new_in(dir).unwrap();
+        let fd = file.as_file().as_raw_fd();
+        // SAFETY: `fstat` writes the struct, which lives across the call.
+        let dev = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(fd, &mut st), 0);
+            st.st_dev
+        };
+        let wanted = format!("{}:{}", libc::major(dev), libc::minor(dev));
+        let mut expected = false;
+        for disk in std::fs::read_dir("/sys/block").unwrap().flatten() {
+            let disk = disk.path();
+            let mut nodes = vec![disk.clone()];
+            nodes.extend(std::fs::read_dir(&disk).unwrap().flatten().map(|e| e.path()));
+            if nodes
+                .iter()
+                .any(|n| std::fs::read_to_string(n.join("dev")).is_ok_and(|d| d.trim() == wanted))
+            {
+                expected = std::fs::read_to_string(disk.join("queue/rotational")).unwrap().trim() == "1";
+            }
+        }
+        assert_eq!(on_rotational_disk(fd), expected, "device {wanted}");
+        let (read, _write) = std::io::pipe().unwrap();
+        assert!(!on_rotational_disk(read.as_raw_fd()));
+    }
 
     #[test]
     fn both_probes_see_a_file_just_written_and_agree() {

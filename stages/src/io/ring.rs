@@ -65,6 +65,9 @@ pub struct RingStats {
     /// Of those, reads `IoPolicy::Auto` sent through the page cache because most of their range
     /// was already there.
     pub auto_cached: AtomicU64,
+    /// Of those, reads `IoPolicy::Auto` sent through the page cache because their file is on a
+    /// rotational disk (and their range was not mostly cached).
+    pub auto_rotational: AtomicU64,
     /// Files opened (again) for direct I/O by reads: one per file that read directly, none
     /// for a file whose reads `Auto` sent through the cache.
     pub direct_opens: AtomicU64,
@@ -215,6 +218,12 @@ impl Ring {
     /// Largest read a staging slot takes (with its alignment slack).
     pub(crate) fn staging_capacity(&self) -> usize {
         self.staging.slot_size()
+    }
+
+    /// Whether `Auto` reads files on rotational disks through the page cache
+    /// ([`RingConfig::rotational_buffered`]).
+    pub(crate) fn rotational_buffered(&self) -> bool {
+        self.config.rotational_buffered
     }
 
     /// Whether the fault plan (tests) rewrites reads of `path`: those must reach the ring.

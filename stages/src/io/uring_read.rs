@@ -43,14 +43,22 @@ impl Stage for UringReadStage {
         let policy = node.request_info().io;
         // Auto reads a range that is mostly in the page cache through the cache: a direct read
         // would fetch it from the disk again. Asked before the file is opened for direct I/O, so
-        // a warm load opens one descriptor a file, not two.
+        // a warm load opens one descriptor a file, not two. A file on a rotational disk reads
+        // through the cache too, cold or not (`residency::on_rotational_disk`).
         let cached = policy == IoPolicy::Auto && residency::mostly_resident(buffered, offset, len);
+        let rotational = policy == IoPolicy::Auto
+            && !cached
+            && self.ring.rotational_buffered()
+            && residency::on_rotational_disk(buffered);
         if cached {
             self.ring.stats().auto_cached.fetch_add(1, Relaxed);
         }
+        if rotational {
+            self.ring.stats().auto_rotational.fetch_add(1, Relaxed);
+        }
         let direct = match policy {
             IoPolicy::Buffered => None,
-            IoPolicy::Auto if cached => None,
+            IoPolicy::Auto if cached || rotational => None,
             IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(|source| {
                 self.ring.stats().direct_opens.fetch_add(1, Relaxed);
                 open_direct(source)
