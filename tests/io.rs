@@ -641,6 +641,19 @@ fn requests_waiting_for_scratch_cancel_at_once_and_the_rest_goes_on() {
     }
 }
 
+/// Loads all of `path` (`data`, a whole number of pages) into an aligned buffer with
+/// `IoPolicy::Auto` and checks the bytes.
+fn load_whole_with_auto(executor: &dsr::Executor, path: &std::path::Path, data: &[u8]) {
+    let dest = HostBuffer::new(data.len());
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(path, 0, data.len() as u64, &dest, 0).io(IoPolicy::Auto))
+        .unwrap();
+    assert!(executor.submit(batch).unwrap().wait().all_done());
+    let mut dest = dest;
+    assert!(dest.as_slice().unwrap() == data);
+}
+
 /// `IoPolicy::Auto` asks the page cache first: a range that is cached reads through the cache,
 /// a cold one with direct I/O. A warm load does not open its file for direct I/O at all (one
 /// descriptor a file, not two). The file lives on the build disk (`disk_file`).
@@ -666,16 +679,7 @@ fn auto_reads_cached_ranges_through_the_cache_and_cold_ones_directly() {
             stats.direct_opens.load(Ordering::Relaxed),
         )
     };
-    let load_aligned = || {
-        let dest = HostBuffer::new(4 << 20);
-        let mut batch = executor.batch();
-        batch
-            .push(Request::file(file.path(), 0, 4 << 20, &dest, 0).io(IoPolicy::Auto))
-            .unwrap();
-        assert!(executor.submit(batch).unwrap().wait().all_done());
-        let mut dest = dest;
-        assert!(dest.as_slice().unwrap() == &data[..]);
-    };
+    let load_aligned = || load_whole_with_auto(&executor, file.path(), &data);
     // Cold: dropped from the cache, so Auto reads it directly (four 1 MiB reads).
     evict(&file);
     let before = counts();
@@ -726,14 +730,7 @@ fn auto_reads_cold_files_on_rotational_disks_through_the_cache() {
     };
     evict(&file);
     let before = counts();
-    let dest = HostBuffer::new(4 << 20);
-    let mut batch = executor.batch();
-    batch
-        .push(Request::file(file.path(), 0, 4 << 20, &dest, 0).io(IoPolicy::Auto))
-        .unwrap();
-    assert!(executor.submit(batch).unwrap().wait().all_done());
-    let mut dest = dest;
-    assert!(dest.as_slice().unwrap() == &data[..]);
+    load_whole_with_auto(&executor, file.path(), &data);
     let after = counts();
     if rotational {
         // The first read is cold; the kernel's readahead may have cached the later ones' ranges
