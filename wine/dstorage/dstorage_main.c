@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "windef.h"
@@ -686,6 +687,142 @@ static HRESULT STDMETHODCALLTYPE file_GetFileInformation(IDStorageFile *iface, B
 static const IDStorageFileVtbl file_vtbl = {
     file_QueryInterface, file_AddRef, file_Release, file_Close, file_GetFileInformation,
 };
+
+/* ---- paths: a Windows name to the Linux name libdsr opens ----------------------------------
+ *
+ * Wine's translation (wine_get_unix_file_name) looks up every component of a path with Windows
+ * semantics (drive mappings, case-insensitive names, short names), about 5 µs a call: most of a
+ * title's OpenFile loop, which runs before its Submit. Titles open many files in few folders, so
+ * a folder's translation is remembered and a plain file name is appended to it. A name that is
+ * not plain (see plain_name), or that does not open as written (another case, a short name),
+ * goes through Wine's translation whole, so the answer is always Wine's. */
+
+#define FOLDER_SLOTS 16
+
+struct folder {
+    WCHAR *dos;     /* the folder as the title wrote it, up to and with its last separator */
+    size_t dos_len; /* in WCHARs */
+    char *linux_path;     /* its Linux path, without a trailing slash (the root is "") */
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct folder slots[FOLDER_SLOTS];
+    unsigned next; /* the slot the next new folder replaces */
+} folders = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
+
+static int is_separator(WCHAR c) {
+    return c == '\\' || c == '/';
+}
+
+/* Whether `name` (`len` WCHARs, no separator) means the Linux name with the same ASCII bytes:
+ * printable ASCII Windows allows in a name, no '~' (short names), not "." or "..", no trailing dot
+ * or space (Windows drops them) and no device name (CON, NUL, COM1, ...: those are devices in
+ * any folder). */
+static int plain_name(const WCHAR *name, size_t len) {
+    static const char *const devices[] = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"};
+    if (!len || name[len - 1] == '.' || name[len - 1] == ' ') return 0;
+    size_t base = 0; /* the length before the first dot */
+    while (base < len && name[base] != '.') base++;
+    for (size_t i = 0; i < len; i++) {
+        WCHAR c = name[i];
+        if (c < 0x20 || c > 0x7e || strchr("<>:\"|?*~", (char)c)) return 0;
+    }
+    char upper[8] = {0};
+    if (base < sizeof upper) {
+        for (size_t i = 0; i < base; i++) upper[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+        for (size_t i = 0; i < ARRAY_SIZE(devices); i++)
+            if (!strcmp(upper, devices[i])) return 0;
+        if (base == 4 && (!memcmp(upper, "COM", 3) || !memcmp(upper, "LPT", 3)) && upper[3] >= '0' && upper[3] <= '9')
+            return 0;
+    }
+    return 1;
+}
+
+/* The Linux path of folder `dos` (`len` WCHARs, ending in a separator), remembered, or NULL
+ * where Wine does not make it an existing directory. The caller frees the copy returned. */
+static char *folder_unix(const WCHAR *dos, size_t len) {
+    pthread_mutex_lock(&folders.lock);
+    for (unsigned i = 0; i < FOLDER_SLOTS; i++) {
+        struct folder *s = &folders.slots[i];
+        if (s->dos && s->dos_len == len && !memcmp(s->dos, dos, len * sizeof *dos)) {
+            char *copy = strdup(s->linux_path);
+            pthread_mutex_unlock(&folders.lock);
+            return copy;
+        }
+    }
+    pthread_mutex_unlock(&folders.lock);
+
+    /* Wine's answer for the folder, its separator kept only for a drive's root ("C:\"). */
+    WCHAR *name = malloc((len + 1) * sizeof *name);
+    if (!name) return NULL;
+    size_t keep = len > 3 ? len - 1 : len;
+    memcpy(name, dos, keep * sizeof *name);
+    name[keep] = 0;
+    char *wine_name = wine_get_unix_file_name(name);
+    free(name);
+    if (!wine_name) return NULL;
+    struct stat st;
+    char *linux_path = NULL;
+    if (!stat(wine_name, &st) && S_ISDIR(st.st_mode)) {
+        size_t n = strlen(wine_name);
+        while (n && wine_name[n - 1] == '/') n--;
+        linux_path = strndup(wine_name, n);
+    }
+    HeapFree(GetProcessHeap(), 0, wine_name);
+    if (!linux_path) return NULL;
+
+    WCHAR *key = malloc(len * sizeof *key);
+    char *kept = strdup(linux_path);
+    if (!key || !kept) {
+        free(key);
+        free(kept);
+        return linux_path;
+    }
+    memcpy(key, dos, len * sizeof *key);
+    pthread_mutex_lock(&folders.lock);
+    struct folder *s = &folders.slots[folders.next++ % FOLDER_SLOTS];
+    free(s->dos);
+    free(s->linux_path);
+    *s = (struct folder){key, len, kept};
+    pthread_mutex_unlock(&folders.lock);
+    return linux_path;
+}
+
+/* Opens the file at Windows path `path` through libdsr. */
+static dsr_result open_windows_path(dsr_runtime runtime, const WCHAR *path, dsr_file *out) {
+    size_t len = lstrlenW(path);
+    size_t slash = len;
+    while (slash && !is_separator(path[slash - 1])) slash--;
+    /* Drive-absolute ("C:\..."), with a plain name after the last separator. */
+    int fast = len < MAX_PATH && len > 3 && path[1] == ':' && is_separator(path[2]) &&
+               ((path[0] >= 'A' && path[0] <= 'Z') || (path[0] >= 'a' && path[0] <= 'z')) &&
+               plain_name(path + slash, len - slash);
+    if (fast) {
+        char *dir = folder_unix(path, slash);
+        if (dir) {
+            size_t dir_len = strlen(dir), name_len = len - slash;
+            char *linux_path = malloc(dir_len + name_len + 2);
+            dsr_result result = DSR_E_OUT_OF_MEMORY;
+            if (linux_path) {
+                memcpy(linux_path, dir, dir_len);
+                linux_path[dir_len] = '/';
+                for (size_t i = 0; i < name_len; i++) linux_path[dir_len + 1 + i] = (char)path[slash + i];
+                linux_path[dir_len + 1 + name_len] = 0;
+                result = dsr_file_open(runtime, linux_path, out, NULL);
+                free(linux_path);
+            }
+            free(dir);
+            /* Not there as written: Wine's lookup decides (another case, a short name). */
+            if (result == DSR_OK || result == DSR_E_OUT_OF_MEMORY) return result;
+        }
+    }
+    char *linux_path = wine_get_unix_file_name(path);
+    if (!linux_path) return DSR_E_NOT_FOUND;
+    dsr_result result = dsr_file_open(runtime, linux_path, out, NULL);
+    HeapFree(GetProcessHeap(), 0, linux_path);
+    return result;
+}
 
 /* ---- status arrays -------------------------------------------------------------------------- */
 
@@ -1854,12 +1991,10 @@ static HRESULT STDMETHODCALLTYPE factory_OpenFile(IDStorageFactory *iface, const
     if (!out) return E_POINTER;
     *out = NULL;
     if (!path || !riid) return E_INVALIDARG;
-    char *unix_name = wine_get_unix_file_name(path);
     dsr_runtime runtime = factory_runtime(f);
     struct file *file = calloc(1, sizeof *file);
-    dsr_result result = !unix_name ? DSR_E_NOT_FOUND : !runtime ? DSR_E_INTERNAL : !file ? DSR_E_OUT_OF_MEMORY
-                        : dsr_file_open(runtime, unix_name, &file->handle, NULL);
-    HeapFree(GetProcessHeap(), 0, unix_name);
+    dsr_result result = !runtime ? DSR_E_INTERNAL : !file ? DSR_E_OUT_OF_MEMORY
+                        : open_windows_path(runtime, path, &file->handle);
     if (result != DSR_OK) {
         free(file);
         if (result == DSR_E_NOT_FOUND || result == DSR_E_PERMISSION || result == DSR_E_IO) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wchar.h>
 
 #define INITGUID
 #include "dstorage.h"
@@ -76,6 +77,43 @@ static HRESULT wait_status(IDStorageStatusArray *status, UINT32 index) {
     return status->lpVtbl->GetHResult(status, index);
 }
 
+/* Opens `path` (a spelling of the test asset's) and reads the asset through it on `queue`, byte
+ * for byte; or, where `expected` is a failure, checks OpenFile returns it. */
+static void check_spelling(IDStorageFactory *factory, IDStorageQueue *queue, IDStorageStatusArray *status,
+                           const WCHAR *path, size_t size, HRESULT expected) {
+    IDStorageFile *file = (IDStorageFile *)1;
+    HRESULT hr = factory->lpVtbl->OpenFile(factory, path, &IID_IDStorageFile, (void **)&file);
+    if (hr != expected) printf("OpenFile(%ls)\n", path);
+    EXPECT_HR(hr, expected);
+    if (FAILED(expected)) {
+        CHECK(file == NULL);
+        return;
+    }
+    unsigned char *got = calloc(1, size);
+    DSTORAGE_REQUEST r = file_request(file, 0, (UINT32)size, got, (UINT32)size);
+    queue->lpVtbl->EnqueueRequest(queue, &r);
+    queue->lpVtbl->EnqueueStatus(queue, status, 0);
+    queue->lpVtbl->Submit(queue);
+    EXPECT_HR(wait_status(status, 0), S_OK);
+    for (size_t i = 0; i < size; i++) CHECK(got[i] == asset_byte(i));
+    free(got);
+    file->lpVtbl->Release(file);
+}
+
+/* `path` with `from` (once, the last occurrence) replaced by `to`; the caller frees it. */
+static WCHAR *respell(const WCHAR *path, const WCHAR *from, const WCHAR *to) {
+    size_t len = wcslen(path), from_len = wcslen(from), to_len = wcslen(to);
+    WCHAR *out = calloc(len + to_len + 1, sizeof *out);
+    const WCHAR *at = NULL;
+    for (const WCHAR *p = path; (p = wcsstr(p, from)); p++) at = p;
+    CHECK(at != NULL);
+    size_t head = (size_t)(at - path);
+    memcpy(out, path, head * sizeof *out);
+    memcpy(out + head, to, to_len * sizeof *out);
+    wcscpy(out + head + to_len, at + from_len);
+    return out;
+}
+
 int main(int argc, char **argv) {
     CHECK(argc == 5);
     size_t size = (size_t)strtoull(argv[4], NULL, 10);
@@ -139,6 +177,40 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 10000 && fence.refs != 1; i++) Sleep(1);
     CHECK(fence.refs == 1); /* the DLL's reference went back */
     printf("file queue: C: and Z: raw and GDeflate reads verified; event set; fence signalled\n");
+
+    /* Windows spellings of the same file, each read back: the DLL remembers a folder's Linux
+     * name and appends plain file names to it, and must still answer as Wine does. */
+    {
+        IDStorageStatusArray *one = NULL;
+        EXPECT_HR(factory->lpVtbl->CreateStatusArray(factory, 1, "spellings", &IID_IDStorageStatusArray, (void **)&one),
+                  S_OK);
+        WCHAR *spelled[8];
+        int n = 0;
+        check_spelling(factory, files, one, z_path, size, S_OK);
+        check_spelling(factory, files, one, spelled[n++] = respell(z_path, L"asset.bin", L"ASSET.Bin"), size, S_OK);
+        check_spelling(factory, files, one, spelled[n++] = respell(c_path, L"asset.bin", L"Asset.BIN"), size, S_OK);
+        check_spelling(factory, files, one, spelled[n++] = respell(z_path, L"asset.bin", L"asset.bin."), size, S_OK);
+        check_spelling(factory, files, one, spelled[n++] = respell(z_path, L"asset.bin", L"asset.bin  "), size, S_OK);
+        WCHAR *slashes = respell(z_path, L"asset.bin", L"asset.bin");
+        for (WCHAR *p = slashes + 3; *p; p++)
+            if (*p == '\\') *p = '/';
+        check_spelling(factory, files, one, spelled[n++] = slashes, size, S_OK);
+        check_spelling(factory, files, one, spelled[n++] = respell(z_path, L"asset.bin", L"missing.bin"), size,
+                       HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND));
+        /* More folders than the DLL remembers (the same one, spelled "\.\" k times). */
+        for (int k = 1; k <= 24; k++) {
+            WCHAR dots[3 * 24 + 16] = L"\\";
+            for (int j = 0; j < k; j++) wcscat(dots, L".\\");
+            wcscat(dots, L"asset.bin");
+            WCHAR *deep = respell(z_path, L"\\asset.bin", dots);
+            check_spelling(factory, files, one, deep, size, S_OK);
+            free(deep);
+        }
+        check_spelling(factory, files, one, spelled[0], size, S_OK);
+        for (int i = 0; i < n; i++) free(spelled[i]);
+        one->lpVtbl->Release(one);
+        printf("paths: other cases, trailing dots and spaces, slashes, 25 spellings of a folder; missing names refused\n");
+    }
 
     /* Failures in enqueue order: past the end of the file, then a missing-file handle. */
     unsigned char small[64];
