@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dsr_engine::observer::Observer;
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
@@ -89,8 +89,11 @@ struct State {
     executor: Option<Arc<Executor>>,
     /// The device's transfer queue, once the executor is built on it.
     transfers: Option<Arc<Transfers>>,
-    queues: Vec<Weak<()>>,
-    files: Vec<Weak<()>>,
+    /// Cloned into every queue and every file the runtime makes: one strong count each beyond
+    /// the runtime's own (a count, not a list, so a title opening files for hours keeps nothing
+    /// of the closed ones).
+    queues: Arc<()>,
+    files: Arc<()>,
     /// Told of every node the executor runs (a trace recorder), once it is built.
     observer: Option<Arc<dyn Observer>>,
 }
@@ -179,8 +182,8 @@ impl Runtime {
                 device: None,
                 executor: None,
                 transfers: None,
-                queues: Vec::new(),
-                files: Vec::new(),
+                queues: Arc::new(()),
+                files: Arc::new(()),
                 observer: None,
             }),
         }
@@ -229,15 +232,13 @@ impl Runtime {
     /// Lets go of the executor, which the next queue or file builds anew, or refuses while a
     /// queue or a file of the runtime is alive (they run on it).
     fn idle(state: &mut State) -> Result<()> {
-        state.queues.retain(|q| q.strong_count() > 0);
-        state.files.retain(|f| f.strong_count() > 0);
-        if !state.queues.is_empty() || !state.files.is_empty() {
+        let queues = Arc::strong_count(&state.queues) - 1;
+        let files = Arc::strong_count(&state.files) - 1;
+        if queues > 0 || files > 0 {
             return Err(Error::new(
                 ErrorKind::InvalidRequest,
                 format!(
-                    "the runtime's configuration cannot change while {} queues and {} files are open",
-                    state.queues.len(),
-                    state.files.len()
+                    "the runtime's configuration cannot change while its queues or files are open ({queues} queue and {files} file handles)"
                 ),
             ));
         }
@@ -291,13 +292,11 @@ impl Runtime {
             .len();
         let mut state = self.lock();
         Self::executor(&mut state)?;
-        let alive = Arc::new(());
-        state.files.push(Arc::downgrade(&alive));
         Ok(RuntimeFile {
             file: Arc::new(file),
             path: Arc::from(path),
             size,
-            _alive: alive,
+            _alive: state.files.clone(),
         })
     }
 
@@ -311,12 +310,10 @@ impl Runtime {
         }
         config.debug = state.config.debug;
         let queue = Queue::new(executor, config)?;
-        let alive = Arc::new(());
-        state.queues.push(Arc::downgrade(&alive));
         Ok(RuntimeQueue {
             queue,
             transfers: state.transfers.clone(),
-            _alive: alive,
+            _alive: state.queues.clone(),
         })
     }
 }
