@@ -65,8 +65,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use eventfd::EventFd;
 pub use executor::{Executor, ExecutorBuilder, ExecutorConfig};
 pub use graph::{
-    CompiledGraph, EdgeKind, FileSlot, FileSource, GraphBuilder, NodeId, NodeKind, NodeSpec, NodeView, RequestId,
-    RequestInfo, ResourceId, ResourceKind, Span,
+    CompiledGraph, DirectAlignment, EdgeKind, FileSlot, FileSource, GraphBuilder, NodeId, NodeKind, NodeSpec, NodeView,
+    RequestId, RequestInfo, ResourceId, ResourceKind, Span,
 };
 pub use lower::LoweringConfig;
 pub use memory::{free_pages_go_to_the_host, Pages};

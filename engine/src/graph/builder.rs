@@ -188,6 +188,7 @@ impl GraphBuilder {
                 source: source.clone(),
                 opened: OnceLock::new(),
                 direct: OnceLock::new(),
+                direct_alignment: OnceLock::new(),
                 writable: false,
             })));
             self.files.insert(path.clone(), id);
@@ -211,6 +212,7 @@ impl GraphBuilder {
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
+            direct_alignment: OnceLock::new(),
             writable: false,
         })));
         self.open_files.insert(key, id);
@@ -236,6 +238,7 @@ impl GraphBuilder {
             source,
             opened: OnceLock::new(),
             direct: OnceLock::new(),
+            direct_alignment: OnceLock::new(),
             writable: true,
         })));
         self.write_files.insert(key, id);

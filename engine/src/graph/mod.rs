@@ -25,4 +25,4 @@ pub use crate::vocabulary::{EdgeKind, NodeId, NodeKind, RequestId, ResourceId, S
 pub use builder::{GraphBuilder, NodeSpec, RequestInfo};
 pub use compiled::{CompiledGraph, NodeView};
 pub(crate) use resource::Resource;
-pub use resource::{FileSlot, FileSource, ResourceKind};
+pub use resource::{DirectAlignment, FileSlot, FileSource, ResourceKind};

@@ -22,6 +22,16 @@ pub enum FileSource {
     Named(Arc<File>, Arc<std::path::Path>),
 }
 
+/// What direct I/O (`O_DIRECT`) on a file must align, in bytes (powers of two): the memory a
+/// read lands in, and the file offset and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectAlignment {
+    /// Of the memory a read lands in.
+    pub memory: u32,
+    /// Of the file offset and the length.
+    pub offset: u32,
+}
+
 /// A source file of a batch, opened at most once, by whichever read gets there first.
 #[derive(Debug)]
 pub struct FileSlot {
@@ -32,6 +42,8 @@ pub struct FileSlot {
     pub(super) opened: OnceLock<Result<Arc<File>>>,
     /// The same file opened for direct I/O, when a read asks for it.
     pub(super) direct: OnceLock<Result<Arc<File>>>,
+    /// What direct I/O on it must align, asked once.
+    pub(super) direct_alignment: OnceLock<DirectAlignment>,
     /// Whether the slot is a write destination (its stages open it for writing).
     pub(super) writable: bool,
 }
@@ -86,6 +98,11 @@ impl FileSlot {
             Ok(file) => Ok(file),
             Err(err) => Err(err.clone()),
         }
+    }
+
+    /// What direct I/O on the file must align, asked with `probe` the first time.
+    pub fn direct_alignment(&self, probe: impl FnOnce() -> DirectAlignment) -> DirectAlignment {
+        *self.direct_alignment.get_or_init(probe)
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use dsr_engine::{Error, FileSource, NodeKind};
+use dsr_engine::{DirectAlignment, Error, FileSource, NodeKind};
 
 use super::staging::STAGING_ALIGN;
 
@@ -114,6 +114,44 @@ fn reopen_direct(source: &FileSource, write: bool) -> Result<File, Error> {
                 FileSource::Open(_) => error,
             }
         })
+}
+
+/// What direct I/O on `file` (open with `O_DIRECT`) must align, as the kernel reports it
+/// (`statx` with `STATX_DIOALIGN`, Linux 6.1 on; 0 for either means direct I/O is not
+/// supported there). Many disks take memory aligned to 512 bytes (virtio) or 4 (NVMe), where a
+/// destination a caller's allocator placed (a Windows title's heap under Wine: 16 bytes) can be
+/// read into without a staging copy. A kernel that does not say, or a need above a page (which
+/// staging slots, aligned to a page, could not meet), answers a page for both: what every
+/// Linux file system with direct I/O takes.
+pub fn direct_alignment(file: &File) -> DirectAlignment {
+    let page = DirectAlignment {
+        memory: STAGING_ALIGN as u32,
+        offset: STAGING_ALIGN as u32,
+    };
+    // SAFETY: `statx` writes the struct, which lives across the call; the empty path with
+    // `AT_EMPTY_PATH` names the descriptor itself.
+    let st = unsafe {
+        let mut st: libc::statx = std::mem::zeroed();
+        if libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut st,
+        ) != 0
+        {
+            return page;
+        }
+        st
+    };
+    let fits = |align: u32| align.is_power_of_two() && align as usize <= STAGING_ALIGN;
+    if st.stx_mask & libc::STATX_DIOALIGN == 0 || !fits(st.stx_dio_mem_align) || !fits(st.stx_dio_offset_align) {
+        return page;
+    }
+    DirectAlignment {
+        memory: st.stx_dio_mem_align,
+        offset: st.stx_dio_offset_align,
+    }
 }
 
 /// Whether direct reads work in `dir` (a file is created, written, read back with `O_DIRECT`,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
 use super::op::{Op, OpFile, Target};
-use super::open::{open_buffered, open_direct};
+use super::open::{direct_alignment, open_buffered, open_direct};
 use super::residency;
 use super::ring::Ring;
 use super::staging::STAGING_ALIGN;
@@ -63,7 +63,10 @@ impl Stage for UringReadStage {
                 self.ring.stats().direct_opens.fetch_add(1, Relaxed);
                 open_direct(source)
             }) {
-                Ok(f) => Some(std::os::fd::AsRawFd::as_raw_fd(f)),
+                Ok(f) => Some((
+                    std::os::fd::AsRawFd::as_raw_fd(f),
+                    file.direct_alignment(|| direct_alignment(f)),
+                )),
                 Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),
                 Err(_) => None,
             },
@@ -75,11 +78,16 @@ impl Stage for UringReadStage {
             // Nothing to read; the file opened, which is all an empty read can check.
             return Outcome::Done { bytes: 0 };
         }
-        let aligned = (dst.as_ptr() as u64).is_multiple_of(ALIGN) && offset % ALIGN == 0 && len % ALIGN == 0;
+        // Lands in place where the destination, offset and length meet what the disk asks
+        // (`open::direct_alignment`); else reads page-aligned around the range into a slot.
+        let aligned = direct.is_some_and(|(_, align)| {
+            let (memory, file) = (u64::from(align.memory), u64::from(align.offset));
+            (dst.as_ptr() as u64).is_multiple_of(memory) && offset.is_multiple_of(file) && len.is_multiple_of(file)
+        });
         let start = offset / ALIGN * ALIGN;
         let end = (offset + len).div_ceil(ALIGN) * ALIGN;
         let staged_fits = (end - start) as usize <= self.ring.staging_capacity();
-        let direct = direct.filter(|_| aligned || staged_fits);
+        let direct = direct.map(|(fd, _)| fd).filter(|_| aligned || staged_fits);
         // Through the page cache: what is cached is a copy, made here on the worker (workers
         // copy in parallel; the ring would copy on the one thread that submits, or hand the
         // read to its kernel workers, which stalled for seconds on the GPU machine's VM). The
