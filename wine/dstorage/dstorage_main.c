@@ -700,9 +700,9 @@ static const IDStorageFileVtbl file_vtbl = {
 #define FOLDER_SLOTS 16
 
 struct folder {
-    WCHAR *dos;     /* the folder as the title wrote it, up to and with its last separator */
-    size_t dos_len; /* in WCHARs */
-    char *linux_path;     /* its Linux path, without a trailing slash (the root is "") */
+    WCHAR *dos;       /* the folder as the title wrote it, up to and with its last separator */
+    size_t dos_len;   /* in WCHARs */
+    char *linux_path; /* its Linux path, without a trailing slash (the root is "") */
 };
 
 static struct {
@@ -741,7 +741,7 @@ static int plain_name(const WCHAR *name, size_t len) {
 
 /* The Linux path of folder `dos` (`len` WCHARs, ending in a separator), remembered, or NULL
  * where Wine does not make it an existing directory. The caller frees the copy returned. */
-static char *folder_unix(const WCHAR *dos, size_t len) {
+static char *folder_linux_path(const WCHAR *dos, size_t len) {
     pthread_mutex_lock(&folders.lock);
     for (unsigned i = 0; i < FOLDER_SLOTS; i++) {
         struct folder *s = &folders.slots[i];
@@ -799,7 +799,7 @@ static dsr_result open_windows_path(dsr_runtime runtime, const WCHAR *path, dsr_
                ((path[0] >= 'A' && path[0] <= 'Z') || (path[0] >= 'a' && path[0] <= 'z')) &&
                plain_name(path + slash, len - slash);
     if (fast) {
-        char *dir = folder_unix(path, slash);
+        char *dir = folder_linux_path(path, slash);
         if (dir) {
             size_t dir_len = strlen(dir), name_len = len - slash;
             char *linux_path = malloc(dir_len + name_len + 2);
