@@ -23,7 +23,7 @@ pub(crate) fn backends() -> Vec<Backend> {
     }
 }
 
-fn io_uring_available() -> bool {
+pub(crate) fn io_uring_available() -> bool {
     let available = dsr::stages::io::Ring::new(RingConfig::default()).is_ok();
     if !available {
         if std::env::var("DSR_REQUIRE_TOOLS").as_deref() == Ok("1") {
@@ -146,7 +146,7 @@ fn reads_are_byte_exact_at_every_size_offset_and_policy() {
 
 /// What direct I/O on `path` must align in memory and in the file, asked of the kernel here
 /// (`statx` on an `O_DIRECT` descriptor); `None` where it does not say.
-fn direct_needs(path: &std::path::Path) -> Option<(u64, u64)> {
+pub(crate) fn direct_needs(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     let file = std::fs::OpenOptions::new()

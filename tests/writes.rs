@@ -92,6 +92,63 @@ fn direct_writes_refuse_unaligned_file_ranges_clearly() {
 }
 
 #[test]
+fn direct_writes_take_ranges_and_memory_as_the_disk_aligns_them() {
+    if !crate::io::io_uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = blank(dir.path(), "sectors.bin", 16 << 10);
+    let needs = crate::io::direct_needs(&path);
+    eprintln!("direct I/O here needs (memory, file) alignment {needs:?}");
+    let (memory, file_align) = needs.unwrap_or((4096, 4096));
+    let data: Arc<[u8]> = Arc::from(pattern(32 << 10, 14));
+    let base = data.as_ptr() as u64;
+    // The source offset putting the bytes at `at` modulo a page.
+    let source_at = |at: u64| (at + 4096 - base % 4096) % 4096;
+    // (bytes in memory at, file offset, length): sector-aligned ranges from a title's 16-byte
+    // heap and from a sector, and a page-aligned one for the kernel that does not say.
+    for (at, offset, len) in [(16u64, 512u64, 1536u64), (512, 1024, 2048), (0, 4096, 8192)] {
+        for policy in [IoPolicy::Auto, IoPolicy::Direct] {
+            let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+            let ring = info.ring.as_ref().expect("io_uring");
+            let mut batch = executor.batch();
+            let from = source_at(at);
+            batch
+                .push(Request::write(data.clone(), from, len, &path, offset).io(policy))
+                .unwrap();
+            let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+            let fits = offset % file_align == 0 && len % file_align == 0;
+            let case = format!("{policy:?}: bytes at {at}, range {offset}+{len}, the disk needing {needs:?}");
+            if policy == IoPolicy::Direct && !fits {
+                let RequestStatus::Failed(err) = &report.requests[0].status else {
+                    panic!("{case}: {:?}", report.requests[0].status)
+                };
+                assert!(
+                    err.message().contains(&format!("aligned to {file_align} bytes")),
+                    "{err}"
+                );
+                continue;
+            }
+            assert!(report.all_done(), "{case}: {report:?}");
+            let written = std::fs::read(&path).unwrap();
+            let (o, l, f) = (offset as usize, len as usize, from as usize);
+            assert!(written[o..o + l] == data[f..f + l], "{case}");
+            let stats = ring.stats();
+            let (direct, staged) = (
+                stats.direct_writes.load(Ordering::Relaxed),
+                stats.staged_writes.load(Ordering::Relaxed),
+            );
+            let expected = match (fits, at % memory == 0) {
+                (false, _) => (0, 0),
+                (true, true) => (1, 0),
+                (true, false) => (1, 1),
+            };
+            assert_eq!((direct, staged), expected, "{case}: (direct, staged)");
+        }
+    }
+}
+
+#[test]
 fn short_writes_are_resubmitted_and_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::new("short", Fault::Short(1000)).with("broken", Fault::Eio));

@@ -48,6 +48,9 @@ pub struct RingStats {
     pub writes: AtomicU64,
     /// Of those, direct writes (`O_DIRECT`), from the node's bytes or a staging slot.
     pub direct_writes: AtomicU64,
+    /// Of those, writes copied through a staging slot first (bytes not aligned in memory as the
+    /// disk asks).
+    pub staged_writes: AtomicU64,
     /// Short writes resubmitted for the rest.
     pub short_writes: AtomicU64,
     /// Reads retried after EINTR or EAGAIN.

@@ -2,9 +2,10 @@
 //! writes are resubmitted for the rest, like short reads), and the ring's reactor completes it.
 //!
 //! I/O policy, as for reads: `Buffered` writes through the page cache; `Direct` and `Auto` write
-//! with `O_DIRECT` where the file range is aligned (4 KiB offsets and lengths), straight from the
-//! node's bytes when they are aligned in memory too, and through a registered staging slot (a
-//! fixed buffer) when they are not. An unaligned range cannot be written directly without
+//! with `O_DIRECT` where the file range is aligned as the disk asks (`open::direct_alignment`:
+//! 512-byte offsets and lengths on most disks, a page where the kernel does not say), straight
+//! from the node's bytes when they are aligned in memory too, and through a registered staging
+//! slot (a fixed buffer) when they are not. An unaligned range cannot be written directly without
 //! reading around it first: `Auto` writes it through the page cache, `Direct` refuses it.
 //!
 //! Writes through the page cache do not go on the ring: the worker copies them in with `pwrite`
@@ -17,12 +18,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeKind, NodeRef, Outcome, Stage};
+use dsr_engine::{DirectAlignment, Error, ErrorKind, Input, IoPolicy, NodeKind, NodeRef, Outcome, Stage};
 
 use super::op::{Op, OpFile, Target};
-use super::open::{open_direct_write, open_for_write};
+use super::open::{direct_alignment, open_direct_write, open_for_write};
 use super::ring::Ring;
-use super::staging::STAGING_ALIGN;
 use super::write::PwriteStage;
 
 /// Writes a node's bytes to its file range: direct writes through io_uring, buffered ones with
@@ -40,8 +40,6 @@ impl UringWriteStage {
         UringWriteStage { ring, buffered }
     }
 }
-
-const ALIGN: u64 = STAGING_ALIGN as u64;
 
 fn invalid(message: impl Into<String>) -> Outcome {
     Outcome::Failed(Error::new(ErrorKind::InvalidRequest, message).at_stage(NodeKind::Write))
@@ -67,29 +65,37 @@ impl Stage for UringWriteStage {
             // checks), or a copy into the page cache, which this worker makes itself.
             return self.write_buffered(node, len);
         }
-        let file_aligned = offset.is_multiple_of(ALIGN) && (len as u64).is_multiple_of(ALIGN);
-        let direct = match policy {
-            IoPolicy::Buffered => None,
-            IoPolicy::Direct if !file_aligned => {
+        let direct = match file.get_or_open_direct(open_direct_write) {
+            Ok(f) => Some((
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                file.direct_alignment(|| direct_alignment(f)),
+            )),
+            Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),
+            Err(_) => None,
+        };
+        let file_aligned = |align: DirectAlignment| {
+            let need = u64::from(align.offset);
+            offset.is_multiple_of(need) && (len as u64).is_multiple_of(need)
+        };
+        let direct = match direct {
+            Some((_, align)) if policy == IoPolicy::Direct && !file_aligned(align) => {
                 return invalid(format!(
-                    "a direct write needs a file range aligned to {ALIGN} bytes, not {offset}+{len}; \
-                     use the auto or buffered policy"
+                    "a direct write needs a file range aligned to {} bytes here, not {offset}+{len}; \
+                     use the auto or buffered policy",
+                    align.offset
                 ));
             }
-            IoPolicy::Auto if !file_aligned => None,
-            IoPolicy::Auto | IoPolicy::Direct => match file.get_or_open_direct(open_direct_write) {
-                Ok(f) => Some(std::os::fd::AsRawFd::as_raw_fd(f)),
-                Err(err) if policy == IoPolicy::Direct => return Outcome::Failed(err),
-                Err(_) => None,
-            },
+            Some((fd, align)) if file_aligned(align) => Some((fd, align)),
+            _ => None,
         };
         // The kernel only reads these bytes: the pointer is typed `*mut` because a read's is.
         let src = bytes.as_ptr().cast_mut();
-        let memory_aligned = (src as u64).is_multiple_of(ALIGN);
         let staged_fits = bytes.len() <= self.ring.staging_capacity();
         let (fd, target) = match direct {
-            Some(fd) if memory_aligned => (fd, Target::Destination { ptr: src }),
-            Some(fd) if staged_fits => (
+            Some((fd, align)) if (src as u64).is_multiple_of(u64::from(align.memory)) => {
+                (fd, Target::Destination { ptr: src })
+            }
+            Some((fd, _)) if staged_fits => (
                 fd,
                 Target::Staged {
                     slot: None,
@@ -110,6 +116,9 @@ impl Stage for UringWriteStage {
         let stats = self.ring.stats();
         stats.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats.direct_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(target, Target::Staged { .. }) {
+            stats.staged_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (pending, outcome) = node.defer();
         let file = OpFile {
             fd,
