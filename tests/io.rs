@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsr::stages::io::{Backend, Fault, FaultPlan, RingConfig};
-use dsr::{ErrorKind, ExecutorConfig, HostBuffer, IoConfig, IoInfo, IoPolicy, Request, RequestStatus};
+use dsr::{ErrorKind, ExecutorConfig, HostBuffer, IoConfig, IoInfo, IoPolicy, NodeKind, Request, RequestStatus};
 
 use crate::common::*;
 use dsr::engine::scratch::block_size;
@@ -232,6 +232,91 @@ fn reading_past_the_end_of_the_file_fails_with_context() {
             assert_eq!(statuses[1], RequestStatus::Done, "the other request is unaffected");
         }
     }
+}
+
+/// Cold buffered reads go to the blocking-read threads: one running past the end of its file
+/// fails there with the same context as on the ring, and the other request is unaffected.
+#[test]
+fn cold_reads_past_the_end_fail_with_context_on_the_threads() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(300_000, 9);
+    let file = disk_file(&data);
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    evict(&file);
+    let (statuses, bytes) = load(
+        &executor,
+        file.path(),
+        &[(250_000, 100_000), (0, 200_000)],
+        IoPolicy::Buffered,
+    );
+    let RequestStatus::Failed(err) = &statuses[0] else {
+        panic!("{:?}", statuses[0])
+    };
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(err.path(), Some(file.path()));
+    assert_eq!(err.offset(), Some(300_000), "{err}");
+    assert_eq!(err.stage(), Some(NodeKind::Read));
+    assert_eq!(statuses[1], RequestStatus::Done);
+    let at = 1 + 100_000 + 3;
+    assert!(bytes[at..at + 200_000] == data[..200_000]);
+    assert!(
+        ring.stats().thread_reads.load(Ordering::Relaxed) >= 1,
+        "the threads read"
+    );
+}
+
+/// Cancelling a batch of cold buffered reads: those the threads had not started end Cancelled,
+/// the rest Done with every byte; none fails, and the executor takes the next batch.
+#[test]
+fn cancelled_cold_reads_on_the_threads_end_cancelled_or_whole() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(16 << 20, 10);
+    let file = disk_file(&data);
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    evict(&file);
+    let ranges: Vec<(u64, u64)> = (0..256).map(|i| (i * 65_536, 65_536)).collect();
+    let dest = HostBuffer::new(16 << 20);
+    let mut batch = executor.batch();
+    for &(offset, len) in &ranges {
+        batch
+            .push(Request::file(file.path(), offset, len, &dest, offset).io(IoPolicy::Buffered))
+            .unwrap();
+    }
+    let batch = executor.submit(batch).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ring.stats().thread_reads.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no read reached the threads");
+        std::thread::yield_now();
+    }
+    assert!(
+        batch.cancel().wait_timeout(PATIENCE),
+        "the cancellation is acknowledged"
+    );
+    let report = batch.wait_timeout(PATIENCE).expect("drains");
+    let mut dest = dest;
+    let landed = dest.as_slice().unwrap();
+    let mut done = 0;
+    for (request, &(offset, len)) in report.requests.iter().zip(&ranges) {
+        let (o, l) = (offset as usize, len as usize);
+        match &request.status {
+            RequestStatus::Done => {
+                done += 1;
+                assert!(landed[o..o + l] == data[o..o + l], "range {offset}");
+            }
+            RequestStatus::Cancelled => {}
+            other => panic!("range {offset}: {other:?}"),
+        }
+    }
+    eprintln!("{done} of {} reads finished before the cancellation", ranges.len());
+    let (statuses, bytes) = load(&executor, file.path(), &[(1 << 20, 1 << 20)], IoPolicy::Buffered);
+    assert_eq!(statuses, [RequestStatus::Done]);
+    check(&bytes, &data, &[(1 << 20, 1 << 20)]);
 }
 
 #[test]
@@ -845,75 +930,89 @@ fn installing_io_grows_the_descriptor_table_before_any_load() {
 }
 
 /// A buffered read whose pages are all cached is copied on the worker, with no SQE; one whose
-/// pages are not goes to the ring; one cached in part is copied as far as the cache holds it and
-/// the ring reads the rest. Every byte lands either way.
+/// pages are not goes to the blocking-read threads (or, with them off, to the ring); one cached in
+/// part is copied as far as the cache holds it and the rest is read there. Every byte lands
+/// either way.
 #[test]
-fn cached_pages_are_copied_on_the_worker_and_the_ring_reads_the_rest() {
+fn cached_pages_are_copied_on_the_worker_and_the_rest_read_by_threads_or_the_ring() {
     if !io_uring_available() {
         return;
     }
     let data = pattern(4 << 20, 22);
     let file = disk_file(&data);
-    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
-    let ring = info.ring.expect("the ring backend");
-    let counts = || {
-        let stats = ring.stats();
-        (
-            stats.resident_copies.load(Ordering::Relaxed),
-            stats.sqes.load(Ordering::Relaxed),
-        )
-    };
-    // One 3 MiB range at an unaligned offset and destination (three read nodes of 1 MiB).
-    let range = [(12_345u64, 3u64 << 20)];
-    let read = || {
-        let (statuses, bytes) = load(&executor, file.path(), &range, IoPolicy::Buffered);
+    for threads in [true, false] {
+        let config = RingConfig {
+            blocking_threads: threads,
+            ..RingConfig::default()
+        };
+        let (executor, info) = engine(Backend::IoUring, config);
+        let ring = info.ring.expect("the ring backend");
+        // (whole copies on the workers, reads of what the cache lacked, SQEs)
+        let counts = || {
+            let stats = ring.stats();
+            let sqes = stats.sqes.load(Ordering::Relaxed);
+            let rest = if threads {
+                stats.thread_reads.load(Ordering::Relaxed)
+            } else {
+                sqes
+            };
+            (stats.resident_copies.load(Ordering::Relaxed), rest, sqes)
+        };
+        // One 3 MiB range at an unaligned offset and destination (three read nodes of 1 MiB).
+        let range = [(12_345u64, 3u64 << 20)];
+        let read = || {
+            let (statuses, bytes) = load(&executor, file.path(), &range, IoPolicy::Buffered);
+            assert_eq!(statuses, [RequestStatus::Done]);
+            check(&bytes, &data, &range);
+        };
+
+        evict(&file);
+        let before = counts();
+        read();
+        let cold = counts();
+        // (The kernel's readahead for one read may cache a later one's pages before it runs.)
+        assert!(
+            cold.0 < before.0 + 3,
+            "the reads of an evicted file were not all copied whole"
+        );
+        assert!(
+            cold.1 > before.1,
+            "threads {threads}: the evicted file was read: {before:?} -> {cold:?}"
+        );
+        if threads {
+            assert_eq!(cold.2, before.2, "no SQE for a buffered read with the threads on");
+        }
+
+        read();
+        let warm = counts();
+        assert_eq!(warm.0, cold.0 + 3, "the cached reads were copied on the workers");
+        assert_eq!(warm.1, cold.1, "and none was read elsewhere");
+
+        // Cached in part: the first 2 MiB are read into the cache, and whatever readahead
+        // brought in after them is dropped again. A 1 MiB read from 1.5 MiB copies the cached
+        // half on its worker and leaves the other half to the threads or the ring.
+        evict(&file);
+        let mut head = vec![0u8; 2 << 20];
+        std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
+        evict_from(&file, 2 << 20);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+        assert_eq!(
+            dsr::stages::io::residency::resident(fd, 0, 2 << 20),
+            Some((512, 512)),
+            "the head is cached"
+        );
+        let bytes_before = ring.stats().resident_bytes.load(Ordering::Relaxed);
+        let straddling = [(3u64 << 19, 1u64 << 20)];
+        let (statuses, bytes) = load(&executor, file.path(), &straddling, IoPolicy::Buffered);
         assert_eq!(statuses, [RequestStatus::Done]);
-        check(&bytes, &data, &range);
-    };
-
-    evict(&file);
-    let before = counts();
-    read();
-    let cold = counts();
-    // (The kernel's readahead for one read may cache a later one's pages before it runs.)
-    assert!(
-        cold.0 < before.0 + 3,
-        "the reads of an evicted file were not all copied whole"
-    );
-    assert!(
-        cold.1 > before.1,
-        "the ring read the evicted file: {before:?} -> {cold:?}"
-    );
-
-    read();
-    let warm = counts();
-    assert_eq!(warm.0, cold.0 + 3, "the cached reads were copied on the workers");
-    assert_eq!(warm.1, cold.1, "and none reached the ring");
-
-    // Cached in part: the first 2 MiB are read into the cache, and whatever readahead brought
-    // in after them is dropped again. A 1 MiB read from 1.5 MiB copies the cached half on its
-    // worker and leaves the other half to the ring.
-    evict(&file);
-    let mut head = vec![0u8; 2 << 20];
-    std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
-    evict_from(&file, 2 << 20);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
-    assert_eq!(
-        dsr::stages::io::residency::resident(fd, 0, 2 << 20),
-        Some((512, 512)),
-        "the head is cached"
-    );
-    let bytes_before = ring.stats().resident_bytes.load(Ordering::Relaxed);
-    let straddling = [(3u64 << 19, 1u64 << 20)];
-    let (statuses, bytes) = load(&executor, file.path(), &straddling, IoPolicy::Buffered);
-    assert_eq!(statuses, [RequestStatus::Done]);
-    check(&bytes, &data, &straddling);
-    let half = counts();
-    assert_eq!(
-        ring.stats().resident_bytes.load(Ordering::Relaxed) - bytes_before,
-        1 << 19,
-        "the cached half was copied on the worker"
-    );
-    assert_eq!(half.0, warm.0, "the read was not copied whole");
-    assert!(half.1 > warm.1, "the ring read the other half");
+        check(&bytes, &data, &straddling);
+        let half = counts();
+        assert_eq!(
+            ring.stats().resident_bytes.load(Ordering::Relaxed) - bytes_before,
+            1 << 19,
+            "the cached half was copied on the worker"
+        );
+        assert_eq!(half.0, warm.0, "the read was not copied whole");
+        assert!(half.1 > warm.1, "threads {threads}: the other half was read");
+    }
 }

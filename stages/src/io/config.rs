@@ -20,6 +20,10 @@ pub struct RingConfig {
     /// Whether `IoPolicy::Auto` reads files on rotational disks through the page cache, cold
     /// or not (`residency::on_rotational_disk`); otherwise only ranges mostly cached.
     pub rotational_buffered: bool,
+    /// Whether buffered reads read what the page cache lacks on threads of their own with
+    /// blocking `pread`s (`blocking::BlockingReads`); otherwise on the ring, through io_uring's
+    /// workers, which stalled for seconds cold on the GPU machine's VM.
+    pub blocking_threads: bool,
     /// Injected faults, for tests.
     pub faults: Option<Arc<FaultPlan>>,
 }
@@ -32,6 +36,7 @@ impl Default for RingConfig {
             staging_budget: 64 << 20,
             staging_slot: (1 << 20) + 2 * STAGING_ALIGN,
             rotational_buffered: true,
+            blocking_threads: true,
             faults: None,
         }
     }

@@ -1,7 +1,8 @@
 //! File reads and writes: io_uring when the kernel allows it, positioned reads and writes
 //! otherwise. The stages live here, with what they drive:
 //!
-//! - [`uring_read`]: the read stage on the ring; [`pread`]: the read stage on positioned reads;
+//! - [`uring_read`]: the read stage on the ring, with [`blocking`], the threads that read what the
+//!   page cache lacks; [`pread`]: the read stage on positioned reads;
 //! - [`uring_write`]: the write stage on the ring; [`write`]: the positioned write stage, and the
 //!   sync stage both backends use;
 //! - [`ring`]: the io_uring driver and reactor (submission, reaping, short reads, cancellation,
@@ -17,6 +18,7 @@
 //! [`install_io`] probes at start-up, installs the read stage of the backend in use (and the
 //! ring as a reactor), and says which it chose and why in an [`IoInfo`].
 
+pub mod blocking;
 pub mod config;
 pub mod faults;
 mod files;

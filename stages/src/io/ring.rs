@@ -79,6 +79,9 @@ pub struct RingStats {
     /// Buffered reads that found all their pages cached and were copied on the worker, without
     /// an SQE (counted in `buffered` too).
     pub resident_copies: AtomicU64,
+    /// Buffered reads whose range (or its uncached rest) the blocking-read threads read
+    /// (counted in `buffered` too).
+    pub thread_reads: AtomicU64,
     /// Bytes copied from the page cache on the workers (whole reads, and the cached starts of
     /// reads whose rest went to the ring).
     pub resident_bytes: AtomicU64,
@@ -227,6 +230,12 @@ impl Ring {
     /// ([`RingConfig::rotational_buffered`]).
     pub(crate) fn rotational_buffered(&self) -> bool {
         self.config.rotational_buffered
+    }
+
+    /// Whether buffered reads read what the cache lacks on the blocking-read threads
+    /// ([`RingConfig::blocking_threads`]).
+    pub(crate) fn blocking_threads(&self) -> bool {
+        self.config.blocking_threads
     }
 
     /// Whether the fault plan (tests) rewrites reads of `path`: those must reach the ring.

@@ -1,7 +1,8 @@
 //! The read stage on io_uring: a read node becomes one operation on the shared ring and the
 //! worker moves on; the ring's reactor completes the node when the bytes are in. A buffered read
 //! first copies what the page cache holds on the worker (`residency::read_resident`), so a warm
-//! read completes here and only the rest goes to the ring.
+//! read completes here; the rest goes to the blocking-read threads (`blocking`), or to the ring
+//! where [`crate::io::RingConfig::blocking_threads`] is off.
 
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
+use super::blocking::BlockingReads;
 use super::op::{Op, OpFile, Target};
 use super::open::{direct_alignment, open_buffered, open_direct};
 use super::residency;
@@ -19,12 +21,16 @@ use super::staging::STAGING_ALIGN;
 #[derive(Debug)]
 pub struct UringReadStage {
     ring: Arc<Ring>,
+    threads: BlockingReads,
 }
 
 impl UringReadStage {
     /// A stage feeding `ring` (which must also be the executor's reactor).
     pub fn new(ring: Arc<Ring>) -> Self {
-        UringReadStage { ring }
+        UringReadStage {
+            ring,
+            threads: BlockingReads::for_this_machine(),
+        }
     }
 }
 
@@ -91,7 +97,8 @@ impl Stage for UringReadStage {
         // Through the page cache: what is cached is a copy, made here on the worker (workers
         // copy in parallel; the ring would copy on the one thread that submits, or hand the
         // read to its kernel workers, which stalled for seconds on the GPU machine's VM). The
-        // ring reads what the cache lacks. Reads under an injected fault keep to the ring.
+        // blocking-read threads read what the cache lacks (the ring's cold buffered reads
+        // stalled there too). Reads under an injected fault keep to the ring.
         let mut copied = 0;
         if direct.is_none() && !self.ring.injects_fault(path.as_deref()) {
             copied = residency::read_resident(buffered, dst, offset);
@@ -103,6 +110,21 @@ impl Stage for UringReadStage {
                 stats.buffered.fetch_add(1, Relaxed);
                 stats.resident_copies.fetch_add(1, Relaxed);
                 return Outcome::Done { bytes: len };
+            }
+            // Regular files only: a read of a pipe or a device may wait for ever, which only
+            // the ring can cancel (and `pread` cannot seek there anyway).
+            if self.ring.blocking_threads() && is_regular(buffered) {
+                stats.buffered.fetch_add(1, Relaxed);
+                stats.thread_reads.fetch_add(1, Relaxed);
+                let (rest, rest_len) = (dst[copied..].as_mut_ptr(), dst.len() - copied);
+                let (pending, outcome) = node.defer();
+                // SAFETY: the rest of the node's destination and its file's descriptor, both
+                // valid until the node completes, which only the thread's read does.
+                unsafe {
+                    self.threads
+                        .read(buffered, rest, rest_len, offset + copied as u64, path, pending)
+                };
+                return outcome;
             }
         }
         let (dst, dst_len) = (dst[copied..].as_mut_ptr(), dst.len() - copied);
@@ -146,4 +168,13 @@ impl Stage for UringReadStage {
         self.ring.start(pending, Op::new(file, target, read_len, needed, false));
         outcome
     }
+}
+
+/// Whether `fd` is a regular file (asked once a read misses the page cache: a `fstat`, next to
+/// the disk read it leads to).
+fn is_regular(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: `fstat` writes the struct, which lives across the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: any descriptor; a bad one is an error, not undefined behaviour.
+    (unsafe { libc::fstat(fd, &mut st) } == 0) && st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
