@@ -319,6 +319,48 @@ fn cancelled_cold_reads_on_the_threads_end_cancelled_or_whole() {
     check(&bytes, &data, &[(1 << 20, 1 << 20)]);
 }
 
+/// Regression: a request's callback that drops the executor's last handle, on the
+/// blocking-read thread completing the request's cold read. Tearing down there waited for the
+/// batch, which waited for that thread to return: a hang. The teardown now runs on a thread of
+/// its own.
+#[test]
+fn regression_the_last_executor_handle_dropped_on_a_read_thread_returns() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(1 << 20, 12);
+    let file = disk_file(&data);
+    let (executor, info) = engine(Backend::IoUring, RingConfig::default());
+    let ring = info.ring.expect("io_uring");
+    let executor = Arc::new(executor);
+    let holder = Arc::new(std::sync::Mutex::new(Some(executor.clone())));
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let dest = HostBuffer::new(1 << 20);
+    evict(&file);
+    let mut batch = executor.batch();
+    batch
+        .push(Request::file(file.path(), 0, 1 << 20, &dest, 0).io(IoPolicy::Buffered))
+        .unwrap();
+    let callback_holder = holder.clone();
+    batch.on_request_complete(move |_, status| {
+        let last = callback_holder.lock().unwrap().take();
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        drop(last);
+        let _ = dropped_tx.send((thread, status.clone()));
+    });
+    let batch = executor.submit(batch).unwrap();
+    drop(executor);
+    let (thread, status) = dropped_rx
+        .recv_timeout(PATIENCE)
+        .expect("the callback dropped the executor and returned");
+    assert_eq!(status, RequestStatus::Done);
+    assert_eq!(thread, "dsr-read", "the cold read completed on a blocking-read thread");
+    assert_eq!(ring.stats().thread_reads.load(Ordering::Relaxed), 1);
+    assert!(batch.wait_timeout(PATIENCE).expect("retires").all_done());
+    let mut dest = dest;
+    assert!(dest.as_slice().unwrap() == &data[..]);
+}
+
 #[test]
 fn stress_thousands_of_concurrent_requests() {
     let data = pattern(8 << 20, 3);

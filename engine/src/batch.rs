@@ -98,7 +98,8 @@ impl BatchBuilder {
     }
 
     /// Calls `callback` as each request finishes (nothing of it will touch its destination
-    /// again), in the order they finish, on the worker that finished it: keep it short. Replaces
+    /// again), in the order they finish, on the thread that finished it (a worker, or a
+    /// completion source's thread such as a blocking read's): keep it short. Replaces
     /// an earlier one. A panic in it is contained.
     pub fn on_request_complete(&mut self, callback: impl Fn(RequestId, &RequestStatus) + Send + Sync + 'static) {
         self.request_callback = Some(Box::new(callback));

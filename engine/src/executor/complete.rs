@@ -113,10 +113,41 @@ pub(crate) fn complete_pending(
     gpu_released: bool,
     worker: Option<&WorkerCtx>,
 ) {
+    // Completing may run a request's callback, which may drop the executor's last handle here;
+    // `Executor::drop` must then not wait on this thread (see `completing`).
+    let _completing = Completing::enter();
     // The latency of deferred work runs from the hand-off to now.
     if let Some((next, start)) = complete(shared, worker, task, end, started, gpu_released) {
         if let Some(worker) = worker {
             worker.run_started(next, start);
         }
+    }
+}
+
+thread_local! {
+    /// How many node completions this thread is inside of (a completion source's thread:
+    /// io_uring's reactor, a blocking-read thread, a GPU source's).
+    static COMPLETING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is completing a node: an executor dropped here (its last handle held
+/// by a request's callback) cannot wait for its batches, which need this very completion to
+/// return before they can retire.
+pub(crate) fn completing() -> bool {
+    COMPLETING.with(|c| c.get() > 0)
+}
+
+struct Completing;
+
+impl Completing {
+    fn enter() -> Self {
+        COMPLETING.with(|c| c.set(c.get() + 1));
+        Completing
+    }
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        COMPLETING.with(|c| c.set(c.get() - 1));
     }
 }

@@ -341,10 +341,11 @@ impl Executor {
 
 impl Drop for Executor {
     /// Cancels what runs, waits for every batch to drain, joins the workers, and has every
-    /// completion source drain. The last handle can go on one of this executor's own workers (a
-    /// completion callback held its owner, a queue, for a moment): that worker must return to
-    /// finish the node it is completing before anything can drain, so the waiting then happens
-    /// on a teardown thread of its own instead.
+    /// completion source drain. The last handle can go on one of this executor's own workers, or
+    /// on a completion source's thread while it completes a node (a completion callback held its
+    /// owner, a queue, for a moment): that thread must return to finish the node it is
+    /// completing before anything can drain, so the waiting then happens on a teardown thread
+    /// of its own instead.
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         self.cancel(0, 0);
@@ -352,7 +353,7 @@ impl Drop for Executor {
         let threads = std::mem::take(&mut self.threads);
         let shared = self.shared.clone();
         let me = std::thread::current().id();
-        if threads.iter().any(|t| t.thread().id() == me) {
+        if complete::completing() || threads.iter().any(|t| t.thread().id() == me) {
             let spawned = std::thread::Builder::new()
                 .name("dsr-teardown".into())
                 .spawn(move || teardown(threads, &shared));

@@ -172,7 +172,10 @@ fn serve(shared: &Shared) {
     loop {
         if let Some(job) = state.jobs.pop_front() {
             drop(state);
-            job.run();
+            // A panic (an observer's, while the node completes) fails the node as abandoned
+            // when its `PendingNode` unwinds; the thread stays, so the pool never shrinks
+            // below what its count says.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
             state = shared.lock();
             continue;
         }
@@ -191,6 +194,27 @@ fn serve(shared: &Shared) {
         }
     }
     state.threads -= 1;
+}
+
+impl BlockingReads {
+    /// Ends the queued reads of cancelled requests now, rather than when a thread gets to
+    /// them (every thread may be waiting on a slow disk).
+    pub fn sweep(&self) {
+        let cancelled: VecDeque<Job> = {
+            let mut state = self.shared.lock();
+            if state.jobs.is_empty() {
+                return;
+            }
+            let (cancelled, kept) = std::mem::take(&mut state.jobs)
+                .into_iter()
+                .partition(|job| job.pending.is_tombstoned());
+            state.jobs = kept;
+            cancelled
+        };
+        for job in cancelled {
+            job.pending.cancel();
+        }
+    }
 }
 
 impl Drop for BlockingReads {

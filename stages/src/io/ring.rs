@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use dsr_engine::{Completer, Error, ErrorKind, EventFd, NodeEnd, NodeKind, PendingNode, Reactor, WaitQueue, Waiter};
 use io_uring::{opcode, squeue, types, IoUring};
 
+use super::blocking::BlockingReads;
 use super::config::{RingConfig, RingFeatures};
 use super::faults::Rewritten;
 use super::files::FileTable;
@@ -128,6 +129,9 @@ pub struct Ring {
     config: RingConfig,
     stats: RingStats,
     features: RingFeatures,
+    /// The threads that read what buffered reads find missing from the page cache (with
+    /// [`RingConfig::blocking_threads`]); here so that a cancellation's sweep reaches them.
+    threads: BlockingReads,
 }
 
 impl fmt::Debug for Ring {
@@ -177,6 +181,7 @@ impl Ring {
             config,
             stats: RingStats::default(),
             features,
+            threads: BlockingReads::for_this_machine(),
         }))
     }
 
@@ -232,10 +237,10 @@ impl Ring {
         self.config.rotational_buffered
     }
 
-    /// Whether buffered reads read what the cache lacks on the blocking-read threads
-    /// ([`RingConfig::blocking_threads`]).
-    pub(crate) fn blocking_threads(&self) -> bool {
-        self.config.blocking_threads
+    /// The blocking-read threads, where buffered reads read what the cache lacks
+    /// ([`RingConfig::blocking_threads`]); `None` with them off.
+    pub(crate) fn blocking_threads(&self) -> Option<&BlockingReads> {
+        self.config.blocking_threads.then_some(&self.threads)
     }
 
     /// Whether the fault plan (tests) rewrites reads of `path`: those must reach the ring.
@@ -630,6 +635,7 @@ impl Reactor for Ring {
     }
 
     fn sweep(&self) {
+        self.threads.sweep();
         if self.in_flight.load(Ordering::Acquire) == 0 {
             return;
         }

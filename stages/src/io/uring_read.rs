@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
-use super::blocking::BlockingReads;
 use super::op::{Op, OpFile, Target};
 use super::open::{direct_alignment, open_buffered, open_direct};
 use super::residency;
@@ -21,16 +20,12 @@ use super::staging::STAGING_ALIGN;
 #[derive(Debug)]
 pub struct UringReadStage {
     ring: Arc<Ring>,
-    threads: BlockingReads,
 }
 
 impl UringReadStage {
     /// A stage feeding `ring` (which must also be the executor's reactor).
     pub fn new(ring: Arc<Ring>) -> Self {
-        UringReadStage {
-            ring,
-            threads: BlockingReads::for_this_machine(),
-        }
+        UringReadStage { ring }
     }
 }
 
@@ -113,17 +108,14 @@ impl Stage for UringReadStage {
             }
             // Regular files only: a read of a pipe or a device may wait for ever, which only
             // the ring can cancel (and `pread` cannot seek there anyway).
-            if self.ring.blocking_threads() && is_regular(buffered) {
+            if let Some(threads) = self.ring.blocking_threads().filter(|_| is_regular(buffered)) {
                 stats.buffered.fetch_add(1, Relaxed);
                 stats.thread_reads.fetch_add(1, Relaxed);
                 let (rest, rest_len) = (dst[copied..].as_mut_ptr(), dst.len() - copied);
                 let (pending, outcome) = node.defer();
                 // SAFETY: the rest of the node's destination and its file's descriptor, both
                 // valid until the node completes, which only the thread's read does.
-                unsafe {
-                    self.threads
-                        .read(buffered, rest, rest_len, offset + copied as u64, path, pending)
-                };
+                unsafe { threads.read(buffered, rest, rest_len, offset + copied as u64, path, pending) };
                 return outcome;
             }
         }
