@@ -24,14 +24,22 @@ use super::pread::read_exact_at;
 /// How long an idle thread waits for another read before it leaves.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// One read: `len` bytes of `fd` at `offset` into `dst`, finishing `pending`.
-struct Job {
-    fd: RawFd,
-    dst: *mut u8,
-    len: usize,
-    offset: u64,
-    path: Option<Arc<Path>>,
-    pending: PendingNode,
+/// One read: `len` bytes of `fd` at `offset` into `dst`, finishing `pending` (with the error,
+/// naming `path`, if it fails).
+#[derive(Debug)]
+pub struct Job {
+    /// The file, open for buffered reads.
+    pub fd: RawFd,
+    /// Where the bytes go.
+    pub dst: *mut u8,
+    /// How many.
+    pub len: usize,
+    /// From where in the file.
+    pub offset: u64,
+    /// The file's path, for errors.
+    pub path: Option<Arc<Path>>,
+    /// The node the read finishes.
+    pub pending: PendingNode,
 }
 
 // SAFETY: `dst` is the pending node's destination and `fd` its file's descriptor; both stay valid
@@ -116,30 +124,13 @@ impl BlockingReads {
         Self::new((4 * cpus).clamp(8, 64))
     }
 
-    /// Reads `len` bytes of `fd` at `offset` into `dst` on one of the threads, then completes
-    /// `pending` with them, or with the error (naming `path`).
+    /// Runs `job` on one of the threads: reads its bytes, then completes its node.
     ///
     /// # Safety
-    /// `dst` must be valid for `len` bytes and `fd` open until `pending` is completed, and
-    /// nothing else may touch that range meanwhile (a node's destination and its file's
-    /// descriptor are).
-    pub unsafe fn read(
-        &self,
-        fd: RawFd,
-        dst: *mut u8,
-        len: usize,
-        offset: u64,
-        path: Option<Arc<Path>>,
-        pending: PendingNode,
-    ) {
-        let job = Job {
-            fd,
-            dst,
-            len,
-            offset,
-            path,
-            pending,
-        };
+    /// `job.dst` must be valid for `job.len` bytes and `job.fd` open until `job.pending` is
+    /// completed, and nothing else may touch that range meanwhile (a node's destination and its
+    /// file's descriptor are).
+    pub unsafe fn read(&self, job: Job) {
         let mut state = self.shared.lock();
         state.jobs.push_back(job);
         if state.idle >= state.jobs.len() || state.threads >= self.shared.most {

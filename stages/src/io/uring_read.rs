@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use dsr_engine::{Error, ErrorKind, Input, IoPolicy, NodeRef, Outcome, Stage};
 
+use super::blocking::Job;
 use super::op::{Op, OpFile, Target};
 use super::open::{direct_alignment, open_buffered, open_direct};
 use super::residency;
@@ -115,7 +116,16 @@ impl Stage for UringReadStage {
                 let (pending, outcome) = node.defer();
                 // SAFETY: the rest of the node's destination and its file's descriptor, both
                 // valid until the node completes, which only the thread's read does.
-                unsafe { threads.read(buffered, rest, rest_len, offset + copied as u64, path, pending) };
+                unsafe {
+                    threads.read(Job {
+                        fd: buffered,
+                        dst: rest,
+                        len: rest_len,
+                        offset: offset + copied as u64,
+                        path,
+                        pending,
+                    })
+                };
                 return outcome;
             }
         }
