@@ -1176,10 +1176,11 @@ fn run_soak(args: SoakArgs) -> CliResult {
     } else {
         let r = &report;
         println!(
-            "soaked {:.1} s (seed {}): {} rounds, {} requests ({} batch, {} queue, {} C ABI): {} done, {} failed, {} cancelled in {} cancel storms; {} faults injected ({} device losses); GPU: {}",
+            "soaked {:.1} s (seed {}): {} rounds ({} cold), {} requests ({} batch, {} queue, {} C ABI): {} done, {} failed, {} cancelled in {} cancel storms; {} faults injected ({} device losses); GPU: {}",
             r.seconds,
             r.seed,
             r.rounds,
+            r.cold_rounds,
             r.requests,
             r.paths.batch,
             r.paths.queue,

@@ -83,6 +83,8 @@ pub struct SoakReport {
     pub faults_injected: u64,
     pub device_losses: u64,
     pub cancel_storms: u64,
+    /// Rounds run with the source files dropped from the page cache first (every other one).
+    pub cold_rounds: u64,
     /// Broken promises: must be 0.
     pub violations: u64,
     /// The first few, described.
@@ -174,7 +176,10 @@ impl World {
                 for prefix in ["", "eio-", "short-", "slow-"] {
                     let name = format!("{prefix}file-{kind}-{i}");
                     let path = dir.path().join(&name);
-                    std::fs::write(&path, &stored)?;
+                    // On the disk, not only in the cache, so that `evict` can drop its pages.
+                    let mut file = std::fs::File::create(&path)?;
+                    std::io::Write::write_all(&mut file, &stored)?;
+                    file.sync_all()?;
                     sources.push(Source {
                         fault: faults.fault_for(Some(&path)),
                         name,
@@ -187,6 +192,17 @@ impl World {
             }
         }
         Ok(World { dir, sources, faults })
+    }
+
+    /// Drops the source files' pages from the page cache, so the next round's reads of them go
+    /// to the disk (through the blocking-read threads, or the ring for faulted files).
+    fn evict(&self) {
+        for path in self.sources.iter().filter_map(|s| s.path.as_ref()) {
+            if let Ok(file) = std::fs::File::open(path) {
+                // SAFETY: advice on a descriptor this function owns.
+                unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            }
+        }
     }
 }
 
@@ -498,6 +514,10 @@ pub fn run(config: &SoakConfig) -> dsr::Result<SoakReport> {
             _ if c_runtime.is_some() => Path3::CAbi,
             _ => Path3::Batch,
         };
+        if soak.round % 2 == 1 {
+            soak.world.evict();
+            soak.report.cold_rounds += 1;
+        }
         let out = soak.world.dir.path().join(format!("out-{}", soak.round));
         match path {
             Path3::Batch => batch_round(&mut soak, &executor, gpu.as_ref(), &out)?,
