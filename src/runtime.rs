@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use dsr_engine::observer::Observer;
 use dsr_engine::queue::{CompressionSupport, DebugFlags, Queue, QueueConfig};
@@ -52,15 +52,26 @@ impl Default for RuntimeConfig {
 pub struct RuntimeFile {
     file: Arc<File>,
     path: Arc<Path>,
-    size: u64,
+    /// Asked of the kernel the first time it is wanted: a title opening hundreds of files before
+    /// its first `Submit` rarely asks (the Wine DLL never does), and a `statx` a file is a fifth
+    /// of what opening costs.
+    size: Arc<OnceLock<u64>>,
     /// Counted by the runtime while any handle lives (requests hold the file, not this).
     _alive: Arc<()>,
 }
 
 impl RuntimeFile {
-    /// Its size in bytes, as of opening.
-    pub fn size(&self) -> u64 {
-        self.size
+    /// Its size in bytes, as of the first time it was asked.
+    pub fn size(&self) -> Result<u64> {
+        if let Some(&size) = self.size.get() {
+            return Ok(size);
+        }
+        let size = self
+            .file
+            .metadata()
+            .map_err(|e| Error::from_io(e, "cannot stat the file").with_path(&self.path))?
+            .len();
+        Ok(*self.size.get_or_init(|| size))
     }
 
     /// The path it was opened from.
@@ -286,16 +297,12 @@ impl Runtime {
     pub fn open_file(&self, path: impl AsRef<Path>) -> Result<RuntimeFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::from_io(e, "cannot open the file").with_path(path))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Error::from_io(e, "cannot stat the file").with_path(path))?
-            .len();
         let mut state = self.lock();
         Self::executor(&mut state)?;
         Ok(RuntimeFile {
             file: Arc::new(file),
             path: Arc::from(path),
-            size,
+            size: Arc::new(OnceLock::new()),
             _alive: state.files.clone(),
         })
     }

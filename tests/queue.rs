@@ -514,7 +514,7 @@ fn the_runtime_configures_until_a_queue_or_file_exists() {
     let data = pattern(10_000, 7);
     let file = temp_file(&data);
     let opened = runtime.open_file(file.path()).unwrap();
-    assert_eq!(opened.size(), 10_000);
+    assert_eq!(opened.size().unwrap(), 10_000);
     let err = runtime
         .set_config(RuntimeConfig {
             force_file_buffering: true,

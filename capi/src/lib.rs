@@ -466,9 +466,13 @@ pub unsafe extern "C" fn dsr_file_open(
             return Err(DSR_E_INVALID_ARGUMENT);
         }
         let file = runtime.runtime.open_file(&path).map_err(|e| failed(&e))?;
-        let size = file.size();
+        // The size is asked of the kernel only for a caller that wants it.
+        let size = match size_out.is_null() {
+            true => None,
+            false => Some(file.size().map_err(|e| failed(&e))?),
+        };
         let handle = FILES.insert(CFile { file });
-        if !size_out.is_null() {
+        if let Some(size) = size {
             // SAFETY: checked for null.
             unsafe { size_out.write_unaligned(size) };
         }
