@@ -156,6 +156,25 @@ impl BlockingReads {
             }
         }
     }
+
+    /// Ends the queued reads of cancelled requests now, rather than when a thread gets to
+    /// them (every thread may be waiting on a slow disk).
+    pub fn sweep(&self) {
+        let cancelled: VecDeque<Job> = {
+            let mut state = self.shared.lock();
+            if state.jobs.is_empty() {
+                return;
+            }
+            let (cancelled, kept) = std::mem::take(&mut state.jobs)
+                .into_iter()
+                .partition(|job| job.pending.is_tombstoned());
+            state.jobs = kept;
+            cancelled
+        };
+        for job in cancelled {
+            job.pending.cancel();
+        }
+    }
 }
 
 fn serve(shared: &Shared) {
@@ -185,27 +204,6 @@ fn serve(shared: &Shared) {
         }
     }
     state.threads -= 1;
-}
-
-impl BlockingReads {
-    /// Ends the queued reads of cancelled requests now, rather than when a thread gets to
-    /// them (every thread may be waiting on a slow disk).
-    pub fn sweep(&self) {
-        let cancelled: VecDeque<Job> = {
-            let mut state = self.shared.lock();
-            if state.jobs.is_empty() {
-                return;
-            }
-            let (cancelled, kept) = std::mem::take(&mut state.jobs)
-                .into_iter()
-                .partition(|job| job.pending.is_tombstoned());
-            state.jobs = kept;
-            cancelled
-        };
-        for job in cancelled {
-            job.pending.cancel();
-        }
-    }
 }
 
 impl Drop for BlockingReads {
