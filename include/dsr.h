@@ -4,7 +4,8 @@
  * struct layout here against the Rust definitions.
  *
  * The model is DirectStorage's: a runtime (the factory) opens files and makes queues; requests
- * are enqueued on a queue and start at dsr_queue_submit (or when the queue is half full);
+ * are enqueued on a queue and start at dsr_queue_submit, when the queue is half full, or early
+ * (each 16 enqueued while dsr's workers have room for them);
  * status, signal and event entries complete after everything enqueued before them.
  *
  * Handles are 64-bit values checked on every call: a stale, destroyed or forged handle is

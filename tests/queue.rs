@@ -729,7 +729,14 @@ fn a_callback_may_close_its_own_queue() {
 /// outside afterwards waits, and the destination comes back.
 #[test]
 fn a_callback_closing_its_queue_on_a_one_worker_executor_does_not_wait_for_its_batch() {
-    let queue = memory_queue(executor(1), 0x100);
+    // Nothing starts before the submit: the close comes from inside the one batch.
+    let config = QueueConfig {
+        source: SourceType::Memory,
+        capacity: 0x100,
+        early_start: 0,
+        ..QueueConfig::default()
+    };
+    let queue = Queue::new(Arc::new(executor(1)), config).unwrap();
     let bytes: Arc<[u8]> = Arc::from(pattern(64 * 64, 11));
     let mut dest = HostBuffer::new(64 * 64);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -751,4 +758,113 @@ fn a_callback_closing_its_queue_on_a_one_worker_executor_does_not_wait_for_its_b
     queue.close();
     assert!(queue.is_closed());
     landed(&mut dest);
+}
+
+/// A memory queue of 0x100 slots with early start in groups of `group`.
+fn early_queue(workers: usize, group: u32) -> Queue {
+    let config = QueueConfig {
+        source: SourceType::Memory,
+        capacity: 0x100,
+        early_start: group,
+        ..QueueConfig::default()
+    };
+    Queue::new(Arc::new(executor(workers)), config).unwrap()
+}
+
+/// Enqueues requests `slots` (64 bytes each), each telling `tx` its slot when it finishes.
+fn enqueue_told(
+    queue: &Queue,
+    bytes: &Arc<[u8]>,
+    dest: &HostBuffer,
+    slots: std::ops::Range<u64>,
+    tx: &std::sync::mpsc::Sender<u64>,
+) {
+    for slot in slots {
+        let tx = tx.clone();
+        let done: dsr::engine::queue::RequestDone = Box::new(move |_| {
+            let _ = tx.send(slot);
+        });
+        queue
+            .enqueue_with(copy_request(bytes, dest, slot, 0), done, true)
+            .unwrap();
+    }
+}
+
+/// How long a test watches for work that must not start.
+const QUIET: Duration = Duration::from_millis(200);
+
+#[test]
+fn a_group_of_enqueued_requests_starts_before_submit_while_workers_idle() {
+    let queue = early_queue(2, 16);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 21));
+    let dest = HostBuffer::new(64 * 64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    enqueue_told(&queue, &bytes, &dest, 0..16, &tx);
+    let mut started: Vec<u64> = (0..16)
+        .map(|_| rx.recv_timeout(PATIENCE).expect("the group ran unsubmitted"))
+        .collect();
+    started.sort_unstable();
+    assert_eq!(started, (0..16).collect::<Vec<_>>());
+    // Less than a group waits for the submit.
+    enqueue_told(&queue, &bytes, &dest, 16..31, &tx);
+    assert!(
+        rx.recv_timeout(QUIET).is_err(),
+        "a part of a group started before the submit"
+    );
+    let status = StatusArray::new(1);
+    queue.enqueue_status(&status, 0).unwrap();
+    assert_eq!(status.get(0), StatusEntry::Pending, "an entry fired before its submit");
+    let fence = signalled(&queue);
+    assert!(fence.wait_timeout(1, PATIENCE));
+    assert_eq!(status.get(0), StatusEntry::Ok);
+    assert_eq!(rx.try_iter().count(), 15);
+}
+
+#[test]
+fn without_early_start_nothing_starts_before_submit() {
+    let queue = early_queue(2, 0);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 22));
+    let dest = HostBuffer::new(64 * 64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    enqueue_told(&queue, &bytes, &dest, 0..64, &tx);
+    assert!(rx.recv_timeout(QUIET).is_err(), "a request started before the submit");
+    assert!(signalled(&queue).wait_timeout(1, PATIENCE));
+    assert_eq!(rx.try_iter().count(), 64);
+}
+
+#[test]
+fn a_group_waits_for_the_submit_while_the_workers_are_busy_with_the_queue() {
+    // One worker, held by the first request's callback: the first group is in flight, so the
+    // second does not start early (it would only queue behind the first).
+    let queue = early_queue(1, 16);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 23));
+    let dest = HostBuffer::new(64 * 64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let done: dsr::engine::queue::RequestDone = Box::new(move |_| {
+        let _ = held_tx.send(());
+        let _ = hold.recv_timeout(PATIENCE);
+    });
+    queue
+        .enqueue_with(copy_request(&bytes, &dest, 0, 0), done, true)
+        .unwrap();
+    enqueue_told(&queue, &bytes, &dest, 1..16, &tx);
+    held.recv_timeout(PATIENCE)
+        .expect("the first group started before the submit");
+    enqueue_told(&queue, &bytes, &dest, 16..32, &tx);
+    release.send(()).unwrap();
+    let mut first: Vec<u64> = (1..16)
+        .map(|_| rx.recv_timeout(PATIENCE).expect("the first group finished"))
+        .collect();
+    first.sort_unstable();
+    assert_eq!(first, (1..16).collect::<Vec<_>>());
+    assert!(
+        rx.recv_timeout(QUIET).is_err(),
+        "the second group started while the worker was busy"
+    );
+    assert!(signalled(&queue).wait_timeout(1, PATIENCE));
+    let mut second: Vec<u64> = rx.try_iter().collect();
+    second.sort_unstable();
+    assert_eq!(second, (16..32).collect::<Vec<_>>());
 }

@@ -32,6 +32,14 @@
 //! [`ErrorKind::WouldBlock`]; operations start at [`Queue::submit`] or once half the capacity is
 //! waiting to be submitted (auto-submit), so a full queue always has submitted work to wait for.
 //!
+//! **Early start.** A title opens files and enqueues requests one by one before its `Submit`; on
+//! a machine of many cores the workers would idle through that loop. So each time a group of
+//! [`QueueConfig::early_start`] operations waits, it starts at once if fewer of the queue's
+//! operations are in flight than the executor has workers. Entries in a group fire as they
+//! would after a submit (everything before them finished); a group's order against later ones
+//! is the ledger's, as between submits. DirectStorage promises nothing more: its queues submit
+//! on their own too, and `Submit` only guarantees a start.
+//!
 //! **Close.** [`Queue::close`] cancels what is in flight, waits until none of it touches its
 //! destination again, drops what was not submitted, and completes nothing afterwards (no status,
 //! signal or event fires); every later call fails with [`ErrorKind::Closed`]. On an executor's
@@ -63,6 +71,9 @@ use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub const MIN_CAPACITY: u32 = 0x80;
 /// The most slots a queue may have.
 pub const MAX_CAPACITY: u32 = 0x2000;
+/// [`QueueConfig::early_start`]'s default: a group big enough that its submission costs little
+/// beside its requests, small enough to start a 16-core machine's workers early in a loop.
+pub const DEFAULT_EARLY_START: u32 = 16;
 /// The longest request name an error record keeps, in characters.
 pub const MAX_RECORDED_NAME: usize = 64;
 
@@ -116,6 +127,11 @@ pub struct QueueConfig {
     pub io: Option<IoPolicy>,
     /// What the queue does for debugging.
     pub debug: DebugFlags,
+    /// Early start: each time this many operations wait to be submitted, they start at once if
+    /// fewer of the queue's operations are in flight than the executor has workers (0: only
+    /// [`Queue::submit`] and auto-submit start them). A title's loop of `OpenFile` and
+    /// `EnqueueRequest` before its `Submit` then overlaps with the loads it enqueues.
+    pub early_start: u32,
 }
 
 impl Default for QueueConfig {
@@ -127,6 +143,7 @@ impl Default for QueueConfig {
             name: String::new(),
             io: None,
             debug: DebugFlags::RECORD_NAMES,
+            early_start: DEFAULT_EARLY_START,
         }
     }
 }
@@ -801,16 +818,30 @@ impl Shared {
         self.entered(&mut ledger)
     }
 
-    /// Counts an operation just added to the ledger; submits when half the queue waits. Pops
-    /// the requests that finished meanwhile (nobody else does while no entry waits).
+    /// Counts an operation just added to the ledger; submits when half the queue waits, or
+    /// early (see [`QueueConfig::early_start`]). Pops the requests that finished meanwhile
+    /// (nobody else does while no entry waits).
     fn entered(self: &Arc<Self>, ledger: &mut Ledger) -> Result<()> {
         self.advance(ledger);
         ledger.taken += 1;
         ledger.pending_ops += 1;
-        if ledger.pending_ops >= self.config.capacity / 2 {
+        if ledger.pending_ops >= self.config.capacity / 2 || self.starts_early(ledger) {
             self.submit_locked(ledger)?;
         }
         Ok(())
+    }
+
+    /// Whether the operations waiting to be submitted start now: a whole group of them waits
+    /// and workers would otherwise idle. Reads the count of slots given back (a line finishers
+    /// write) once a group, not once an operation.
+    fn starts_early(&self, ledger: &mut Ledger) -> bool {
+        let group = self.config.early_start;
+        if group == 0 || !ledger.pending_ops.is_multiple_of(group) {
+            return false;
+        }
+        let held = u64::from(self.used(ledger, true));
+        let in_flight = held.saturating_sub(u64::from(ledger.pending_ops));
+        in_flight < self.executor.workers() as u64
     }
 
     /// Submits the pending requests as one batch and lets the entries enqueued so far fire
