@@ -852,7 +852,8 @@ fn a_group_waits_for_the_submit_while_the_workers_are_busy_with_the_queue() {
     enqueue_told(&queue, &bytes, &dest, 1..16, &tx);
     held.recv_timeout(PATIENCE)
         .expect("the first group started before the submit");
-    enqueue_told(&queue, &bytes, &dest, 16..32, &tx);
+    // The next group is twice as large.
+    enqueue_told(&queue, &bytes, &dest, 16..48, &tx);
     release.send(()).unwrap();
     let mut first: Vec<u64> = (1..16)
         .map(|_| rx.recv_timeout(PATIENCE).expect("the first group finished"))
@@ -866,5 +867,46 @@ fn a_group_waits_for_the_submit_while_the_workers_are_busy_with_the_queue() {
     assert!(signalled(&queue).wait_timeout(1, PATIENCE));
     let mut second: Vec<u64> = rx.try_iter().collect();
     second.sort_unstable();
-    assert_eq!(second, (16..32).collect::<Vec<_>>());
+    assert_eq!(second, (16..48).collect::<Vec<_>>());
+}
+
+/// Receives `n` slots from `rx`, sorted.
+fn told(rx: &std::sync::mpsc::Receiver<u64>, n: usize, what: &str) -> Vec<u64> {
+    let mut slots: Vec<u64> = (0..n).map(|_| rx.recv_timeout(PATIENCE).expect(what)).collect();
+    slots.sort_unstable();
+    slots
+}
+
+#[test]
+fn early_groups_double_until_the_submit() {
+    let queue = early_queue(2, 16);
+    let bytes: Arc<[u8]> = Arc::from(pattern(64, 24));
+    let dest = HostBuffer::new(64 * 128);
+    let (tx, rx) = std::sync::mpsc::channel();
+    enqueue_told(&queue, &bytes, &dest, 0..16, &tx);
+    assert_eq!(told(&rx, 16, "the first group of 16 ran"), (0..16).collect::<Vec<_>>());
+    enqueue_told(&queue, &bytes, &dest, 16..32, &tx);
+    assert!(
+        rx.recv_timeout(QUIET).is_err(),
+        "16 started after a group of 16: the next is 32"
+    );
+    enqueue_told(&queue, &bytes, &dest, 32..48, &tx);
+    assert_eq!(told(&rx, 32, "the group of 32 ran"), (16..48).collect::<Vec<_>>());
+    enqueue_told(&queue, &bytes, &dest, 48..96, &tx);
+    assert!(
+        rx.recv_timeout(QUIET).is_err(),
+        "48 started after a group of 32: the next is 64"
+    );
+    // A submit starts them and the groups begin again at 16.
+    queue.submit().unwrap();
+    assert_eq!(
+        told(&rx, 48, "the submit started the rest"),
+        (48..96).collect::<Vec<_>>()
+    );
+    enqueue_told(&queue, &bytes, &dest, 96..112, &tx);
+    assert_eq!(
+        told(&rx, 16, "a group of 16 after the submit ran"),
+        (96..112).collect::<Vec<_>>()
+    );
+    assert!(signalled(&queue).wait_timeout(1, PATIENCE));
 }

@@ -33,12 +33,14 @@
 //! waiting to be submitted (auto-submit), so a full queue always has submitted work to wait for.
 //!
 //! **Early start.** A title opens files and enqueues requests one by one before its `Submit`; on
-//! a machine of many cores the workers would idle through that loop. So each time a group of
+//! a machine of many cores the workers would idle through that loop. So once a group of
 //! [`QueueConfig::early_start`] operations waits, it starts at once if fewer of the queue's
-//! operations are in flight than the executor has workers. Entries in a group fire as they
-//! would after a submit (everything before them finished); a group's order against later ones
-//! is the ledger's, as between submits. DirectStorage promises nothing more: its queues submit
-//! on their own too, and `Submit` only guarantees a start.
+//! operations are in flight than the executor has workers. Each group that starts doubles the
+//! next one until the caller submits: a long loop of tiny requests makes a few batches, not one
+//! per group (a batch costs more than a request). Entries in a group fire as they would after a
+//! submit (everything before them finished); a group's order against later ones is the
+//! ledger's, as between submits. DirectStorage promises nothing more: its queues submit on their
+//! own too, and `Submit` only guarantees a start.
 //!
 //! **Close.** [`Queue::close`] cancels what is in flight, waits until none of it touches its
 //! destination again, drops what was not submitted, and completes nothing afterwards (no status,
@@ -71,8 +73,8 @@ use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub const MIN_CAPACITY: u32 = 0x80;
 /// The most slots a queue may have.
 pub const MAX_CAPACITY: u32 = 0x2000;
-/// [`QueueConfig::early_start`]'s default: a group big enough that its submission costs little
-/// beside its requests, small enough to start a 16-core machine's workers early in a loop.
+/// [`QueueConfig::early_start`]'s default: small enough to start a 16-core machine's workers early
+/// in a title's loop (groups double from there).
 pub const DEFAULT_EARLY_START: u32 = 16;
 /// The longest request name an error record keeps, in characters.
 pub const MAX_RECORDED_NAME: usize = 64;
@@ -127,10 +129,11 @@ pub struct QueueConfig {
     pub io: Option<IoPolicy>,
     /// What the queue does for debugging.
     pub debug: DebugFlags,
-    /// Early start: each time this many operations wait to be submitted, they start at once if
-    /// fewer of the queue's operations are in flight than the executor has workers (0: only
-    /// [`Queue::submit`] and auto-submit start them). A title's loop of `OpenFile` and
-    /// `EnqueueRequest` before its `Submit` then overlaps with the loads it enqueues.
+    /// Early start: once this many operations wait to be submitted, they start at once if fewer
+    /// of the queue's operations are in flight than the executor has workers, and the next group
+    /// is twice as large, until [`Queue::submit`] (0: only submit and auto-submit start them). A
+    /// title's loop of `OpenFile` and `EnqueueRequest` before its `Submit` then overlaps with the
+    /// loads it enqueues.
     pub early_start: u32,
 }
 
@@ -390,6 +393,8 @@ struct Ledger {
     pending_ops: u32,
     /// Entries (not requests) among them.
     pending_entries: u64,
+    /// The operations that must wait before they may start early (see `Shared::starts_early`).
+    early_group: u32,
     /// Slots ever taken; `Shared::returned` counts those given back.
     taken: u64,
     /// The last value of `Shared::returned` read.
@@ -568,6 +573,7 @@ impl Queue {
             )));
         }
         let error_event = EventFd::new().map_err(|e| Error::from_io(e, "cannot create the queue's error event"))?;
+        let early_group = config.early_start;
         Ok(Queue {
             shared: Arc::new(Shared {
                 executor,
@@ -581,6 +587,7 @@ impl Queue {
                     pending_finish: Vec::new(),
                     pending_ops: 0,
                     pending_entries: 0,
+                    early_group,
                     taken: 0,
                     returned_seen: 0,
                     in_flight: Vec::new(),
@@ -664,6 +671,7 @@ impl Queue {
         if ledger.closed {
             return Err(closed());
         }
+        ledger.early_group = shared.config.early_start;
         shared.submit_locked(&mut ledger)
     }
 
@@ -832,16 +840,20 @@ impl Shared {
     }
 
     /// Whether the operations waiting to be submitted start now: a whole group of them waits
-    /// and workers would otherwise idle. Reads the count of slots given back (a line finishers
-    /// write) once a group, not once an operation.
+    /// and workers would otherwise idle. The next group is then twice as large. Reads the count
+    /// of slots given back (a line finishers write) once a group, not once an operation.
     fn starts_early(&self, ledger: &mut Ledger) -> bool {
-        let group = self.config.early_start;
+        let group = ledger.early_group;
         if group == 0 || !ledger.pending_ops.is_multiple_of(group) {
             return false;
         }
         let held = u64::from(self.used(ledger, true));
         let in_flight = held.saturating_sub(u64::from(ledger.pending_ops));
-        in_flight < self.executor.workers() as u64
+        if in_flight >= self.executor.workers() as u64 {
+            return false;
+        }
+        ledger.early_group = group.saturating_mul(2);
+        true
     }
 
     /// Submits the pending requests as one batch and lets the entries enqueued so far fire
