@@ -5,7 +5,7 @@
  *
  * The model is DirectStorage's: a runtime (the factory) opens files and makes queues; requests
  * are enqueued on a queue and start at dsr_queue_submit, when the queue is half full, or early
- * (each 16 enqueued while dsr's workers have room for them);
+ * (groups of 16, 32, 64, ... enqueued, while dsr's workers have room for them);
  * status, signal and event entries complete after everything enqueued before them.
  *
  * Handles are 64-bit values checked on every call: a stale, destroyed or forged handle is
