@@ -7,8 +7,7 @@
 #   (each directory holds a libdsr.so; ROUNDS 7 or more on a noisy machine)
 # DSR_COLD=1: drop the page cache (root) before every run, so each reads from the disk.
 # DSR_ASSETS / DSR_KIB: the asset set (128 of 1024 KiB). DSR_BIN, DSR_WINE_BUILD, WINE and
-# WINEPREFIX as for benches/wine-load.sh (the DLL and load.exe are built here with `make -C wine`
-# unless DSR_WINE_BUILD names a directory holding them).
+# WINEPREFIX as benches/wine-common.sh says.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 usage="usage: benches/wine-ab.sh ROUNDS NAME=LIBDSR_DIR [NAME=LIBDSR_DIR...]"
@@ -20,37 +19,8 @@ for build in "$@"; do
   [ "$name" != "$build" ] && [ -f "$dir/libdsr.so" ] || { echo "no $dir/libdsr.so ($build): $usage" >&2; exit 2; }
   names+=("$name"); dirs+=("$(cd "$dir" && pwd)")
 done
-dsr=${DSR_BIN:-$root/target/release/dsr}
-build=${DSR_WINE_BUILD:-$root/target/wine-bench}
-if [ -z "${DSR_WINE_BUILD:-}" ]; then
-  make -s -C "$root/wine" LIBDSR="$root/target/release" BUILD="$build" >/dev/null
-  cp "$build/dstorage.dll.so" "$build/dstorage.dll"
-fi
-wine=${WINE:-$(command -v wine64 || echo /usr/lib/wine/wine64)}
-export WINEPREFIX=${WINEPREFIX:-$root/target/wine-prefix} WINEDEBUG=-all WINEDLLPATH=$build
-export WINEDLLOVERRIDES="dstorage=b;winemenubuilder.exe=d"
-unset DISPLAY
-[ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot -i >/dev/null 2>&1
-wineserver=$(dirname "$(readlink -f "$wine")")/wineserver
-[ -x "$wineserver" ] || wineserver=wineserver
-"$wineserver" -p 2>/dev/null || true
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"; "$wineserver" -k 2>/dev/null || true' EXIT
-
-python3 "$root/benches/game-records.py" "$tmp" "${DSR_ASSETS:-128}" "${DSR_KIB:-1024}" >/dev/null
-ls "$tmp"/asset*.bin | xargs -P "$(nproc)" -I{} "$dsr" gdeflate compress --threads 1 {} {}.gdf >/dev/null 2>&1
-winpath() { echo "Z:$(echo "$1" | tr / '\\')"; }
-: > "$tmp/raw.list"; : > "$tmp/packed.list"
-for f in "$tmp"/asset*.bin; do
-  printf '%s\t%s\t%s\n' "$(winpath "$f")" "$(stat -c %s "$f")" "$(stat -c %s "$f")" >> "$tmp/raw.list"
-  printf '%s\t%s\t%s\n' "$(winpath "$f.gdf")" "$(stat -c %s "$f.gdf")" "$(stat -c %s "$f")" >> "$tmp/packed.list"
-done
-cat "$tmp"/asset* > /dev/null
-settle() {
-  if [ "${DSR_COLD:-0}" = 1 ]; then
-    sync
-    echo 3 > /proc/sys/vm/drop_caches || { echo "DSR_COLD=1 needs root (drop_caches)" >&2; exit 1; }
-  fi
-}
+. "$root/benches/wine-common.sh"
+make_assets "${DSR_ASSETS:-128}" "${DSR_KIB:-1024}"
 # Wine's first start of a prefix in this run is not any build's.
 LD_LIBRARY_PATH="${dirs[0]}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$wine" "$build/load.exe" readfile "$(winpath "$tmp/raw.list")" >/dev/null
 

@@ -6,47 +6,16 @@
 # Usage: benches/wine-load.sh [INVOCATIONS] [ASSETS] [KIB_PER_ASSET]
 # DSR_COLD=1: drop the page cache (root) before every invocation, so each reads from the disk.
 # Needs a release build (cargo build --release), Wine's tools and mingw-w64 (docs/wine.md).
-# On a machine without the tools (the GPU machine): DSR_BIN=the dsr binary, DSR_WINE_BUILD=a
-# directory with dstorage.dll.so, dstorage.dll and load.exe built here (skips make), WINE and
-# WINEPREFIX as wanted (libdsr.so then comes from LD_LIBRARY_PATH).
+# On a machine without the tools (the GPU machine): DSR_BIN, DSR_WINE_BUILD, WINE and WINEPREFIX
+# as benches/wine-common.sh says.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-5}
 count=${2:-256}
 kib=${3:-1024}
-dsr=${DSR_BIN:-$root/target/release/dsr}
-build=${DSR_WINE_BUILD:-$root/target/wine-bench}
-if [ -z "${DSR_WINE_BUILD:-}" ]; then
-  make -s -C "$root/wine" LIBDSR="$root/target/release" BUILD="$build" >/dev/null
-  cp "$build/dstorage.dll.so" "$build/dstorage.dll"
-fi
-wine=${WINE:-$(command -v wine64 || echo /usr/lib/wine/wine64)}
-export WINEPREFIX=${WINEPREFIX:-$root/target/wine-prefix} WINEDEBUG=-all WINEDLLPATH=$build
-export WINEDLLOVERRIDES="dstorage=b;winemenubuilder.exe=d"
-unset DISPLAY
-[ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot -i >/dev/null 2>&1
-# One wineserver for the whole run, so no invocation pays for starting it.
-wineserver=$(dirname "$(readlink -f "$wine")")/wineserver
-[ -x "$wineserver" ] || wineserver=wineserver
-"$wineserver" -p 2>/dev/null || true  # already running for this prefix: fine
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"; "$wineserver" -k 2>/dev/null || true' EXIT
-
-python3 "$root/benches/game-records.py" "$tmp" "$count" "$kib"
-for f in "$tmp"/asset*.bin; do "$dsr" gdeflate compress --threads 1 "$f" "$f.gdf" >/dev/null 2>&1; done
-winpath() { echo "Z:$(echo "$1" | tr / '\\')"; }
-: > "$tmp/raw.list"; : > "$tmp/packed.list"
-for f in "$tmp"/asset*.bin; do
-  printf '%s\t%s\t%s\n' "$(winpath "$f")" "$(stat -c %s "$f")" "$(stat -c %s "$f")" >> "$tmp/raw.list"
-  printf '%s\t%s\t%s\n' "$(winpath "$f.gdf")" "$(stat -c %s "$f.gdf")" "$(stat -c %s "$f")" >> "$tmp/packed.list"
-done
-cat "$tmp"/asset* > /dev/null
+. "$root/benches/wine-common.sh"
+make_assets "$count" "$kib"
 cold=${DSR_COLD:-0}
-settle() {
-  if [ "$cold" = 1 ]; then
-    sync
-    echo 3 > /proc/sys/vm/drop_caches || { echo "DSR_COLD=1 needs root (drop_caches)" >&2; exit 1; }
-  fi
-}
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 for i in $(seq 1 "$n"); do
