@@ -393,7 +393,8 @@ struct Ledger {
     pending_ops: u32,
     /// Entries (not requests) among them.
     pending_entries: u64,
-    /// The operations that must wait before they may start early (see `Shared::starts_early`).
+    /// How many operations must wait before they start early: `early_start`, doubled by each
+    /// group that did, back at `early_start` on submit (see `Shared::starts_early`).
     early_group: u32,
     /// Slots ever taken; `Shared::returned` counts those given back.
     taken: u64,
