@@ -69,6 +69,14 @@ fn load(
         at += len + 3;
     }
     let report = executor.submit(batch).unwrap().wait_timeout(PATIENCE).expect("drains");
+    for (request, &(offset, len)) in report.requests.iter().zip(ranges) {
+        if request.status == RequestStatus::Done {
+            assert_eq!(
+                request.bytes, len,
+                "the report of the read of {offset}+{len} counts its bytes"
+            );
+        }
+    }
     let mut dest = dest;
     let bytes = dest.as_slice().unwrap().to_vec();
     (report.requests.iter().map(|r| r.status.clone()).collect(), bytes)
@@ -266,6 +274,46 @@ fn cold_reads_past_the_end_fail_with_context_on_the_threads() {
         ring.stats().thread_reads.load(Ordering::Relaxed) >= 1,
         "the threads read"
     );
+}
+
+/// A read whose head is cached and whose tail runs past the end of the file: the head is copied
+/// on the worker, the rest read by the threads or the ring, and the error names the whole range
+/// the caller asked for, not the rest.
+#[test]
+fn a_partly_cached_read_past_the_end_names_the_whole_range() {
+    if !io_uring_available() {
+        return;
+    }
+    let data = pattern(300_000, 12);
+    let file = disk_file(&data);
+    for threads in [true, false] {
+        let config = RingConfig {
+            blocking_threads: threads,
+            ..RingConfig::default()
+        };
+        let (executor, info) = engine(Backend::IoUring, config);
+        let ring = info.ring.expect("io_uring");
+        evict(&file);
+        let mut head = vec![0u8; 262_144];
+        std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
+        evict_from(&file, 262_144);
+        let copied_before = ring.stats().resident_bytes.load(Ordering::Relaxed);
+        let (statuses, _) = load(&executor, file.path(), &[(200_000, 150_000)], IoPolicy::Buffered);
+        assert_eq!(
+            ring.stats().resident_bytes.load(Ordering::Relaxed) - copied_before,
+            62_144,
+            "threads {threads}: the cached head was copied on the worker"
+        );
+        let RequestStatus::Failed(err) = &statuses[0] else {
+            panic!("threads {threads}: {:?}", statuses[0])
+        };
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "threads {threads}: {err}");
+        assert_eq!(err.offset(), Some(300_000), "threads {threads}: {err}");
+        assert!(
+            !err.to_string().contains("262144") && (!threads || err.to_string().contains("200000+150000")),
+            "threads {threads}: the message names the range asked for, not the uncached rest: {err}"
+        );
+    }
 }
 
 /// Cancelling a batch of cold buffered reads: those the threads had not started end Cancelled,

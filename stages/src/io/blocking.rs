@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use dsr_engine::{NodeKind, PendingNode};
 
-use super::pread::read_exact_at;
+use super::pread::read_rest_at;
 
 /// How long an idle thread waits for another read before it leaves.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// One read: `len` bytes of `fd` at `offset` into `dst`, finishing `pending` (with the error,
-/// naming `path`, if it fails).
+/// One read: `len` bytes of `fd` at `offset` into `dst`, of which the first `from` are there
+/// already (copied from the page cache), finishing `pending` (with the error, naming `path` and
+/// the whole range, if it fails).
 #[derive(Debug)]
 pub struct Job {
     /// The file, open for buffered reads.
@@ -36,6 +37,8 @@ pub struct Job {
     pub len: usize,
     /// From where in the file.
     pub offset: u64,
+    /// Bytes at the start of `dst` in place already: the job reads the rest.
+    pub from: usize,
     /// The file's path, for errors.
     pub path: Option<Arc<Path>>,
     /// The node the read finishes.
@@ -44,7 +47,8 @@ pub struct Job {
 
 // SAFETY: `dst` is the pending node's destination and `fd` its file's descriptor; both stay valid
 // while the node is unfinished (its batch owns them and cannot retire before the node does), and
-// only this job writes that range of the destination.
+// only this job touches that range of the destination (the worker that copied its head did so
+// before handing the job over, through the pool's lock).
 unsafe impl Send for Job {}
 
 impl Job {
@@ -58,7 +62,7 @@ impl Job {
         let dst = unsafe { std::slice::from_raw_parts_mut(self.dst, self.len) };
         // SAFETY: the descriptor outlives the job (see `Job`), and `ManuallyDrop` never closes it.
         let file = ManuallyDrop::new(unsafe { File::from_raw_fd(self.fd) });
-        let result = read_exact_at(&file, dst, self.offset).map_err(|err| {
+        let result = read_rest_at(&file, dst, self.offset, self.from).map_err(|err| {
             let err = err.at_stage(NodeKind::Read);
             match &self.path {
                 Some(path) => err.with_path(path),

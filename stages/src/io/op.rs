@@ -46,6 +46,9 @@ pub(crate) struct Op {
     pub needed: usize,
     /// Bytes arrived so far.
     pub done: usize,
+    /// Bytes of the node's range in place before the op started (a read's cached head, copied
+    /// on the worker): reported with the op's own when it completes.
+    pub before: u64,
     pub direct: bool,
     /// Whether the kernel writes the file (else it reads it).
     pub write: bool,
@@ -86,6 +89,7 @@ impl Op {
             len,
             needed,
             done: 0,
+            before: 0,
             direct: file.direct,
             write,
             path: file.path,

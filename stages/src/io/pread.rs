@@ -50,7 +50,7 @@ impl Stage for PreadStage {
                     .at_stage(NodeKind::Read)
                     .at_offset(offset))
             }
-            Some(Fault::Short(max)) => read_exact_at_in(opened, dst, offset, max.max(1)),
+            Some(Fault::Short(max)) => read_exact_at_in(opened, dst, offset, 0, max.max(1)),
             Some(Fault::Delay(delay)) => {
                 std::thread::sleep(delay);
                 read_exact_at(opened, dst, offset)
@@ -67,12 +67,18 @@ impl Stage for PreadStage {
 /// Fills `dst` from `file` at `offset`, resuming after short reads and `EINTR`. Running out of
 /// file before `dst` is full is an `UnexpectedEof` error naming where the file ended.
 pub fn read_exact_at(file: &File, dst: &mut [u8], offset: u64) -> Result<(), Error> {
-    read_exact_at_in(file, dst, offset, usize::MAX)
+    read_exact_at_in(file, dst, offset, 0, usize::MAX)
 }
 
-/// [`read_exact_at`] with each `pread` asking for at most `step` bytes.
-fn read_exact_at_in(file: &File, dst: &mut [u8], offset: u64, step: usize) -> Result<(), Error> {
-    let mut done = 0usize;
+/// [`read_exact_at`] of a range whose first `from` bytes are in `dst` already: reads the rest,
+/// and an error names the whole range.
+pub fn read_rest_at(file: &File, dst: &mut [u8], offset: u64, from: usize) -> Result<(), Error> {
+    read_exact_at_in(file, dst, offset, from, usize::MAX)
+}
+
+/// [`read_rest_at`] with each `pread` asking for at most `step` bytes.
+fn read_exact_at_in(file: &File, dst: &mut [u8], offset: u64, from: usize, step: usize) -> Result<(), Error> {
+    let mut done = from;
     while done < dst.len() {
         let at = offset + done as u64;
         let end = dst.len().min(done.saturating_add(step));

@@ -480,7 +480,9 @@ impl Ring {
                 Target::Staged { slot: None, .. } => unreachable!("a read in flight has its slot"),
                 Target::Destination { .. } => op.needed as u64,
             };
-            NodeEnd::Done { bytes }
+            NodeEnd::Done {
+                bytes: op.before + bytes,
+            }
         };
         let InFlight { node, op } = inner.ops[id as usize].take().expect("a live op");
         inner.free_ids.push(id);

@@ -112,16 +112,17 @@ impl Stage for UringReadStage {
             if let Some(threads) = self.ring.blocking_threads().filter(|_| is_regular(buffered)) {
                 stats.buffered.fetch_add(1, Relaxed);
                 stats.thread_reads.fetch_add(1, Relaxed);
-                let (rest, rest_len) = (dst[copied..].as_mut_ptr(), dst.len() - copied);
+                let (whole, whole_len) = (dst.as_mut_ptr(), dst.len());
                 let (pending, outcome) = node.defer();
-                // SAFETY: the rest of the node's destination and its file's descriptor, both
-                // valid until the node completes, which only the thread's read does.
+                // SAFETY: the node's destination and its file's descriptor, both valid until the
+                // node completes, which only the thread's read does.
                 unsafe {
                     threads.read(Job {
                         fd: buffered,
-                        dst: rest,
-                        len: rest_len,
-                        offset: offset + copied as u64,
+                        dst: whole,
+                        len: whole_len,
+                        offset,
+                        from: copied,
                         path,
                         pending,
                     })
@@ -167,7 +168,9 @@ impl Stage for UringReadStage {
             offset,
             path,
         };
-        self.ring.start(pending, Op::new(file, target, read_len, needed, false));
+        let mut op = Op::new(file, target, read_len, needed, false);
+        op.before = copied as u64;
+        self.ring.start(pending, op);
         outcome
     }
 }
