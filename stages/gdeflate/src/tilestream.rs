@@ -144,13 +144,18 @@ impl<'a> TileStream<'a> {
     /// Whether the table's offsets rise from tile to tile, as [`TileStream::tile`] checks one
     /// tile at a time: an error naming the first tile out of order.
     pub fn check_order(&self) -> Result<(), Error> {
-        let mut before = 0;
-        for i in 1..self.tiles {
-            let at = self.entry(i);
-            if at < before {
+        self.check_order_of(0..self.tiles)
+    }
+
+    /// [`TileStream::check_order`] for tiles `tiles` and where each starts against the tile
+    /// before: what a decoder of a stream arriving in pieces can check of the tiles it takes,
+    /// so a table out of order is called that whichever piece meets it first.
+    pub fn check_order_of(&self, tiles: std::ops::Range<usize>) -> Result<(), Error> {
+        let start = |i: usize| if i == 0 { 0 } else { self.entry(i) };
+        for i in tiles.start.max(1)..tiles.end.saturating_add(1).min(self.tiles) {
+            if start(i) < start(i - 1) {
                 return Err(Error::in_tile(Reason::BadTileTable, i as u32 - 1));
             }
-            before = at;
         }
         Ok(())
     }
@@ -367,6 +372,27 @@ mod tests {
             (Reason::BadTileTable, Some(1)),
             "tile 1 would end before it starts"
         );
+        // A piece's tiles are checked with the tile before them: those touching tiles 1 and 2
+        // find it, those beside them do not.
+        let prefix = TileStream::parse_prefix(&bad).unwrap().unwrap();
+        for (tiles, found) in [
+            (0..1, false),
+            (0..2, true),
+            (1..2, true),
+            (2..3, true),
+            (2..4, true),
+            (3..6, false),
+        ] {
+            let checked = prefix.check_order_of(tiles.clone());
+            assert_eq!(checked.is_err(), found, "tiles {tiles:?}: {checked:?}");
+            if let Err(err) = checked {
+                assert_eq!(
+                    (err.reason, err.tile),
+                    (Reason::BadTileTable, Some(1)),
+                    "tiles {tiles:?}"
+                );
+            }
+        }
     }
 
     #[test]

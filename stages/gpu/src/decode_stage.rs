@@ -419,6 +419,11 @@ impl DecompressGpuStage {
         if tiles.is_empty() {
             return Ok(None);
         }
+        if !last {
+            // A table out of order is named so by whichever piece meets it (the last piece
+            // checked it whole above), not by a tile it misplaces.
+            stream.check_order_of(tiles.clone()).map_err(corrupt)?;
+        }
         let dst_base = device_address(context, target.raw()) + dst.offset;
         let (mut start, mut end) = (u64::MAX, 0);
         let mut spans = Vec::with_capacity(tiles.len());
