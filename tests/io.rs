@@ -45,6 +45,25 @@ pub(crate) fn engine(backend: Backend, ring: RingConfig) -> (dsr::Executor, IoIn
     )
 }
 
+/// An io_uring engine whose buffered reads of what the cache lacks go to the blocking-read
+/// threads (`threads`) or to the ring, and its ring.
+fn ring_engine(threads: bool) -> (dsr::Executor, Arc<dsr::stages::io::Ring>) {
+    let config = RingConfig {
+        blocking_threads: threads,
+        ..RingConfig::default()
+    };
+    let (executor, info) = engine(Backend::IoUring, config);
+    (executor, info.ring.expect("the ring backend"))
+}
+
+/// Leaves only `file`'s first `len` bytes in the page cache.
+fn cache_only_head(file: &tempfile::NamedTempFile, len: usize) {
+    evict(file);
+    let mut head = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
+    evict_from(file, len as u64);
+}
+
 fn engine_with(backend: Backend, ring: RingConfig, config: ExecutorConfig) -> (dsr::Executor, IoInfo) {
     let (executor, info) = dsr::executor_with_io(config, IoConfig { backend, ring }).expect("executor starts");
     assert_eq!(info.backend, backend, "{:?}", info.reason);
@@ -287,16 +306,8 @@ fn a_partly_cached_read_past_the_end_names_the_whole_range() {
     let data = pattern(300_000, 12);
     let file = disk_file(&data);
     for threads in [true, false] {
-        let config = RingConfig {
-            blocking_threads: threads,
-            ..RingConfig::default()
-        };
-        let (executor, info) = engine(Backend::IoUring, config);
-        let ring = info.ring.expect("io_uring");
-        evict(&file);
-        let mut head = vec![0u8; 262_144];
-        std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
-        evict_from(&file, 262_144);
+        let (executor, ring) = ring_engine(threads);
+        cache_only_head(&file, 262_144);
         let copied_before = ring.stats().resident_bytes.load(Ordering::Relaxed);
         let (statuses, _) = load(&executor, file.path(), &[(200_000, 150_000)], IoPolicy::Buffered);
         assert_eq!(
@@ -1031,12 +1042,7 @@ fn cached_pages_are_copied_on_the_worker_and_the_rest_read_by_threads_or_the_rin
     let data = pattern(4 << 20, 22);
     let file = disk_file(&data);
     for threads in [true, false] {
-        let config = RingConfig {
-            blocking_threads: threads,
-            ..RingConfig::default()
-        };
-        let (executor, info) = engine(Backend::IoUring, config);
-        let ring = info.ring.expect("the ring backend");
+        let (executor, ring) = ring_engine(threads);
         // (whole copies on the workers, reads of what the cache lacked, SQEs)
         let counts = || {
             let stats = ring.stats();
@@ -1081,10 +1087,7 @@ fn cached_pages_are_copied_on_the_worker_and_the_rest_read_by_threads_or_the_rin
         // Cached in part: the first 2 MiB are read into the cache, and whatever readahead
         // brought in after them is dropped again. A 1 MiB read from 1.5 MiB copies the cached
         // half on its worker and leaves the other half to the threads or the ring.
-        evict(&file);
-        let mut head = vec![0u8; 2 << 20];
-        std::os::unix::fs::FileExt::read_exact_at(file.as_file(), &mut head, 0).unwrap();
-        evict_from(&file, 2 << 20);
+        cache_only_head(&file, 2 << 20);
         let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
         assert_eq!(
             dsr::stages::io::residency::resident(fd, 0, 2 << 20),
